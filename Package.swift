@@ -1,0 +1,113 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// vmsessiond: a local daemon that runs virtual machines as password-keyed sessions for web pages.
+/// Dependencies point one way: Core <- Store, Hypervisor (<- Libvirt) <- Daemon <- API <- executables.
+let package = Package(
+    name: "vmsessiond",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vmsessiond", targets: ["vmsessiond"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLibvirt",
+            pkgConfig: "libvirt",
+            providers: [.apt(["libvirt-dev"])]
+        ),
+        .target(name: "Libvirt", dependencies: ["CLibvirt"]),
+        .target(name: "VMSessionCore"),
+        .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite")]),
+        .target(
+            name: "VMSessionStore",
+            dependencies: [
+                "VMSessionCore",
+                "VMSessionSchema",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .target(name: "VMSessionContext", dependencies: ["VMSessionCore"]),
+        .target(
+            name: "VMSessionHypervisor",
+            dependencies: [
+                "VMSessionCore",
+                "VMSessionContext",
+                "Libvirt",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
+        ),
+        .target(
+            name: "VMSessionDaemon",
+            dependencies: [
+                "VMSessionCore",
+                "VMSessionStore",
+                "VMSessionContext",
+                "VMSessionHypervisor",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "VMSessionAPI",
+            dependencies: [
+                "VMSessionCore",
+                "VMSessionDaemon",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "vmsessiond",
+            dependencies: [
+                "VMSessionAPI",
+                "VMSessionDaemon",
+                "VMSessionHypervisor",
+                "VMSessionStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(name: "VMSessionCoreTests", dependencies: ["VMSessionCore"]),
+        .testTarget(
+            name: "VMSessionStoreTests",
+            dependencies: ["VMSessionStore", "VMSessionCore"]
+        ),
+        .testTarget(
+            name: "VMSessionHypervisorTests",
+            dependencies: ["VMSessionHypervisor", "Libvirt", "VMSessionCore"]
+        ),
+        .testTarget(
+            name: "VMSessionAPITests",
+            dependencies: [
+                "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,5 @@
+#ifndef VMSESSIOND_CLIBVIRT_SHIM_H
+#define VMSESSIOND_CLIBVIRT_SHIM_H
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#endif

@@ -1,0 +1,36 @@
+import CLibvirt
+
+/// A failure reported by libvirt, carrying libvirt's own error code and message so that callers can
+/// tell "no such domain" from "operation invalid" without parsing text.
+public struct LibvirtError: Error, CustomStringConvertible, Sendable {
+    /// libvirt's `virErrorNumber` (e.g. `VIR_ERR_NO_DOMAIN`).
+    public let code: Int32
+    /// libvirt's `virErrorDomain`: which part of libvirt raised it.
+    public let domain: Int32
+    /// libvirt's message, as it would print it.
+    public let message: String
+    /// The libvirt call that failed.
+    public let operation: String
+
+    public var description: String { "\(operation): \(message) (libvirt error \(code))" }
+
+    /// Whether the error says that the domain does not exist.
+    public var isNoDomain: Bool { code == Int32(VIR_ERR_NO_DOMAIN.rawValue) }
+    /// Whether the error says the operation is not supported by this driver.
+    public var isUnsupported: Bool {
+        code == Int32(VIR_ERR_NO_SUPPORT.rawValue) || code == Int32(VIR_ERR_ARGUMENT_UNSUPPORTED.rawValue)
+            || code == Int32(VIR_ERR_OPERATION_UNSUPPORTED.rawValue)
+    }
+    /// Whether the domain was not in a state that allows the operation (e.g. already running).
+    public var isInvalidOperation: Bool { code == Int32(VIR_ERR_OPERATION_INVALID.rawValue) }
+
+    /// Captures the calling thread's last libvirt error. libvirt keeps it thread-locally, so this must be
+    /// called on the thread that made the failing call, right after it.
+    static func last(_ operation: String) -> LibvirtError {
+        guard let error = virGetLastError() else {
+            return LibvirtError(code: -1, domain: 0, message: "unknown libvirt error", operation: operation)
+        }
+        let message = error.pointee.message.map { String(cString: $0) } ?? "unknown libvirt error"
+        return LibvirtError(code: error.pointee.code, domain: error.pointee.domain, message: message, operation: operation)
+    }
+}
