@@ -1,0 +1,52 @@
+import Foundation
+
+/// A session as callers see it: identity, state, what it was opened with, its cap and controller
+/// settings. Secrets are never part of it.
+public struct Session: Codable, Equatable, Sendable {
+    public var id: SessionID
+    public var name: String
+    public var state: SessionState
+    /// What `open` asked for; nil until the session was opened once.
+    public var requirements: Requirements?
+    public var executionCap: ExecutionCap
+    public var daemon: DaemonControl
+    /// The last failure, kept until the next successful action.
+    public var lastError: String?
+    /// The operation running on the session, if any.
+    public var operationID: OperationID?
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: SessionID, name: String, state: SessionState = .closed, requirements: Requirements? = nil,
+        executionCap: ExecutionCap = .unlimited, daemon: DaemonControl = .init(), lastError: String? = nil,
+        operationID: OperationID? = nil, createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.name = name
+        self.state = state
+        self.requirements = requirements
+        self.executionCap = executionCap
+        self.daemon = daemon
+        self.lastError = lastError
+        self.operationID = operationID
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// A session's opt-in to the idle-aware controller (the plugin's `daemonControlled`, `daemonMinCap`,
+/// `daemonMaxCap`, `daemonFlags`).
+public struct DaemonControl: Codable, Equatable, Sendable {
+    public var controlled: Bool
+    public var minCap: Int
+    public var maxCap: Int
+    public var flags: Int
+
+    public init(controlled: Bool = false, minCap: Int = 0, maxCap: Int = 100, flags: Int = 0) {
+        self.controlled = controlled
+        self.minCap = minCap
+        self.maxCap = maxCap
+        self.flags = flags
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+
+extension SessionEvent {
+    /// `stateChanged`: the session moved; `reason` says why in words a user understands.
+    public struct StateChanged: Codable, Equatable, Sendable {
+        public var state: SessionState
+        public var stateCode: Int
+        public var previous: SessionState
+        public var reason: String
+        public init(state: SessionState, previous: SessionState, reason: String) {
+            self.state = state
+            self.stateCode = state.legacyCode
+            self.previous = previous
+            self.reason = reason
+        }
+    }
+
+    /// `progress`: an operation advanced.
+    public struct ProgressUpdate: Codable, Equatable, Sendable {
+        public var operation: OperationID
+        public var action: SessionAction
+        public var done: Int
+        public var total: Int
+        public var message: String
+        public var fraction: Double
+        public init(operation: OperationID, action: SessionAction, progress: SessionOperation.Progress) {
+            self.operation = operation
+            self.action = action
+            self.done = progress.done
+            self.total = progress.total
+            self.message = progress.message
+            self.fraction = progress.fraction
+        }
+    }
+
+    /// `operationStarted`, `operationCompleted`, `operationFailed`.
+    public struct OperationUpdate: Codable, Equatable, Sendable {
+        public var operation: OperationID
+        public var action: SessionAction
+        public var error: SessionOperation.ErrorInfo?
+        public init(operation: OperationID, action: SessionAction, error: SessionOperation.ErrorInfo? = nil) {
+            self.operation = operation
+            self.action = action
+            self.error = error
+        }
+    }
+
+    /// `executionCapChanged`: who changed the cap (`user` or `controller`) and to what.
+    public struct ExecutionCapChanged: Codable, Equatable, Sendable {
+        public var cap: Int
+        public var reason: String
+        public init(cap: ExecutionCap, reason: String) {
+            self.cap = cap.percent
+            self.reason = reason
+        }
+    }
+
+    /// `sessionCreated`: the first requester took the name.
+    public struct SessionCreated: Codable, Equatable, Sendable {
+        public var name: String
+        public init(name: String) { self.name = name }
+    }
+
+    /// Encodes a payload as the JSON object text that events carry.
+    public static func encode(_ payload: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(payload) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

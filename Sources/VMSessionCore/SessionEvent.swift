@@ -1,0 +1,26 @@
+import Foundation
+
+/// Something that happened to a session, as it is stored and streamed: a monotonic id (assigned by the
+/// store), the session, a type with a fixed wire name, and a JSON payload.
+public struct SessionEvent: Equatable, Sendable {
+    /// The event types and their wire names (the SSE `event:` field).
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case sessionCreated, stateChanged, progress, operationStarted, operationCompleted, operationFailed
+        case executionCapChanged, propertyChanged, error
+    }
+
+    public var id: Int64
+    public var sessionID: SessionID
+    public var kind: Kind
+    /// The payload as a JSON object text.
+    public var payload: String
+    public var time: Date
+
+    public init(id: Int64, sessionID: SessionID, kind: Kind, payload: String, time: Date) {
+        self.id = id
+        self.sessionID = sessionID
+        self.kind = kind
+        self.payload = payload
+        self.time = time
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+
+/// An operation's identity.
+public struct OperationID: Hashable, Codable, Sendable, CustomStringConvertible {
+    public let uuid: UUID
+    public init(_ uuid: UUID = UUID()) { self.uuid = uuid }
+    public init?(_ string: String) {
+        guard let uuid = UUID(uuidString: string) else { return nil }
+        self.uuid = uuid
+    }
+    public var description: String { uuid.uuidString.lowercased() }
+
+    public init(from decoder: any Decoder) throws {
+        let string = try decoder.singleValueContainer().decode(String.self)
+        guard let id = OperationID(string) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an operation id"))
+        }
+        self = id
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// A session action in progress or done, as pages follow it: what, how far, how it ended.
+public struct SessionOperation: Codable, Equatable, Sendable {
+    public enum Status: String, Codable, Sendable {
+        case running, succeeded, failed
+    }
+
+    public var id: OperationID
+    public var sessionID: SessionID
+    public var action: SessionAction
+    public var status: Status
+    public var progress: Progress
+    public var error: ErrorInfo?
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: OperationID = OperationID(), sessionID: SessionID, action: SessionAction, status: Status = .running,
+        progress: Progress = Progress(done: 0, total: 1, message: "queued"), error: ErrorInfo? = nil,
+        createdAt: Date, updatedAt: Date
+    ) {
+        self.id = id
+        self.sessionID = sessionID
+        self.action = action
+        self.status = status
+        self.progress = progress
+        self.error = error
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+
+    /// Steps done out of a total, and what is being done (the plugin's `progress(done, pending, msg)`).
+    public struct Progress: Codable, Equatable, Sendable {
+        public var done: Int
+        public var total: Int
+        public var message: String
+        public var fraction: Double { total > 0 ? min(1, Double(done) / Double(total)) : 0 }
+
+        public init(done: Int, total: Int, message: String) {
+            self.done = done
+            self.total = total
+            self.message = message
+        }
+
+        enum CodingKeys: String, CodingKey { case done, total, message, fraction }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            done = try container.decode(Int.self, forKey: .done)
+            total = try container.decode(Int.self, forKey: .total)
+            message = try container.decode(String.self, forKey: .message)
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(done, forKey: .done)
+            try container.encode(total, forKey: .total)
+            try container.encode(message, forKey: .message)
+            try container.encode(fraction, forKey: .fraction)
+        }
+    }
+
+    /// An error as it is recorded and sent: stable code, legacy number, message.
+    public struct ErrorInfo: Codable, Equatable, Sendable {
+        public var code: String
+        public var legacyCode: Int
+        public var message: String
+
+        public init(_ error: VMSessionError) {
+            self.code = error.code.rawValue
+            self.legacyCode = error.code.legacyCode
+            self.message = error.message
+        }
+    }
+}

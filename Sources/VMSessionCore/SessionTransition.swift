@@ -1,0 +1,34 @@
+/// The effect of an accepted action: the state the session shows while the action runs and the state it
+/// reaches when the action succeeds. A failed action leaves the session in ``failureState``.
+public struct SessionTransition: Equatable, Sendable {
+    public let action: SessionAction
+    public let from: SessionState
+    public let during: SessionState
+    public let onSuccess: SessionState
+    public let onFailure: SessionState
+
+    /// The session state machine: the only place that says which action is allowed in which state.
+    /// Returns nil when the action is not allowed in `state`.
+    public static func of(_ action: SessionAction, from state: SessionState) -> SessionTransition? {
+        func to(_ during: SessionState, _ success: SessionState, failure: SessionState = .error) -> SessionTransition {
+            SessionTransition(action: action, from: state, during: during, onSuccess: success, onFailure: failure)
+        }
+        switch (state, action) {
+        case (.closed, .open), (.error, .open): return to(.opening, .open)
+        case (.open, .start), (.saved, .start), (.error, .start): return to(.starting, .running)
+        case (.running, .pause): return to(.running, .paused, failure: .running)
+        case (.paused, .resume): return to(.paused, .running, failure: .paused)
+        case (.running, .reset): return to(.running, .running, failure: .running)
+        case (.running, .stop), (.paused, .stop): return to(.stopping, .open)
+        case (.running, .hibernate), (.paused, .hibernate): return to(.saving, .saved)
+        case (.open, .close), (.running, .close), (.paused, .close), (.saved, .close), (.error, .close):
+            return to(.closing, .closed)
+        default: return nil
+        }
+    }
+
+    /// The actions allowed in `state`, for error messages and documentation.
+    public static func allowedActions(in state: SessionState) -> [SessionAction] {
+        SessionAction.allCases.filter { of($0, from: state) != nil }
+    }
+}
