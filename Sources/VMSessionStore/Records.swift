@@ -1,0 +1,155 @@
+import Foundation
+import GRDB
+import VMSessionCore
+
+// Row types, one per table. They stay internal: the store speaks in VMSessionCore's types.
+
+struct SessionRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "sessions"
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    var id: String
+    var name: String
+    var secretKdf: String
+    var secretSalt: Data
+    var secretHash: Data
+    var state: String
+    var pendingAction: String?
+    var cpus: Int?
+    var memory: Int?
+    var disk: Int?
+    var version: String?
+    var executionCap: Int
+    var daemonControlled: Bool
+    var daemonMinCap: Int
+    var daemonMaxCap: Int
+    var daemonFlags: Int
+    var lastError: String?
+    var operationId: String?
+    var createdAt: Date
+    var updatedAt: Date
+
+    init(_ stored: StoredSession) {
+        let session = stored.session
+        id = session.id.description
+        name = session.name
+        secretKdf = stored.secret.kdf
+        secretSalt = Data(stored.secret.salt)
+        secretHash = Data(stored.secret.hash)
+        state = session.state.rawValue
+        pendingAction = stored.pendingAction?.rawValue
+        cpus = session.requirements?.cpus
+        memory = session.requirements?.memory
+        disk = session.requirements?.disk
+        version = session.requirements?.version
+        executionCap = session.executionCap.percent
+        daemonControlled = session.daemon.controlled
+        daemonMinCap = session.daemon.minCap
+        daemonMaxCap = session.daemon.maxCap
+        daemonFlags = session.daemon.flags
+        lastError = session.lastError
+        operationId = session.operationID?.description
+        createdAt = session.createdAt
+        updatedAt = session.updatedAt
+    }
+
+    func stored() throws -> StoredSession {
+        guard let id = SessionID(id), let state = SessionState(rawValue: state) else {
+            throw VMSessionError(.internalError, "The session row '\(id)' in the database is not valid.")
+        }
+        var requirements: Requirements?
+        if let cpus, let memory, let disk, let version {
+            requirements = Requirements(cpus: cpus, memory: memory, disk: disk, version: version)
+        }
+        let session = Session(
+            id: id, name: name, state: state, requirements: requirements,
+            executionCap: (try? ExecutionCap(percent: executionCap)) ?? .unlimited,
+            daemon: DaemonControl(controlled: daemonControlled, minCap: daemonMinCap, maxCap: daemonMaxCap, flags: daemonFlags),
+            lastError: lastError, operationID: operationId.flatMap(OperationID.init),
+            createdAt: createdAt, updatedAt: updatedAt)
+        return StoredSession(
+            session: session, secret: SecretDigest(kdf: secretKdf, salt: Array(secretSalt), hash: Array(secretHash)),
+            pendingAction: pendingAction.flatMap(SessionAction.init(rawValue:)))
+    }
+}
+
+struct EventRow: Codable, FetchableRecord, MutablePersistableRecord {
+    static let databaseTableName = "events"
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    var id: Int64?
+    var sessionId: String
+    var kind: String
+    var payload: String
+    var createdAt: Date
+
+    mutating func didInsert(_ inserted: InsertionSuccess) {
+        id = inserted.rowID
+    }
+
+    func event() -> SessionEvent? {
+        guard let id, let sessionID = SessionID(sessionId), let kind = SessionEvent.Kind(rawValue: kind) else { return nil }
+        return SessionEvent(id: id, sessionID: sessionID, kind: kind, payload: payload, time: createdAt)
+    }
+}
+
+struct OperationRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "operations"
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    var id: String
+    var sessionId: String
+    var action: String
+    var status: String
+    var progressDone: Int
+    var progressTotal: Int
+    var progressMessage: String
+    var errorCode: String?
+    var errorLegacyCode: Int?
+    var errorMessage: String?
+    var createdAt: Date
+    var updatedAt: Date
+
+    init(_ operation: SessionOperation) {
+        id = operation.id.description
+        sessionId = operation.sessionID.description
+        action = operation.action.rawValue
+        status = operation.status.rawValue
+        progressDone = operation.progress.done
+        progressTotal = operation.progress.total
+        progressMessage = operation.progress.message
+        errorCode = operation.error?.code
+        errorLegacyCode = operation.error?.legacyCode
+        errorMessage = operation.error?.message
+        createdAt = operation.createdAt
+        updatedAt = operation.updatedAt
+    }
+
+    func operation() -> SessionOperation? {
+        guard let id = OperationID(id), let sessionID = SessionID(sessionId),
+            let action = SessionAction(rawValue: action), let status = SessionOperation.Status(rawValue: status)
+        else { return nil }
+        var error: SessionOperation.ErrorInfo?
+        if let errorCode, let errorMessage {
+            error = SessionOperation.ErrorInfo(
+                VMSessionError(.init(errorCode, legacyCode: errorLegacyCode ?? -7), errorMessage))
+        }
+        return SessionOperation(
+            id: id, sessionID: sessionID, action: action, status: status,
+            progress: .init(done: progressDone, total: progressTotal, message: progressMessage),
+            error: error, createdAt: createdAt, updatedAt: updatedAt)
+    }
+}
+
+struct TokenRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "session_tokens"
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    var tokenHash: Data
+    var sessionId: String
+    var createdAt: Date
+}

@@ -1,0 +1,157 @@
+import Foundation
+import GRDB
+import VMSessionCore
+import VMSessionSchema
+
+/// vmsessiond's database: sessions, tokens, operations and the event history in one SQLite file (WAL mode).
+///
+/// Migrations are the `.sql` files of `Schema/sqlite`, applied in file-name order when the store opens.
+/// Each method is one transaction, so a state change and the events announcing it land together or not at all.
+public final class SessionStore: Sendable {
+    private let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    public convenience init(path: String) throws {
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        configuration.busyMode = .timeout(5)
+        let pool: DatabasePool
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot open the database at \(path).", cause: error)
+        }
+        try self.init(writer: pool)
+    }
+
+    /// A private in-memory database, for tests.
+    public static func inMemory() throws -> SessionStore {
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        return try SessionStore(writer: DatabaseQueue(configuration: configuration))
+    }
+
+    init(writer: any DatabaseWriter) throws {
+        self.writer = writer
+        do {
+            try Self.migrator().migrate(writer)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot bring the database schema up to date.", cause: error)
+        }
+    }
+
+    static func migrator() throws -> DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        for file in try VMSessionSchema.migrationFiles() {
+            let sql = try String(contentsOf: file, encoding: .utf8)
+            migrator.registerMigration(file.deletingPathExtension().lastPathComponent) { db in
+                try db.execute(sql: sql)
+            }
+        }
+        return migrator
+    }
+
+    /// The names of the migrations applied to this database, oldest first.
+    public func appliedMigrations() throws -> [String] {
+        try writer.read { db in try Self.migrator().appliedMigrations(db) }
+    }
+
+    // MARK: Sessions
+
+    /// Inserts a new session with its first token. Fails with `invalid_state` if the name is taken.
+    public func createSession(_ stored: StoredSession, tokenHash: [UInt8], event: (SessionEvent.Kind, String)) throws -> SessionEvent {
+        try write { db in
+            if try SessionRow.filter(Column("name") == stored.session.name).fetchCount(db) > 0 {
+                throw VMSessionError(.invalidState, "A session named '\(stored.session.name)' already exists.")
+            }
+            try SessionRow(stored).insert(db)
+            try TokenRow(tokenHash: Data(tokenHash), sessionId: stored.session.id.description, createdAt: stored.session.createdAt).insert(db)
+            return try Self.append(event.0, event.1, for: stored.session.id, at: stored.session.createdAt, in: db)
+        }
+    }
+
+    public func session(_ id: SessionID) throws -> StoredSession? {
+        try read { db in try SessionRow.fetchOne(db, key: id.description)?.stored() }
+    }
+
+    public func session(named name: String) throws -> StoredSession? {
+        try read { db in try SessionRow.filter(Column("name") == name).fetchOne(db)?.stored() }
+    }
+
+    public func allSessions() throws -> [StoredSession] {
+        try read { db in try SessionRow.order(Column("created_at")).fetchAll(db).map { try $0.stored() } }
+    }
+
+    /// Saves a session, optionally an operation, and appends events, in one transaction. Returns the
+    /// events with their ids.
+    @discardableResult
+    public func update(
+        _ stored: StoredSession, operation: SessionOperation? = nil, events: [(SessionEvent.Kind, String)] = []
+    ) throws -> [SessionEvent] {
+        try write { db in
+            try SessionRow(stored).update(db)
+            if let operation { try OperationRow(operation).save(db) }
+            return try events.map { try Self.append($0.0, $0.1, for: stored.session.id, at: stored.session.updatedAt, in: db) }
+        }
+    }
+
+    // MARK: Tokens
+
+    public func addToken(hash: [UInt8], for id: SessionID, at time: Date) throws {
+        try write { db in try TokenRow(tokenHash: Data(hash), sessionId: id.description, createdAt: time).insert(db) }
+    }
+
+    /// The session a token (by its hash) belongs to.
+    public func sessionID(forTokenHash hash: [UInt8]) throws -> SessionID? {
+        try read { db in try TokenRow.fetchOne(db, key: Data(hash)).flatMap { SessionID($0.sessionId) } }
+    }
+
+    // MARK: Operations
+
+    public func save(_ operation: SessionOperation) throws {
+        try write { db in try OperationRow(operation).save(db) }
+    }
+
+    public func operation(_ id: OperationID) throws -> SessionOperation? {
+        try read { db in try OperationRow.fetchOne(db, key: id.description)?.operation() }
+    }
+
+    // MARK: Events
+
+    /// Appends one event and returns it with its id.
+    public func append(_ kind: SessionEvent.Kind, payload: String, for id: SessionID, at time: Date) throws -> SessionEvent {
+        try write { db in try Self.append(kind, payload, for: id, at: time, in: db) }
+    }
+
+    /// Events after `afterID` (exclusive), oldest first, for one session or all.
+    public func events(for id: SessionID?, after afterID: Int64, limit: Int = 10_000) throws -> [SessionEvent] {
+        try read { db in
+            var request = EventRow.filter(Column("id") > afterID)
+            if let id { request = request.filter(Column("session_id") == id.description) }
+            return try request.order(Column("id")).limit(limit).fetchAll(db).compactMap { $0.event() }
+        }
+    }
+
+    private static func append(
+        _ kind: SessionEvent.Kind, _ payload: String, for id: SessionID, at time: Date, in db: Database
+    ) throws -> SessionEvent {
+        var row = EventRow(id: nil, sessionId: id.description, kind: kind.rawValue, payload: payload, createdAt: time)
+        try row.insert(db)
+        guard let event = row.event() else { throw VMSessionError(.internalError, "An event could not be stored.") }
+        return event
+    }
+
+    // MARK: Access
+
+    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+        do { return try writer.read(body) } catch let error as VMSessionError { throw error } catch {
+            throw VMSessionError(.ioError, "Reading the database failed.", cause: error)
+        }
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do { return try writer.write(body) } catch let error as VMSessionError { throw error } catch {
+            throw VMSessionError(.ioError, "Writing the database failed.", cause: error)
+        }
+    }
+}
