@@ -1,0 +1,111 @@
+import VMSessionCore
+
+/// Builds libvirt domain XML for a session's VM. Every value is checked against its expected form and
+/// XML-escaped, so nothing a page sends can change the document's structure.
+struct DomainXML {
+    var spec: MachineSpec
+    var accelerator: Accelerator
+    var diskPath: String
+    var seedPath: String?
+    var consolePath: String
+
+    static let metadataNamespace = "https://vmsessiond.invalid/xmlns/session/1"
+
+    func render() throws(VMSessionError) -> String {
+        try spec.requirementsCheck()
+        for path in [diskPath, consolePath] + (seedPath.map { [$0] } ?? []) { try Self.checkPath(path) }
+        var boot = ""
+        switch spec.image {
+        case .kernel(let kernel, let initrd, let commandLine):
+            try Self.checkPath(kernel)
+            try Self.checkPath(initrd)
+            boot = """
+                    <kernel>\(Self.escape(kernel))</kernel>
+                    <initrd>\(Self.escape(initrd))</initrd>
+                    <cmdline>\(Self.escape(commandLine))</cmdline>
+
+                """
+        case .disk(let path, _):
+            try Self.checkPath(path)
+            boot = "        <boot dev='hd'/>\n"
+        }
+        var seedDisk = ""
+        if let seedPath {
+            seedDisk = """
+                    <disk type='file' device='disk'>
+                      <driver name='qemu' type='raw'/>
+                      <source file='\(Self.escape(seedPath))'/>
+                      <target dev='vdb' bus='virtio'/>
+                      <readonly/>
+                    </disk>
+
+                """
+        }
+        return """
+            <domain type='\(accelerator.domainType)'>
+              <name>\(spec.id.machineName)</name>
+              <uuid>\(spec.id.description)</uuid>
+              <title>vmsessiond session \(Self.escape(spec.sessionName))</title>
+              <metadata>
+                <vms:session xmlns:vms='\(Self.metadataNamespace)' id='\(spec.id.description)' name='\(Self.escape(spec.sessionName))'/>
+              </metadata>
+              <memory unit='MiB'>\(spec.memoryMiB)</memory>
+              <vcpu>\(spec.cpus)</vcpu>
+              <os>
+                <type arch='x86_64' machine='q35'>hvm</type>
+            \(boot)  </os>
+              <features><acpi/></features>
+              <on_poweroff>destroy</on_poweroff>
+              <on_reboot>restart</on_reboot>
+              <on_crash>destroy</on_crash>
+              <devices>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='qcow2'/>
+                  <source file='\(Self.escape(diskPath))'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+            \(seedDisk)    <serial type='file'>
+                  <source path='\(Self.escape(consolePath))'/>
+                  <target port='0'/>
+                </serial>
+                <memballoon model='none'/>
+              </devices>
+            </domain>
+
+            """
+    }
+
+    /// Escapes the five XML special characters.
+    static func escape(_ value: String) -> String {
+        var out = ""
+        out.reserveCapacity(value.utf8.count)
+        for character in value {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "'": out += "&apos;"
+            case "\"": out += "&quot;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// Paths that go into the XML are the daemon's own, but are still held to absolute, printable, no control characters.
+    static func checkPath(_ path: String) throws(VMSessionError) {
+        guard path.hasPrefix("/"), !path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw VMSessionError(.invalidArgument, "The path '\(path)' cannot be used in a VM definition.")
+        }
+    }
+}
+
+extension MachineSpec {
+    /// Rechecks the numbers right where they enter the XML, whatever checked them before.
+    func requirementsCheck() throws(VMSessionError) {
+        try Requirements(cpus: cpus, memory: memoryMiB, disk: diskMiB, version: "checked").validate()
+        guard Identifier.isValidSessionName(sessionName) else {
+            throw VMSessionError(.invalidArgument, "The session name cannot be used in a VM definition.")
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import VMSessionContext
+import VMSessionCore
+
+/// What the session manager needs from a hypervisor: define, run, control and remove one VM per session,
+/// tell its status, and report changes that happen on their own. `LibvirtHypervisor` is the real one;
+/// tests may put a fake at this seam for logic, and every feature is also tested against libvirt.
+public protocol Hypervisor: Sendable {
+    /// What this hypervisor is, for `GET /api/v1` and logs.
+    var description: HypervisorDescription { get }
+
+    /// Creates the VM's disks (if missing), writes its seed (if any), and defines (or redefines) it.
+    func define(_ spec: MachineSpec) async throws(VMSessionError)
+    /// Boots the VM, or restores it when it was hibernated.
+    func start(_ id: SessionID) async throws(VMSessionError)
+    func pause(_ id: SessionID) async throws(VMSessionError)
+    func resume(_ id: SessionID) async throws(VMSessionError)
+    /// A hard reset.
+    func reset(_ id: SessionID) async throws(VMSessionError)
+    /// Asks the guest to power off, and pulls the plug if it has not within `grace`.
+    func stop(_ id: SessionID, grace: Duration) async throws(VMSessionError)
+    /// Saves memory to disk and stops the VM; ``start(_:)`` restores it.
+    func hibernate(_ id: SessionID) async throws(VMSessionError)
+    /// Powers off (if needed), undefines the VM and deletes every file it had. Succeeds if nothing is left.
+    func remove(_ id: SessionID) async throws(VMSessionError)
+    /// Applies an execution cap to the running VM.
+    func setExecutionCap(_ cap: ExecutionCap, for id: SessionID) async throws(VMSessionError)
+    func status(of id: SessionID) async throws(VMSessionError) -> MachineStatus
+    /// The status of every VM that belongs to a session.
+    func allMachines() async throws(VMSessionError) -> [SessionID: MachineStatus]
+    /// CPU time the VM has used, in nanoseconds, if it runs.
+    func cpuTime(of id: SessionID) async throws(VMSessionError) -> UInt64?
+    /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
+    var changes: AsyncStream<SessionID> { get }
+}
+
+/// Which hypervisor and how it runs guests.
+public struct HypervisorDescription: Codable, Equatable, Sendable {
+    public var uri: String
+    public var driver: String
+    public var accelerator: String
+    public var supportsExecutionCap: Bool
+}

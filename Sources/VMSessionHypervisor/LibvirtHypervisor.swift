@@ -1,0 +1,264 @@
+import Dispatch
+import Foundation
+import Libvirt
+import Logging
+import VMSessionContext
+import VMSessionCore
+
+/// The hypervisor over libvirt: by default the embedded QEMU driver rooted in the daemon's state
+/// directory (no libvirtd needed), or any libvirt URI.
+///
+/// libvirt calls block, so each one runs on a dispatch queue rather than on Swift concurrency's small
+/// cooperative pool. Lifecycle events arrive on libvirt's event-loop thread and are passed on as
+/// ``changes``.
+public final class LibvirtHypervisor: Hypervisor {
+    /// How to reach libvirt and where VM files live.
+    public struct Configuration: Sendable {
+        /// A libvirt URI, or nil for the embedded QEMU driver rooted at `<stateDirectory>/libvirt`.
+        public var uri: String?
+        /// The daemon's state directory; VM disks go under `machines/`.
+        public var stateDirectory: String
+        public var accelerator: Accelerator
+
+        public init(uri: String? = nil, stateDirectory: String, accelerator: Accelerator = .auto) {
+            self.uri = uri
+            self.stateDirectory = stateDirectory
+            self.accelerator = accelerator
+        }
+
+        var embeddedRoot: String { stateDirectory + "/libvirt" }
+        var resolvedURI: String { uri ?? "qemu:///embed?root=\(embeddedRoot)" }
+    }
+
+    public let description: HypervisorDescription
+    public let changes: AsyncStream<SessionID>
+    let connection: Connection
+    let configuration: Configuration
+    let logger: Logger
+    private let changesContinuation: AsyncStream<SessionID>.Continuation
+    private let eventHandlerID: Int32
+    private let queue = DispatchQueue(label: "vmsessiond.libvirt", attributes: .concurrent)
+
+    public init(configuration: Configuration, logger: Logger) throws(VMSessionError) {
+        self.configuration = configuration
+        self.logger = logger
+        if configuration.uri == nil { try Self.prepareEmbeddedRoot(configuration.embeddedRoot) }
+        do {
+            connection = try Connection(uri: configuration.resolvedURI)
+        } catch {
+            throw VMSessionError(
+                .hypervisorError, "Cannot connect to libvirt at \(configuration.resolvedURI): \(error.message)", cause: error)
+        }
+        let driver = (try? connection.driverName()) ?? "unknown"
+        description = HypervisorDescription(
+            uri: configuration.resolvedURI, driver: driver,
+            accelerator: configuration.accelerator.resolved().rawValue,
+            supportsExecutionCap: driver == "QEMU")
+        (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
+        let continuation = changesContinuation
+        let logger = logger
+        do {
+            eventHandlerID = try connection.addLifecycleHandler { event in
+                guard let id = SessionID(machineName: event.domainName) else { return }
+                logger.debug("libvirt event", metadata: ["session": "\(id)", "event": "\(event)"])
+                continuation.yield(id)
+            }
+        } catch {
+            throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events: \(error.message)", cause: error)
+        }
+    }
+
+    deinit {
+        connection.removeLifecycleHandler(eventHandlerID)
+        changesContinuation.finish()
+    }
+
+    /// The embedded driver reads `<root>/etc/qemu.conf`. There is no virtlogd, so QEMU writes its own logs,
+    /// and QEMU runs as the daemon's own user.
+    static func prepareEmbeddedRoot(_ root: String) throws(VMSessionError) {
+        let user = String(cString: getpwuid(geteuid())?.pointee.pw_name ?? strdup("root"))
+        let group = String(cString: getgrgid(getegid())?.pointee.gr_name ?? strdup("root"))
+        let conf = """
+            # Written by vmsessiond at every start for libvirt's embedded QEMU driver; edits are overwritten.
+            user = "\(user)"
+            group = "\(group)"
+            stdio_handler = "file"
+            dynamic_ownership = 0
+            remember_owner = 0
+
+            """
+        do {
+            try FileManager.default.createDirectory(atPath: root + "/etc", withIntermediateDirectories: true)
+            try conf.write(toFile: root + "/etc/qemu.conf", atomically: true, encoding: .utf8)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot prepare libvirt's directory \(root).", cause: error)
+        }
+    }
+
+    // MARK: Files
+
+    /// Where a session's VM files live: disk, seed, serial console log.
+    public func machineDirectory(for id: SessionID) -> String {
+        "\(configuration.stateDirectory)/machines/\(id)"
+    }
+
+    public func consoleLogPath(for id: SessionID) -> String { machineDirectory(for: id) + "/console.log" }
+
+    // MARK: Hypervisor
+
+    public func define(_ spec: MachineSpec) async throws(VMSessionError) {
+        let directory = machineDirectory(for: spec.id)
+        let diskPath = directory + "/disk.qcow2"
+        let seedPath = directory + "/seed.iso"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
+        }
+        if !FileManager.default.fileExists(atPath: diskPath) {
+            var arguments = ["create", "-q", "-f", "qcow2"]
+            if case .disk(let backing, let format) = spec.image {
+                arguments += ["-b", backing, "-F", format]
+            }
+            arguments += [diskPath, "\(spec.diskMiB)M"]
+            try await ExternalCommand.run("qemu-img", arguments)
+        }
+        if let seed = spec.seed {
+            try await SeedImage.write(seed, to: seedPath, scratch: directory + "/seed")
+        } else {
+            try? FileManager.default.removeItem(atPath: seedPath)
+        }
+        let xml = try DomainXML(
+            spec: spec, accelerator: configuration.accelerator, diskPath: diskPath,
+            seedPath: spec.seed == nil ? nil : seedPath, consolePath: consoleLogPath(for: spec.id)
+        ).render()
+        try await call("define the VM") { connection in _ = try connection.defineDomain(xml: xml) }
+    }
+
+    public func start(_ id: SessionID) async throws(VMSessionError) {
+        try await withDomain(id, "start the VM") { try $0.start() }
+    }
+
+    public func pause(_ id: SessionID) async throws(VMSessionError) {
+        try await withDomain(id, "pause the VM") { try $0.suspend() }
+    }
+
+    public func resume(_ id: SessionID) async throws(VMSessionError) {
+        try await withDomain(id, "resume the VM") { try $0.resume() }
+    }
+
+    public func reset(_ id: SessionID) async throws(VMSessionError) {
+        try await withDomain(id, "reset the VM") { try $0.reset() }
+    }
+
+    public func stop(_ id: SessionID, grace: Duration) async throws(VMSessionError) {
+        let clock = ContinuousClock()
+        let deadline = clock.now + grace
+        if case .running = try await status(of: id) {
+            // A guest that ignores ACPI still gets powered off below.
+            try? await withDomain(id, "ask the guest to power off") { try $0.shutdown() }
+        }
+        while clock.now < deadline {
+            switch try await status(of: id) {
+            case .running, .paused: try? await Task.sleep(for: .milliseconds(200))
+            default: return
+            }
+        }
+        logger.info("guest did not power off in time; powering off", metadata: ["session": "\(id)"])
+        try await destroyIfActive(id)
+    }
+
+    public func hibernate(_ id: SessionID) async throws(VMSessionError) {
+        try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
+    }
+
+    public func remove(_ id: SessionID) async throws(VMSessionError) {
+        try await destroyIfActive(id)
+        try await call("remove the VM") { connection in
+            try connection.domain(named: id.machineName)?.undefine()
+        }
+        let directory = machineDirectory(for: id)
+        do {
+            if FileManager.default.fileExists(atPath: directory) { try FileManager.default.removeItem(atPath: directory) }
+        } catch {
+            throw VMSessionError(.deletionFailed, "The VM is gone but its files in \(directory) could not be deleted.", cause: error)
+        }
+        if configuration.uri == nil {
+            // QEMU's own log of the VM (stdio_handler = "file"); it names the VM, so it goes with it.
+            try? FileManager.default.removeItem(atPath: "\(configuration.embeddedRoot)/log/qemu/\(id.machineName).log")
+        }
+    }
+
+    public func setExecutionCap(_ cap: ExecutionCap, for id: SessionID) async throws(VMSessionError) {
+        guard description.supportsExecutionCap else {
+            throw VMSessionError(.notSupported, "The \(description.driver) driver cannot cap a VM's CPU use.")
+        }
+        try await withDomain(id, "set the execution cap") {
+            try $0.setVCPUBandwidth(periodMicroseconds: ExecutionCap.periodMicroseconds, quotaMicroseconds: cap.quotaMicroseconds)
+        }
+    }
+
+    public func status(of id: SessionID) async throws(VMSessionError) -> MachineStatus {
+        try await call("read the VM's state") { connection in
+            guard let domain = try connection.domain(named: id.machineName) else { return .absent }
+            return try Self.status(of: domain)
+        }
+    }
+
+    public func allMachines() async throws(VMSessionError) -> [SessionID: MachineStatus] {
+        try await call("list the VMs") { connection in
+            var result: [SessionID: MachineStatus] = [:]
+            for domain in try connection.allDomains() {
+                guard let id = SessionID(machineName: domain.name) else { continue }
+                result[id] = try Self.status(of: domain)
+            }
+            return result
+        }
+    }
+
+    public func cpuTime(of id: SessionID) async throws(VMSessionError) -> UInt64? {
+        try await call("read the VM's CPU time") { connection in
+            guard let domain = try connection.domain(named: id.machineName) else { return nil }
+            return try domain.cpuTime()
+        }
+    }
+
+    // MARK: Plumbing
+
+    private func destroyIfActive(_ id: SessionID) async throws(VMSessionError) {
+        try await call("power off the VM") { connection in
+            guard let domain = try connection.domain(named: id.machineName) else { return }
+            if try domain.state().isActive { try domain.destroy() }
+        }
+    }
+
+    private func withDomain(_ id: SessionID, _ what: String, _ body: @escaping @Sendable (Domain) throws -> Void) async throws(VMSessionError) {
+        try await call(what) { connection in
+            guard let domain = try connection.domain(named: id.machineName) else {
+                throw VMSessionError(.notFound, "Could not \(what): the VM \(id.machineName) is not defined.")
+            }
+            try body(domain)
+        }
+    }
+
+    /// Runs a blocking libvirt call off the cooperative pool and turns libvirt's error into ours.
+    func call<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Connection) throws -> T) async throws(VMSessionError) -> T {
+        let connection = self.connection
+        let result: Result<T, any Error> = await withCheckedContinuation { continuation in
+            queue.async {
+                continuation.resume(returning: Result { try body(connection) })
+            }
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(let error as LibvirtError):
+            let code: VMSessionError.Code =
+                error.isUnsupported ? .notSupported : (error.isInvalidOperation ? .invalidState : .hypervisorError)
+            throw VMSessionError(code, "Could not \(what): \(error.message)", cause: error)
+        case .failure(let error as VMSessionError):
+            throw error
+        case .failure(let error):
+            throw VMSessionError(.hypervisorError, "Could not \(what).", cause: error)
+        }
+    }
+}
