@@ -1,0 +1,101 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import ServiceLifecycle
+import VMSessionCore
+import VMSessionDaemon
+
+/// `GET /api/v1/sessions/{id}/events`: a session's events as Server-Sent Events.
+///
+/// The stream subscribes to live events first, then replays from the store everything after the
+/// client's `Last-Event-ID` (or `?since=`), then passes live events on, skipping those already replayed,
+/// so that nothing is lost or repeated across a reconnect. A comment line every ``heartbeat`` keeps
+/// proxies from closing it and tells the daemon when the client is gone.
+struct EventsController {
+    let sessions: SessionsController
+    let events: EventHub
+    var heartbeat: Duration = .seconds(15)
+
+    static let lastEventID = HTTPField.Name("Last-Event-ID")
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/api/v1/sessions/:id/events", use: stream)
+    }
+
+    @Sendable func stream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try await sessions.authorizedSession(request, context)
+        let since = try Self.replayStart(request)
+        let live = events.subscribe(to: id)
+        let store = events.store
+        let heartbeat = self.heartbeat
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                var lastSent = since ?? 0
+                if let since {
+                    var cursor = since
+                    while true {
+                        let page = try store.events(for: id, after: cursor, limit: 1000)
+                        for event in page { try await writer.write(Self.frame(event)) }
+                        guard let last = page.last else { break }
+                        cursor = last.id
+                        lastSent = last.id
+                        if page.count < 1000 { break }
+                    }
+                }
+                let (items, continuation) = AsyncStream.makeStream(of: Item.self)
+                try await withThrowingTaskGroup { group in
+                    group.addTask {
+                        for await event in live { continuation.yield(.event(event)) }
+                        continuation.finish()
+                    }
+                    group.addTask {
+                        while !Task.isCancelled {
+                            try await Task.sleep(for: heartbeat)
+                            continuation.yield(.heartbeat)
+                        }
+                    }
+                    for await item in items.cancelOnGracefulShutdown() {
+                        switch item {
+                        case .event(let event) where event.id > lastSent:
+                            try await writer.write(Self.frame(event))
+                            lastSent = event.id
+                        case .event: continue
+                        case .heartbeat: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        }
+                    }
+                    group.cancelAll()
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    enum Item: Sendable {
+        case event(SessionEvent)
+        case heartbeat
+    }
+
+    /// Where replay starts: after `Last-Event-ID`, else after `?since=`, else nowhere (live only).
+    static func replayStart(_ request: Request) throws(VMSessionError) -> Int64? {
+        let header: String? = lastEventID.flatMap { request.headers[$0] }
+        let query: String? = request.uri.queryParameters.get("since").map { String($0) }
+        let text = header ?? query
+        guard let text else { return nil }
+        guard let value = Int64(text), value >= 0 else {
+            throw VMSessionError(.invalidArgument, "'Last-Event-ID' (or 'since') must be a non-negative event id; got '\(text)'.")
+        }
+        return value
+    }
+
+    /// One SSE frame: `id`, `event` (the event type) and `data` (one line of JSON).
+    static func frame(_ event: SessionEvent) -> ByteBuffer {
+        let time = ISO8601DateFormatter().string(from: event.time)
+        let data = #"{"data":\#(event.payload),"eventId":\#(event.id),"sessionId":"\#(event.sessionID)","time":"\#(time)","type":"\#(event.kind.rawValue)"}"#
+        return ByteBuffer(string: "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n")
+    }
+}

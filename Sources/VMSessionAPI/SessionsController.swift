@@ -1,0 +1,139 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import VMSessionCore
+import VMSessionDaemon
+import VMSessionHypervisor
+
+/// The session routes: a thin harness that decodes, validates, calls the ``SessionManager``, encodes.
+struct SessionsController {
+    let manager: SessionManager
+    let hypervisor: HypervisorDescription
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/api/v1", use: daemonInfo)
+        router.post("/api/v1/sessions", use: requestSession)
+        router.get("/api/v1/sessions/:id", use: show)
+        for action in SessionAction.allCases {
+            router.post("/api/v1/sessions/:id/\(action.rawValue)") { request, context in
+                try await perform(action, request: request, context: context)
+            }
+        }
+        router.put("/api/v1/sessions/:id/execution-cap", use: setExecutionCap)
+        router.get("/api/v1/operations/:operation", use: showOperation)
+    }
+
+    struct DaemonInfo: Encodable {
+        let name = "vmsessiond"
+        let version: String
+        let hypervisor: HypervisorDescription
+        let imageVersions: [String]
+    }
+
+    @Sendable func daemonInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: manager.images.versions))
+    }
+
+    struct SessionRequest: Decodable {
+        let name: String
+        let secret: String
+    }
+
+    @Sendable func requestSession(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let body = try await RequestBody.decode(SessionRequest.self, from: &request, allowed: ["name", "secret"])
+        let grant = try await manager.requestSession(name: body.name, secret: body.secret)
+        var headers = HTTPFields()
+        headers[.location] = "/api/v1/sessions/\(grant.session.id)"
+        return JSONResponse.make(
+            SessionGrantView(session: SessionView(grant.session), token: grant.token, created: grant.created),
+            status: grant.created ? .created : .ok, headers: headers)
+    }
+
+    @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try await authorizedSession(request, context)
+        let session = try await manager.session(id)
+        return JSONResponse.make(SessionView(session, cpuTime: await manager.cpuTime(of: id)))
+    }
+
+    struct OpenRequest: Decodable {
+        var cpus: Int?
+        var memory: Int?
+        var disk: Int?
+        var version: String?
+    }
+
+    struct StartRequest: Decodable {
+        var userData: String?
+    }
+
+    func perform(_ action: SessionAction, request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let id = try await authorizedSession(request, context)
+        let input: SessionManager.ActionInput
+        switch action {
+        case .open:
+            let body = try await RequestBody.decode(
+                OpenRequest.self, from: &request, allowed: ["cpus", "memory", "disk", "version"], emptyMeans: "{}")
+            let defaults = Requirements.defaults
+            input = .open(
+                Requirements(
+                    cpus: body.cpus ?? defaults.cpus, memory: body.memory ?? defaults.memory, disk: body.disk ?? defaults.disk,
+                    version: body.version ?? defaults.version))
+        case .start:
+            let body = try await RequestBody.decode(StartRequest.self, from: &request, allowed: ["userData"], emptyMeans: "{}")
+            input = .start(userData: body.userData)
+        default:
+            _ = try await RequestBody.decode(EmptyRequest.self, from: &request, allowed: [], emptyMeans: "{}")
+            input = .none
+        }
+        let receipt = try await manager.perform(action, on: id, input: input)
+        let view = ActionView(operation: receipt.operation, session: SessionView(receipt.session))
+        guard action.isLong else { return JSONResponse.make(view) }
+        var headers = HTTPFields()
+        headers[.location] = "/api/v1/operations/\(receipt.operation.id)"
+        return JSONResponse.make(view, status: .accepted, headers: headers)
+    }
+
+    struct EmptyRequest: Decodable {}
+
+    struct CapRequest: Decodable {
+        let cap: Int
+    }
+
+    @Sendable func setExecutionCap(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let id = try await authorizedSession(request, context)
+        let body = try await RequestBody.decode(CapRequest.self, from: &request, allowed: ["cap"])
+        let cap = try ExecutionCap(percent: body.cap)
+        let session = try await manager.setExecutionCap(cap, on: id)
+        return JSONResponse.make(SessionView(session))
+    }
+
+    @Sendable func showOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let text = context.parameters.get("operation"), let id = OperationID(text) else {
+            throw VMSessionError(.notFound, "There is no such operation; operation ids are UUIDs.")
+        }
+        let operation = try await manager.operation(id)
+        try await manager.authorize(token: Self.token(in: request), for: operation.sessionID)
+        return JSONResponse.make(operation)
+    }
+
+    /// The session named in the path, once the request's token was checked against it.
+    func authorizedSession(_ request: Request, _ context: BasicRequestContext) async throws -> SessionID {
+        guard let text = context.parameters.get("id"), let id = SessionID(text) else {
+            throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
+        }
+        _ = try await manager.session(id)
+        try await manager.authorize(token: Self.token(in: request), for: id)
+        return id
+    }
+
+    /// The bearer token from the Authorization header, or from `?token=` (EventSource cannot set headers).
+    static func token(in request: Request) -> String? {
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        }
+        return request.uri.queryParameters.get("token")
+    }
+}

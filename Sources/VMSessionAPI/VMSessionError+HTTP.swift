@@ -1,0 +1,39 @@
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import VMSessionCore
+
+extension VMSessionError.Code {
+    /// The one place where error codes become HTTP statuses.
+    var httpStatus: HTTPResponse.Status {
+        switch self {
+        case .invalidArgument, .invalidUsage, .notValidated: .badRequest
+        case .unauthorized: .unauthorized
+        case .passwordDenied, .notAllowed, .notTrusted, .forbiddenHost: .forbidden
+        case .notFound: .notFound
+        case .invalidState, .operationInProgress: .conflict
+        case .payloadTooLarge: .contentTooLarge
+        case .notSupported: .unprocessableContent
+        case .notImplemented: .notImplemented
+        case .unavailable: .serviceUnavailable
+        default: .internalServerError
+        }
+    }
+}
+
+extension VMSessionError {
+    /// The JSON error response: `{"error": {"code", "legacyCode", "message"}}`.
+    func response() -> Response {
+        let body = ErrorBody(error: .init(code: code.rawValue, legacyCode: code.legacyCode, message: message))
+        return JSONResponse.make(body, status: code.httpStatus)
+    }
+
+    struct ErrorBody: Encodable {
+        struct Detail: Encodable {
+            let code: String
+            let legacyCode: Int
+            let message: String
+        }
+        let error: Detail
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+import VMSessionCore
+
+/// A session as the API shows it: the plugin's property names, flat, plus vmsessiond's own fields.
+struct SessionView: Encodable {
+    let id: String
+    let name: String
+    let state: String
+    let stateCode: Int
+    let cpus: Int?
+    let memory: Int?
+    let disk: Int?
+    let version: String?
+    let executionCap: Int
+    let daemonControlled: Bool
+    let daemonMinCap: Int
+    let daemonMaxCap: Int
+    let daemonFlags: Int
+    let apiURL: String?
+    let ip: String?
+    let lastError: String?
+    let operation: String?
+    /// CPU time used by the VM so far, in nanoseconds, while it has a process.
+    let cpuTime: UInt64?
+    let createdAt: Date
+    let updatedAt: Date
+
+    init(_ session: Session, cpuTime: UInt64? = nil) {
+        id = session.id.description
+        name = session.name
+        state = session.state.rawValue
+        stateCode = session.state.legacyCode
+        cpus = session.requirements?.cpus
+        memory = session.requirements?.memory
+        disk = session.requirements?.disk
+        version = session.requirements?.version
+        executionCap = session.executionCap.percent
+        daemonControlled = session.daemon.controlled
+        daemonMinCap = session.daemon.minCap
+        daemonMaxCap = session.daemon.maxCap
+        daemonFlags = session.daemon.flags
+        apiURL = nil
+        ip = nil
+        lastError = session.lastError
+        operation = session.operationID?.description
+        self.cpuTime = cpuTime
+        createdAt = session.createdAt
+        updatedAt = session.updatedAt
+    }
+}
+
+/// The answer to an action: the operation and the session after the action began (or ended).
+struct ActionView: Encodable {
+    let operation: SessionOperation
+    let session: SessionView
+}
+
+/// The answer to `POST /sessions`.
+struct SessionGrantView: Encodable {
+    let session: SessionView
+    let token: String
+    let created: Bool
+}

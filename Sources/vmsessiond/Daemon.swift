@@ -1,0 +1,53 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import VMSessionAPI
+import VMSessionCore
+import VMSessionDaemon
+import VMSessionHypervisor
+import VMSessionStore
+
+/// Wires the daemon together: state directory and its lock, store, hypervisor, session manager and the
+/// HTTP server, all run in one ServiceGroup that ends them on SIGTERM/SIGINT.
+struct Daemon {
+    let settings: DaemonSettings
+    let logger: Logger
+
+    func run() async throws {
+        let state = settings.stateDirectory
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let lock = try StateDirectoryLock(directory: state)
+        defer { lock.release() }
+
+        let store = try SessionStore(path: state + "/vmsessiond.sqlite")
+        let hypervisor = try LibvirtHypervisor(
+            configuration: .init(uri: settings.libvirtURI, stateDirectory: state, accelerator: settings.accelerator),
+            logger: logger)
+        logger.info(
+            "hypervisor ready",
+            metadata: ["uri": "\(hypervisor.description.uri)", "driver": "\(hypervisor.description.driver)",
+                       "accelerator": "\(hypervisor.description.accelerator)"])
+        let events = EventHub(store: store)
+        let manager = SessionManager(
+            store: store, events: events, hypervisor: hypervisor,
+            images: ImageCatalog(applianceDirectory: settings.applianceDirectory),
+            configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds)), logger: logger)
+        // Sessions are reconciled before the first request is served.
+        try await manager.reconcile()
+        let router = VMSessionAPI.buildRouter(manager: manager, events: events, hypervisor: hypervisor.description)
+        let host = settings.host
+        let logger = self.logger
+        let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger) { port in
+            let shown = host.contains(":") ? "[\(host)]" : host
+            logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: manager), .init(service: app)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        logger.notice("vmsessiond stopped")
+    }
+}

@@ -1,0 +1,82 @@
+import Configuration
+import Foundation
+import VMSessionCore
+import VMSessionHypervisor
+
+/// The daemon's settings, resolved from (highest first) command-line flags, `VMSESSIOND_*` environment
+/// variables, the JSON config file, and the defaults below.
+struct DaemonSettings: Sendable {
+    var host: String
+    var port: Int
+    var stateDirectory: String
+    var libvirtURI: String?
+    var accelerator: Accelerator
+    var applianceDirectory: String
+    var stopGraceSeconds: Int
+    var logLevel: String
+
+    static let defaultListen = "127.0.0.1:7011"
+    static let defaultConfigFile = "/etc/vmsessiond/config.json"
+
+    /// The default state directory: `$STATE_DIRECTORY` under systemd, /var/lib/vmsessiond for root,
+    /// `$XDG_STATE_HOME/vmsessiond` (or ~/.local/state/vmsessiond) otherwise.
+    static func defaultStateDirectory(environment: [String: String]) -> String {
+        if let systemd = environment["STATE_DIRECTORY"], !systemd.isEmpty {
+            return String(systemd.split(separator: ":").first ?? Substring(systemd))
+        }
+        if geteuid() == 0 { return "/var/lib/vmsessiond" }
+        if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty { return xdg + "/vmsessiond" }
+        return NSHomeDirectory() + "/.local/state/vmsessiond"
+    }
+
+    /// Reads the settings. `flags` holds the values given on the command line, by config key.
+    static func load(flags: [String: String], configFile: String?, environment: [String: String]) async throws -> DaemonSettings {
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (key, value) in flags { values[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = .init(.string(value), isSecret: false) }
+        let explicitFile = configFile ?? environment["VMSESSIOND_CONFIG"]
+        let file = try await FileProvider<JSONSnapshot>(
+            filePath: .init(explicitFile ?? defaultConfigFile), allowMissing: explicitFile == nil)
+        let config = ConfigReader(providers: [
+            InMemoryProvider(name: "flags", values: values),
+            KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment)) { key in
+                key.prepending(["vmsessiond"])
+            },
+            file,
+        ])
+
+        let listen = config.string(forKey: "listen", default: defaultListen)
+        let (host, port) = try parseListen(listen)
+        guard host == "127.0.0.1" || host == "::1" || host == "localhost" else {
+            throw VMSessionError(.invalidArgument, "listen: vmsessiond only listens on the loopback (127.0.0.1 or ::1); got '\(host)'.")
+        }
+        let acceleratorText = config.string(forKey: "accelerator", default: Accelerator.auto.rawValue)
+        guard let accelerator = Accelerator(rawValue: acceleratorText) else {
+            throw VMSessionError(.invalidArgument, "accelerator must be auto, kvm or tcg; got '\(acceleratorText)'.")
+        }
+        let stateDirectory = config.string(forKey: "stateDir", default: defaultStateDirectory(environment: environment))
+        let grace = config.string(forKey: "stopGrace", default: "30")
+        guard let stopGrace = Int(grace), (0...3600).contains(stopGrace) else {
+            throw VMSessionError(.invalidArgument, "stopGrace must be 0 to 3600 seconds; got '\(grace)'.")
+        }
+        let uri = config.string(forKey: "libvirtUri")
+        return DaemonSettings(
+            host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
+            accelerator: accelerator,
+            applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
+            stopGraceSeconds: stopGrace,
+            logLevel: config.string(forKey: "logLevel", default: "info"))
+    }
+
+    static func parseListen(_ text: String) throws(VMSessionError) -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw VMSessionError(.invalidArgument, "listen must be ADDRESS:PORT (e.g. 127.0.0.1:7011); got '\(text)'.")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    private static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import VMSessionAPI
+import VMSessionCore
+import VMSessionDaemon
+import VMSessionHypervisor
+import VMSessionStore
+
+/// `vmsessiond`: reads its settings, opens the store and the hypervisor, and serves the API until SIGTERM.
+@main
+struct VMSessionDaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmsessiond",
+        abstract: "Runs virtual machines as password-keyed sessions for web pages, over a local REST + SSE API.",
+        discussion: """
+            Every setting can come from a flag, an environment variable or the JSON config file (in that order of
+            precedence). Config file keys and variables:
+              listen        VMSESSIOND_LISTEN         default 127.0.0.1:7011
+              stateDir      VMSESSIOND_STATE_DIR      default /var/lib/vmsessiond (root), ~/.local/state/vmsessiond
+              libvirtUri    VMSESSIOND_LIBVIRT_URI    default qemu:///embed?root=<stateDir>/libvirt
+              accelerator   VMSESSIOND_ACCELERATOR    default auto (kvm if /dev/kvm is usable, else tcg)
+              applianceDir  VMSESSIOND_APPLIANCE_DIR  default <stateDir>/appliance
+              stopGrace     VMSESSIOND_STOP_GRACE     default 30 (seconds)
+              logLevel      VMSESSIOND_LOG_LEVEL      default info
+            The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
+            """)
+
+    @Option(help: "Address and port to listen on; loopback only.")
+    var listen: String?
+
+    @Option(name: .customLong("state-dir"), help: "Directory for the database, VM disks and libvirt's embedded root.")
+    var stateDir: String?
+
+    @Option(name: .customLong("libvirt-uri"), help: "libvirt URI (e.g. test:///default, qemu:///system); default: embedded QEMU driver.")
+    var libvirtURI: String?
+
+    @Option(help: "Guest accelerator: auto, kvm or tcg.")
+    var accelerator: String?
+
+    @Option(name: .customLong("appliance-dir"), help: "Directory holding the built test appliance (vmlinuz, initrd.img, cmdline).")
+    var applianceDir: String?
+
+    @Option(name: .customLong("stop-grace"), help: "Seconds a guest gets to power off on 'stop' before it is powered off hard.")
+    var stopGrace: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    @Option(help: "JSON config file.")
+    var config: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        var flags: [String: String] = [:]
+        flags["listen"] = listen
+        flags["stateDir"] = stateDir
+        flags["libvirtUri"] = libvirtURI
+        flags["accelerator"] = accelerator
+        flags["applianceDir"] = applianceDir
+        flags["stopGrace"] = stopGrace
+        flags["logLevel"] = logLevel
+        let settings: DaemonSettings
+        do {
+            settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)
+        } catch let error as VMSessionError {
+            throw ValidationError(error.message)
+        }
+        let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "vmsessiond")
+        try await Daemon(settings: settings, logger: logger).run()
+    }
+}
