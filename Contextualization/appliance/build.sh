@@ -1,0 +1,138 @@
+#!/bin/bash
+# Build the vmsessiond test appliance: a Debian cloud kernel plus a tiny
+# busybox initramfs whose /init (see ./init) reads a NoCloud seed.
+#
+# Usage: build.sh OUTPUT_DIR
+#
+# Outputs in OUTPUT_DIR: vmlinuz, initrd.img, cmdline, version.
+# Everything downloaded or unpacked stays under OUTPUT_DIR. The build is
+# skipped when OUTPUT_DIR/version already matches the inputs.
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUTPUT_DIR" >&2
+    exit 2
+fi
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p "$1"
+OUT=$(cd "$1" && pwd)
+
+META_PKG=linux-image-cloud-amd64
+# Modules the appliance needs; their dependencies are added from modules.dep.
+MODULES="virtio_pci virtio_blk virtio_net virtio_scsi sr_mod cdrom isofs button evdev"
+CMDLINE="console=ttyS0 panic=-1 quiet"
+BUSYBOX=/bin/busybox
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || {
+        echo "build.sh: missing tool '$1' (package: $2)" >&2
+        exit 1
+    }
+}
+need apt-get apt
+need apt-cache apt
+need dpkg-deb dpkg
+need depmod kmod
+need cpio cpio
+need gzip gzip
+need sha256sum coreutils
+[ -x "$BUSYBOX" ] || { echo "build.sh: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
+if ! "$BUSYBOX" --list | grep -qx httpd; then
+    echo "build.sh: $BUSYBOX has no httpd applet; install busybox-static" >&2
+    exit 1
+fi
+
+# Resolve the versioned kernel package the meta package depends on.
+KPKG=$(apt-cache depends "$META_PKG" 2>/dev/null |
+    sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
+if [ -z "$KPKG" ]; then
+    echo "build.sh: cannot resolve $META_PKG (run 'apt-get update' first?)" >&2
+    exit 1
+fi
+KVER_PKG=$(apt-cache policy "$KPKG" | sed -n 's/^ *Candidate: //p')
+BB_VER=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
+
+VERSION=$( {
+    sha256sum "$HERE/build.sh" "$HERE/init" | cut -d' ' -f1
+    echo "$KPKG $KVER_PKG busybox-static $BB_VER"
+} | sha256sum | cut -d' ' -f1)
+
+if [ -f "$OUT/version" ] && [ "$(cat "$OUT/version")" = "$VERSION" ] &&
+    [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ] && [ -s "$OUT/cmdline" ]; then
+    echo "$OUT"
+    exit 0
+fi
+
+WORK=$(mktemp -d "$OUT/.build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# Download (apt-get download writes into the current directory). Running as
+# root, apt would try to drop to _apt, which cannot write into $WORK.
+(
+    cd "$WORK"
+    apt-get -q -o APT::Sandbox::User=root download "$META_PKG" "$KPKG" >&2
+)
+for deb in "$WORK"/*.deb; do
+    dpkg-deb -x "$deb" "$WORK/pkg"
+done
+
+KVER=$(basename "$(find "$WORK/pkg/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n1)")
+KSRC=$WORK/pkg/lib/modules/$KVER
+[ -f "$WORK/pkg/boot/vmlinuz-$KVER" ] || { echo "build.sh: no kernel in $KPKG" >&2; exit 1; }
+
+# Dependency closure of $MODULES from the full tree's modules.dep.
+depmod -b "$WORK/pkg" "$KVER"
+declare -A WANT=()
+add_module() {
+    local name=$1 line path dep
+    line=$(grep -E "/${name//_/[_-]}\.ko(\.[a-z]+)?:" "$KSRC/modules.dep" | head -n1 || true)
+    if [ -z "$line" ]; then
+        # Built into the kernel: nothing to copy.
+        if grep -qE "/${name//_/[_-]}\.ko" "$KSRC/modules.builtin"; then return 0; fi
+        echo "build.sh: module $name not found in $KVER" >&2
+        exit 1
+    fi
+    path=${line%%:*}
+    [ -n "${WANT[$path]:-}" ] && return 0
+    WANT[$path]=1
+    for dep in ${line#*:}; do
+        dep=$(basename "$dep")
+        add_module "${dep%%.ko*}"
+    done
+}
+for m in $MODULES; do add_module "$m"; done
+
+# Initramfs tree.
+ROOT=$WORK/root
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,mnt/seed,www,etc,root}
+mkdir -p "$ROOT/lib/modules/$KVER"
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+ln -s busybox "$ROOT/bin/sh"
+# The kernel opens /dev/console for /init before devtmpfs is mounted.
+mknod -m 600 "$ROOT/dev/console" c 5 1 2>/dev/null || true
+for path in "${!WANT[@]}"; do
+    mkdir -p "$ROOT/lib/modules/$KVER/$(dirname "$path")"
+    cp "$KSRC/$path" "$ROOT/lib/modules/$KVER/$path"
+done
+cp "$KSRC/modules.builtin" "$KSRC/modules.order" "$ROOT/lib/modules/$KVER/"
+[ -f "$KSRC/modules.builtin.modinfo" ] && cp "$KSRC/modules.builtin.modinfo" "$ROOT/lib/modules/$KVER/"
+depmod -b "$ROOT" "$KVER"
+install -m 0755 "$HERE/init" "$ROOT/init"
+echo "vmsession appliance" >"$ROOT/www/index.html"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOT/etc/passwd"
+printf 'root:x:0:\n' >"$ROOT/etc/group"
+echo "$VERSION" >"$ROOT/etc/appliance-version"
+
+(cd "$ROOT" && find . -print0 | LC_ALL=C sort -z |
+    cpio --null -o -H newc --owner=0:0 --quiet) | gzip -9 -n >"$WORK/initrd.img"
+
+# Publish atomically-ish: version last, so an interrupted build is redone.
+rm -f "$OUT/version"
+cp "$WORK/pkg/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+mv "$WORK/initrd.img" "$OUT/initrd.img"
+echo "$CMDLINE" >"$OUT/cmdline"
+echo "$KVER" >"$OUT/kernel-release"
+echo "$VERSION" >"$OUT/version"
+
+echo "$OUT"
