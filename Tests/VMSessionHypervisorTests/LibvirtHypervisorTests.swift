@@ -1,0 +1,133 @@
+import Foundation
+import Logging
+import Testing
+import VMSessionContext
+import VMSessionCore
+@testable import VMSessionHypervisor
+
+/// The hypervisor against libvirt's test driver: a real libvirt driver, in-process, with no guests booted.
+@Suite("LibvirtHypervisor on test:///default")
+struct LibvirtHypervisorTests {
+    /// A state directory and an image for one test, removed at the end.
+    final class Fixture {
+        let directory: String
+        let hypervisor: LibvirtHypervisor
+        let image: MachineImage
+
+        init() throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-hv-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            for file in ["vmlinuz", "initrd.img"] {
+                FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data([0]))
+            }
+            image = .kernel(kernelPath: "\(directory)/vmlinuz", initrdPath: "\(directory)/initrd.img", commandLine: "console=ttyS0")
+            hypervisor = try LibvirtHypervisor(
+                configuration: .init(uri: "test:///default", stateDirectory: directory, accelerator: .tcg),
+                logger: Logger(label: "test"))
+        }
+
+        func spec(_ id: SessionID, name: String = "demo", seed: ContextSeed? = nil) -> MachineSpec {
+            MachineSpec(id: id, sessionName: name, requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"), image: image, seed: seed)
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    @Test("a VM goes through define, start, pause, resume, hibernate, restore and remove")
+    func fullLifecycle() async throws {
+        let fixture = try Fixture()
+        let hypervisor = fixture.hypervisor
+        let id = SessionID()
+        #expect(try await hypervisor.status(of: id) == .absent)
+        try await hypervisor.define(fixture.spec(id))
+        #expect(FileManager.default.fileExists(atPath: hypervisor.machineDirectory(for: id) + "/disk.qcow2"))
+        #expect(try await hypervisor.status(of: id) == .shutOff(reason: .neverStarted, hasSavedState: false))
+        try await hypervisor.start(id)
+        #expect(try await hypervisor.status(of: id) == .running)
+        try await hypervisor.pause(id)
+        #expect(try await hypervisor.status(of: id) == .paused(reason: "by request"))
+        try await hypervisor.resume(id)
+        try await hypervisor.hibernate(id)
+        #expect(try await hypervisor.status(of: id) == .shutOff(reason: .saved, hasSavedState: true))
+        #expect(try await hypervisor.allMachines()[id] == .shutOff(reason: .saved, hasSavedState: true))
+        try await hypervisor.start(id)
+        #expect(try await hypervisor.status(of: id) == .running)
+        try await hypervisor.remove(id)
+        #expect(try await hypervisor.status(of: id) == .absent)
+        #expect(!FileManager.default.fileExists(atPath: hypervisor.machineDirectory(for: id)))
+    }
+
+    @Test("stop leaves the VM powered off")
+    func stopPowersOff() async throws {
+        let fixture = try Fixture()
+        let id = SessionID()
+        try await fixture.hypervisor.define(fixture.spec(id))
+        try await fixture.hypervisor.start(id)
+        try await fixture.hypervisor.stop(id, grace: .milliseconds(300))
+        if case .shutOff(_, hasSavedState: false) = try await fixture.hypervisor.status(of: id) {} else {
+            Issue.record("the VM still runs after stop")
+        }
+        try await fixture.hypervisor.remove(id)
+    }
+
+    @Test("lifecycle events for our VMs arrive on the changes stream")
+    func lifecycleEventsArrive() async throws {
+        let fixture = try Fixture()
+        let id = SessionID()
+        try await fixture.hypervisor.define(fixture.spec(id))
+        var iterator = fixture.hypervisor.changes.makeAsyncIterator()
+        try await fixture.hypervisor.start(id)
+        // Other tests' VMs may share the in-process test driver: wait for ours.
+        var seen = false
+        for _ in 0..<100 {
+            guard let changed = await iterator.next() else { break }
+            if changed == id { seen = true; break }
+        }
+        #expect(seen)
+        try await fixture.hypervisor.remove(id)
+    }
+
+    @Test("a seed is written as an ISO and attached read-only")
+    func seedAttached() async throws {
+        let fixture = try Fixture()
+        let id = SessionID()
+        let seed = try ContextSeed.noCloud(userData: "#!/bin/sh\necho hi\n", instanceID: id.description, hostname: "h")
+        try await fixture.hypervisor.define(fixture.spec(id, seed: seed))
+        let iso = fixture.hypervisor.machineDirectory(for: id) + "/seed.iso"
+        let attributes = try FileManager.default.attributesOfItem(atPath: iso)
+        #expect((attributes[.size] as? Int ?? 0) > 0)
+        try await fixture.hypervisor.remove(id)
+    }
+
+    @Test("the execution cap is refused by a driver that cannot enforce it")
+    func capUnsupportedOnTestDriver() async throws {
+        let fixture = try Fixture()
+        #expect(fixture.hypervisor.description.supportsExecutionCap == false)
+        do {
+            try await fixture.hypervisor.setExecutionCap(try ExecutionCap(percent: 25), for: SessionID())
+            Issue.record("the test driver accepted a cap")
+        } catch {
+            #expect(error.code == .notSupported)
+        }
+    }
+
+    @Test("domain XML escapes what it carries and refuses names it cannot hold")
+    func domainXMLEscapes() throws {
+        let fixture = try Fixture()
+        let id = SessionID()
+        var xml = DomainXML(spec: fixture.spec(id, name: "a.b"), accelerator: .tcg, diskPath: "/d/disk.qcow2", seedPath: nil, consolePath: "/d/c.log")
+        let rendered = try xml.render()
+        #expect(rendered.contains("<name>vms-\(id)</name>"))
+        #expect(rendered.contains("<domain type='qemu'>"))
+        #expect(!rendered.contains("vdb"))
+        #expect(DomainXML.escape("<a href='x'>&\"</a>") == "&lt;a href=&apos;x&apos;&gt;&amp;&quot;&lt;/a&gt;")
+        xml.spec.sessionName = "x'/><evil"
+        #expect(throws: VMSessionError.self) { _ = try xml.render() }
+        xml.spec.sessionName = "ok"
+        xml.diskPath = "relative/disk"
+        #expect(throws: VMSessionError.self) { _ = try xml.render() }
+        xml.diskPath = "/d/disk.qcow2"
+        xml.spec.cpus = 99
+        #expect(throws: VMSessionError.self) { _ = try xml.render() }
+    }
+}
