@@ -95,6 +95,13 @@ let package = Package(
             dependencies: ["VMSessionHypervisor", "Libvirt", "VMSessionCore"]
         ),
         .testTarget(
+            name: "VMSessionDaemonTests",
+            dependencies: [
+                "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
             name: "VMSessionAPITests",
             dependencies: [
                 "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore",

@@ -1,0 +1,90 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Testing
+import VMSessionAPI
+import VMSessionCore
+import VMSessionDaemon
+import VMSessionHypervisor
+import VMSessionStore
+
+/// The daemon's real router over the real session manager, with libvirt's test driver and an in-memory
+/// database; the appliance files are stand-ins, since the test driver boots nothing.
+struct APIFixture {
+    let manager: SessionManager
+    let store: SessionStore
+    let directory: String
+
+    static func run(_ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for file in ["vmlinuz", "initrd.img"] {
+            FileManager.default.createFile(atPath: "\(directory)/appliance/\(file)", contents: Data([0]))
+        }
+        let logger = Logger(label: "test")
+        let store = try SessionStore.inMemory()
+        let hypervisor = try LibvirtHypervisor(
+            configuration: .init(uri: "test:///default", stateDirectory: directory, accelerator: .tcg), logger: logger)
+        let events = EventHub(store: store)
+        var hasher = SecretHasher()
+        hasher.rounds = 1 << 10  // keep the tests quick; the production cost is tested in SecretHasherTests
+        let manager = SessionManager(
+            store: store, events: events, hypervisor: hypervisor,
+            images: ImageCatalog(applianceDirectory: directory + "/appliance"),
+            configuration: .init(stopGrace: .seconds(1)), hasher: hasher, logger: logger)
+        try await manager.reconcile()
+        let router = VMSessionAPI.buildRouter(manager: manager, events: events, hypervisor: hypervisor.description)
+        let app = Application(router: router, logger: logger)
+        let fixture = APIFixture(manager: manager, store: store, directory: directory)
+        try await withThrowingTaskGroup { group in
+            group.addTask { try await manager.run() }
+            try await app.test(.router) { client in try await body(client, fixture) }
+            group.cancelAll()
+        }
+    }
+}
+
+/// A decoded JSON response.
+struct Reply {
+    let status: HTTPResponse.Status
+    let json: [String: Any]
+    let headers: HTTPFields
+
+    subscript(key: String) -> Any? { json[key] }
+    var error: [String: Any]? { json["error"] as? [String: Any] }
+    var errorCode: String? { error?["code"] as? String }
+}
+
+extension TestClientProtocol {
+    func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, body: String? = nil) async throws -> Reply {
+        var headers = HTTPFields()
+        if let token { headers[.authorization] = "Bearer \(token)" }
+        return try await execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) { response in
+            let data = Data(response.body.readableBytesView)
+            let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+            return Reply(status: response.status, json: json, headers: response.headers)
+        }
+    }
+
+    /// Creates a session and returns its id and token.
+    func newSession(_ name: String = "demo-\(UUID().uuidString.prefix(8))", secret: String = "s3cret") async throws -> (id: String, token: String) {
+        let reply = try await call(.post, "/api/v1/sessions", body: #"{"name":"\#(name)","secret":"\#(secret)"}"#)
+        let session = try #require(reply["session"] as? [String: Any])
+        return (try #require(session["id"] as? String), try #require(reply["token"] as? String))
+    }
+
+    /// Polls the session until it leaves its transient state, and returns it.
+    func settled(_ id: String, token: String) async throws -> [String: Any] {
+        for _ in 0..<200 {
+            let reply = try await call(.get, "/api/v1/sessions/\(id)", token: token)
+            let state = reply["state"] as? String ?? ""
+            if let parsed = SessionState(rawValue: state), !parsed.isTransient { return reply.json }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        Issue.record("session \(id) did not settle")
+        return [:]
+    }
+}
