@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+
+/// The real `vmsessiond` binary, started for a test in a state directory of its own and stopped (SIGTERM,
+/// then SIGKILL if it lingers) when the test is done.
+final class DaemonProcess: @unchecked Sendable {
+    let stateDirectory: String
+    let arguments: [String]
+    private(set) var port = 0
+    private var process: Process?
+    private var logHandle: FileHandle?
+
+    /// The source tree's root, for defaults when the Makefile did not say where things are.
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static var binary: String {
+        ProcessInfo.processInfo.environment["VMSESSIOND_BINARY"] ?? packageRoot + "/.build/debug/vmsessiond"
+    }
+
+    static var applianceDirectory: String {
+        ProcessInfo.processInfo.environment["VMSESSIOND_TEST_APPLIANCE"] ?? packageRoot + "/.cache/appliance"
+    }
+
+    var logPath: String { stateDirectory + "/daemon.log" }
+
+    init(stateDirectory: String, arguments: [String]) {
+        self.stateDirectory = stateDirectory
+        self.arguments = arguments
+    }
+
+    /// Starts the daemon on a free port and waits until it says where it listens.
+    func start() async throws {
+        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        try log.seekToEnd()
+        let logStart = try log.offset()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+        self.logHandle = log
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let text = try String(contentsOfFile: logPath, encoding: .utf8)
+            let fresh = text.utf8.count > Int(logStart) ? String(text.utf8.dropFirst(Int(logStart))) ?? "" : ""
+            if let range = fresh.range(of: #"listening on http://127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                port = Int(fresh[range].split(separator: ":").last ?? "") ?? 0
+                return
+            }
+            if !process.isRunning {
+                throw DaemonError("vmsessiond exited with status \(process.terminationStatus):\n\(fresh)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw DaemonError("vmsessiond did not start listening within 60 s; see \(logPath)")
+    }
+
+    /// SIGTERM, and a graceful exit within 30 s, or SIGKILL and a failure.
+    func stop() async throws {
+        guard let process, process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(30)
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        defer { self.process = nil; try? logHandle?.close() }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            throw DaemonError("vmsessiond did not exit within 30 s of SIGTERM")
+        }
+        #expect(process.terminationStatus == 0, "vmsessiond exits cleanly on SIGTERM")
+    }
+
+    func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if let process, process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+struct DaemonError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A temporary directory removed when the test ends.
+final class TemporaryDirectory {
+    let path: String
+    init(_ prefix: String) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
