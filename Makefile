@@ -15,7 +15,7 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
 	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps
 
-.PHONY: all deps appliance build run test test-unit test-e2e bench clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e install clean help
 
 all: build
 
@@ -45,20 +45,40 @@ run: appliance build
 		--appliance-dir $(APPLIANCE_DIR) --accelerator $(ACCELERATOR)
 
 # Unit and route tests (test:///default, in-memory SQLite) and the end-to-end tests that start the
-# real daemon: one against the test driver, one booting the appliance under TCG.
-test: appliance build
+# real daemon: on the test driver, and booting the appliance under TCG. `--build-tests` builds the daemon
+# and the tests in one configuration, so nothing is compiled twice.
+TEST_ENV = VMSESSIOND_BINARY=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path)/vmsessiond \
+	VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR)
+
+build-tests: deps
+	$(SWIFT) build $(BUILD_FLAGS) --build-tests
+
+test: appliance build-tests
 	bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR)
-	VMSESSIOND_BINARY=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/vmsessiond \
-	VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR) \
-		$(SWIFT) test $(BUILD_FLAGS)
+	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
 
-test-unit: build
-	$(SWIFT) test $(BUILD_FLAGS) --skip EndToEndTests
+test-unit: build-tests
+	$(SWIFT) test $(BUILD_FLAGS) --skip-build --skip EndToEndTests
 
-test-e2e: appliance build
-	VMSESSIOND_BINARY=$$($(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/vmsessiond \
-	VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR) \
-		$(SWIFT) test $(BUILD_FLAGS) --filter EndToEndTests
+test-e2e: appliance build-tests
+	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter EndToEndTests
+
+# A release build installed for systemd: the binary with its resource bundle in $(PREFIX)/lib/vmsessiond,
+# the unit, a config file with every default (kept if present), and the appliance in the state directory.
+PREFIX ?= /usr/local
+install: appliance
+	$(SWIFT) build -c release
+	install -d $(DESTDIR)$(PREFIX)/lib/vmsessiond $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/vmsessiond \
+		$(DESTDIR)/etc/systemd/system $(DESTDIR)/var/lib/vmsessiond/appliance
+	bin=$$($(SWIFT) build -c release --show-bin-path); \
+		install -m 0755 $$bin/vmsessiond $(DESTDIR)$(PREFIX)/lib/vmsessiond/vmsessiond; \
+		cp -R $$bin/vmsessiond_*.resources $(DESTDIR)$(PREFIX)/lib/vmsessiond/
+	ln -sf ../lib/vmsessiond/vmsessiond $(DESTDIR)$(PREFIX)/bin/vmsessiond
+	install -m 0644 systemd/vmsessiond.service $(DESTDIR)/etc/systemd/system/vmsessiond.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vmsessiond/README.md
+	[ -f $(DESTDIR)/etc/vmsessiond/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/vmsessiond/config.json
+	install -m 0644 $(APPLIANCE_DIR)/vmlinuz $(APPLIANCE_DIR)/initrd.img $(APPLIANCE_DIR)/cmdline $(DESTDIR)/var/lib/vmsessiond/appliance/
+	@echo "Installed. Start it with: systemctl daemon-reload && systemctl enable --now vmsessiond"
 
 clean:
 	rm -rf .build $(CACHE)

@@ -5,7 +5,7 @@ import Testing
 /// guest (the test appliance) under TCG, driven over HTTP and followed over SSE.
 @Suite("Real VM through the embedded QEMU driver", .serialized)
 struct RealVMTests {
-    @Test("create, open, start, pause, resume, hibernate, restart the daemon, restore, cap, survive a killed qemu, close")
+    @Test("create, open, start, pause, resume, hibernate, restore across a daemon restart, cap, keep running across a restart, survive a killed qemu, close")
     func fullSessionOnARealGuest() async throws {
         let appliance = DaemonProcess.applianceDirectory
         try #require(
@@ -64,7 +64,7 @@ struct RealVMTests {
         let api2 = APIClient(port: daemon.port)
         #expect(try await api2.call(.GET, session, token: token)["state"] as? String == "saved")
 
-        try await api2.withEvents(session: id, token: token, lastEventID: lastEvent) { log in
+        let (qemu, lastBeforeSecondRestart): (Int32, Int64) = try await api2.withEvents(session: id, token: token, lastEventID: lastEvent) { log in
             // Start restores the hibernated guest.
             #expect(try await api2.call(.POST, session + "/start", token: token).status == 202)
             _ = try await log.state("running")
@@ -80,6 +80,18 @@ struct RealVMTests {
             let share = try await Self.cpuShare(of: qemu, over: .seconds(5))
             print("measured CPU share at a 25 % cap: \(share)")
             #expect(share > 0.15 && share < 0.40, "CPU share at a 25 % cap is near 25 % (\(share))")
+            return (qemu, await log.events.last?.id ?? lastEvent)
+        }
+
+        // The daemon restarts while the guest runs: the guest keeps running and stays under control.
+        try await daemon.stop()
+        #expect(kill(qemu, 0) == 0, "the guest survives the daemon's exit")
+        try await daemon.start()
+        let api3 = APIClient(port: daemon.port)
+        #expect(try await api3.call(.GET, session, token: token)["state"] as? String == "running")
+        try await api3.withEvents(session: id, token: token, lastEventID: lastBeforeSecondRestart) { log in
+            #expect(try await api3.call(.POST, session + "/pause", token: token).status == 200)
+            #expect(try await api3.call(.POST, session + "/resume", token: token).status == 200)
 
             // A qemu that dies moves the session out of running, with an event that says why.
             kill(qemu, SIGKILL)
@@ -88,13 +100,13 @@ struct RealVMTests {
             #expect(failed.payload["previous"] as? String == "running")
 
             // Close: no domain, no disks, no files of the VM remain.
-            #expect(try await api2.call(.POST, session + "/close", token: token).status == 202)
+            #expect(try await api3.call(.POST, session + "/close", token: token).status == 202)
             _ = try await log.state("closed")
         }
         #expect(Self.files(under: state, named: "vms-\(id)").isEmpty, "no file of the VM remains")
         #expect(!FileManager.default.fileExists(atPath: "\(state)/machines/\(id)"), "its disks are gone")
         #expect(Self.qemuProcess(for: id) == nil)
-        let closed = try await api2.call(.GET, session, token: token)
+        let closed = try await api3.call(.GET, session, token: token)
         #expect(closed["state"] as? String == "closed")
         try await daemon.stop()
     }
