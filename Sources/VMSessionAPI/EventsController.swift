@@ -15,26 +15,45 @@ import VMSessionDaemon
 struct EventsController {
     let sessions: SessionsController
     let events: EventHub
+    let limiter = StreamLimiter(perOrigin: 64)
     var heartbeat: Duration = .seconds(15)
 
     static let lastEventID = HTTPField.Name("Last-Event-ID")
 
     func addRoutes(to router: Router<BasicRequestContext>) {
-        router.get("/api/v1/sessions/:id/events", use: stream)
+        router.get("/api/v1/sessions/:id/events", use: sessionStream)
+        router.get("/api/v1/events", use: allStream)
     }
 
-    @Sendable func stream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    /// One session's events.
+    @Sendable func sessionStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let id = try await sessions.authorizedSession(request, context)
+        return try stream(of: id, request)
+    }
+
+    /// Every session the token may see: all of them for the admin token, its own for a session token.
+    @Sendable func allStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        switch try await sessions.manager.caller(token: SessionsController.token(in: request)) {
+        case .admin: return try stream(of: nil, request)
+        case .session(let id): return try stream(of: id, request)
+        }
+    }
+
+    func stream(of id: SessionID?, _ request: Request) throws -> Response {
         let since = try Self.replayStart(request)
+        let streamKey = request.headers[.origin] ?? "local"
+        try limiter.acquire(streamKey)
         let live = events.subscribe(to: id)
         let store = events.store
         let heartbeat = self.heartbeat
+        let limiter = self.limiter
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-store"
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
+                defer { limiter.release(streamKey) }
                 try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
                 var lastSent = since ?? 0
                 if let since {

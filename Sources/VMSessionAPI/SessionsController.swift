@@ -20,7 +20,13 @@ struct SessionsController {
             }
         }
         router.put("/api/v1/sessions/:id/execution-cap", use: setExecutionCap)
+        router.get("/api/v1/sessions/:id/properties", use: listProperties)
+        router.get("/api/v1/sessions/:id/properties/:name", use: getProperty)
+        router.put("/api/v1/sessions/:id/properties/:name", use: setProperty)
+        router.delete("/api/v1/sessions/:id/token", use: revokeToken)
         router.get("/api/v1/operations/:operation", use: showOperation)
+        router.get("/api/v1/operations/:operation/wait", use: waitForOperation)
+        router.delete("/api/v1/operations/:operation", use: cancelOperation)
     }
 
     struct DaemonInfo: Encodable {
@@ -110,13 +116,86 @@ struct SessionsController {
         return JSONResponse.make(SessionView(session))
     }
 
+    // MARK: Properties
+
+    struct PropertyView: Codable {
+        let name: String
+        let value: String
+    }
+
+    struct PropertyRequest: Decodable {
+        let value: String
+    }
+
+    @Sendable func listProperties(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try await authorizedSession(request, context)
+        return JSONResponse.make(["properties": try await manager.properties(of: id)])
+    }
+
+    @Sendable func getProperty(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try await authorizedSession(request, context)
+        let name = context.parameters.get("name") ?? ""
+        guard let value = try await manager.properties(of: id)[name] else {
+            throw VMSessionError(.notFound, "The session has no property '\(name)'.")
+        }
+        return JSONResponse.make(PropertyView(name: name, value: value))
+    }
+
+    @Sendable func setProperty(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let id = try await authorizedSession(request, context)
+        let name = context.parameters.get("name") ?? ""
+        let body = try await RequestBody.decode(PropertyRequest.self, from: &request, allowed: ["value"])
+        try await manager.setProperty(name, to: body.value, of: id)
+        return JSONResponse.make(PropertyView(name: name, value: body.value))
+    }
+
+    /// Revokes the token presented (or, with the admin token, every token of the session).
+    @Sendable func revokeToken(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let text = context.parameters.get("id"), let id = SessionID(text) else {
+            throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
+        }
+        _ = try await manager.session(id)
+        _ = try await manager.revokeTokens(of: id, token: Self.token(in: request))
+        return Response(status: .noContent)
+    }
+
+    // MARK: Operations
+
     @Sendable func showOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        JSONResponse.make(try await authorizedOperation(request, context))
+    }
+
+    /// Waits for the operation to end, up to `?timeout=` seconds (default 30, at most 300).
+    @Sendable func waitForOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let operation = try await authorizedOperation(request, context)
+        var seconds = 30.0
+        if let text = request.uri.queryParameters.get("timeout") {
+            guard let value = Double(String(text)), value >= 0, value <= 300 else {
+                throw VMSessionError(.invalidArgument, "'timeout' must be 0 to 300 seconds; got '\(text)'.")
+            }
+            seconds = value
+        }
+        return JSONResponse.make(try await manager.waitForOperation(operation.id, timeout: .milliseconds(Int(seconds * 1000))))
+    }
+
+    /// Operations are single hypervisor steps that cannot be stopped half-way without leaving the VM in an
+    /// unknown state, so none can be cancelled; the answer says so rather than pretending.
+    @Sendable func cancelOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let operation = try await authorizedOperation(request, context)
+        guard operation.status == .running else {
+            throw VMSessionError(.invalidState, "The operation has already \(operation.status.rawValue).")
+        }
+        throw VMSessionError(.notSupported, "'\(operation.action.rawValue)' cannot be cancelled once started; wait for it to end.")
+    }
+
+    func authorizedOperation(_ request: Request, _ context: BasicRequestContext) async throws -> SessionOperation {
         guard let text = context.parameters.get("operation"), let id = OperationID(text) else {
             throw VMSessionError(.notFound, "There is no such operation; operation ids are UUIDs.")
         }
         let operation = try await manager.operation(id)
         try await manager.authorize(token: Self.token(in: request), for: operation.sessionID)
-        return JSONResponse.make(operation)
+        return operation
     }
 
     /// The session named in the path, once the request's token was checked against it.

@@ -10,14 +10,19 @@ import VMSessionHypervisor
 public enum VMSessionAPI {
     public static let version = "0.1.0"
 
-    /// Every route, behind the error responder and the Host guard.
-    public static func buildRouter(manager: SessionManager, events: EventHub, hypervisor: HypervisorDescription) -> Router<BasicRequestContext> {
+    /// Every route, behind the Host guard (DNS rebinding), the Origin guard (approved web pages only,
+    /// with CORS) and the error responder (one JSON error shape), in that order.
+    public static func buildRouter(
+        manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription
+    ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: ErrorResponder())
         router.add(middleware: HostGuard())
+        router.add(middleware: OriginGuard(origins: origins))
+        router.add(middleware: ErrorResponder())
         let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
+        AdminController(manager: manager, origins: origins).addRoutes(to: router)
         return router
     }
 
@@ -29,6 +34,8 @@ public enum VMSessionAPI {
     ) -> some ApplicationProtocol {
         Application(
             router: router,
+            // Idle keep-alive connections close after a minute; a response in progress (an event stream) is never cut.
+            server: .http1(configuration: .init(idleTimeout: .seconds(60))),
             configuration: .init(address: .hostname(host, port: port), serverName: "vmsessiond"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)

@@ -13,6 +13,8 @@ extension VMSessionError.Code {
         case .notFound: .notFound
         case .invalidState, .operationInProgress: .conflict
         case .payloadTooLarge: .contentTooLarge
+        case .tooManyAttempts, .tooManyStreams: .tooManyRequests
+        case .originNotApproved: .forbidden
         case .notSupported: .unprocessableContent
         case .notImplemented: .notImplemented
         case .unavailable: .serviceUnavailable
@@ -22,10 +24,13 @@ extension VMSessionError.Code {
 }
 
 extension VMSessionError {
-    /// The JSON error response: `{"error": {"code", "legacyCode", "message"}}`.
+    /// The JSON error response: `{"error": {"code", "legacyCode", "message", "retryAfter"?}}`.
     func response() -> Response {
-        let body = ErrorBody(error: .init(code: code.rawValue, legacyCode: code.legacyCode, message: message))
-        return JSONResponse.make(body, status: code.httpStatus)
+        let body = ErrorBody(
+            error: .init(code: code.rawValue, legacyCode: code.legacyCode, message: message, retryAfter: retryAfterSeconds))
+        var headers = HTTPFields()
+        if let retryAfterSeconds { headers[.retryAfter] = "\(retryAfterSeconds)" }
+        return JSONResponse.make(body, status: code.httpStatus, headers: headers)
     }
 
     struct ErrorBody: Encodable {
@@ -33,6 +38,8 @@ extension VMSessionError {
             let code: String
             let legacyCode: Int
             let message: String
+            /// Seconds to wait before trying again, for errors that clear with time.
+            let retryAfter: Int?
         }
         let error: Detail
     }

@@ -55,6 +55,16 @@ extension SessionEvent {
         }
     }
 
+    /// `propertyChanged`: a guest property was set.
+    public struct PropertyChanged: Codable, Equatable, Sendable {
+        public var name: String
+        public var value: String
+        public init(name: String, value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
     /// `sessionCreated`: the first requester took the name.
     public struct SessionCreated: Codable, Equatable, Sendable {
         public var name: String

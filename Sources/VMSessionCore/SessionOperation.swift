@@ -1,27 +1,9 @@
 import Foundation
 
 /// An operation's identity.
-public struct OperationID: Hashable, Codable, Sendable, CustomStringConvertible {
+public struct OperationID: UUIDIdentifier {
     public let uuid: UUID
     public init(_ uuid: UUID = UUID()) { self.uuid = uuid }
-    public init?(_ string: String) {
-        guard let uuid = UUID(uuidString: string) else { return nil }
-        self.uuid = uuid
-    }
-    public var description: String { uuid.uuidString.lowercased() }
-
-    public init(from decoder: any Decoder) throws {
-        let string = try decoder.singleValueContainer().decode(String.self)
-        guard let id = OperationID(string) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an operation id"))
-        }
-        self = id
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 }
 
 /// A session action in progress or done, as pages follow it: what, how far, how it ended.
@@ -38,6 +20,10 @@ public struct SessionOperation: Codable, Equatable, Sendable {
     public var error: ErrorInfo?
     public var createdAt: Date
     public var updatedAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id, sessionID = "sessionId", action, status, progress, error, createdAt, updatedAt
+    }
 
     public init(
         id: OperationID = OperationID(), sessionID: SessionID, action: SessionAction, status: Status = .running,

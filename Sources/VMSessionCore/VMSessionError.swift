@@ -47,6 +47,12 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let payloadTooLarge = Code("payload_too_large", legacyCode: -99)
         /// The daemon is shutting down or otherwise cannot serve now.
         public static let unavailable = Code("unavailable", legacyCode: -7)
+        /// Too many wrong secrets in a short time; wait ``VMSessionError/retryAfterSeconds``.
+        public static let tooManyAttempts = Code("too_many_attempts", legacyCode: -20)
+        /// The request comes from a web origin the user has not approved (or has denied).
+        public static let originNotApproved = Code("origin_not_approved", legacyCode: -13)
+        /// The daemon limits how many event streams one origin may hold open.
+        public static let tooManyStreams = Code("too_many_streams", legacyCode: -10)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }
@@ -54,11 +60,14 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
     public let code: Code
     public let message: String
     public let cause: (any Error)?
+    /// For errors that clear with time: how long to wait before trying again.
+    public let retryAfterSeconds: Int?
 
-    public init(_ code: Code, _ message: String, cause: (any Error)? = nil) {
+    public init(_ code: Code, _ message: String, cause: (any Error)? = nil, retryAfterSeconds: Int? = nil) {
         self.code = code
         self.message = message
         self.cause = cause
+        self.retryAfterSeconds = retryAfterSeconds
     }
 
     public var description: String {

@@ -49,7 +49,14 @@ public actor SessionManager: Service {
     public nonisolated let images: ImageCatalog
     let configuration: Configuration
     let hasher: SecretHasher
+    let adminToken: AdminToken?
     let logger: Logger
+    private let clock = ContinuousClock()
+    private var throttle = SecretThrottle<ContinuousClock.Instant>()
+    /// When each running operation last announced progress; progress is announced at most every
+    /// ``progressInterval``, and always at its end.
+    private var lastProgressEvent: [OperationID: ContinuousClock.Instant] = [:]
+    static let progressInterval: Duration = .milliseconds(250)
 
     private var sessions: [SessionID: StoredSession] = [:]
     private var pending: [SessionID: SessionTransition] = [:]
@@ -59,8 +66,9 @@ public actor SessionManager: Service {
 
     public init(
         store: SessionStore, events: EventHub, hypervisor: any Hypervisor, images: ImageCatalog,
-        configuration: Configuration = .init(), hasher: SecretHasher = .init(), logger: Logger
+        configuration: Configuration = .init(), hasher: SecretHasher = .init(), adminToken: AdminToken? = nil, logger: Logger
     ) {
+        self.adminToken = adminToken
         self.store = store
         self.events = events
         self.hypervisor = hypervisor
@@ -172,27 +180,64 @@ public actor SessionManager: Service {
     }
 
     private func grantAccess(to stored: StoredSession, secret: String) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
+        let name = stored.session.name
+        try throttle.check(name, now: clock.now)
         guard try await hasher.verify(secret, against: stored.secret) else {
+            throttle.failed(name, now: clock.now)
             logger.notice("wrong secret", metadata: ["session": "\(stored.session.id)"])
             throw VMSessionError(.passwordDenied, "The secret does not match the one this session was created with.")
         }
+        throttle.succeeded(name)
         let (token, hash) = SecretHasher.mintToken()
         try storeCall { try store.addToken(hash: hash, for: stored.session.id, at: Date()) }
         let current = sessions[stored.session.id]?.session ?? stored.session
         return (current, token, false)
     }
 
-    /// The session a bearer token grants, checked against the session the caller asks for.
-    public func authorize(token: String?, for id: SessionID) throws(VMSessionError) {
+    /// Who a bearer token speaks for.
+    public enum Caller: Equatable, Sendable {
+        /// The admin token: every session, origins and daemon settings.
+        case admin
+        /// A session's token: that session only.
+        case session(SessionID)
+    }
+
+    /// Who `token` speaks for; `unauthorized` if it is missing or unknown.
+    public func caller(token: String?) throws(VMSessionError) -> Caller {
         guard let token, !token.isEmpty else {
-            throw VMSessionError(.unauthorized, "This request needs the session's token (Authorization: Bearer …, or ?token=).")
+            throw VMSessionError(.unauthorized, "This request needs a token (Authorization: Bearer …, or ?token=).")
         }
+        if adminToken?.matches(token) == true { return .admin }
         guard let owner = try storeCall({ try store.sessionID(forTokenHash: SecretHasher.tokenHash(token)) }) else {
             throw VMSessionError(.unauthorized, "The token is not valid.")
         }
-        guard owner == id else {
+        return .session(owner)
+    }
+
+    /// Checks that `token` may act on session `id` (its own token, or the admin token).
+    @discardableResult
+    public func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> Caller {
+        let caller = try caller(token: token)
+        guard caller == .admin || caller == .session(id) else {
             throw VMSessionError(.notAllowed, "The token belongs to another session.")
         }
+        return caller
+    }
+
+    /// Checks that `token` is the admin token.
+    public func authorizeAdmin(token: String?) throws(VMSessionError) {
+        guard try caller(token: token) == .admin else {
+            throw VMSessionError(.notAllowed, "This needs the admin token (in the daemon's state directory).")
+        }
+    }
+
+    /// Revokes a session's tokens: the one given, or (for the admin) all of them.
+    public func revokeTokens(of id: SessionID, token: String?) throws(VMSessionError) -> Int {
+        let caller = try authorize(token: token, for: id)
+        let hash = caller == .admin ? nil : token.map(SecretHasher.tokenHash)
+        let count = try storeCall { try store.revokeTokens(of: id, hash: hash) }
+        logger.info("tokens revoked", metadata: ["session": "\(id)", "count": "\(count)"])
+        return count
     }
 
     public func session(_ id: SessionID) throws(VMSessionError) -> Session {
@@ -216,6 +261,43 @@ public actor SessionManager: Service {
     public func cpuTime(of id: SessionID) async -> UInt64? {
         guard sessions[id]?.session.state.hasRunningMachine == true else { return nil }
         return try? await hypervisor.cpuTime(of: id)
+    }
+
+    // MARK: Properties
+
+    /// The longest property value kept.
+    public static let maximumPropertyBytes = 4096
+
+    public func properties(of id: SessionID) throws(VMSessionError) -> [String: String] {
+        _ = try session(id)
+        return try storeCall { try store.properties(of: id) }
+    }
+
+    /// Sets a guest property (the plugin's `setProperty`), kept in the database and announced.
+    public func setProperty(_ name: String, to value: String, of id: SessionID) throws(VMSessionError) {
+        _ = try session(id)
+        guard Identifier.isValid(name, maxLength: 64) else {
+            throw VMSessionError(.invalidArgument, "A property name is 1 to 64 letters, digits, '.', '_' or '-'; got '\(name)'.")
+        }
+        guard value.utf8.count <= Self.maximumPropertyBytes else {
+            throw VMSessionError(.payloadTooLarge, "A property value may hold \(Self.maximumPropertyBytes) bytes; got \(value.utf8.count).")
+        }
+        let payload = SessionEvent.encode(SessionEvent.PropertyChanged(name: name, value: value))
+        _ = try storeCall {
+            try events.record { [try store.setProperty(name, to: value, of: id, event: (.propertyChanged, payload), at: Date())] }
+        }
+    }
+
+    /// Waits until the operation has ended, or `timeout` has passed, and returns it as it is then.
+    public func waitForOperation(_ id: OperationID, timeout: Duration) async throws(VMSessionError) -> SessionOperation {
+        let deadline = clock.now + timeout
+        var current = try operation(id)
+        while current.status == .running, clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+            if Task.isCancelled { break }
+            current = try operation(id)
+        }
+        return current
     }
 
     // MARK: Actions
@@ -362,6 +444,11 @@ public actor SessionManager: Service {
         operation.progress = .init(done: max(done, operation.progress.done), total: total, message: message)
         operation.updatedAt = Date()
         operations[job.operationID] = operation
+        // Progress never goes backwards, is not announced faster than a page can use, and its end always is.
+        let now = clock.now
+        let isFinal = operation.progress.done >= operation.progress.total
+        if let last = lastProgressEvent[job.operationID], last.duration(to: now) < Self.progressInterval, !isFinal { return }
+        lastProgressEvent[job.operationID] = now
         let payload = SessionEvent.encode(
             SessionEvent.ProgressUpdate(operation: operation.id, action: job.transition.action, progress: operation.progress))
         let toSave = operation
@@ -407,6 +494,7 @@ public actor SessionManager: Service {
         sessions[id] = entry
         pending[id] = nil
         operations[operation.id] = nil
+        lastProgressEvent[operation.id] = nil
         if let failure {
             logger.warning(
                 "action failed",

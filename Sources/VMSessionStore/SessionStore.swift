@@ -132,7 +132,7 @@ public final class SessionStore: Sendable {
         }
     }
 
-    private static func append(
+    static func append(
         _ kind: SessionEvent.Kind, _ payload: String, for id: SessionID, at time: Date, in db: Database
     ) throws -> SessionEvent {
         var row = EventRow(id: nil, sessionId: id.description, kind: kind.rawValue, payload: payload, createdAt: time)
@@ -143,13 +143,13 @@ public final class SessionStore: Sendable {
 
     // MARK: Access
 
-    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try writer.read(body) } catch let error as VMSessionError { throw error } catch {
             throw VMSessionError(.ioError, "Reading the database failed.", cause: error)
         }
     }
 
-    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
         do { return try writer.write(body) } catch let error as VMSessionError { throw error } catch {
             throw VMSessionError(.ioError, "Writing the database failed.", cause: error)
         }

@@ -29,13 +29,16 @@ struct Daemon {
             metadata: ["uri": "\(hypervisor.description.uri)", "driver": "\(hypervisor.description.driver)",
                        "accelerator": "\(hypervisor.description.accelerator)"])
         let events = EventHub(store: store)
+        let adminToken = try AdminToken.load(stateDirectory: state)
+        logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
+        let origins = try OriginRegistry(store: store, logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor,
             images: ImageCatalog(applianceDirectory: settings.applianceDirectory),
-            configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds)), logger: logger)
+            configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds)), adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
-        let router = VMSessionAPI.buildRouter(manager: manager, events: events, hypervisor: hypervisor.description)
+        let router = VMSessionAPI.buildRouter(manager: manager, events: events, origins: origins, hypervisor: hypervisor.description)
         let host = settings.host
         let logger = self.logger
         let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger) { port in

@@ -16,6 +16,8 @@ struct APIFixture {
     let manager: SessionManager
     let store: SessionStore
     let directory: String
+    /// The admin token, as `vmsessionctl` reads it from the state directory.
+    let adminToken: String
 
     static func run(_ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
@@ -31,14 +33,17 @@ struct APIFixture {
         let events = EventHub(store: store)
         var hasher = SecretHasher()
         hasher.rounds = 1 << 10  // keep the tests quick; the production cost is tested in SecretHasherTests
+        let adminToken = try AdminToken.load(stateDirectory: directory)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor,
             images: ImageCatalog(applianceDirectory: directory + "/appliance"),
-            configuration: .init(stopGrace: .seconds(1)), hasher: hasher, logger: logger)
+            configuration: .init(stopGrace: .seconds(1)), hasher: hasher, adminToken: adminToken, logger: logger)
         try await manager.reconcile()
-        let router = VMSessionAPI.buildRouter(manager: manager, events: events, hypervisor: hypervisor.description)
+        let origins = try OriginRegistry(store: store, logger: logger)
+        let router = VMSessionAPI.buildRouter(manager: manager, events: events, origins: origins, hypervisor: hypervisor.description)
         let app = Application(router: router, logger: logger)
-        let fixture = APIFixture(manager: manager, store: store, directory: directory)
+        let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let fixture = APIFixture(manager: manager, store: store, directory: directory, adminToken: admin)
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
             try await app.test(.router) { client in try await body(client, fixture) }
@@ -59,9 +64,13 @@ struct Reply {
 }
 
 extension TestClientProtocol {
-    func call(_ method: HTTPRequest.Method, _ path: String, token: String? = nil, body: String? = nil) async throws -> Reply {
-        var headers = HTTPFields()
+    func call(
+        _ method: HTTPRequest.Method, _ path: String, token: String? = nil, body: String? = nil, origin: String? = nil,
+        extraHeaders: HTTPFields = [:]
+    ) async throws -> Reply {
+        var headers = extraHeaders
         if let token { headers[.authorization] = "Bearer \(token)" }
+        if let origin { headers[.origin] = origin }
         return try await execute(uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }) { response in
             let data = Data(response.body.readableBytesView)
             let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]

@@ -1,0 +1,72 @@
+import HTTPTypes
+import Hummingbird
+import VMSessionCore
+import VMSessionDaemon
+
+/// Lets browsers in only from origins the user approved, and gives exactly those the CORS headers.
+///
+/// Every web page the user opens can send requests to 127.0.0.1, so the `Origin` header decides:
+/// - no `Origin` (curl, vmsessionctl, other local programs) or the daemon's own origin: allowed, no CORS;
+/// - an approved origin: allowed, with CORS headers (and preflights answered, including Private Network Access);
+/// - anything else: refused with `origin_not_approved` and no CORS headers, and an unknown origin is recorded
+///   as pending for the user to approve (`vmsessionctl origins approve ORIGIN`).
+struct OriginGuard<Context: RequestContext>: RouterMiddleware {
+    let origins: OriginRegistry
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let header = request.headers[.origin] else { return try await next(request, context) }
+        if CORS.isSameOrigin(header, authority: request.head.authority) { return try await next(request, context) }
+        guard let origin = WebOrigin(header) else {
+            return VMSessionError(.originNotApproved, "Requests from the origin '\(header)' are not accepted.").response()
+        }
+        switch origins.status(of: origin) {
+        case .approved:
+            if request.method == .options { return CORS.preflight(request, origin: origin) }
+            var response = try await next(request, context)
+            CORS.addHeaders(to: &response.headers, origin: origin)
+            return response
+        case .denied:
+            origins.noteRefused(origin)
+            return VMSessionError(.originNotApproved, "The user denied \(origin) the use of vmsessiond.").response()
+        case .pending, nil:
+            origins.noteRefused(origin)
+            return VMSessionError(
+                .originNotApproved,
+                "\(origin) is not approved yet; the user can approve it with `vmsessionctl origins approve \(origin)`."
+            ).response()
+        }
+    }
+}
+
+/// The CORS headers the daemon gives approved origins.
+enum CORS {
+    static let requestPrivateNetwork = HTTPField.Name("Access-Control-Request-Private-Network")
+    static let allowPrivateNetwork = HTTPField.Name("Access-Control-Allow-Private-Network")
+    static let allowedHeaders = "Authorization, Content-Type, Last-Event-ID"
+    static let allowedMethods = "GET, POST, PUT, PATCH, DELETE"
+
+    /// A browser marks same-origin requests with the page's own origin: the daemon's page itself.
+    static func isSameOrigin(_ origin: String, authority: String?) -> Bool {
+        guard let authority else { return false }
+        return origin.lowercased() == "http://\(authority.lowercased())"
+    }
+
+    /// The answer to a preflight from an approved origin, including Private Network Access.
+    static func preflight(_ request: Request, origin: WebOrigin) -> Response {
+        var headers = HTTPFields()
+        addHeaders(to: &headers, origin: origin)
+        headers[.accessControlAllowMethods] = allowedMethods
+        headers[.accessControlAllowHeaders] = allowedHeaders
+        headers[.accessControlMaxAge] = "600"
+        if let asked = requestPrivateNetwork, let allow = allowPrivateNetwork, request.headers[asked]?.lowercased() == "true" {
+            headers[allow] = "true"
+        }
+        return Response(status: .noContent, headers: headers)
+    }
+
+    static func addHeaders(to headers: inout HTTPFields, origin: WebOrigin) {
+        headers[.accessControlAllowOrigin] = origin.value
+        headers[.accessControlExposeHeaders] = "Location, Retry-After"
+        headers[.vary] = "Origin"
+    }
+}

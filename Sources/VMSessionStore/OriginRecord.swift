@@ -1,0 +1,22 @@
+import Foundation
+import VMSessionCore
+
+/// An origin that asked to use the daemon, with the user's decision.
+public struct OriginRecord: Codable, Equatable, Sendable {
+    public var origin: WebOrigin
+    public var status: WebOrigin.Status
+    public var firstSeen: Date
+    public var lastSeen: Date
+    public var decidedAt: Date?
+    /// Requests refused while the origin was not approved.
+    public var requests: Int
+
+    public init(origin: WebOrigin, status: WebOrigin.Status, firstSeen: Date, lastSeen: Date, decidedAt: Date? = nil, requests: Int = 0) {
+        self.origin = origin
+        self.status = status
+        self.firstSeen = firstSeen
+        self.lastSeen = lastSeen
+        self.decidedAt = decidedAt
+        self.requests = requests
+    }
+}

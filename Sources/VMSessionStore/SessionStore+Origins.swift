@@ -1,0 +1,69 @@
+import Foundation
+import GRDB
+import VMSessionCore
+
+struct OriginRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "origins"
+    static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    var origin: String
+    var status: String
+    var firstSeen: Date
+    var lastSeen: Date
+    var decidedAt: Date?
+    var requests: Int
+
+    init(_ record: OriginRecord) {
+        origin = record.origin.value
+        status = record.status.rawValue
+        firstSeen = record.firstSeen
+        lastSeen = record.lastSeen
+        decidedAt = record.decidedAt
+        requests = record.requests
+    }
+
+    func record() -> OriginRecord? {
+        guard let origin = WebOrigin(origin), let status = WebOrigin.Status(rawValue: status) else { return nil }
+        return OriginRecord(origin: origin, status: status, firstSeen: firstSeen, lastSeen: lastSeen, decidedAt: decidedAt, requests: requests)
+    }
+}
+
+extension SessionStore {
+    public func allOrigins() throws -> [OriginRecord] {
+        try read { db in try OriginRow.order(Column("first_seen")).fetchAll(db).compactMap { $0.record() } }
+    }
+
+    /// Notes a refused request from an origin that is not approved, creating it as pending if it is new.
+    @discardableResult
+    public func noteRefused(_ origin: WebOrigin, at time: Date) throws -> OriginRecord {
+        try write { db in
+            var row = try OriginRow.fetchOne(db, key: origin.value)
+                ?? OriginRow(OriginRecord(origin: origin, status: .pending, firstSeen: time, lastSeen: time))
+            row.lastSeen = time
+            row.requests += 1
+            try row.save(db)
+            guard let record = row.record() else { throw VMSessionError(.internalError, "An origin could not be stored.") }
+            return record
+        }
+    }
+
+    /// Records the user's decision about an origin (creating it if it never asked).
+    @discardableResult
+    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status, at time: Date) throws -> OriginRecord {
+        try write { db in
+            var row = try OriginRow.fetchOne(db, key: origin.value)
+                ?? OriginRow(OriginRecord(origin: origin, status: status, firstSeen: time, lastSeen: time))
+            row.status = status.rawValue
+            row.decidedAt = time
+            try row.save(db)
+            guard let record = row.record() else { throw VMSessionError(.internalError, "An origin could not be stored.") }
+            return record
+        }
+    }
+
+    /// Forgets an origin entirely; it is unknown (and will be pending again on its next request).
+    public func forget(_ origin: WebOrigin) throws -> Bool {
+        try write { db in try OriginRow.deleteOne(db, key: origin.value) }
+    }
+}
