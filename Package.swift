@@ -8,6 +8,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "vmsessiond", targets: ["vmsessiond"]),
+        .executable(name: "vmsessionctl", targets: ["vmsessionctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -84,6 +85,10 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
+        ),
+        .executableTarget(
+            name: "vmsessionctl",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "VMSessionCoreTests", dependencies: ["VMSessionCore"]),
         .testTarget(

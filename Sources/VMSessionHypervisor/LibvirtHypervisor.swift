@@ -52,7 +52,7 @@ public final class LibvirtHypervisor: Hypervisor {
         let driver = (try? connection.driverName()) ?? "unknown"
         description = HypervisorDescription(
             uri: configuration.resolvedURI, driver: driver,
-            accelerator: configuration.accelerator.resolved().rawValue,
+            accelerator: driver == "QEMU" ? configuration.accelerator.resolved().rawValue : "none",
             supportsExecutionCap: driver == "QEMU")
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         let continuation = changesContinuation

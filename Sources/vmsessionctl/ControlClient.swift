@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A small JSON client for the daemon's REST API. A daemon error is shown as the daemon said it.
+struct ControlClient {
+    let base: String
+    let token: String?
+
+    func call(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> Any {
+        guard let url = URL(string: base + path) else { throw ValidationError("'\(base)' is not a URL.") }
+        var request = URLRequest(url: url)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body {
+            request.httpBody = try JSONSerialization.data(withJSONObject: body)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let data: Data
+        let response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw ControlError("Cannot reach vmsessiond at \(base): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let json = data.isEmpty ? [String: Any]() : try JSONSerialization.jsonObject(with: data)
+        guard (200..<300).contains(status) else {
+            let error = (json as? [String: Any])?["error"] as? [String: Any]
+            throw ControlError("\(error?["message"] as? String ?? "HTTP \(status)") [\(error?["code"] as? String ?? "error")]")
+        }
+        return json
+    }
+
+    /// Prints JSON as the daemon sent it (pretty).
+    static func printJSON(_ value: Any) throws {
+        let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Prints rows as aligned columns.
+    static func printTable(_ header: [String], _ rows: [[String]]) {
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}
+
+/// A failure to show the user as is, with a non-zero exit.
+struct ControlError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+struct OriginsForget: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forget", abstract: "Forget ORIGIN: its next request is refused and it is pending again.")
+
+    @OptionGroup var options: ControlOptions
+    @Argument(help: "The origin, as scheme://host[:port].") var origin: String
+
+    func run() async throws {
+        _ = try await options.client().call("POST", "/api/v1/origins/forget", body: ["origin": origin])
+        print("forgot \(origin)")
+    }
+}

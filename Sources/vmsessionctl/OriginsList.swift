@@ -1,0 +1,16 @@
+import ArgumentParser
+
+struct OriginsList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the origins and their status.")
+
+    @OptionGroup var options: ControlOptions
+
+    func run() async throws {
+        let reply = try await options.client().call("GET", "/api/v1/origins")
+        if options.json { return try ControlClient.printJSON(reply) }
+        let origins = (reply as? [String: Any])?["origins"] as? [[String: Any]] ?? []
+        ControlClient.printTable(
+            ["ORIGIN", "STATUS", "REFUSED", "LAST SEEN"],
+            origins.map { [$0["origin"] as? String ?? "", $0["status"] as? String ?? "", "\($0["requests"] as? Int ?? 0)", $0["lastSeen"] as? String ?? ""] })
+    }
+}

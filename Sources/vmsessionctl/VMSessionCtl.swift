@@ -1,0 +1,15 @@
+import ArgumentParser
+
+/// `vmsessionctl`: the command line for the user and the admin of a local vmsessiond: approve the web
+/// pages that may use it, look at and close sessions, and check on the daemon.
+@main
+struct VMSessionCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmsessionctl",
+        abstract: "Controls a local vmsessiond: web origins, sessions and daemon status.",
+        discussion: """
+            Admin commands read the daemon's admin token from <state-dir>/admin-token (the same state directory
+            the daemon uses), or take it from --token / $VMSESSIOND_ADMIN_TOKEN.
+            """,
+        subcommands: [OriginsCommand.self, SessionsCommand.self, DaemonStatus.self])
+}
