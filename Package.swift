@@ -60,6 +60,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
         .target(
@@ -91,6 +92,7 @@ let package = Package(
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "VMSessionCoreTests", dependencies: ["VMSessionCore"]),
+        .testTarget(name: "VMSessionContextTests", dependencies: ["VMSessionContext", "VMSessionCore"]),
         .testTarget(
             name: "VMSessionStoreTests",
             dependencies: ["VMSessionStore", "VMSessionCore"]

@@ -59,7 +59,8 @@ struct SessionsController {
     @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let id = try await authorizedSession(request, context)
         let session = try await manager.session(id)
-        return JSONResponse.make(SessionView(session, cpuTime: await manager.cpuTime(of: id)))
+        return JSONResponse.make(
+            SessionView(session, cpuTime: await manager.cpuTime(of: id), apiAvailable: await manager.isGuestAPIAvailable(id)))
     }
 
     struct OpenRequest: Decodable {
@@ -71,6 +72,7 @@ struct SessionsController {
 
     struct StartRequest: Decodable {
         var userData: String?
+        var parameters: [String: String]?
     }
 
     func perform(_ action: SessionAction, request: Request, context: BasicRequestContext) async throws -> Response {
@@ -87,8 +89,9 @@ struct SessionsController {
                     cpus: body.cpus ?? defaults.cpus, memory: body.memory ?? defaults.memory, disk: body.disk ?? defaults.disk,
                     version: body.version ?? defaults.version))
         case .start:
-            let body = try await RequestBody.decode(StartRequest.self, from: &request, allowed: ["userData"], emptyMeans: "{}")
-            input = .start(userData: body.userData)
+            let body = try await RequestBody.decode(
+                StartRequest.self, from: &request, allowed: ["userData", "parameters"], emptyMeans: "{}")
+            input = .start(userData: body.userData, parameters: body.parameters ?? [:])
         default:
             _ = try await RequestBody.decode(EmptyRequest.self, from: &request, allowed: [], emptyMeans: "{}")
             input = .none

@@ -1,5 +1,6 @@
 import Foundation
 import VMSessionCore
+import VMSessionDaemon
 
 /// A session as the API shows it: the plugin's property names, flat, plus vmsessiond's own fields.
 struct SessionView: Encodable {
@@ -16,7 +17,10 @@ struct SessionView: Encodable {
     let daemonMinCap: Int
     let daemonMaxCap: Int
     let daemonFlags: Int
+    /// Where the guest's API is forwarded to, once the VM was started with one.
     let apiURL: String?
+    /// Whether the guest's API answers right now.
+    let apiAvailable: Bool
     let ip: String?
     let lastError: String?
     let operation: String?
@@ -25,7 +29,7 @@ struct SessionView: Encodable {
     let createdAt: Date
     let updatedAt: Date
 
-    init(_ session: Session, cpuTime: UInt64? = nil) {
+    init(_ session: Session, cpuTime: UInt64? = nil, apiAvailable: Bool = false) {
         id = session.id.description
         name = session.name
         state = session.state.rawValue
@@ -39,8 +43,9 @@ struct SessionView: Encodable {
         daemonMinCap = session.daemon.minCap
         daemonMaxCap = session.daemon.maxCap
         daemonFlags = session.daemon.flags
-        apiURL = nil
-        ip = nil
+        apiURL = session.apiPort.map(SessionManager.apiURL(port:))
+        self.apiAvailable = apiAvailable
+        ip = apiAvailable ? SessionManager.guestIP : nil
         lastError = session.lastError
         operation = session.operationID?.description
         self.cpuTime = cpuTime

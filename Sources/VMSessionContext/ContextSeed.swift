@@ -1,3 +1,4 @@
+import Foundation
 import VMSessionCore
 
 /// The files of a contextualization seed and the volume label they go under: what a guest reads at boot
@@ -17,16 +18,34 @@ public struct ContextSeed: Equatable, Sendable {
         self.files = files
     }
 
-    /// A cloud-init NoCloud seed: `user-data` as given, and `meta-data` with the session's instance id and
-    /// host name.
+    /// The seed a guest reads at boot, in every layout the CernVM lineage used, on one volume labelled
+    /// `cidata`:
+    /// - cloud-init NoCloud: `user-data` and `meta-data` (instance id, host name) at the root;
+    /// - amiconfig (CernVM): `context.sh` with `EC2_USER_DATA` (base64) and the instance id;
+    /// - EC2 and OpenStack config-drive style: `ec2/latest/user-data`, `openstack/latest/user_data` and
+    ///   `openstack/latest/meta_data.json`.
     public static func noCloud(userData: String, instanceID: String, hostname: String) throws(VMSessionError) -> ContextSeed {
         let bytes = Array(userData.utf8)
         guard bytes.count <= maximumUserDataBytes else {
             throw VMSessionError(
                 .payloadTooLarge,
-                "'userData' is \(bytes.count) bytes; the limit is \(maximumUserDataBytes) bytes.")
+                "'userData' is \(bytes.count) bytes after filling in its parameters; the limit is \(maximumUserDataBytes) bytes.")
         }
         let metaData = "instance-id: \(instanceID)\nlocal-hostname: \(hostname)\n"
-        return ContextSeed(volumeID: "cidata", files: ["user-data": bytes, "meta-data": Array(metaData.utf8)])
+        let contextScript = """
+            # Written by vmsessiond for amiconfig (CernVM): the user-data, base64-encoded.
+            EC2_USER_DATA=\(Data(bytes).base64EncodedString())
+            INSTANCE_ID=\(instanceID)
+            HOSTNAME=\(hostname)
+
+            """
+        let openStackMeta = #"{"uuid":"\#(instanceID)","hostname":"\#(hostname)","name":"\#(hostname)"}"# + "\n"
+        return ContextSeed(
+            volumeID: "cidata",
+            files: [
+                "user-data": bytes, "meta-data": Array(metaData.utf8), "context.sh": Array(contextScript.utf8),
+                "ec2/latest/user-data": bytes, "openstack/latest/user_data": bytes,
+                "openstack/latest/meta_data.json": Array(openStackMeta.utf8),
+            ])
     }
 }

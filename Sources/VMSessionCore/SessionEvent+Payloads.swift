@@ -65,6 +65,22 @@ extension SessionEvent {
         }
     }
 
+    /// `apiAvailable`: the guest's API answers at `apiURL` (the plugin's `apiAvailable(ip, apiURL)`).
+    public struct GuestAPIAvailable: Codable, Equatable, Sendable {
+        public var apiURL: String
+        public var ip: String
+        public init(apiURL: String, ip: String) {
+            self.apiURL = apiURL
+            self.ip = ip
+        }
+    }
+
+    /// `apiUnavailable`: the guest's API stopped answering, or the VM stopped running.
+    public struct GuestAPIUnavailable: Codable, Equatable, Sendable {
+        public var reason: String
+        public init(reason: String) { self.reason = reason }
+    }
+
     /// `sessionCreated`: the first requester took the name.
     public struct SessionCreated: Codable, Equatable, Sendable {
         public var name: String

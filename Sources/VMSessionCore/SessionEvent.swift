@@ -6,7 +6,7 @@ public struct SessionEvent: Equatable, Sendable {
     /// The event types and their wire names (the SSE `event:` field).
     public enum Kind: String, Codable, Sendable, CaseIterable {
         case sessionCreated, stateChanged, progress, operationStarted, operationCompleted, operationFailed
-        case executionCapChanged, propertyChanged, error
+        case executionCapChanged, propertyChanged, error, apiAvailable, apiUnavailable
     }
 
     public var id: Int64

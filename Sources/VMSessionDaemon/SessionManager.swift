@@ -33,7 +33,8 @@ public actor SessionManager: Service {
     public enum ActionInput: Sendable {
         case none
         case open(Requirements)
-        case start(userData: String?)
+        /// User-data as a template, and the parameters that fill it.
+        case start(userData: String?, parameters: [String: String])
     }
 
     struct Job: Sendable {
@@ -59,6 +60,8 @@ public actor SessionManager: Service {
     static let progressInterval: Duration = .milliseconds(250)
 
     private var sessions: [SessionID: StoredSession] = [:]
+    /// Whether each running session's guest API answered its last probes (see ``GuestAPIMonitor``).
+    private var guestAPIUp: Set<SessionID> = []
     private var pending: [SessionID: SessionTransition] = [:]
     private var operations: [OperationID: SessionOperation] = [:]
     private let jobs: AsyncStream<Job>
@@ -263,6 +266,54 @@ public actor SessionManager: Service {
         return try? await hypervisor.cpuTime(of: id)
     }
 
+    // MARK: Guest API
+
+    /// The guest's address on QEMU's user network (its DHCP hands out this address first; the appliance
+    /// sets it statically).
+    public static let guestIP = "10.0.2.15"
+
+    /// The URL of a session's guest API, once its VM was started with a forwarded port.
+    public static func apiURL(port: Int) -> String { "http://127.0.0.1:\(port)" }
+
+    /// Sessions whose guest API should be probed: running, with a forwarded port.
+    public func guestAPITargets() -> [SessionID: Int] {
+        var targets: [SessionID: Int] = [:]
+        for (id, entry) in sessions where entry.session.state == .running && pending[id] == nil {
+            if let port = entry.session.apiPort { targets[id] = port }
+        }
+        return targets
+    }
+
+    public func isGuestAPIAvailable(_ id: SessionID) -> Bool { guestAPIUp.contains(id) }
+
+    /// Records what the probes found; announces `apiAvailable` / `apiUnavailable` when it changes.
+    public func setGuestAPI(_ id: SessionID, available: Bool, reason: String) {
+        guard let entry = sessions[id], available != guestAPIUp.contains(id) else { return }
+        if available {
+            guard entry.session.state == .running, let port = entry.session.apiPort else { return }
+            guestAPIUp.insert(id)
+            record(.apiAvailable, SessionEvent.GuestAPIAvailable(apiURL: Self.apiURL(port: port), ip: Self.guestIP), for: id)
+        } else {
+            guestAPIUp.remove(id)
+            record(.apiUnavailable, SessionEvent.GuestAPIUnavailable(reason: reason), for: id)
+        }
+        logger.info("guest API \(available ? "available" : "unavailable")", metadata: ["session": "\(id)", "reason": "\(reason)"])
+    }
+
+    /// A VM that stops running takes its API with it, at once.
+    private func guestAPIFollows(_ id: SessionID, state: SessionState) {
+        if state != .running { setGuestAPI(id, available: false, reason: "the VM is \(state.rawValue)") }
+    }
+
+    private func record(_ kind: SessionEvent.Kind, _ payload: some Encodable, for id: SessionID) {
+        let text = SessionEvent.encode(payload)
+        do {
+            try events.record { [try store.append(kind, payload: text, for: id, at: Date())] }
+        } catch {
+            logger.error("could not record an event", metadata: ["session": "\(id)", "event": "\(kind.rawValue)", "error": "\(error)"])
+        }
+    }
+
     // MARK: Properties
 
     /// The longest property value kept.
@@ -311,8 +362,13 @@ public actor SessionManager: Service {
             try requirements.validate()
             _ = try images.image(for: requirements.version)
         }
-        if case .start(let userData?) = input {
+        var input = input
+        if case .start(let template?, let parameters) = input {
+            let userData = try UserDataTemplate.render(template, parameters: parameters)
             _ = try ContextSeed.noCloud(userData: userData, instanceID: id.description, hostname: "check")
+            input = .start(userData: userData, parameters: [:])
+        } else if case .start(nil, let parameters) = input, !parameters.isEmpty {
+            throw VMSessionError(.invalidArgument, "'parameters' fill in 'userData', which is missing.")
         }
         var lifecycle = SessionLifecycle(state: entry.session.state, pending: pending[id])
         let transition = try lifecycle.request(action)
@@ -338,6 +394,7 @@ public actor SessionManager: Service {
         sessions[id] = entry
         pending[id] = transition
         operations[operation.id] = operation
+        guestAPIFollows(id, state: lifecycle.state)
         logger.info("action started", metadata: ["session": "\(id)", "action": "\(action.rawValue)", "operation": "\(operation.id)"])
 
         let job = Job(sessionID: id, operationID: operation.id, transition: transition, input: input)
@@ -405,12 +462,16 @@ public actor SessionManager: Service {
                     throw VMSessionError(.invalidState, "The session has not been opened.")
                 }
                 var seed: ContextSeed?
-                if case .start(let userData?) = job.input {
+                if case .start(let userData?, _) = job.input {
                     seed = try ContextSeed.noCloud(userData: userData, instanceID: id.description, hostname: "vms-\(id.description.prefix(8))")
                 }
                 let image = try images.image(for: requirements.version)
+                let apiPort = try LoopbackPort.free()
                 try await hypervisor.define(
-                    MachineSpec(id: id, sessionName: entry.session.name, requirements: requirements, image: image, seed: seed))
+                    MachineSpec(
+                        id: id, sessionName: entry.session.name, requirements: requirements, image: image, seed: seed,
+                        hostAPIPort: apiPort))
+                sessions[id]?.session.apiPort = apiPort
                 progress(job, 2, of: 3, "Booting the VM")
             }
             try await hypervisor.start(id)
@@ -495,6 +556,7 @@ public actor SessionManager: Service {
         pending[id] = nil
         operations[operation.id] = nil
         lastProgressEvent[operation.id] = nil
+        guestAPIFollows(id, state: lifecycle.state)
         if let failure {
             logger.warning(
                 "action failed",
@@ -532,6 +594,7 @@ public actor SessionManager: Service {
             logger.error("could not record a VM change", metadata: ["session": "\(id)", "error": "\(error)"])
         }
         sessions[id] = entry
+        guestAPIFollows(id, state: lifecycle.state)
         logger.notice(
             "VM changed on its own",
             metadata: ["session": "\(id)", "from": "\(change.from.rawValue)", "to": "\(change.to.rawValue)", "reason": "\(change.reason)"])

@@ -41,8 +41,25 @@ struct DomainXML {
 
                 """
         }
+        var network = ""
+        if let port = spec.hostAPIPort {
+            guard (1024...65535).contains(port) else {
+                throw VMSessionError(.invalidArgument, "The guest API port \(port) cannot be used.")
+            }
+            // libvirt 9.0 has no <portForward> for user networking, so QEMU's own user network carries the
+            // forward (127.0.0.1:PORT -> guest :80), on a q35 root-port slot libvirt leaves free.
+            network = """
+                  <qemu:commandline>
+                    <qemu:arg value='-netdev'/>
+                    <qemu:arg value='user,id=vmsnet0,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:\(port)-:\(MachineSpec.guestAPIPort)'/>
+                    <qemu:arg value='-device'/>
+                    <qemu:arg value='virtio-net-pci,netdev=vmsnet0,bus=pcie.0,addr=0x1e'/>
+                  </qemu:commandline>
+
+                """
+        }
         return """
-            <domain type='\(accelerator.domainType)'>
+            <domain type='\(accelerator.domainType)' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
               <name>\(spec.id.machineName)</name>
               <uuid>\(spec.id.description)</uuid>
               <title>vmsessiond session \(Self.escape(spec.sessionName))</title>
@@ -70,7 +87,7 @@ struct DomainXML {
                 </serial>
                 <memballoon model='none'/>
               </devices>
-            </domain>
+            \(network)</domain>
 
             """
     }

@@ -9,11 +9,14 @@ enum SeedImage {
         do {
             try? manager.removeItem(atPath: scratch)
             try manager.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-            for (name, contents) in seed.files {
-                guard Identifier.isValid(name, maxLength: 64) else {
-                    throw VMSessionError(.invalidArgument, "'\(name)' is not a valid seed file name.")
+            for (path, contents) in seed.files {
+                let components = path.split(separator: "/", omittingEmptySubsequences: false)
+                guard !components.isEmpty, components.allSatisfy({ Identifier.isValid(String($0), maxLength: 64) }) else {
+                    throw VMSessionError(.invalidArgument, "'\(path)' is not a valid seed file path.")
                 }
-                try Data(contents).write(to: URL(fileURLWithPath: scratch + "/" + name))
+                let file = URL(fileURLWithPath: scratch + "/" + path)
+                try manager.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data(contents).write(to: file)
             }
         } catch let error as VMSessionError {
             throw error

@@ -27,6 +27,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
     var daemonFlags: Int
     var lastError: String?
     var operationId: String?
+    var apiPort: Int?
     var createdAt: Date
     var updatedAt: Date
 
@@ -50,6 +51,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
         daemonFlags = session.daemon.flags
         lastError = session.lastError
         operationId = session.operationID?.description
+        apiPort = session.apiPort
         createdAt = session.createdAt
         updatedAt = session.updatedAt
     }
@@ -66,7 +68,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
             id: id, name: name, state: state, requirements: requirements,
             executionCap: (try? ExecutionCap(percent: executionCap)) ?? .unlimited,
             daemon: DaemonControl(controlled: daemonControlled, minCap: daemonMinCap, maxCap: daemonMaxCap, flags: daemonFlags),
-            lastError: lastError, operationID: operationId.flatMap(OperationID.init),
+            lastError: lastError, operationID: operationId.flatMap(OperationID.init), apiPort: apiPort,
             createdAt: createdAt, updatedAt: updatedAt)
         return StoredSession(
             session: session, secret: SecretDigest(kdf: secretKdf, salt: Array(secretSalt), hash: Array(secretHash)),

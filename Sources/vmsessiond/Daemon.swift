@@ -47,7 +47,9 @@ struct Daemon {
         }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: manager), .init(service: app)],
+                services: [
+                    .init(service: manager), .init(service: GuestAPIMonitor(manager: manager, logger: logger)), .init(service: app),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()

@@ -28,6 +28,13 @@ struct APIClient: Sendable {
         return Reply(status: Int(response.status.code), json: json)
     }
 
+    /// A plain GET of any URL, returning the body as text.
+    static func raw(_ url: String) async throws -> String {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+        let buffer = try await response.body.collect(upTo: 1 << 20)
+        return String(buffer: buffer)
+    }
+
     func newSession(_ name: String, secret: String = "s3cret") async throws -> (id: String, token: String) {
         let reply = try await call(.POST, "/api/v1/sessions", body: #"{"name":"\#(name)","secret":"\#(secret)"}"#)
         #expect(reply.status == 201, "\(reply.json)")

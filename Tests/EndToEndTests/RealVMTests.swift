@@ -36,19 +36,21 @@ struct RealVMTests {
             try await Self.waitForConsole(console, containing: "user-data says hello")
             #expect(try String(contentsOfFile: console, encoding: .utf8).contains("VMSESSION-APPLIANCE: seed found"))
             let qemu = try #require(Self.qemuProcess(for: id), "a qemu process runs the session's VM")
+            // Shares are compared with each other, measured in the same run: the machine may be busy.
             let busy = try await Self.cpuShare(of: qemu, over: .seconds(2))
-            #expect(busy > 0.5, "the busy guest uses most of a core (\(busy))")
+            #expect(busy > 0.2, "the busy guest runs (\(busy) of a core)")
 
             // Pause: the guest's CPU time stops growing.
             #expect(try await api.call(.POST, session + "/pause", token: token).status == 200)
             _ = try await log.state("paused")
             let paused = try await Self.cpuShare(of: qemu, over: .seconds(2))
-            #expect(paused < 0.05, "a paused guest uses no CPU (\(paused))")
+            #expect(paused < busy / 10, "a paused guest's CPU time stops growing (\(paused) against \(busy) running)")
 
             // Resume: it grows again.
             #expect(try await api.call(.POST, session + "/resume", token: token).status == 200)
             _ = try await log.next("stateChanged", after: 0) { $0["state"] as? String == "running" && $0["previous"] as? String == "paused" }
-            #expect(try await Self.cpuShare(of: qemu, over: .seconds(2)) > 0.5)
+            let resumed = try await Self.cpuShare(of: qemu, over: .seconds(2))
+            #expect(resumed > max(paused * 5, 0.1), "a resumed guest's CPU time grows again (\(resumed))")
 
             // Hibernate: a managed-save image on disk and no qemu process left.
             #expect(try await api.call(.POST, session + "/hibernate", token: token).status == 202)

@@ -1,0 +1,59 @@
+import Foundation
+import Testing
+
+/// Contextualization and the guest API on a real guest: the user-data template is filled in, the guest
+/// runs it, and its API answers on the forwarded port.
+@Suite("Guest API on a real VM", .serialized)
+struct GuestAPITests {
+    @Test("start fills the user-data template; the guest API serves the parameter; pause and resume take it away and back")
+    func guestAPIServesContextualizedValue() async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "build the appliance first (make appliance)")
+        let directory = try TemporaryDirectory("vms-e2e-api")
+        let daemon = DaemonProcess(stateDirectory: directory.path + "/state", arguments: ["--accelerator", "tcg", "--appliance-dir", appliance])
+        try await daemon.start()
+        let api = APIClient(port: daemon.port)
+        let (id, token) = try await api.newSession("guest-api")
+        let session = "/api/v1/sessions/\(id)"
+        let secretWord = "contextualized-\(UUID().uuidString.prefix(8))"
+
+        try await api.withEvents(session: id, token: token, since: 0) { log in
+            #expect(try await api.call(.POST, session + "/open", token: token, body: #"{"memory":256,"disk":64}"#).status == 202)
+            _ = try await log.state("open")
+            // A missing parameter is refused before anything starts.
+            let missing = try await api.call(.POST, session + "/start", token: token, body: ##"{"userData":"#!/bin/sh\necho ${word}\n"}"##)
+            #expect(missing.status == 400)
+            #expect(((missing.json["error"] as? [String: Any])?["message"] as? String ?? "").contains("'word'"))
+            #expect(try await api.call(.GET, session, token: token)["state"] as? String == "open")
+
+            let userData = ##"#!/bin/sh\necho '${word}' > /www/index.html\necho 'greeting: ${greeting:hello}' >> /www/index.html\n"##
+            let start = try await api.call(
+                .POST, session + "/start", token: token, body: #"{"userData":"\#(userData)","parameters":{"word":"\#(secretWord)"}}"#)
+            #expect(start.status == 202)
+            _ = try await log.state("running")
+            let available = try await log.next("apiAvailable", timeout: .seconds(120))
+            let apiURL = try #require(available.payload["apiURL"] as? String)
+            #expect(available.payload["ip"] as? String == "10.0.2.15")
+            #expect(try await api.call(.GET, session, token: token)["apiURL"] as? String == apiURL)
+            let page = try await Self.fetch(apiURL)
+            #expect(page.contains(secretWord), "the guest API serves the parameter's value: \(page)")
+            #expect(page.contains("greeting: hello"), "the default filled the other parameter")
+
+            #expect(try await api.call(.POST, session + "/pause", token: token).status == 200)
+            let gone = try await log.next("apiUnavailable", timeout: .seconds(5))
+            #expect((gone.payload["reason"] as? String ?? "").contains("paused"))
+            let before = await log.count
+            #expect(try await api.call(.POST, session + "/resume", token: token).status == 200)
+            _ = try await log.next("apiAvailable", after: before, timeout: .seconds(30))
+
+            #expect(try await api.call(.POST, session + "/close", token: token).status == 202)
+            _ = try await log.state("closed")
+        }
+        try await daemon.stop()
+    }
+
+    static func fetch(_ url: String) async throws -> String {
+        let reply = try await APIClient.raw(url)
+        return reply
+    }
+}

@@ -1,0 +1,72 @@
+import Testing
+import VMSessionContext
+import VMSessionCore
+
+@Suite("User-data templates")
+struct UserDataTemplateTests {
+    @Test("parameters fill ${name}, defaults fill ${name:default}, and a given value beats the default")
+    func fillsParametersAndDefaults() throws {
+        let template = "user=${user}\nshell=${shell:/bin/sh}\nhome=${home:/home/x}\n"
+        let text = try UserDataTemplate.render(template, parameters: ["user": "alice", "home": "/srv/alice"])
+        #expect(text == "user=alice\nshell=/bin/sh\nhome=/srv/alice\n")
+    }
+
+    @Test("a parameter without value or default is an error that names every missing one")
+    func missingParametersNamed() {
+        do {
+            _ = try UserDataTemplate.render("${a} ${b:ok} ${c} ${a}", parameters: [:])
+            Issue.record("rendered without its parameters")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("'a', 'c'"))
+            #expect(!error.message.contains("'b'"))
+        }
+    }
+
+    @Test("$${ writes a literal ${, and other shell syntax is left as written")
+    func escapingAndShellSyntax() throws {
+        let template = #"echo $HOME $(date) $${keep} ${#list[@]} $1 ${x}$"#
+        #expect(try UserDataTemplate.render(template, parameters: ["x": "X"]) == #"echo $HOME $(date) ${keep} ${#list[@]} $1 X$"#)
+    }
+
+    @Test("values are inserted as they are, never re-read as template syntax")
+    func valuesAreNotExpandedAgain() throws {
+        #expect(try UserDataTemplate.render("${a}", parameters: ["a": "${b}", "b": "no"]) == "${b}")
+    }
+
+    @Test("defaults may be empty and may hold colons", arguments: [("${a:}", ""), ("${url:http://x:80/}", "http://x:80/")])
+    func defaultsForms(template: String, expected: String) throws {
+        #expect(try UserDataTemplate.render(template, parameters: [:]) == expected)
+    }
+
+    @Test("parameter names must be identifiers", arguments: ["1x", "a-b", "", "a b"])
+    func badParameterNames(name: String) {
+        #expect(throws: VMSessionError.self) { _ = try UserDataTemplate.render("x", parameters: [name: "v"]) }
+    }
+
+    @Test("user-data over the limit is refused with the limit in the message, never cut")
+    func sizeLimit() throws {
+        let limit = ContextSeed.maximumUserDataBytes
+        _ = try ContextSeed.noCloud(userData: String(repeating: "x", count: limit), instanceID: "i", hostname: "h")
+        do {
+            _ = try ContextSeed.noCloud(userData: String(repeating: "x", count: limit + 1), instanceID: "i", hostname: "h")
+            Issue.record("oversized user-data accepted")
+        } catch {
+            #expect(error.code == .payloadTooLarge)
+            #expect(error.message.contains("\(limit)"))
+        }
+    }
+
+    @Test("the seed carries NoCloud, amiconfig and config-drive layouts with the same user-data")
+    func seedLayouts() throws {
+        let seed = try ContextSeed.noCloud(userData: "#!/bin/sh\necho hi\n", instanceID: "id-1", hostname: "vm-1")
+        #expect(seed.volumeID == "cidata")
+        let userData = Array("#!/bin/sh\necho hi\n".utf8)
+        #expect(seed.files["user-data"] == userData)
+        #expect(seed.files["ec2/latest/user-data"] == userData)
+        #expect(seed.files["openstack/latest/user_data"] == userData)
+        #expect(String(decoding: seed.files["meta-data"] ?? [], as: UTF8.self) == "instance-id: id-1\nlocal-hostname: vm-1\n")
+        let context = String(decoding: seed.files["context.sh"] ?? [], as: UTF8.self)
+        #expect(context.contains("EC2_USER_DATA=IyEvYmluL3NoCmVjaG8gaGkK"))
+    }
+}
