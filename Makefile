@@ -13,9 +13,9 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps
+	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e bench bench-quick install clean help
 
 all: build
 
@@ -56,12 +56,32 @@ build-tests: deps
 test: appliance build-tests
 	bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR)
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
+	$(MAKE) --no-print-directory bench-quick
 
 test-unit: build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build --skip EndToEndTests
 
 test-e2e: appliance build-tests
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter EndToEndTests
+
+# What the daemon costs over libvirt itself, side by side in one run (see Benchmarks/daemon_overhead.py).
+# `make bench` measures a release build; QUICK=1 (and `make test`, through bench-quick) runs a few of each
+# with the debug build so that the benchmark code never rots, without judging its numbers.
+BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
+bench: appliance
+ifeq ($(QUICK),1)
+	$(MAKE) --no-print-directory bench-quick
+else
+	$(SWIFT) build -c release
+	bin=$$($(SWIFT) build -c release --show-bin-path); \
+		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
+			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT)
+endif
+
+bench-quick: appliance build-tests
+	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
+		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
+			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json
 
 # A release build installed for systemd: the binary with its resource bundle in $(PREFIX)/lib/vmsessiond,
 # the unit, a config file with every default (kept if present), and the appliance in the state directory.

@@ -91,6 +91,15 @@ let package = Package(
             name: "vmsessionctl",
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        .executableTarget(
+            name: "vmsessionbench-peer",
+            dependencies: [
+                "Libvirt", "VMSessionHypervisor", "VMSessionCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/LibvirtPeer"
+        ),
         .testTarget(name: "VMSessionCoreTests", dependencies: ["VMSessionCore"]),
         .testTarget(name: "VMSessionContextTests", dependencies: ["VMSessionContext", "VMSessionCore"]),
         .testTarget(

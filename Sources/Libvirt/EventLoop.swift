@@ -18,23 +18,25 @@ public final class EventLoop: Sendable {
     /// Registers libvirt's default event implementation and starts the thread that runs it.
     /// Safe to call any number of times. The thread lives as long as the process.
     public func start() throws(LibvirtError) {
-        let alreadyStarted = started.withLock { value -> Bool in
-            defer { value = true }
-            return value
-        }
-        if alreadyStarted { return }
-        // Silence libvirt's default handler that prints every error to stderr; we report errors ourselves.
-        virSetErrorFunc(nil) { _, _ in }
-        guard virEventRegisterDefaultImpl() == 0 else { throw LibvirtError.last("virEventRegisterDefaultImpl") }
-        let thread = Thread {
-            while true {
-                if virEventRunDefaultImpl() < 0 {
-                    // A failing iteration is not fatal to libvirt; back off briefly so it cannot spin.
-                    Thread.sleep(forTimeInterval: 0.01)
+        // Registration happens under the lock, so that no caller opens a connection before it is done.
+        let result: Result<Void, LibvirtError> = started.withLock { started in
+            if started { return .success(()) }
+            // Silence libvirt's default handler that prints every error to stderr; we report errors ourselves.
+            virSetErrorFunc(nil) { _, _ in }
+            guard virEventRegisterDefaultImpl() == 0 else { return .failure(LibvirtError.last("virEventRegisterDefaultImpl")) }
+            let thread = Thread {
+                while true {
+                    if virEventRunDefaultImpl() < 0 {
+                        // A failing iteration is not fatal to libvirt; back off briefly so it cannot spin.
+                        Thread.sleep(forTimeInterval: 0.01)
+                    }
                 }
             }
+            thread.name = "libvirt-event-loop"
+            thread.start()
+            started = true
+            return .success(())
         }
-        thread.name = "libvirt-event-loop"
-        thread.start()
+        try result.get()
     }
 }

@@ -41,8 +41,9 @@ struct EventsController {
 
     func stream(of id: SessionID?, _ request: Request) throws -> Response {
         let since = try Self.replayStart(request)
-        let streamKey = request.headers[.origin] ?? "local"
-        try limiter.acquire(streamKey)
+        // Web pages are capped per origin; local programs (no Origin) are the user's own and are not.
+        let streamKey = request.headers[.origin]
+        if let streamKey { try limiter.acquire(streamKey) }
         let live = events.subscribe(to: id)
         let store = events.store
         let heartbeat = self.heartbeat
@@ -53,7 +54,7 @@ struct EventsController {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                defer { limiter.release(streamKey) }
+                defer { if let streamKey { limiter.release(streamKey) } }
                 try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
                 var lastSent = since ?? 0
                 if let since {

@@ -1,8 +1,8 @@
 import Synchronization
 import VMSessionCore
 
-/// Caps the event streams one origin may hold open, so that a page cannot exhaust the daemon with
-/// EventSources. Local programs (no Origin) share one allowance.
+/// Caps the event streams one web origin may hold open, so that a page cannot exhaust the daemon with
+/// EventSources.
 final class StreamLimiter: Sendable {
     let perOrigin: Int
     private let open = Mutex<[String: Int]>([:])

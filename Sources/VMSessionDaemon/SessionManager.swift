@@ -60,6 +60,8 @@ public actor SessionManager: Service {
     static let progressInterval: Duration = .milliseconds(250)
 
     private var sessions: [SessionID: StoredSession] = [:]
+    /// Which session each token (by its hash) opens: the store's table, cached for the request path.
+    private var tokenOwners: [[UInt8]: SessionID] = [:]
     /// Whether each running session's guest API answered its last probes (see ``GuestAPIMonitor``).
     private var guestAPIUp: Set<SessionID> = []
     private var pending: [SessionID: SessionTransition] = [:]
@@ -106,6 +108,7 @@ public actor SessionManager: Service {
     /// previous run of the daemon left unfinished. The daemon calls it once, before serving requests.
     public func reconcile() async throws {
         let stored = try store.allSessions()
+        tokenOwners = Dictionary(try store.allTokens().map { ($0.hash, $0.session) }, uniquingKeysWith: { _, last in last })
         let machines = try await hypervisor.allMachines()
         for var entry in stored {
             let id = entry.session.id
@@ -177,6 +180,7 @@ public actor SessionManager: Service {
         _ = try storeCall {
             try events.record { [try store.createSession(stored, tokenHash: tokenHash, event: (.sessionCreated, created))] }
         }
+        tokenOwners[tokenHash] = stored.session.id
         sessions[stored.session.id] = stored
         logger.info("session created", metadata: ["session": "\(stored.session.id)"])
         return (stored.session, token, true)
@@ -193,6 +197,7 @@ public actor SessionManager: Service {
         throttle.succeeded(name)
         let (token, hash) = SecretHasher.mintToken()
         try storeCall { try store.addToken(hash: hash, for: stored.session.id, at: Date()) }
+        tokenOwners[hash] = stored.session.id
         let current = sessions[stored.session.id]?.session ?? stored.session
         return (current, token, false)
     }
@@ -211,7 +216,7 @@ public actor SessionManager: Service {
             throw VMSessionError(.unauthorized, "This request needs a token (Authorization: Bearer …, or ?token=).")
         }
         if adminToken?.matches(token) == true { return .admin }
-        guard let owner = try storeCall({ try store.sessionID(forTokenHash: SecretHasher.tokenHash(token)) }) else {
+        guard let owner = tokenOwners[SecretHasher.tokenHash(token)] else {
             throw VMSessionError(.unauthorized, "The token is not valid.")
         }
         return .session(owner)
@@ -239,6 +244,7 @@ public actor SessionManager: Service {
         let caller = try authorize(token: token, for: id)
         let hash = caller == .admin ? nil : token.map(SecretHasher.tokenHash)
         let count = try storeCall { try store.revokeTokens(of: id, hash: hash) }
+        if let hash { tokenOwners[hash] = nil } else { tokenOwners = tokenOwners.filter { $0.value != id } }
         logger.info("tokens revoked", metadata: ["session": "\(id)", "count": "\(count)"])
         return count
     }

@@ -29,6 +29,13 @@ extension SessionStore {
         }
     }
 
+    /// Every token hash with the session it opens (the daemon keeps them in memory for its hot path).
+    public func allTokens() throws -> [(hash: [UInt8], session: SessionID)] {
+        try read { db in
+            try TokenRow.fetchAll(db).compactMap { row in SessionID(row.sessionId).map { (Array(row.tokenHash), $0) } }
+        }
+    }
+
     /// Removes every token of a session, or just one (by its hash). Returns how many went.
     @discardableResult
     public func revokeTokens(of id: SessionID, hash: [UInt8]? = nil) throws -> Int {

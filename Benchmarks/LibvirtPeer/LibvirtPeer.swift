@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import Libvirt
+import Logging
+import VMSessionCore
+import VMSessionHypervisor
+
+/// The peer `make bench` measures vmsessiond against: the same work done directly through libvirt, in
+/// one process, with no HTTP, database or session manager in between. Each subcommand prints one JSON
+/// object on stdout; `Benchmarks/daemon_overhead.py` runs it and the daemon side by side.
+@main
+struct LibvirtPeer: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmsessionbench-peer",
+        abstract: "Direct-libvirt peer for vmsessiond's benchmarks.",
+        subcommands: [ColdStart.self, Control.self, GetInfo.self])
+}
+
+/// Options shared by the subcommands that boot the appliance through the embedded QEMU driver.
+struct ApplianceOptions: ParsableArguments {
+    @Option(help: "State directory (the embedded libvirt root goes below it).") var state: String
+    @Option(help: "The built appliance (vmlinuz, initrd.img, cmdline).") var appliance: String
+    @Option(help: "How many runs.") var runs = 5
+
+    func hypervisor() throws -> LibvirtHypervisor {
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        return try LibvirtHypervisor(configuration: .init(stateDirectory: state, accelerator: .tcg), logger: Logger(label: "peer"))
+    }
+
+    /// The same machine vmsessiond defines for `open {cpus:1, memory:256, disk:64}` + `start`.
+    func spec(_ id: SessionID) throws -> MachineSpec {
+        let commandLine = (try? String(contentsOfFile: appliance + "/cmdline", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "console=ttyS0"
+        return MachineSpec(
+            id: id, sessionName: "bench", requirements: .init(cpus: 1, memory: 256, disk: 64, version: "appliance"),
+            image: .kernel(kernelPath: appliance + "/vmlinuz", initrdPath: appliance + "/initrd.img", commandLine: commandLine),
+            hostAPIPort: try LoopbackPort.free())
+    }
+}
+
+func milliseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+}
+
+func printJSON(_ value: [String: Any]) throws {
+    let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// Waits until the guest's serial console shows `marker`.
+func waitForConsole(_ path: String, marker: String, timeout: Duration = .seconds(120)) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if let data = FileManager.default.contents(atPath: path), String(decoding: data, as: UTF8.self).contains(marker) { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    throw ValidationError("the console never showed '\(marker)'")
+}
+
+struct ColdStart: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Define and start the appliance; time to its first console marker.")
+    @OptionGroup var options: ApplianceOptions
+
+    func run() async throws {
+        let hypervisor = try options.hypervisor()
+        let clock = ContinuousClock()
+        var times: [Double] = []
+        for _ in 0..<options.runs {
+            let id = SessionID()
+            let start = clock.now
+            try await hypervisor.define(try options.spec(id))
+            try await hypervisor.start(id)
+            try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: booted")
+            times.append(milliseconds(start.duration(to: clock.now)))
+            try await hypervisor.remove(id)
+        }
+        try printJSON(["coldStartMs": times])
+    }
+}
+
+struct Control: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pause, resume and cap a running appliance; time each libvirt call.")
+    @OptionGroup var options: ApplianceOptions
+
+    func run() async throws {
+        let hypervisor = try options.hypervisor()
+        let id = SessionID()
+        try await hypervisor.define(try options.spec(id))
+        try await hypervisor.start(id)
+        try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: ready")
+        let clock = ContinuousClock()
+        var pause: [Double] = [], resume: [Double] = [], cap: [Double] = []
+        for index in 0..<options.runs {
+            var start = clock.now
+            try await hypervisor.pause(id)
+            pause.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try await hypervisor.resume(id)
+            resume.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try await hypervisor.setExecutionCap(try ExecutionCap(percent: index.isMultiple(of: 2) ? 50 : 100), for: id)
+            cap.append(milliseconds(start.duration(to: clock.now)))
+        }
+        try await hypervisor.remove(id)
+        try printJSON(["pauseMs": pause, "resumeMs": resume, "capMs": cap])
+    }
+}
+
+struct GetInfo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "virDomainGetInfo in a loop from C workers, each on its own connection.")
+    @Option(help: "libvirt URI (e.g. test+unix:///default?socket=…).") var uri: String
+    @Option(help: "Concurrent workers.") var concurrency = 8
+    @Option(help: "Seconds to run.") var seconds = 5.0
+    @Option(help: "Domain to query.") var domain = "test"
+
+    func run() async throws {
+        let connections = try (0..<concurrency).map { _ in try Connection(uri: uri) }
+        let domains = try connections.map { connection in
+            guard let domain = try connection.domain(named: domain) else { throw ValidationError("no domain '\(self.domain)'") }
+            return domain
+        }
+        let deadline = Date().addingTimeInterval(seconds)
+        let results = await withTaskGroup(of: [Double].self) { group in
+            for domain in domains {
+                group.addTask {
+                    // Each worker is a blocking loop, like a client thread; it runs on its own thread.
+                    await withCheckedContinuation { continuation in
+                        Thread.detachNewThread {
+                            var latencies: [Double] = []
+                            while Date() < deadline {
+                                let start = DispatchTime.now().uptimeNanoseconds
+                                _ = try? domain.cpuTime()
+                                latencies.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+                            }
+                            continuation.resume(returning: latencies)
+                        }
+                    }
+                }
+            }
+            var all: [[Double]] = []
+            for await latencies in group { all.append(latencies) }
+            return all
+        }
+        let latencies = results.flatMap { $0 }.sorted()
+        func percentile(_ p: Double) -> Double { latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+        try printJSON([
+            "requests": latencies.count, "requestsPerSecond": Double(latencies.count) / seconds,
+            "p50Ms": percentile(0.5), "p99Ms": percentile(0.99),
+        ])
+    }
+}

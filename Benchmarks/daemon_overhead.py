@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""What vmsessiond costs over libvirt itself, measured side by side in one run.
+
+Every figure is a distribution or a ratio against its peer, measured in the same run on the same
+machine; nothing here is asserted (these machines are shared and noisy). Prints a table and writes the
+same figures as JSON (path printed at the end).
+
+  1. cold start   request -> the guest's first console marker: daemon (HTTP create+open+start) vs the
+                  same domain defined and started directly through the embedded driver (vmsessionbench-peer)
+  2. control      pause / resume / cap: HTTP request -> its event on the SSE stream vs the bare libvirt call
+  3. read path    GET /api/v1/sessions/{id} under wrk vs virDomainGetInfo against a libvirtd (test driver)
+                  over its Unix socket, at the same concurrency
+  4. fan-out      100 and 1000 SSE clients on one session: emission -> receipt, events lost
+  5. footprint    daemon RSS idle and with N sessions, start-up time to the first answer with N sessions,
+                  against libvirtd's RSS
+"""
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def spread(values):
+    return {"runs": len(values), "p50": percentile(values, 0.5), "p99": percentile(values, 0.99),
+            "min": min(values) if values else None, "max": max(values) if values else None}
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Daemon:
+    """The real vmsessiond binary on a free port, in a state directory of its own."""
+
+    def __init__(self, binary, state, *args):
+        self.binary, self.state, self.args = binary, state, list(args)
+        self.process = None
+        self.port = None
+
+    def start(self, timeout=60):
+        os.makedirs(self.state, exist_ok=True)
+        self.log_path = os.path.join(self.state, "daemon.log")
+        log = open(self.log_path, "ab")
+        offset = log.tell()
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(
+            [self.binary, "--listen", "127.0.0.1:0", "--state-dir", self.state, "--log-level", "notice"] + self.args,
+            stdout=log, stderr=log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                match = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", f.read())
+            if match:
+                self.port = int(match.group(1))
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vmsessiond exited; see {self.log_path}")
+            time.sleep(0.002)
+        raise RuntimeError("vmsessiond did not start")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def call(self, method, path, token=None, body=None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        connection.close()
+        return response.status, (json.loads(data) if data else {})
+
+    def new_session(self, name):
+        status, reply = self.call("POST", "/api/v1/sessions", body={"name": name, "secret": "bench-secret"})
+        assert status == 201, reply
+        return reply["session"]["id"], reply["token"]
+
+    def act(self, session, token, action, body=None, wait=True):
+        status, reply = self.call("POST", f"/api/v1/sessions/{session}/{action}", token, body if body is not None else {})
+        assert status in (200, 202), reply
+        if wait and status == 202:
+            operation = reply["operation"]["id"]
+            _, done = self.call("GET", f"/api/v1/operations/{operation}/wait?timeout=120", token)
+            assert done["status"] == "succeeded", done
+        return reply
+
+
+class EventListener(threading.Thread):
+    """Follows one session's SSE stream and timestamps each event as it arrives."""
+
+    def __init__(self, port, session, token):
+        super().__init__(daemon=True)
+        self.port, self.session, self.token = port, session, token
+        self.events = []
+        self.lock = threading.Condition()
+        self.connected = threading.Event()
+
+    def run(self):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port)
+        connection.request("GET", f"/api/v1/sessions/{self.session}/events?token={self.token}")
+        response = connection.getresponse()
+        self.connected.set()
+        kind, data = None, None
+        while True:
+            line = response.fp.readline()
+            if not line:
+                return
+            line = line.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "" and kind:
+                with self.lock:
+                    self.events.append((time.perf_counter(), kind, data))
+                    self.lock.notify_all()
+                kind, data = None, None
+
+    def wait_for(self, after, kind, predicate=lambda d: True, timeout=60):
+        deadline = time.perf_counter() + timeout
+        with self.lock:
+            while True:
+                for stamp, k, d in self.events:
+                    if stamp >= after and k == kind and predicate(d["data"]):
+                        return stamp
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {kind} event")
+                self.lock.wait(remaining)
+
+
+def wait_for_console(path, marker, timeout=120):
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            with open(path, "rb") as f:
+                if marker.encode() in f.read():
+                    return time.perf_counter()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise TimeoutError(f"console never showed {marker}")
+
+
+def run_peer(peer, *args):
+    output = subprocess.run([peer] + list(args), check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+# 1 + 2: cold start and control latency, on the appliance under TCG.
+
+def cold_start_and_control(opts, work):
+    runs, control_runs = (1, 3) if opts.quick else (opts.runs, 20)
+    daemon = Daemon(opts.daemon, os.path.join(work, "vm-daemon"), "--accelerator", "tcg", "--appliance-dir", opts.appliance).start()
+    try:
+        cold = []
+        for index in range(runs):
+            start = time.perf_counter()
+            session, token = daemon.new_session(f"cold-{index}")
+            daemon.act(session, token, "open", {"cpus": 1, "memory": 256, "disk": 64})
+            daemon.act(session, token, "start", wait=False)
+            stamp = wait_for_console(os.path.join(daemon.state, "machines", session, "console.log"), "VMSESSION-APPLIANCE: booted")
+            cold.append((stamp - start) * 1000)
+            daemon.act(session, token, "close")
+
+        session, token = daemon.new_session("control")
+        listener = EventListener(daemon.port, session, token)
+        listener.start()
+        listener.connected.wait(10)
+        daemon.act(session, token, "open", {"cpus": 1, "memory": 256, "disk": 64})
+        daemon.act(session, token, "start")
+        wait_for_console(os.path.join(daemon.state, "machines", session, "console.log"), "VMSESSION-APPLIANCE: ready")
+        pause, resume, cap = [], [], []
+        for index in range(control_runs):
+            start = time.perf_counter()
+            daemon.call("POST", f"/api/v1/sessions/{session}/pause", token, {})
+            pause.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "paused") - start) * 1000)
+            start = time.perf_counter()
+            daemon.call("POST", f"/api/v1/sessions/{session}/resume", token, {})
+            resume.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "running") - start) * 1000)
+            value = 50 if index % 2 == 0 else 100
+            start = time.perf_counter()
+            daemon.call("PUT", f"/api/v1/sessions/{session}/execution-cap", token, {"cap": value})
+            cap.append((listener.wait_for(start, "executionCapChanged", lambda d: d["cap"] == value) - start) * 1000)
+        daemon.act(session, token, "close")
+    finally:
+        daemon.stop()
+
+    peer_cold = run_peer(opts.peer, "cold-start", "--state", os.path.join(work, "peer-cold"), "--appliance", opts.appliance, "--runs", str(runs))
+    peer_control = run_peer(opts.peer, "control", "--state", os.path.join(work, "peer-control"), "--appliance", opts.appliance, "--runs", str(control_runs))
+    return {
+        "coldStart": {
+            "compared": "request to the guest's first console marker: vmsessiond (HTTP create+open+start) vs direct libvirt define+start",
+            "daemonMs": spread(cold), "peerMs": spread(peer_cold["coldStartMs"]),
+            "ratioOfMedians": statistics.median(cold) / statistics.median(peer_cold["coldStartMs"]),
+        },
+        "control": {
+            "compared": "HTTP request to its event on the SSE stream vs the bare libvirt call",
+            **{name: {"daemonMs": spread(mine), "peerMs": spread(peer_control[f"{name}Ms"]),
+                      "p50DifferenceMs": percentile(mine, 0.5) - percentile(peer_control[f"{name}Ms"], 0.5)}
+               for name, mine in (("pause", pause), ("resume", resume), ("cap", cap))},
+        },
+    }
+
+
+# 3: the read path.
+
+def start_libvirtd(work):
+    directory = os.path.join(work, "libvirtd")
+    os.makedirs(directory, exist_ok=True)
+    config = os.path.join(directory, "libvirtd.conf")
+    with open(config, "w") as f:
+        f.write(f'unix_sock_dir = "{directory}"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+                'listen_tls = 0\nlisten_tcp = 0\nmax_clients = 5000\nmax_workers = 20\nmax_client_requests = 64\n')
+    log = open(os.path.join(directory, "libvirtd.log"), "wb")
+    process = subprocess.Popen(["libvirtd", "-f", config, "-p", os.path.join(directory, "libvirtd.pid")], stdout=log, stderr=log)
+    socket_path = os.path.join(directory, "libvirt-sock")
+    deadline = time.time() + 30
+    while not os.path.exists(socket_path):
+        if time.time() > deadline or process.poll() is not None:
+            raise RuntimeError("libvirtd did not start")
+        time.sleep(0.05)
+    time.sleep(0.5)
+    return process, f"test+unix:///default?socket={socket_path}"
+
+
+def wrk(url, token, connections, seconds):
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {token}", url],
+        check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"requestsPerSecond": rps, "p99Ms": float(p99.group(1)) * scale, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def read_path(opts, work):
+    levels, seconds = ([8], 2) if opts.quick else ([1, 8, 64], 5)
+    daemon = Daemon(opts.daemon, os.path.join(work, "read-daemon"), "--libvirt-uri", "test:///default").start()
+    libvirtd, uri = start_libvirtd(work)
+    results = {"compared": "GET /api/v1/sessions/{id} under wrk (keep-alive) vs virDomainGetInfo over libvirtd's Unix socket (test driver)",
+               "levels": []}
+    try:
+        session, token = daemon.new_session("reader")
+        url = f"http://127.0.0.1:{daemon.port}/api/v1/sessions/{session}"
+        for connections in levels:
+            mine = wrk(url, token, connections, seconds)
+            peer = run_peer(opts.peer, "get-info", "--uri", uri, "--concurrency", str(connections), "--seconds", str(seconds))
+            results["levels"].append({"concurrency": connections, "daemon": mine, "libvirtd": peer,
+                                      "throughputRatio": mine["requestsPerSecond"] / peer["requestsPerSecond"]})
+        results["libvirtdRssKiB"] = rss_kib(libvirtd.pid)
+    finally:
+        daemon.stop()
+        libvirtd.terminate()
+        libvirtd.wait(10)
+    return results
+
+
+# 4: event fan-out.
+
+async def fan_out_run(port, session, token, clients, events):
+    latencies, received = [], [0] * clients
+    ready = asyncio.Event()
+    connected = [0]
+
+    async def client(index):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        writer.write(f"GET /api/v1/sessions/{session}/events?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        connected[0] += 1
+        if connected[0] == clients:
+            ready.set()
+        kind = None
+        try:
+            while received[index] < events:
+                line = await reader.readline()
+                if not line:
+                    return
+                line = line.decode().strip()
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "propertyChanged":
+                    now = time.perf_counter_ns()
+                    sent = int(json.loads(line[6:])["data"]["value"])
+                    latencies.append((now - sent) / 1e6)
+                    received[index] += 1
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    await asyncio.wait_for(ready.wait(), 60)
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+
+    def emit():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(events):
+            body = json.dumps({"value": str(time.perf_counter_ns())})
+            connection.request("PUT", f"/api/v1/sessions/{session}/properties/bench", body=body, headers={"Authorization": f"Bearer {token}"})
+            connection.getresponse().read()
+            time.sleep(0.02)
+        connection.close()
+
+    await loop.run_in_executor(None, emit)
+    done, pending = await asyncio.wait(tasks, timeout=30)
+    for task in pending:
+        task.cancel()
+    return latencies, clients * events - sum(received)
+
+
+def fan_out(opts, work):
+    sizes, events = ([20], 5) if opts.quick else ([100, 1000], 50)
+    daemon = Daemon(opts.daemon, os.path.join(work, "fanout-daemon"), "--libvirt-uri", "test:///default").start()
+    results = {"compared": "PUT of a property (carrying its send time) to receipt of its propertyChanged event in every SSE client",
+               "runs": []}
+    try:
+        session, token = daemon.new_session("fanout")
+        for clients in sizes:
+            latencies, lost = asyncio.run(fan_out_run(daemon.port, session, token, clients, events))
+            results["runs"].append({"clients": clients, "events": events, "latencyMs": spread(latencies), "lost": lost})
+    finally:
+        daemon.stop()
+    return results
+
+
+# 5: footprint.
+
+def footprint(opts, work, libvirtd_rss):
+    count = 50 if opts.quick else 1000
+    state = os.path.join(work, "footprint-daemon")
+    daemon = Daemon(opts.daemon, state, "--libvirt-uri", "test:///default").start()
+    try:
+        time.sleep(1)
+        idle = rss_kib(daemon.process.pid)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: daemon.new_session(f"s{i}"), range(count)))
+        time.sleep(1)
+        loaded = rss_kib(daemon.process.pid)
+    finally:
+        daemon.stop()
+    starts = []
+    for _ in range(1 if opts.quick else 5):
+        daemon = Daemon(opts.daemon, state, "--libvirt-uri", "test:///default")
+        start = time.perf_counter()
+        daemon.start()
+        while True:
+            try:
+                status, _ = daemon.call("GET", "/api/v1")
+                if status == 200:
+                    break
+            except OSError:
+                time.sleep(0.002)
+        starts.append((time.perf_counter() - start) * 1000)
+        after_restart = rss_kib(daemon.process.pid)
+        daemon.stop()
+    return {"compared": "vmsessiond's RSS and start-up (test driver) vs libvirtd's RSS (test driver, idle)",
+            "sessions": count, "daemonRssIdleKiB": idle, "daemonRssWithSessionsKiB": loaded,
+            "daemonRssAfterRestartKiB": after_restart, "startupToFirstAnswerMs": spread(starts),
+            "libvirtdRssKiB": libvirtd_rss}
+
+
+def table(results):
+    lines = ["", "vmsessiond vs libvirt (same run, same machine)", "=" * 78]
+    if "coldStart" in results:
+        c = results["coldStart"]
+        lines.append(f"cold start to first console marker   daemon p50 {c['daemonMs']['p50']:8.0f} ms   libvirt p50 {c['peerMs']['p50']:8.0f} ms"
+                     f"   ratio {c['ratioOfMedians']:.2f}  (n={c['daemonMs']['runs']}, goal <= 1.10)")
+        for name in ("pause", "resume", "cap"):
+            x = results["control"][name]
+            lines.append(f"{name:7s} request -> SSE event          daemon p50 {x['daemonMs']['p50']:7.2f} p99 {x['daemonMs']['p99']:7.2f} ms"
+                         f"   libvirt p50 {x['peerMs']['p50']:7.2f} p99 {x['peerMs']['p99']:7.2f} ms   +{x['p50DifferenceMs']:.2f} ms")
+    for level in results["readPath"]["levels"]:
+        d, p = level["daemon"], level["libvirtd"]
+        lines.append(f"read path c={level['concurrency']:<4d}                  daemon {d['requestsPerSecond']:9.0f} req/s p99 {d['p99Ms']:6.2f} ms"
+                     f"   libvirtd {p['requestsPerSecond']:9.0f} req/s p99 {p['p99Ms']:6.2f} ms   ratio {level['throughputRatio']:.2f} (goal >= 1.0)")
+    for run in results["fanOut"]["runs"]:
+        lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events   p50 {run['latencyMs']['p50']:7.2f} ms"
+                     f"  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']} (goal 0)")
+    f = results["footprint"]
+    lines.append(f"footprint: RSS idle {f['daemonRssIdleKiB'] / 1024:.1f} MiB, with {f['sessions']} sessions {f['daemonRssWithSessionsKiB'] / 1024:.1f} MiB,"
+                 f" after restart {f['daemonRssAfterRestartKiB'] / 1024:.1f} MiB; start-up to first answer p50 {f['startupToFirstAnswerMs']['p50']:.0f} ms;"
+                 f" libvirtd idle {f['libvirtdRssKiB'] / 1024:.1f} MiB")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--daemon", required=True)
+    parser.add_argument("--peer", required=True)
+    parser.add_argument("--appliance", required=True)
+    parser.add_argument("--out", default="artifacts/bench.json")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a few runs of each, to keep the code from rotting")
+    parser.add_argument("--skip-vm", action="store_true", help="skip the sections that boot real guests")
+    opts = parser.parse_args()
+    opts.appliance = os.path.abspath(opts.appliance)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    work = tempfile.mkdtemp(prefix="vms-bench-")
+    results = {"quick": opts.quick, "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
+    began = time.time()
+    try:
+        if not opts.skip_vm:
+            results.update(cold_start_and_control(opts, work))
+        results["readPath"] = read_path(opts, work)
+        results["fanOut"] = fan_out(opts, work)
+        results["footprint"] = footprint(opts, work, results["readPath"].get("libvirtdRssKiB", 0))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["seconds"] = time.time() - began
+    os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
+    with open(opts.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(table(results))
+    print(f"\nfigures as JSON: {os.path.abspath(opts.out)}  ({results['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
