@@ -44,6 +44,7 @@ struct Daemon {
         let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
+            SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
         }
         let group = ServiceGroup(
             configuration: .init(
@@ -53,6 +54,7 @@ struct Daemon {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
+        SystemdNotifier.notify("STOPPING=1")
         logger.notice("vmsessiond stopped")
     }
 }
