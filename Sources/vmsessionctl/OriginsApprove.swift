@@ -8,8 +8,6 @@ struct OriginsApprove: AsyncParsableCommand {
     @Argument(help: "The origin, as scheme://host[:port].") var origin: String
 
     func run() async throws {
-        let reply = try await options.client().call("POST", "/api/v1/origins/approve", body: ["origin": origin])
-        if options.json { return try ControlClient.printJSON(reply) }
-        print("approved \((reply as? [String: Any])?["origin"] as? String ?? origin)")
+        try await OriginsCommand.decide("approve", origin: origin, options: options)
     }
 }

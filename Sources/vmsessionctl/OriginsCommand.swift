@@ -8,3 +8,13 @@ struct OriginsCommand: AsyncParsableCommand {
         subcommands: [OriginsList.self, OriginsApprove.self, OriginsDeny.self, OriginsForget.self],
         defaultSubcommand: OriginsList.self)
 }
+
+extension OriginsCommand {
+    /// Sends the user's decision (`approve` or `deny`) about an origin and says what the daemon recorded.
+    static func decide(_ verb: String, origin: String, options: ControlOptions) async throws {
+        let reply = try await options.client().call("POST", "/api/v1/origins/\(verb)", body: ["origin": origin])
+        if options.json { return try ControlClient.printJSON(reply) }
+        let record = reply as? [String: Any]
+        print("\(record?["status"] as? String ?? verb) \(record?["origin"] as? String ?? origin)")
+    }
+}

@@ -7,8 +7,6 @@ struct OriginsDeny: AsyncParsableCommand {
     @Argument(help: "The origin, as scheme://host[:port].") var origin: String
 
     func run() async throws {
-        let reply = try await options.client().call("POST", "/api/v1/origins/deny", body: ["origin": origin])
-        if options.json { return try ControlClient.printJSON(reply) }
-        print("denied \((reply as? [String: Any])?["origin"] as? String ?? origin)")
+        try await OriginsCommand.decide("deny", origin: origin, options: options)
     }
 }
