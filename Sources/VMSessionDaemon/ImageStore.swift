@@ -318,10 +318,4 @@ public actor ImageStore: Service {
         let magic = (try? handle.read(upToCount: 4)) ?? Data()
         return magic == Data([0x51, 0x46, 0x49, 0xFB]) ? .qcow2 : .raw
     }
-
-    private func storeCall<T>(_ body: () throws -> T) throws(VMSessionError) -> T {
-        do { return try body() } catch let error as VMSessionError { throw error } catch {
-            throw VMSessionError(.ioError, "The database failed.", cause: error)
-        }
-    }
 }

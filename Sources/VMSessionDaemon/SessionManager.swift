@@ -643,10 +643,4 @@ public actor SessionManager: Service {
         default: return false
         }
     }
-
-    private func storeCall<T>(_ body: () throws -> T) throws(VMSessionError) -> T {
-        do { return try body() } catch let error as VMSessionError { throw error } catch {
-            throw VMSessionError(.ioError, "The database failed.", cause: error)
-        }
-    }
 }
