@@ -37,7 +37,7 @@ struct SessionsController {
     }
 
     @Sendable func daemonInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: manager.images.versions))
+        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions()))
     }
 
     struct SessionRequest: Decodable {

@@ -23,6 +23,7 @@ public enum VMSessionAPI {
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
+        ImagesController(manager: manager).addRoutes(to: router)
         return router
     }
 

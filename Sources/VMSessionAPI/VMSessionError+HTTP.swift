@@ -18,6 +18,8 @@ extension VMSessionError.Code {
         case .notSupported: .unprocessableContent
         case .notImplemented: .notImplemented
         case .unavailable: .serviceUnavailable
+        // The image server sent something wrong or nothing: the fault is upstream of the daemon.
+        case .checksumMismatch, .downloadFailed: .badGateway
         default: .internalServerError
         }
     }

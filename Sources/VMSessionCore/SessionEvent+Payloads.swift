@@ -15,7 +15,8 @@ extension SessionEvent {
         }
     }
 
-    /// `progress`: an operation advanced.
+    /// `progress`: an operation advanced. `bytes`, `totalBytes` and `bytesPerSecond` are present while an
+    /// image downloads (`totalBytes` only when the server sent a length).
     public struct ProgressUpdate: Codable, Equatable, Sendable {
         public var operation: OperationID
         public var action: SessionAction
@@ -23,6 +24,9 @@ extension SessionEvent {
         public var total: Int
         public var message: String
         public var fraction: Double
+        public var bytes: Int64?
+        public var totalBytes: Int64?
+        public var bytesPerSecond: Double?
         public init(operation: OperationID, action: SessionAction, progress: SessionOperation.Progress) {
             self.operation = operation
             self.action = action
@@ -30,6 +34,9 @@ extension SessionEvent {
             self.total = progress.total
             self.message = progress.message
             self.fraction = progress.fraction
+            self.bytes = progress.bytes
+            self.totalBytes = progress.totalBytes
+            self.bytesPerSecond = progress.bytesPerSecond
         }
     }
 

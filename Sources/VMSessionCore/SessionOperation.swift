@@ -41,25 +41,36 @@ public struct SessionOperation: Codable, Equatable, Sendable {
     }
 
     /// Steps done out of a total, and what is being done (the plugin's `progress(done, pending, msg)`).
+    /// While bytes are transferred (an image download), `bytes`, `totalBytes` (only when the server says)
+    /// and `bytesPerSecond` say how far.
     public struct Progress: Codable, Equatable, Sendable {
         public var done: Int
         public var total: Int
         public var message: String
+        public var bytes: Int64?
+        public var totalBytes: Int64?
+        public var bytesPerSecond: Double?
         public var fraction: Double { total > 0 ? min(1, Double(done) / Double(total)) : 0 }
 
-        public init(done: Int, total: Int, message: String) {
+        public init(done: Int, total: Int, message: String, bytes: Int64? = nil, totalBytes: Int64? = nil, bytesPerSecond: Double? = nil) {
             self.done = done
             self.total = total
             self.message = message
+            self.bytes = bytes
+            self.totalBytes = totalBytes
+            self.bytesPerSecond = bytesPerSecond
         }
 
-        enum CodingKeys: String, CodingKey { case done, total, message, fraction }
+        enum CodingKeys: String, CodingKey { case done, total, message, fraction, bytes, totalBytes, bytesPerSecond }
 
         public init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             done = try container.decode(Int.self, forKey: .done)
             total = try container.decode(Int.self, forKey: .total)
             message = try container.decode(String.self, forKey: .message)
+            bytes = try container.decodeIfPresent(Int64.self, forKey: .bytes)
+            totalBytes = try container.decodeIfPresent(Int64.self, forKey: .totalBytes)
+            bytesPerSecond = try container.decodeIfPresent(Double.self, forKey: .bytesPerSecond)
         }
 
         public func encode(to encoder: any Encoder) throws {
@@ -68,6 +79,9 @@ public struct SessionOperation: Codable, Equatable, Sendable {
             try container.encode(total, forKey: .total)
             try container.encode(message, forKey: .message)
             try container.encode(fraction, forKey: .fraction)
+            try container.encodeIfPresent(bytes, forKey: .bytes)
+            try container.encodeIfPresent(totalBytes, forKey: .totalBytes)
+            try container.encodeIfPresent(bytesPerSecond, forKey: .bytesPerSecond)
         }
     }
 

@@ -53,6 +53,10 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let originNotApproved = Code("origin_not_approved", legacyCode: -13)
         /// The daemon limits how many event streams one origin may hold open.
         public static let tooManyStreams = Code("too_many_streams", legacyCode: -10)
+        /// A downloaded image's SHA-256 is not the one it was registered with; the file was not kept.
+        public static let checksumMismatch = Code("checksum_mismatch", legacyCode: -12)
+        /// An image could not be fetched (network failure, refusing server) after the retries.
+        public static let downloadFailed = Code("download_failed", legacyCode: -6)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }

@@ -47,7 +47,7 @@ public actor SessionManager: Service {
     let store: SessionStore
     let events: EventHub
     let hypervisor: any Hypervisor
-    public nonisolated let images: ImageCatalog
+    public nonisolated let images: ImageStore
     let configuration: Configuration
     let hasher: SecretHasher
     let adminToken: AdminToken?
@@ -70,7 +70,7 @@ public actor SessionManager: Service {
     private let jobsContinuation: AsyncStream<Job>.Continuation
 
     public init(
-        store: SessionStore, events: EventHub, hypervisor: any Hypervisor, images: ImageCatalog,
+        store: SessionStore, events: EventHub, hypervisor: any Hypervisor, images: ImageStore,
         configuration: Configuration = .init(), hasher: SecretHasher = .init(), adminToken: AdminToken? = nil, logger: Logger
     ) {
         self.adminToken = adminToken
@@ -362,12 +362,14 @@ public actor SessionManager: Service {
     /// Starts `action` on a session. Long actions return at once with a running operation; short ones
     /// (pause, resume, reset) return when they are done.
     public func perform(_ action: SessionAction, on id: SessionID, input: ActionInput = .none) async throws(VMSessionError) -> ActionReceipt {
-        guard var entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
+        guard sessions[id] != nil else { throw VMSessionError(.notFound, "There is no session \(id).") }
         // Validate input before anything changes.
         if case .open(let requirements) = input {
             try requirements.validate()
-            _ = try images.image(for: requirements.version)
+            try await images.check(requirements.version)
         }
+        // Re-read after the await.
+        guard var entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
         var input = input
         if case .start(let template?, let parameters) = input {
             let userData = try UserDataTemplate.render(template, parameters: parameters)
@@ -432,6 +434,19 @@ public actor SessionManager: Service {
         return entry.session
     }
 
+    // MARK: Images
+
+    /// Removes image `version`, unless a session that is not closed was opened with it (its disk is an
+    /// overlay on the image's file).
+    public func removeImage(_ version: String) async throws(VMSessionError) {
+        let users = sessions.values.filter { $0.session.requirements?.version == version && $0.session.state != .closed }
+        if let user = users.first {
+            throw VMSessionError(
+                .invalidState, "Image '\(version)' is in use by session '\(user.session.name)' (\(user.session.state.rawValue)); close it first.")
+        }
+        try await images.remove(version)
+    }
+
     // MARK: Running operations
 
     /// Carries out a job and records how it ended; returns the finished operation.
@@ -453,8 +468,11 @@ public actor SessionManager: Service {
             guard case .open(let requirements) = job.input, let name = sessions[id]?.session.name else {
                 throw VMSessionError(.internalError, "open ran without requirements")
             }
-            progress(job, 1, of: 3, "Resolving image '\(requirements.version)'")
-            let image = try images.image(for: requirements.version)
+            let version = requirements.version
+            progress(job, 1, of: 3, "Resolving image '\(version)'")
+            let image = try await images.ensureAvailable(version) { download in
+                await self.progress(job, 1, of: 3, download.message(version: version), download: download)
+            }
             progress(job, 2, of: 3, "Creating disk and defining the VM")
             try await hypervisor.define(MachineSpec(id: id, sessionName: name, requirements: requirements, image: image))
             progress(job, 3, of: 3, "VM defined")
@@ -471,7 +489,7 @@ public actor SessionManager: Service {
                 if case .start(let userData?, _) = job.input {
                     seed = try ContextSeed.noCloud(userData: userData, instanceID: id.description, hostname: "vms-\(id.description.prefix(8))")
                 }
-                let image = try images.image(for: requirements.version)
+                let image = try await images.machineImage(requirements.version)
                 let apiPort = try LoopbackPort.free()
                 try await hypervisor.define(
                     MachineSpec(
@@ -506,9 +524,15 @@ public actor SessionManager: Service {
         }
     }
 
-    private func progress(_ job: Job, _ done: Int, of total: Int, _ message: String) {
+    private func progress(_ job: Job, _ done: Int, of total: Int, _ message: String, download: ImageDownloadProgress? = nil) {
         guard var operation = operations[job.operationID] else { return }
-        operation.progress = .init(done: max(done, operation.progress.done), total: total, message: message)
+        let previous = operation.progress
+        operation.progress = .init(done: max(done, previous.done), total: total, message: message)
+        if let download {
+            operation.progress.bytes = max(download.bytes, previous.bytes ?? 0)
+            operation.progress.totalBytes = download.totalBytes
+            operation.progress.bytesPerSecond = download.bytesPerSecond
+        }
         operation.updatedAt = Date()
         operations[job.operationID] = operation
         // Progress never goes backwards, is not announced faster than a page can use, and its end always is.
@@ -623,12 +647,6 @@ public actor SessionManager: Service {
         case (.closed, .absent), (.running, .running), (.paused, .paused), (.saved, .shutOff(_, true)): return true
         case (.open, .shutOff(_, false)): return true
         default: return false
-        }
-    }
-
-    private func storeCall<T>(_ body: () throws -> T) throws(VMSessionError) -> T {
-        do { return try body() } catch let error as VMSessionError { throw error } catch {
-            throw VMSessionError(.ioError, "The database failed.", cause: error)
         }
     }
 }

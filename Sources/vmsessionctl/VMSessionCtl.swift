@@ -6,10 +6,10 @@ import ArgumentParser
 struct VMSessionCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmsessionctl",
-        abstract: "Controls a local vmsessiond: web origins, sessions and daemon status.",
+        abstract: "Controls a local vmsessiond: web origins, sessions, images and daemon status.",
         discussion: """
             Admin commands read the daemon's admin token from <state-dir>/admin-token (the same state directory
             the daemon uses), or take it from --token / $VMSESSIOND_ADMIN_TOKEN.
             """,
-        subcommands: [OriginsCommand.self, SessionsCommand.self, DaemonStatus.self])
+        subcommands: [OriginsCommand.self, SessionsCommand.self, ImagesCommand.self, DaemonStatus.self])
 }

@@ -32,9 +32,11 @@ struct Daemon {
         let adminToken = try AdminToken.load(stateDirectory: state)
         logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
         let origins = try OriginRegistry(store: store, logger: logger)
+        let images = ImageStore(
+            store: store, catalog: ImageCatalog(applianceDirectory: settings.applianceDirectory), directory: state + "/images",
+            downloader: ImageDownloader(logger: logger), logger: logger)
         let manager = SessionManager(
-            store: store, events: events, hypervisor: hypervisor,
-            images: ImageCatalog(applianceDirectory: settings.applianceDirectory),
+            store: store, events: events, hypervisor: hypervisor, images: images,
             configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds)), adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
@@ -49,7 +51,7 @@ struct Daemon {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: manager), .init(service: GuestAPIMonitor(manager: manager, logger: logger)), .init(service: app),
+                    .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)), .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

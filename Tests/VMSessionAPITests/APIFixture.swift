@@ -16,6 +16,7 @@ struct APIFixture {
     let manager: SessionManager
     let store: SessionStore
     let directory: String
+    let images: ImageStore
     /// The admin token, as `vmsessionctl` reads it from the state directory.
     let adminToken: String
 
@@ -34,18 +35,22 @@ struct APIFixture {
         var hasher = SecretHasher()
         hasher.rounds = 1 << 10  // keep the tests quick; the production cost is tested in SecretHasherTests
         let adminToken = try AdminToken.load(stateDirectory: directory)
+        // Downloads retry quickly here; the production backoff starts at half a second.
+        let images = ImageStore(
+            store: store, catalog: ImageCatalog(applianceDirectory: directory + "/appliance"), directory: directory + "/images",
+            downloader: ImageDownloader(retry: .init(attempts: 3, firstDelay: .milliseconds(20)), logger: logger), logger: logger)
         let manager = SessionManager(
-            store: store, events: events, hypervisor: hypervisor,
-            images: ImageCatalog(applianceDirectory: directory + "/appliance"),
+            store: store, events: events, hypervisor: hypervisor, images: images,
             configuration: .init(stopGrace: .seconds(1)), hasher: hasher, adminToken: adminToken, logger: logger)
         try await manager.reconcile()
         let origins = try OriginRegistry(store: store, logger: logger)
         let router = VMSessionAPI.buildRouter(manager: manager, events: events, origins: origins, hypervisor: hypervisor.description)
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let fixture = APIFixture(manager: manager, store: store, directory: directory, adminToken: admin)
+        let fixture = APIFixture(manager: manager, store: store, directory: directory, images: images, adminToken: admin)
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
+            group.addTask { try await images.run() }
             try await app.test(.router) { client in try await body(client, fixture) }
             group.cancelAll()
         }

@@ -15,7 +15,10 @@ struct ReconcileTests {
             configuration: .init(uri: "test:///default", stateDirectory: directory, accelerator: .tcg), logger: Logger(label: "test"))
         return SessionManager(
             store: store, events: EventHub(store: store), hypervisor: hypervisor,
-            images: ImageCatalog(applianceDirectory: directory), logger: Logger(label: "test"))
+            images: ImageStore(
+                store: store, catalog: ImageCatalog(applianceDirectory: directory), directory: directory + "/images",
+                downloader: ImageDownloader(logger: Logger(label: "test")), logger: Logger(label: "test")),
+            logger: Logger(label: "test"))
     }
 
     static func stored(state: SessionState, pending: SessionAction?, operation: OperationID?) -> StoredSession {

@@ -1,0 +1,321 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import VMSessionCore
+import VMSessionHypervisor
+import VMSessionStore
+
+/// The image catalog: which `version`s a session can be opened with, and their files. The built-in
+/// appliance comes from ``ImageCatalog``; every other image is a row in SQLite, either a registered local
+/// file or a remote one (URL + SHA-256) that is downloaded on its first use or on `pull`.
+///
+/// A download is checked against its SHA-256 before it is renamed into place, so a partial or corrupt file
+/// is never used. One download runs per version: the first caller fetches, later callers wait for it and
+/// see its progress. Background pulls run in ``run()``'s task group.
+public actor ImageStore: Service {
+    /// One image as listed: the stored record (nil for the built-in appliance) and what is happening to it.
+    public struct Entry: Sendable {
+        public let version: String
+        public let record: ImageRecord?
+        /// Whether the built-in appliance's files are there (nil for other images).
+        public let builtInReady: Bool?
+        public let download: ImageDownloadProgress?
+        /// Why the last download of this version failed, until one succeeds.
+        public let lastError: String?
+    }
+
+    public typealias ProgressHandler = @Sendable (ImageDownloadProgress) async -> Void
+
+    let store: SessionStore
+    public nonisolated let catalog: ImageCatalog
+    /// Where downloads go: `<stateDir>/images`.
+    public nonisolated let directory: String
+    let downloader: ImageDownloader
+    let logger: Logger
+
+    /// A download under way and who waits for it.
+    private struct Download {
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+        var observers: [UUID: ProgressHandler] = [:]
+        var latest: ImageDownloadProgress?
+    }
+    private var downloads: [String: Download] = [:]
+    private var lastErrors: [String: String] = [:]
+    private let pulls: AsyncStream<String>
+    private let pullsContinuation: AsyncStream<String>.Continuation
+
+    public init(store: SessionStore, catalog: ImageCatalog, directory: String, downloader: ImageDownloader, logger: Logger) {
+        self.store = store
+        self.catalog = catalog
+        self.directory = directory
+        self.downloader = downloader
+        self.logger = logger
+        (pulls, pullsContinuation) = AsyncStream.makeStream(of: String.self)
+    }
+
+    // MARK: Service
+
+    /// Runs background pulls until graceful shutdown; a pull cut short keeps its `.part` file, and the next
+    /// attempt resumes it.
+    public func run() async throws {
+        let pulls = self.pulls
+        await withDiscardingTaskGroup { group in
+            for await version in pulls.cancelOnGracefulShutdown() {
+                group.addTask {
+                    do {
+                        _ = try await self.ensureAvailable(version, progress: { _ in })
+                    } catch {
+                        self.logger.warning("image pull failed", metadata: ["version": "\(version)", "error": "\(error)"])
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Catalog
+
+    /// Every version that can be opened, the appliance first.
+    public func versions() -> [String] {
+        let stored = (try? store.allImages().map(\.version)) ?? []
+        return catalog.versions + stored
+    }
+
+    public func list() throws(VMSessionError) -> [Entry] {
+        let applianceReady = (try? catalog.image(for: ImageCatalog.applianceVersion)) != nil
+        var entries = [
+            Entry(version: ImageCatalog.applianceVersion, record: nil, builtInReady: applianceReady, download: nil, lastError: nil)
+        ]
+        for record in try storeCall({ try store.allImages() }) {
+            entries.append(
+                Entry(
+                    version: record.version, record: record, builtInReady: nil, download: downloads[record.version]?.latest,
+                    lastError: lastErrors[record.version]))
+        }
+        return entries
+    }
+
+    /// Checks that `version` names an image (built in, available or remote), without fetching anything.
+    public func check(_ version: String) throws(VMSessionError) {
+        if version == ImageCatalog.applianceVersion { return }
+        guard try storeCall({ try store.image(version) }) != nil else {
+            throw VMSessionError(
+                .notFound, "There is no image for version '\(version)'; known versions: \(versions().joined(separator: ", ")).")
+        }
+    }
+
+    /// Registers a local file as image `version`, with its SHA-256. The file stays where it is and is never
+    /// written to (sessions get overlays on it); `remove` forgets it without deleting it.
+    @discardableResult
+    public func register(version: String, file: String, format: ImageRecord.Format?) async throws(VMSessionError) -> ImageRecord {
+        try Self.validate(version: version)
+        guard file.hasPrefix("/") else {
+            throw VMSessionError(.invalidArgument, "'path' must be an absolute path; got '\(file)'.")
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), !isDirectory.boolValue,
+            FileManager.default.isReadableFile(atPath: file)
+        else {
+            throw VMSessionError(.invalidArgument, "'path' must name a readable file; \(file) is missing, unreadable or a directory.")
+        }
+        try check(absent: version)
+        let digest = try await Self.digest(of: file)
+        let record = ImageRecord(
+            version: version, format: format ?? Self.detectFormat(file), path: file, sha256: digest,
+            size: ImageDownloader.size(of: file), state: .available, addedAt: Date())
+        // Re-check after the await: the version may have been taken meanwhile (addImage refuses that too).
+        try storeCall { try store.addImage(record) }
+        lastErrors[version] = nil
+        logger.info("image registered", metadata: ["version": "\(version)", "path": "\(file)", "sha256": "\(digest)"])
+        return record
+    }
+
+    /// Registers image `version` to be downloaded from `url` (http or https) and checked against `sha256`.
+    /// With `pull`, the download starts in the background at once; otherwise on the first open.
+    @discardableResult
+    public func registerRemote(
+        version: String, url: String, sha256: String, format: ImageRecord.Format?, pull: Bool = false
+    ) throws(VMSessionError) -> ImageRecord {
+        try Self.validate(version: version)
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = parsed.host, !host.isEmpty
+        else {
+            throw VMSessionError(.invalidArgument, "'url' must be an http:// or https:// URL; got '\(url)'.")
+        }
+        guard FileDigest.isHexDigest(sha256) else {
+            throw VMSessionError(.invalidArgument, "'sha256' must be 64 hexadecimal digits; got '\(sha256)'.")
+        }
+        try check(absent: version)
+        let format = format ?? .qcow2
+        let record = ImageRecord(
+            version: version, format: format, path: finalPath(version, format), sha256: sha256.lowercased(), url: url,
+            state: .remote, addedAt: Date())
+        try storeCall { try store.addImage(record) }
+        logger.info("remote image registered", metadata: ["version": "\(version)", "url": "\(url)"])
+        if pull { pullsContinuation.yield(version) }
+        return record
+    }
+
+    /// Forgets image `version`. A downloaded file (under ``directory``) is deleted; a registered local file
+    /// is left where it is. The caller makes sure no session uses it (see ``SessionManager/removeImage(_:)``).
+    public func remove(_ version: String) throws(VMSessionError) {
+        guard version != ImageCatalog.applianceVersion else {
+            throw VMSessionError(.notAllowed, "The built-in appliance cannot be removed.")
+        }
+        guard let record = try storeCall({ try store.image(version) }) else {
+            throw VMSessionError(.notFound, "There is no image for version '\(version)'.")
+        }
+        guard downloads[version] == nil else {
+            throw VMSessionError(.invalidState, "Image '\(version)' is being downloaded; remove it when the download has ended.")
+        }
+        try storeCall { try store.removeImage(version) }
+        if record.url != nil {
+            try? FileManager.default.removeItem(atPath: record.path)
+            try? FileManager.default.removeItem(atPath: partPath(version))
+        }
+        lastErrors[version] = nil
+        logger.info("image removed", metadata: ["version": "\(version)"])
+    }
+
+    // MARK: Using images
+
+    /// What a VM of `version` boots, if it is there now; `not_found` for an unknown version or an image not
+    /// downloaded yet. Never downloads.
+    public func machineImage(_ version: String) throws(VMSessionError) -> MachineImage {
+        if version == ImageCatalog.applianceVersion { return try catalog.image(for: version) }
+        guard let record = try storeCall({ try store.image(version) }) else {
+            throw VMSessionError(.notFound, "There is no image for version '\(version)'.")
+        }
+        guard record.state == .available else {
+            throw VMSessionError(.notFound, "Image '\(version)' has not been downloaded yet.")
+        }
+        guard FileManager.default.isReadableFile(atPath: record.path) else {
+            throw VMSessionError(.notFound, "The file of image '\(version)' (\(record.path)) is missing or unreadable.")
+        }
+        return .disk(path: record.path, format: record.format.rawValue)
+    }
+
+    /// What a VM of `version` boots, downloading the image first if it is remote. Concurrent callers for one
+    /// version share one download, and each sees its progress through `progress`.
+    public func ensureAvailable(_ version: String, progress: @escaping ProgressHandler) async throws(VMSessionError) -> MachineImage {
+        guard version != ImageCatalog.applianceVersion,
+            let record = try storeCall({ try store.image(version) }), record.state == .remote
+        else { return try machineImage(version) }
+        let observer = UUID()
+        if downloads[version] != nil {
+            downloads[version]?.observers[observer] = progress
+            if let latest = downloads[version]?.latest { await progress(latest) }
+            do {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    // Re-check: the download may have ended while the latest progress was passed on.
+                    if downloads[version] != nil {
+                        downloads[version]?.waiters.append(continuation)
+                    } else {
+                        continuation.resume()
+                    }
+                }
+            } catch {
+                throw (error as? VMSessionError) ?? VMSessionError(.downloadFailed, "\(error)", cause: error)
+            }
+            // The downloader's outcome is in the database (or it failed, and threw above).
+            return try machineImage(version)
+        }
+        downloads[version] = Download(observers: [observer: progress])
+        let result: Result<Void, VMSessionError>
+        do {
+            try await download(record)
+            result = .success(())
+        } catch {
+            result = .failure(error)
+        }
+        let waiters = downloads.removeValue(forKey: version)?.waiters ?? []
+        switch result {
+        case .success:
+            lastErrors[version] = nil
+            for waiter in waiters { waiter.resume() }
+            return try machineImage(version)
+        case .failure(let error):
+            lastErrors[version] = error.message
+            for waiter in waiters { waiter.resume(throwing: error) }
+            throw error
+        }
+    }
+
+    /// Fetches, verifies and installs a remote image; the `.part` file becomes the image only when its
+    /// SHA-256 is the registered one.
+    private func download(_ record: ImageRecord) async throws(VMSessionError) {
+        guard let url = record.url else { throw VMSessionError(.internalError, "A remote image has no URL.") }
+        let version = record.version
+        let part = partPath(version)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the image directory \(directory).", cause: error)
+        }
+        logger.info("image download started", metadata: ["version": "\(version)", "url": "\(url)"])
+        try await downloader.fetch(url, to: part) { progress in await self.publish(version, progress) }
+        let digest = try await Self.digest(of: part)
+        guard digest == record.sha256 else {
+            try? FileManager.default.removeItem(atPath: part)
+            throw VMSessionError(
+                .checksumMismatch,
+                "The download of image '\(version)' from \(url) has SHA-256 \(digest), expected \(record.sha256); it was deleted.")
+        }
+        if rename(part, record.path) != 0 {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(atPath: part)
+            throw VMSessionError(.ioError, "Cannot move the downloaded image into place at \(record.path): \(reason).")
+        }
+        var available = record
+        available.state = .available
+        available.size = ImageDownloader.size(of: record.path)
+        try storeCall { try store.updateImage(available) }
+        logger.info("image downloaded", metadata: ["version": "\(version)", "bytes": "\(available.size ?? 0)"])
+    }
+
+    /// Passes a download's progress to everyone waiting for it. Bytes never go backwards, even when a
+    /// server that ignores `Range` makes the download start over.
+    private func publish(_ version: String, _ progress: ImageDownloadProgress) async {
+        guard var download = downloads[version] else { return }
+        var progress = progress
+        progress.bytes = max(progress.bytes, download.latest?.bytes ?? 0)
+        download.latest = progress
+        downloads[version] = download
+        for observer in download.observers.values { await observer(progress) }
+    }
+
+    // MARK: Helpers
+
+    nonisolated func partPath(_ version: String) -> String { "\(directory)/\(version).part" }
+    nonisolated func finalPath(_ version: String, _ format: ImageRecord.Format) -> String {
+        "\(directory)/\(version).\(format.rawValue)"
+    }
+
+    static func validate(version: String) throws(VMSessionError) {
+        guard Identifier.isValid(version, maxLength: 64) else {
+            throw VMSessionError(.invalidArgument, "'version' must be 1 to 64 letters, digits, '.', '_' or '-'; got '\(version)'.")
+        }
+        guard version != ImageCatalog.applianceVersion else {
+            throw VMSessionError(.invalidArgument, "'\(version)' is the built-in appliance's version; choose another.")
+        }
+    }
+
+    private func check(absent version: String) throws(VMSessionError) {
+        if try storeCall({ try store.image(version) }) != nil {
+            throw VMSessionError(.invalidState, "An image with version '\(version)' exists; remove it first.")
+        }
+    }
+
+    /// Hashes off the actor, so listing and other callers are not held up by a large file.
+    @concurrent private nonisolated static func digest(of path: String) async throws(VMSessionError) -> String {
+        try FileDigest.sha256(ofFile: path)
+    }
+
+    /// `qcow2` if the file starts with QEMU's qcow magic, else `raw`.
+    static func detectFormat(_ path: String) -> ImageRecord.Format {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return .raw }
+        defer { try? handle.close() }
+        let magic = (try? handle.read(upToCount: 4)) ?? Data()
+        return magic == Data([0x51, 0x46, 0x49, 0xFB]) ? .qcow2 : .raw
+    }
+}
