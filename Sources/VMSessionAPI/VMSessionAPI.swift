@@ -23,6 +23,7 @@ public enum VMSessionAPI {
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
+        ContractController().addRoutes(to: router)
         return router
     }
 
