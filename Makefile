@@ -13,16 +13,19 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3
+	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip
+PYTHON ?= python3
+# The contract tests' Python packages (openapi-spec-validator, schemathesis, pytest).
+CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e bench bench-quick install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract bench bench-quick install clean help
 
 all: build
 
 help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
-	@echo "make deps | appliance | build | test-unit | test-e2e | clean"
+	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | clean"
 
 # Debian packages and the system user the embedded QEMU driver insists on.
 deps:
@@ -32,6 +35,9 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@getent passwd libvirt-qemu >/dev/null || $(SUDO) useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+	@$(PYTHON) -c 'import pytest, openapi_spec_validator, schemathesis' 2>/dev/null || \
+		$(PYTHON) -m pip install -q -r $(CONTRACT_REQUIREMENTS) || \
+		$(PYTHON) -m pip install -q --break-system-packages -r $(CONTRACT_REQUIREMENTS)
 
 appliance: deps
 	@bash Contextualization/appliance/build.sh $(APPLIANCE_DIR)
@@ -56,6 +62,7 @@ build-tests: deps
 test: appliance build-tests
 	bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR)
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
+	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
 	$(MAKE) --no-print-directory bench-quick
 
 test-unit: build-tests
@@ -82,6 +89,11 @@ bench-quick: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json
+
+# The HTTP contract (Schema/openapi.yaml): validated, served, and checked by schemathesis against the real
+# daemon on the test driver (no VM boots).
+test-contract: build-tests
+	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
 
 # A release build installed for systemd: the binary with its resource bundle in $(PREFIX)/lib/vmsessiond,
 # the unit, a config file with every default (kept if present), and the appliance in the state directory.

@@ -29,7 +29,7 @@ let package = Package(
         ),
         .target(name: "Libvirt", dependencies: ["CLibvirt"]),
         .target(name: "VMSessionCore"),
-        .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite")]),
+        .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
         .target(
             name: "VMSessionStore",
             dependencies: [
@@ -68,6 +68,7 @@ let package = Package(
             dependencies: [
                 "VMSessionCore",
                 "VMSessionDaemon",
+                "VMSessionSchema",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -120,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "VMSessionAPITests",
             dependencies: [
-                "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore",
+                "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionSchema",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

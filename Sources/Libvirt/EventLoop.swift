@@ -18,12 +18,13 @@ public final class EventLoop: Sendable {
     /// Registers libvirt's default event implementation and starts the thread that runs it.
     /// Safe to call any number of times. The thread lives as long as the process.
     public func start() throws(LibvirtError) {
-        // Registration happens under the lock, so that no caller opens a connection before it is done.
-        let result: Result<Void, LibvirtError> = started.withLock { started in
-            if started { return .success(()) }
+        // Registration happens under the lock, so that a concurrent caller cannot open a connection before the
+        // default implementation is registered (libvirt then fails with "could not initialize domain event timer").
+        try started.withLock { (value: inout Bool) throws(LibvirtError) in
+            if value { return }
             // Silence libvirt's default handler that prints every error to stderr; we report errors ourselves.
             virSetErrorFunc(nil) { _, _ in }
-            guard virEventRegisterDefaultImpl() == 0 else { return .failure(LibvirtError.last("virEventRegisterDefaultImpl")) }
+            guard virEventRegisterDefaultImpl() == 0 else { throw LibvirtError.last("virEventRegisterDefaultImpl") }
             let thread = Thread {
                 while true {
                     if virEventRunDefaultImpl() < 0 {
@@ -34,9 +35,7 @@ public final class EventLoop: Sendable {
             }
             thread.name = "libvirt-event-loop"
             thread.start()
-            started = true
-            return .success(())
+            value = true
         }
-        try result.get()
     }
 }

@@ -37,6 +37,10 @@ enum RequestBody {
             let known = fields.sorted().map { "'\($0)'" }.joined(separator: ", ")
             throw VMSessionError(.invalidArgument, "Unknown field '\(first)'; this endpoint takes \(known.isEmpty ? "no fields" : known).")
         }
+        // No field takes null: an optional field is left out to get its default, not sent as null.
+        if let null = dictionary.filter({ $0.value is NSNull }).keys.sorted().first {
+            throw VMSessionError(.invalidArgument, "The field '\(null)' must not be null; leave it out to get its default.")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: data)
         } catch let error as VMSessionError {

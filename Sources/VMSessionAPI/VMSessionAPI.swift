@@ -24,6 +24,7 @@ public enum VMSessionAPI {
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)
+        ContractController().addRoutes(to: router)
         return router
     }
 

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A web page's origin as a browser sends it in the `Origin` header (`scheme://host[:port]`), checked and
 /// normalized, so that approvals are keyed by exactly what browsers send.
 public struct WebOrigin: Hashable, Codable, Sendable, CustomStringConvertible {
@@ -17,14 +23,21 @@ public struct WebOrigin: Hashable, Codable, Sendable, CustomStringConvertible {
             guard let number = UInt16(port), number > 0, port.first != "0" else { return nil }
             host = authority[..<colon]
         }
-        let allowed = host.unicodeScalars.allSatisfy { scalar in
-            ("a"..."z").contains(scalar) || ("0"..."9").contains(scalar) || "-.[]:".unicodeScalars.contains(scalar)
-        }
+        // A host name, or an IPv6 address in brackets (`[::1]`) that really is one.
+        let allowed =
+            host.hasPrefix("[")
+            ? host.hasSuffix("]") && Self.isIPv6(host.dropFirst().dropLast())
+            : host.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "-.".unicodeScalars.contains($0) }
         guard !host.isEmpty, allowed else { return nil }
         value = "\(scheme)://\(authority)"
     }
 
     public var description: String { value }
+
+    private static func isIPv6(_ text: Substring) -> Bool {
+        var address = in6_addr()
+        return String(text).withCString { inet_pton(AF_INET6, $0, &address) } == 1
+    }
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)

@@ -19,6 +19,8 @@ struct APIFixture {
     let images: ImageStore
     /// The admin token, as `vmsessionctl` reads it from the state directory.
     let adminToken: String
+    /// Every route the router serves, as `METHOD /path/{parameter}`.
+    let routes: [String]
 
     static func run(_ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
@@ -47,7 +49,9 @@ struct APIFixture {
         let router = VMSessionAPI.buildRouter(manager: manager, events: events, origins: origins, hypervisor: hypervisor.description)
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let fixture = APIFixture(manager: manager, store: store, directory: directory, images: images, adminToken: admin)
+        let fixture = APIFixture(
+            manager: manager, store: store, directory: directory, images: images, adminToken: admin,
+            routes: router.routes.map(\.description))
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
             group.addTask { try await images.run() }

@@ -46,6 +46,8 @@ struct BadInputTests {
             (#"{"version":"<domain/>"}"#, 400, "'version'"),
             (#"{"version":"nosuchimage"}"#, 404, "nosuchimage"),
             (#"{"ram":256}"#, 400, "Unknown field 'ram'"),
+            (#"{"version":null}"#, 400, "'version' must not be null"),
+            (#"{"cpus":null,"memory":512}"#, 400, "'cpus' must not be null"),
             ("{bad", 400, "not valid JSON"),
         ])
     func badOpenRequests(body: String, status: Int, message: String) async throws {

@@ -12,7 +12,8 @@ struct WebOriginTests {
 
     @Test("anything else is refused",
           arguments: ["null", "", "file://", "ftp://example.org", "http://", "http://a/b", "http://user@host", "http://host:0",
-                      "http://host:99999", "http://ho st", "http://<script>", "javascript:alert(1)"])
+                      "http://host:99999", "http://ho st", "http://<script>", "javascript:alert(1)",
+                      "http://[f08]", "http://[::1", "http://::1]", "http://a]b", "http://[::1]x", "http://[::1]:99999"])
     func refused(text: String) {
         #expect(WebOrigin(text) == nil)
     }
