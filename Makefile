@@ -13,18 +13,20 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps
+	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps chromium
+PYTHON ?= python3
+BROWSER_TESTS := Tests/Browser
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-browser install clean help
 
 all: build
 
 help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
-	@echo "make deps | appliance | build | test-unit | test-e2e | clean"
+	@echo "make deps | appliance | build | test-unit | test-e2e | test-browser | clean"
 
-# Debian packages and the system user the embedded QEMU driver insists on.
+# Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -32,6 +34,7 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@getent passwd libvirt-qemu >/dev/null || $(SUDO) useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+	@$(PYTHON) -c 'import pytest, websocket' 2>/dev/null || $(PYTHON) -m pip install -q -r $(BROWSER_TESTS)/requirements.txt
 
 appliance: deps
 	@bash Contextualization/appliance/build.sh $(APPLIANCE_DIR)
@@ -47,15 +50,23 @@ run: appliance build
 # Unit and route tests (test:///default, in-memory SQLite) and the end-to-end tests that start the
 # real daemon: on the test driver, and booting the appliance under TCG. `--build-tests` builds the daemon
 # and the tests in one configuration, so nothing is compiled twice.
-TEST_ENV = VMSESSIOND_BINARY=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path)/vmsessiond \
-	VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR)
+TEST_ENV = BIN=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
+	export VMSESSIOND_BINARY=$$BIN/vmsessiond VMSESSIONCTL_BINARY=$$BIN/vmsessionctl VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR);
 
 build-tests: deps
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 
+# The browser tests: a headless Chromium loads vmsession.js from the real daemon into a page of another
+# origin, and the daemon's own page; screenshots go to artifacts/browser/.
+PYTEST = PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -p no:cacheprovider -s -q $(BROWSER_TESTS)
+
 test: appliance build-tests
 	bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR)
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
+	$(TEST_ENV) $(PYTEST)
+
+test-browser: build-tests
+	$(TEST_ENV) $(PYTEST)
 
 test-unit: build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build --skip EndToEndTests
