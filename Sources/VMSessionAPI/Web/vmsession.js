@@ -247,23 +247,23 @@
     get state() { return this._view.stateCode; }
     /** The daemon's state name: closed, opening, open, starting, running, error, paused, saved, ... */
     get stateName() { return this._view.state; }
-    get cpus() { return this._view.cpus === undefined ? null : this._view.cpus; }
-    get memory() { return this._view.memory === undefined ? null : this._view.memory; }
+    get cpus() { return this._view.cpus ?? null; }
+    get memory() { return this._view.memory ?? null; }
     /** The plugin's name for `memory` (MiB). */
     get ram() { return this.memory; }
-    get disk() { return this._view.disk === undefined ? null : this._view.disk; }
-    get version() { return this._view.version === undefined ? null : this._view.version; }
+    get disk() { return this._view.disk ?? null; }
+    get version() { return this._view.version ?? null; }
     get executionCap() { return this._view.executionCap; }
-    get apiURL() { return this._view.apiURL === undefined ? null : this._view.apiURL; }
-    get ip() { return this._view.ip === undefined ? null : this._view.ip; }
+    get apiURL() { return this._view.apiURL ?? null; }
+    get ip() { return this._view.ip ?? null; }
     get daemonControlled() { return this._view.daemonControlled; }
     get daemonMinCap() { return this._view.daemonMinCap; }
     get daemonMaxCap() { return this._view.daemonMaxCap; }
     get daemonFlags() { return this._view.daemonFlags; }
     /** The last failure's message, if the session is in error. */
-    get lastError() { return this._view.lastError === undefined ? null : this._view.lastError; }
+    get lastError() { return this._view.lastError ?? null; }
     /** The id of the operation in progress, if any. */
-    get operation() { return this._view.operation === undefined ? null : this._view.operation; }
+    get operation() { return this._view.operation ?? null; }
 
     /** The session as the daemon last described it. */
     toJSON() { return Object.assign({}, this._view); }
