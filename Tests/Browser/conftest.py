@@ -42,21 +42,32 @@ class Daemon:
         for name in ("vmlinuz", "initrd.img"):
             with open(os.path.join(appliance, name), "wb") as f:
                 f.write(b"\0")
+        self.appliance = appliance
         self.log_path = os.path.join(self.directory, "daemon.log")
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", "127.0.0.1:0", "--state-dir", self.state_dir,
-             "--libvirt-uri", "test:///default", "--appliance-dir", appliance],
-            stdout=self._log, stderr=self._log)
-        self.port = self._wait_listening(timeout=60)
+        self._log = open(self.log_path, "ab")
+        self.port = self._start("127.0.0.1:0")
         self.url = f"http://127.0.0.1:{self.port}"
         with open(os.path.join(self.state_dir, "admin-token")) as f:
             self.admin_token = f.read().strip()
 
-    def _wait_listening(self, timeout):
+    def _start(self, listen):
+        start = os.path.getsize(self.log_path)
+        self.process = subprocess.Popen(
+            [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
+             "--libvirt-uri", "test:///default", "--appliance-dir", self.appliance],
+            stdout=self._log, stderr=self._log)
+        return self._wait_listening(start, timeout=60)
+
+    def restart(self):
+        """Stops the daemon (SIGTERM) and starts it again on the same port and state directory."""
+        self._terminate()
+        self._start(f"127.0.0.1:{self.port}")
+
+    def _wait_listening(self, start, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                f.seek(start)
                 match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", f.read())
             if match:
                 return int(match.group(1))
@@ -91,6 +102,11 @@ class Daemon:
         return result.stdout
 
     def stop(self):
+        self._terminate()
+        self._log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _terminate(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -98,8 +114,6 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-        self._log.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -61,6 +61,17 @@ def test_a_third_party_page_is_refused_then_approved_then_runs_a_session(daemon,
     sessions = json.loads(daemon.ctl("sessions", "list", "--json"))["sessions"]
     assert next(s for s in sessions if s["name"] == name)["state"] == "running"
 
+    # The daemon restarts. The test driver forgets its VMs, so the daemon says so at start-up, before the
+    # page's stream is back: the page gets that event by replay, with nothing lost or repeated.
+    seen = len(report["eventIds"])
+    daemon.restart()
+    browser.wait_for("window.report.states.includes('error')", 60, "the event sent while the page was away")
+    after = browser.evaluate("window.report")
+    assert after["states"][-1] == "error"
+    assert after["eventIds"] == sorted(set(after["eventIds"])), "event ids increase, none twice"
+    assert len(after["eventIds"]) > seen
+    assert browser.evaluate("[window.session.stateName, window.session.state]") == ["error", 5], "properties follow the stream"
+
 
 def test_the_daemons_page_lists_sessions_live_and_decides_origins(daemon, browser, artifact):
     name = f"listed-{uuid.uuid4().hex[:8]}"

@@ -56,11 +56,15 @@ async function run() {
     report.requestSessionReturned = daemon.requestSession(sessionName, 'page-secret', resolve,
       code => reject(new Error('failure_callback(' + code + ')')));
   });
+  window.session = session;
   report.callback = { id: session.id, name: session.name, state: session.state, stateName: session.stateName };
   report.wrongSecret = await new Promise(resolve =>
     daemon.requestSession(sessionName, 'not-the-secret', () => resolve('success_callback'), code => resolve(code)));
 
-  for (const type of VMSession.EVENT_TYPES) session.addEventListener(type, event => report.events.push(type));
+  report.eventIds = [];
+  for (const type of VMSession.EVENT_TYPES) {
+    session.addEventListener(type, event => { report.events.push(type); report.eventIds.push(event.eventId); });
+  }
   session.addEventListener('progress', event => report.progress.push(event.detail));
   // A plugin-style listener: positional arguments (tasksCompleted, tasksTotal, statusMessage).
   session.addEventListener('progress', function (done, total, message) { report.legacyProgress.push([done, total, message]); });
