@@ -13,21 +13,22 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip
+	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium
 PYTHON ?= python3
 # The contract tests' Python packages (openapi-spec-validator, schemathesis, pytest).
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
+BROWSER_TESTS := Tests/Browser
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract bench bench-quick install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick install clean help
 
 all: build
 
 help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
-	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | clean"
+	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | clean"
 
-# Debian packages and the system user the embedded QEMU driver insists on.
+# Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -38,6 +39,8 @@ deps:
 	@$(PYTHON) -c 'import pytest, openapi_spec_validator, schemathesis' 2>/dev/null || \
 		$(PYTHON) -m pip install -q -r $(CONTRACT_REQUIREMENTS) || \
 		$(PYTHON) -m pip install -q --break-system-packages -r $(CONTRACT_REQUIREMENTS)
+	@$(PYTHON) -c 'import pytest, websocket' 2>/dev/null || $(PYTHON) -m pip install -q -r $(BROWSER_TESTS)/requirements.txt || \
+		$(PYTHON) -m pip install -q --break-system-packages -r $(BROWSER_TESTS)/requirements.txt
 
 appliance: deps
 	@bash Contextualization/appliance/build.sh $(APPLIANCE_DIR)
@@ -53,17 +56,25 @@ run: appliance build
 # Unit and route tests (test:///default, in-memory SQLite) and the end-to-end tests that start the
 # real daemon: on the test driver, and booting the appliance under TCG. `--build-tests` builds the daemon
 # and the tests in one configuration, so nothing is compiled twice.
-TEST_ENV = VMSESSIOND_BINARY=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path)/vmsessiond \
-	VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR)
+TEST_ENV = BIN=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
+	export VMSESSIOND_BINARY=$$BIN/vmsessiond VMSESSIONCTL_BINARY=$$BIN/vmsessionctl VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR);
 
 build-tests: deps
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
+
+# The browser tests: a headless Chromium loads vmsession.js from the real daemon into a page of another
+# origin, and the daemon's own page; screenshots go to artifacts/browser/.
+PYTEST = PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -p no:cacheprovider -s -q $(BROWSER_TESTS)
 
 test: appliance build-tests
 	bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR)
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
 	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
+	$(TEST_ENV) $(PYTEST)
 	$(MAKE) --no-print-directory bench-quick
+
+test-browser: build-tests
+	$(TEST_ENV) $(PYTEST)
 
 test-unit: build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build --skip EndToEndTests

@@ -72,7 +72,9 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // vmsession.js and the daemon's own page, served as they are (no build step).
+            resources: [.copy("Web")]
         ),
         .executableTarget(
             name: "vmsessiond",

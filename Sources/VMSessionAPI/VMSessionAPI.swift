@@ -10,8 +10,9 @@ import VMSessionHypervisor
 public enum VMSessionAPI {
     public static let version = "0.1.0"
 
-    /// Every route, behind the Host guard (DNS rebinding), the Origin guard (approved web pages only,
-    /// with CORS) and the error responder (one JSON error shape), in that order.
+    /// Every route (the API, `vmsession.js` and the daemon's page), behind the Host guard (DNS rebinding),
+    /// the Origin guard (approved web pages only, with CORS) and the error responder (one JSON error shape),
+    /// in that order.
     public static func buildRouter(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription
     ) -> Router<BasicRequestContext> {
@@ -25,6 +26,7 @@ public enum VMSessionAPI {
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
+        WebController().addRoutes(to: router)
         return router
     }
 

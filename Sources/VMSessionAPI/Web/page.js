@@ -1,0 +1,210 @@
+// The daemon's own page: sessions live (one daemon-wide event stream), their controls, and the web
+// origins waiting for the user's decision. It is served by the daemon, so it is same-origin and needs
+// no approval; the admin token is pasted once per tab and kept in sessionStorage.
+'use strict';
+
+(function () {
+  const TOKEN_KEY = 'vmsessiond.adminToken';
+  const ACTIONS = ['start', 'pause', 'resume', 'stop', 'hibernate', 'reset', 'close'];
+  /** What each state allows (the daemon's state table); the daemon checks again. */
+  const ALLOWED = {
+    closed: ['open'], open: ['start', 'close'], running: ['pause', 'stop', 'hibernate', 'reset', 'close'],
+    paused: ['resume', 'stop', 'hibernate', 'close'], saved: ['start', 'close'], error: ['open', 'start', 'close'],
+  };
+  const SESSION_EVENTS = ['stateChanged', 'progress', 'operationStarted', 'operationCompleted', 'operationFailed',
+    'executionCapChanged', 'error'];
+  const ORIGIN_REFRESH_MS = 3000;
+
+  const byId = id => document.getElementById(id);
+  let daemon = null;
+  let admin = null;
+  let originTimer = null;
+  /** Per session id: {progress: {done, total, message} | null, note: string}. */
+  const activity = new Map();
+  const followed = new WeakSet();
+
+  function say(text, isError) {
+    byId('message').textContent = text;
+    byId('message').className = isError ? 'error' : '';
+  }
+
+  function element(tag, props, children) {
+    const node = document.createElement(tag);
+    Object.assign(node, props || {});
+    for (const child of children || []) node.append(child);
+    return node;
+  }
+
+  function emptyRow(tbody, columns, text) {
+    tbody.replaceChildren(element('tr', {}, [element('td', { colSpan: columns, className: 'empty', textContent: text })]));
+  }
+
+  // Sessions.
+
+  function follow(session) {
+    if (followed.has(session)) return;
+    followed.add(session);
+    for (const type of SESSION_EVENTS) {
+      session.addEventListener(type, event => {
+        const info = activity.get(session.id) || { progress: null, note: '' };
+        if (type === 'progress') info.progress = event.detail;
+        if (type === 'operationStarted') { info.progress = null; info.note = event.detail.action + '…'; }
+        if (type === 'operationCompleted') { info.progress = null; info.note = event.detail.action + ' done'; }
+        if (type === 'operationFailed' || type === 'error') {
+          const error = event.detail.error || event.detail;
+          info.progress = null;
+          info.note = (event.detail.action ? event.detail.action + ' failed: ' : '') + error.message;
+        }
+        activity.set(session.id, info);
+        renderSession(session);
+      });
+    }
+  }
+
+  function progressCell(session) {
+    const info = activity.get(session.id);
+    if (info && info.progress) {
+      const p = info.progress;
+      return [element('progress', { max: p.total || 1, value: p.done }), ' ', p.message];
+    }
+    return [info ? info.note : ''];
+  }
+
+  function resources(session) {
+    if (session.cpus === null) return '—';
+    return session.cpus + ' cpu · ' + session.memory + ' MiB · ' + session.disk + ' MiB disk · ' + session.version;
+  }
+
+  function act(session, action) {
+    if (action === 'close' && !window.confirm('Close "' + session.name + '"? Its VM and disks are removed.')) return;
+    say(action + ' ' + session.name + '…');
+    session[action]().then(
+      () => say(action + ' ' + session.name + ': done'),
+      error => say(action + ' ' + session.name + ' failed: ' + error.message + ' (' + error.code + ')', true));
+  }
+
+  function setCap(session, input) {
+    session.setExecutionCap(input.value).then(
+      cap => { say(session.name + ': cap set to ' + cap + ' %'); renderSession(session); },
+      error => say('Cap of ' + session.name + ' not set: ' + error.message + ' (' + error.code + ')', true));
+  }
+
+  function sessionRow(session) {
+    const allowed = ALLOWED[session.stateName] || [];
+    const buttons = ACTIONS.map(action => element('button', {
+      type: 'button', textContent: action, disabled: !allowed.includes(action), onclick: () => act(session, action),
+    }));
+    const cap = element('input', { type: 'number', min: 1, max: 100, value: session.executionCap, title: 'execution cap, % of a core per vCPU' });
+    const row = element('tr', {}, [
+      element('td', { title: session.id }, [session.name]),
+      element('td', {}, [element('span', { className: 'state ' + session.stateName, textContent: session.stateName })]),
+      element('td', {}, progressCell(session)),
+      element('td', { textContent: resources(session) }),
+      element('td', { className: 'cap' }, [cap, ' ', element('button', { type: 'button', textContent: 'set', onclick: () => setCap(session, cap) })]),
+      element('td', { className: 'actions' }, buttons),
+    ]);
+    row.dataset.sessionId = session.id;
+    row.dataset.name = session.name;
+    row.dataset.state = session.stateName;
+    return row;
+  }
+
+  function renderSession(session) {
+    const old = byId('sessions').querySelector('tr[data-session-id="' + session.id + '"]');
+    if (old) old.replaceWith(sessionRow(session));
+  }
+
+  async function loadSessions() {
+    const sessions = await admin.sessions();
+    sessions.sort((a, b) => a.name.localeCompare(b.name));
+    sessions.forEach(follow);
+    const tbody = byId('sessions');
+    if (sessions.length === 0) emptyRow(tbody, 6, 'No sessions yet.');
+    else tbody.replaceChildren(...sessions.map(sessionRow));
+  }
+
+  // Origins.
+
+  function decide(record, decision) {
+    admin[decision](record.origin).then(
+      () => { say(record.origin + ': ' + (decision === 'approve' ? 'approved' : 'denied')); return loadOrigins(); },
+      error => say(decision + ' ' + record.origin + ' failed: ' + error.message, true));
+  }
+
+  async function loadOrigins() {
+    if (!admin) return;
+    const origins = await admin.origins();
+    const tbody = byId('origins');
+    if (origins.length === 0) { emptyRow(tbody, 5, 'No page has asked yet.'); return; }
+    tbody.replaceChildren(...origins.map(record => {
+      const row = element('tr', {}, [
+        element('td', { textContent: record.origin }),
+        element('td', { className: 'status ' + record.status, textContent: record.status }),
+        element('td', { textContent: String(record.requests) }),
+        element('td', { textContent: record.lastSeen ? new Date(record.lastSeen).toLocaleString() : '' }),
+        element('td', { className: 'actions' }, [
+          element('button', { type: 'button', className: 'approve', textContent: 'Approve', disabled: record.status === 'approved', onclick: () => decide(record, 'approve') }),
+          ' ',
+          element('button', { type: 'button', className: 'deny', textContent: 'Deny', disabled: record.status === 'denied', onclick: () => decide(record, 'deny') }),
+        ]),
+      ]);
+      row.dataset.origin = record.origin;
+      row.dataset.status = record.status;
+      return row;
+    }));
+  }
+
+  // The token.
+
+  function stop() {
+    if (admin) admin.disconnect();
+    admin = null;
+    if (originTimer) clearInterval(originTimer);
+    originTimer = null;
+  }
+
+  async function useToken(token) {
+    stop();
+    admin = daemon.admin(token);
+    try {
+      await loadSessions();
+    } catch (error) {
+      stop();
+      say(error.code === 'unauthorized' ? 'That is not the admin token.' : 'Cannot list the sessions: ' + error.message, true);
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
+    admin.addEventListener('sessionCreated', () => loadSessions().catch(error => say(error.message, true)));
+    admin.addEventListener('reconnected', () => loadSessions().catch(error => say(error.message, true)));
+    await admin.watch();
+    await loadOrigins().catch(error => say(error.message, true));
+    originTimer = setInterval(() => loadOrigins().catch(error => say(error.message, true)), ORIGIN_REFRESH_MS);
+    say('');
+  }
+
+  byId('token-form').addEventListener('submit', event => {
+    event.preventDefault();
+    const token = byId('token').value.trim();
+    if (token) useToken(token);
+  });
+
+  byId('forget-token').addEventListener('click', () => {
+    stop();
+    sessionStorage.removeItem(TOKEN_KEY);
+    byId('token').value = '';
+    emptyRow(byId('sessions'), 6, 'Enter the admin token to see the sessions.');
+    emptyRow(byId('origins'), 5, 'Enter the admin token to see the origins.');
+    say('Token forgotten.');
+  });
+
+  VMSession.connect(location.origin).then(connected => {
+    daemon = connected;
+    const info = daemon.info;
+    byId('daemon').textContent = 'vmsessiond ' + info.version + ' at ' + location.origin + ' · ' +
+      (info.hypervisor && info.hypervisor.uri ? info.hypervisor.uri : '') + ' · images: ' + (info.imageVersions || []).join(', ');
+    const saved = sessionStorage.getItem(TOKEN_KEY);
+    if (saved) { byId('token').value = saved; useToken(saved); }
+  }, error => {
+    byId('daemon').textContent = 'vmsessiond does not answer: ' + error.message;
+  });
+})();

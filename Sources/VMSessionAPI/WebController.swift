@@ -1,0 +1,77 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import VMSessionCore
+
+/// The static files the daemon serves from its resource bundle (`Sources/VMSessionAPI/Web`): the page
+/// library `vmsession.js` and the daemon's own page at `/`. They exist so that a page needs nothing but
+/// the daemon, with no build step and no third-party host.
+struct WebController {
+    /// One file as served: its bytes and its type.
+    struct Asset: Sendable {
+        let body: ByteBuffer
+        let contentType: String
+        /// Whether any web origin may load it (see ``OriginGuard``): public library code, nothing else.
+        let isPublic: Bool
+    }
+
+    /// URL path → (file in `Web/`, type, public). `vmsession.js` is public code that any page must be able to
+    /// load before the user approved its origin (a classic `<script src>` sends no Origin and is not subject
+    /// to CORS anyway; `type="module"` is, hence `Access-Control-Allow-Origin: *` on it). The page and its
+    /// script are for the daemon's own origin only.
+    static let routes: [(path: String, file: String, type: String, isPublic: Bool)] = [
+        ("/", "index.html", "text/html; charset=utf-8", false),
+        ("/page.js", "page.js", "text/javascript; charset=utf-8", false),
+        ("/vmsession.js", "vmsession.js", "text/javascript; charset=utf-8", true),
+    ]
+
+    /// The paths any origin may GET without being approved.
+    static let publicPaths: Set<String> = Set(routes.filter(\.isPublic).map(\.path))
+
+    /// The page may only run its own scripts and talk to its own origin, and may not be framed (an
+    /// Approve button in a frame could be clicked by a page the user did not mean to trust).
+    static let pagePolicy =
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+
+    let assets: [String: Asset]
+
+    /// Reads every file once; a file missing from the bundle is answered with a JSON 404 rather than a crash.
+    init(bundle: Bundle = .module) {
+        var assets: [String: Asset] = [:]
+        for route in Self.routes {
+            let name = route.file as NSString
+            guard
+                let url = bundle.url(forResource: name.deletingPathExtension, withExtension: name.pathExtension, subdirectory: "Web"),
+                let data = try? Data(contentsOf: url)
+            else { continue }
+            assets[route.path] = Asset(body: ByteBuffer(bytes: data), contentType: route.type, isPublic: route.isPublic)
+        }
+        self.assets = assets
+    }
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        for route in Self.routes {
+            let asset = assets[route.path]
+            let path = route.path
+            router.get(RouterPath(path)) { _, _ in
+                guard let asset else { throw VMSessionError(.notFound, "\(path) is missing from this installation of vmsessiond.") }
+                return Self.response(asset)
+            }
+        }
+    }
+
+    static func response(_ asset: Asset) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = asset.contentType
+        // Revalidated on each load, so a page never runs a library older than the daemon it talks to.
+        headers[.cacheControl] = "no-cache"
+        headers[.xContentTypeOptions] = "nosniff"
+        if asset.isPublic {
+            headers[.accessControlAllowOrigin] = "*"
+        } else {
+            headers[.contentSecurityPolicy] = pagePolicy
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: asset.body))
+    }
+}

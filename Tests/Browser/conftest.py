@@ -1,0 +1,167 @@
+"""Fixtures of the browser tests: the real vmsessiond (libvirt's test driver), a static server for the
+test page on another loopback origin, and a headless Chromium. Each is torn down with everything it made."""
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cdp import Chromium
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ARTIFACTS = os.path.join(ROOT, "artifacts", "browser")
+
+
+def binary(variable, name):
+    """A binary the Makefile names, else the debug build's."""
+    path = os.environ.get(variable) or os.path.join(ROOT, ".build", "debug", name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is not built; run `make build-tests` (or set {variable})")
+    return path
+
+
+class Daemon:
+    """The real vmsessiond on a free port, with libvirt's test driver and a stand-in appliance."""
+
+    def __init__(self):
+        self.directory = tempfile.mkdtemp(prefix="vms-browser-")
+        self.state_dir = os.path.join(self.directory, "state")
+        appliance = os.path.join(self.directory, "appliance")
+        os.makedirs(appliance)
+        for name in ("vmlinuz", "initrd.img"):
+            with open(os.path.join(appliance, name), "wb") as f:
+                f.write(b"\0")
+        self.appliance = appliance
+        self.log_path = os.path.join(self.directory, "daemon.log")
+        self._log = open(self.log_path, "ab")
+        self.port = self._start("127.0.0.1:0")
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(os.path.join(self.state_dir, "admin-token")) as f:
+            self.admin_token = f.read().strip()
+
+    def _start(self, listen):
+        start = os.path.getsize(self.log_path)
+        self.process = subprocess.Popen(
+            [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
+             "--libvirt-uri", "test:///default", "--appliance-dir", self.appliance],
+            stdout=self._log, stderr=self._log)
+        return self._wait_listening(start, timeout=60)
+
+    def restart(self):
+        """Stops the daemon (SIGTERM) and starts it again on the same port and state directory."""
+        self._terminate()
+        self._start(f"127.0.0.1:{self.port}")
+
+    def _wait_listening(self, start, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                f.seek(start)
+                match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", f.read())
+            if match:
+                return int(match.group(1))
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vmsessiond exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"vmsessiond did not listen within {timeout} s; see {self.log_path}")
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def request(self, method, path, body=None, token=None, headers=None):
+        """One API call without a browser: (status, JSON)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=dict(headers or {}))
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+                return response.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def ctl(self, *arguments):
+        """vmsessionctl against this daemon, with its admin token from the state directory."""
+        result = subprocess.run(
+            [binary("VMSESSIONCTL_BINARY", "vmsessionctl"), *arguments, "--url", self.url, "--state-dir", self.state_dir],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"vmsessionctl {' '.join(arguments)} failed:\n{result.stdout}{result.stderr}"
+        return result.stdout
+
+    def stop(self):
+        self._terminate()
+        self._log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _terminate(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    daemon = Daemon()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def page_server():
+    """The test page, served from 127.0.0.1 on another port: another origin than the daemon's."""
+    directory = os.path.join(os.path.dirname(__file__), "page")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=directory))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def browser():
+    chromium = Chromium()
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@pytest.fixture
+def artifact():
+    """A path under artifacts/browser/ for a file a person may want to look at after the run."""
+    def path(name):
+        os.makedirs(ARTIFACTS, exist_ok=True)
+        return os.path.join(ARTIFACTS, name)
+    return path
