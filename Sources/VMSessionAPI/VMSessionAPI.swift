@@ -11,13 +11,17 @@ public enum VMSessionAPI {
     public static let version = "0.1.0"
 
     /// Every route, behind the error responder and the Host guard.
-    public static func buildRouter(manager: SessionManager, events: EventHub, hypervisor: HypervisorDescription) -> Router<BasicRequestContext> {
+    public static func buildRouter(
+        manager: SessionManager, events: EventHub, hypervisor: HypervisorDescription, controller: IdleController,
+        adminAccess: AdminAccess = .localProgramsOnly
+    ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: ErrorResponder())
         router.add(middleware: HostGuard())
         let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
+        DaemonController(controller: controller, access: adminAccess).addRoutes(to: router)
         return router
     }
 

@@ -51,8 +51,8 @@ public actor SessionManager: Service {
     let hasher: SecretHasher
     let logger: Logger
 
-    private var sessions: [SessionID: StoredSession] = [:]
-    private var pending: [SessionID: SessionTransition] = [:]
+    var sessions: [SessionID: StoredSession] = [:]
+    var pending: [SessionID: SessionTransition] = [:]
     private var operations: [OperationID: SessionOperation] = [:]
     private let jobs: AsyncStream<Job>
     private let jobsContinuation: AsyncStream<Job>.Continuation
@@ -271,8 +271,20 @@ public actor SessionManager: Service {
     }
 
     /// Sets the execution cap. Applied at once if the VM runs, and kept for its next start otherwise.
-    public func setExecutionCap(_ cap: ExecutionCap, on id: SessionID, reason: String = "user") async throws(VMSessionError) -> Session {
-        guard sessions[id] != nil else { throw VMSessionError(.notFound, "There is no session \(id).") }
+    ///
+    /// On a session whose cap the idle-aware controller owns (controlled, minCap > 0), a user's cap is
+    /// refused with `invalid_state`: it would last only until the controller's next decision, so the page
+    /// is told to change `daemonMinCap`/`daemonMaxCap` or to set `daemonControlled` to false instead.
+    public func setExecutionCap(
+        _ cap: ExecutionCap, on id: SessionID, reason: ExecutionCapReason = .user
+    ) async throws(VMSessionError) -> Session {
+        guard let current = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
+        if reason == .user, current.session.daemon.controlsCap {
+            throw VMSessionError(
+                .invalidState,
+                "The idle-aware controller sets this session's cap (daemonControlled with daemonMinCap \(current.session.daemon.minCap)); "
+                    + "change daemonMinCap/daemonMaxCap with PATCH …/daemon, or set daemonControlled to false first.")
+        }
         if sessions[id]?.session.state.hasRunningMachine == true {
             try await hypervisor.setExecutionCap(cap, for: id)
         }
@@ -283,7 +295,7 @@ public actor SessionManager: Service {
         let toStore = entry
         _ = try storeCall { try events.record { try store.update(toStore, events: [(.executionCapChanged, event)]) } }
         sessions[id] = entry
-        logger.info("execution cap set", metadata: ["session": "\(id)", "cap": "\(cap)", "by": "\(reason)"])
+        logger.info("execution cap set", metadata: ["session": "\(id)", "cap": "\(cap)", "by": "\(reason.rawValue)"])
         return entry.session
     }
 
@@ -469,7 +481,7 @@ public actor SessionManager: Service {
         }
     }
 
-    private func storeCall<T>(_ body: () throws -> T) throws(VMSessionError) -> T {
+    func storeCall<T>(_ body: () throws -> T) throws(VMSessionError) -> T {
         do { return try body() } catch let error as VMSessionError { throw error } catch {
             throw VMSessionError(.ioError, "The database failed.", cause: error)
         }

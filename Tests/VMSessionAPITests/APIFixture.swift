@@ -8,6 +8,7 @@ import VMSessionAPI
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
+import VMSessionIdle
 import VMSessionStore
 
 /// The daemon's real router over the real session manager, with libvirt's test driver and an in-memory
@@ -16,8 +17,10 @@ struct APIFixture {
     let manager: SessionManager
     let store: SessionStore
     let directory: String
+    let controller: IdleController
 
-    static func run(_ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
+    /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
+    static func run(source: (any IdleSource)? = nil, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -36,11 +39,16 @@ struct APIFixture {
             images: ImageCatalog(applianceDirectory: directory + "/appliance"),
             configuration: .init(stopGrace: .seconds(1)), hasher: hasher, logger: logger)
         try await manager.reconcile()
-        let router = VMSessionAPI.buildRouter(manager: manager, events: events, hypervisor: hypervisor.description)
+        let controller = try IdleController(
+            manager: manager, events: events, store: store, source: source, noSourceReason: "no display in tests",
+            idleTime: 30, logger: logger)
+        let router = VMSessionAPI.buildRouter(
+            manager: manager, events: events, hypervisor: hypervisor.description, controller: controller)
         let app = Application(router: router, logger: logger)
-        let fixture = APIFixture(manager: manager, store: store, directory: directory)
+        let fixture = APIFixture(manager: manager, store: store, directory: directory, controller: controller)
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
+            group.addTask { try await controller.run() }
             try await app.test(.router) { client in try await body(client, fixture) }
             group.cancelAll()
         }
