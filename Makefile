@@ -13,15 +13,17 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps
+	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps \
+	xvfb xdotool x11-utils python3
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e bench install clean help
 
 all: build
 
 help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
+	@echo "make bench  the idle controller on Xvfb + a real guest: input->cap latency, daemon CPU, cap accuracy (QUICK=1: few runs)"
 	@echo "make deps | appliance | build | test-unit | test-e2e | clean"
 
 # Debian packages and the system user the embedded QEMU driver insists on.
@@ -62,6 +64,13 @@ test-unit: build-tests
 
 test-e2e: appliance build-tests
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter EndToEndTests
+
+# Not a test: measures the idle-aware controller on real parts (Xvfb, xdotool, a busy TCG guest) and
+# prints latency from input to the cap in libvirt, the daemon's CPU while idle, and the guest's CPU at
+# each cap. QUICK=1 makes few runs.
+bench: appliance build-tests
+	QUICK=$(QUICK) python3 Benchmarks/idle_bench.py \
+		--binary $$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path)/vmsessiond --appliance $(APPLIANCE_DIR)
 
 # A release build installed for systemd: the binary with its resource bundle in $(PREFIX)/lib/vmsessiond,
 # the unit, a config file with every default (kept if present), and the appliance in the state directory.
