@@ -105,7 +105,7 @@ def main():
         daemon = subprocess.Popen(
             [args.binary, "--listen", "127.0.0.1:0", "--state-dir", os.path.join(workdir, "state"),
              "--accelerator", "tcg", "--appliance-dir", args.appliance, "--display", display, "--idle-time", "1",
-             "--stop-grace", "5", "--log-level", "warning"],
+             "--stop-grace", "5", "--log-level", "notice"],
             stdout=log, stderr=log)
         started.append(daemon)
 
