@@ -46,15 +46,23 @@ struct IdleControllerTests {
             #expect(reply.status == 200, "\(reply.json)")
         }
 
-        /// Keeps the desktop active (input every 0.5 s) while `body` runs.
+        /// Keeps the desktop active (input every 0.5 s) while `body` runs; `body` starts once the daemon
+        /// says the desktop is active.
         func whileActive<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
             try await withThrowingTaskGroup { group in
                 group.addTask {
                     while !Task.isCancelled {
-                        try display.moveMouse()
+                        do { try display.moveMouse() } catch { Issue.record("xdotool failed: \(error)") }
                         try await Task.sleep(for: .milliseconds(500))
                     }
                     return nil as T?
+                }
+                let deadline = ContinuousClock.now + .seconds(20)
+                while try await api.call(.GET, "/api/v1/daemon")["isSystemIdle"] as? Bool != false {
+                    guard ContinuousClock.now < deadline else {
+                        throw DaemonError("the desktop never became active on input; daemon log:\n\(daemon.log().suffix(3000))")
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
                 }
                 let result = try await body()
                 group.cancelAll()
