@@ -3,6 +3,7 @@ import Testing
 
 /// The idle-aware controller on real parts: Xvfb for the desktop, xdotool for input, the real daemon
 /// pointed at that display, and a busy appliance guest under TCG whose cap is read back from libvirt.
+extension RealGuestSuites {
 @Suite("Idle-aware controller on a real X server and a real guest", .serialized)
 struct IdleControllerTests {
     /// A daemon on its own Xvfb, with a running busy guest; everything torn down by `stop()` and deinit.
@@ -82,6 +83,21 @@ struct IdleControllerTests {
             throw DaemonError("libvirt's cap never became \(cap) (last: \(String(describing: last)))")
         }
 
+        /// Runs `body` on a fresh fixture and tears everything down, also when `body` fails (a guest
+        /// left running would skew every later CPU measurement).
+        static func with(_ name: String, _ body: (Fixture) async throws -> Void) async throws {
+            let fixture = try await start(name)
+            do {
+                try await body(fixture)
+            } catch {
+                if let qemu = RealVMTests.qemuProcess(for: fixture.id) { kill(qemu, SIGKILL) }
+                try? await fixture.daemon.stop()
+                fixture.display.stop()
+                throw error
+            }
+            try await fixture.stop()
+        }
+
         func stop() async throws {
             _ = try await api.call(.POST, session + "/close", token: token)
             for _ in 0..<200 {
@@ -95,7 +111,7 @@ struct IdleControllerTests {
 
     @Test("minCap 25 / maxCap 100: idleness raises libvirt's cap to 100, input drops it to 25, both on the event stream")
     func capFollowsIdleness() async throws {
-        let f = try await Fixture.start("idle-cap")
+        try await Fixture.with("idle-cap") { f in
         try await f.api.withEvents(session: f.id, token: f.token) { log in
             try await f.whileActive {
                 try await f.patch(#"{"controlled":true,"minCap":25,"maxCap":100}"#)
@@ -123,12 +139,12 @@ struct IdleControllerTests {
             let share = try await f.whileActive { try await RealVMTests.cpuShare(of: qemu, over: .seconds(3)) }
             #expect(share > 0.1 && share < 0.45, "the busy guest is held near 25 % of a core (\(share))")
         }
-        try await f.stop()
+        }
     }
 
     @Test("minCap 0: the VM is paused on input and resumed when the desktop is idle")
     func pauseOnInput() async throws {
-        let f = try await Fixture.start("idle-pause")
+        try await Fixture.with("idle-pause") { f in
         try await f.api.withEvents(session: f.id, token: f.token) { log in
             try await f.whileActive {
                 try await f.patch(#"{"controlled":true,"minCap":0}"#)
@@ -140,12 +156,12 @@ struct IdleControllerTests {
             try f.display.moveMouse()
             _ = try await log.next("stateChanged", after: count, timeout: .seconds(10)) { $0["state"] as? String == "paused" }
         }
-        try await f.stop()
+        }
     }
 
     @Test("minCap 0 with DF_SUSPEND: the VM is hibernated on input and restored when the desktop is idle")
     func hibernateOnInput() async throws {
-        let f = try await Fixture.start("idle-suspend")
+        try await Fixture.with("idle-suspend") { f in
         try await f.api.withEvents(session: f.id, token: f.token) { log in
             try await f.whileActive {
                 try await f.patch(#"{"controlled":true,"minCap":0,"flags":1}"#)
@@ -156,6 +172,7 @@ struct IdleControllerTests {
             _ = try await log.next("stateChanged", after: count, timeout: .seconds(60)) { $0["state"] as? String == "running" }
             #expect(RealVMTests.qemuProcess(for: f.id) != nil, "restored: a qemu process runs it again")
         }
-        try await f.stop()
+        }
     }
+}
 }
