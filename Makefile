@@ -13,7 +13,8 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium
+	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium \
+	xvfb xdotool x11-utils
 PYTHON ?= python3
 # The contract tests' Python packages (openapi-spec-validator, schemathesis, pytest).
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
@@ -26,6 +27,7 @@ all: build
 help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
+	@echo "make bench  what the daemon costs over libvirt, and the idle controller on Xvfb + a real guest (QUICK=1: few runs)"
 	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | clean"
 
 # Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
@@ -82,7 +84,9 @@ test-unit: build-tests
 test-e2e: appliance build-tests
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter EndToEndTests
 
-# What the daemon costs over libvirt itself, side by side in one run (see Benchmarks/daemon_overhead.py).
+# Not tests: what the daemon costs over libvirt itself, side by side in one run
+# (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
+# TCG guest (Benchmarks/idle_bench.py: input -> cap latency, the daemon's CPU while idle, cap accuracy).
 # `make bench` measures a release build; QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
@@ -93,13 +97,15 @@ else
 	$(SWIFT) build -c release
 	bin=$$($(SWIFT) build -c release --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
-			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT)
+			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
+		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
 endif
 
 bench-quick: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
-			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json
+			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
+		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
 
 # The HTTP contract (Schema/openapi.yaml): validated, served, and checked by schemathesis against the real
 # daemon on the test driver (no VM boots).

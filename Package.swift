@@ -2,7 +2,7 @@
 import PackageDescription
 
 /// vmsessiond: a local daemon that runs virtual machines as password-keyed sessions for web pages.
-/// Dependencies point one way: Core <- Store, Hypervisor (<- Libvirt) <- Daemon <- API <- executables.
+/// Dependencies point one way: Core <- Store, Idle, Hypervisor (<- Libvirt) <- Daemon <- API <- executables.
 let package = Package(
     name: "vmsessiond",
     platforms: [.macOS(.v15)],
@@ -28,6 +28,11 @@ let package = Package(
             providers: [.apt(["libvirt-dev"])]
         ),
         .target(name: "Libvirt", dependencies: ["CLibvirt"]),
+        .systemLibrary(
+            name: "CXScreenSaver",
+            providers: [.apt(["libxss-dev", "libx11-dev"])]
+        ),
+        .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver"]),
         .target(name: "VMSessionCore"),
         .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
         .target(
@@ -53,6 +58,7 @@ let package = Package(
             name: "VMSessionDaemon",
             dependencies: [
                 "VMSessionCore",
+                "VMSessionIdle",
                 "VMSessionStore",
                 "VMSessionContext",
                 "VMSessionHypervisor",
@@ -83,6 +89,7 @@ let package = Package(
                 "VMSessionDaemon",
                 "VMSessionHypervisor",
                 "VMSessionStore",
+                "VMSessionIdle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
@@ -116,14 +123,14 @@ let package = Package(
         .testTarget(
             name: "VMSessionDaemonTests",
             dependencies: [
-                "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore",
+                "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionIdle",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "VMSessionAPITests",
             dependencies: [
-                "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionSchema",
+                "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionSchema", "VMSessionIdle",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -24,6 +24,7 @@ struct SessionsController {
         router.get("/api/v1/sessions/:id/properties/:name", use: getProperty)
         router.put("/api/v1/sessions/:id/properties/:name", use: setProperty)
         router.delete("/api/v1/sessions/:id/token", use: revokeToken)
+        router.patch("/api/v1/sessions/:id/daemon", use: setDaemonControl)
         router.get("/api/v1/operations/:operation", use: showOperation)
         router.get("/api/v1/operations/:operation/wait", use: waitForOperation)
         router.delete("/api/v1/operations/:operation", use: cancelOperation)
@@ -60,7 +61,9 @@ struct SessionsController {
         let id = try await authorizedSession(request, context)
         let session = try await manager.session(id)
         return JSONResponse.make(
-            SessionView(session, cpuTime: await manager.cpuTime(of: id), apiAvailable: await manager.isGuestAPIAvailable(id)))
+            SessionView(
+                session, cpuTime: await manager.cpuTime(of: id), apiAvailable: await manager.isGuestAPIAvailable(id),
+                appliedCap: await manager.appliedExecutionCap(of: id)))
     }
 
     struct OpenRequest: Decodable {
@@ -116,6 +119,24 @@ struct SessionsController {
         let body = try await RequestBody.decode(CapRequest.self, from: &request, allowed: ["cap"])
         let cap = try ExecutionCap(percent: body.cap)
         let session = try await manager.setExecutionCap(cap, on: id)
+        return JSONResponse.make(SessionView(session))
+    }
+
+    struct DaemonControlRequest: Decodable {
+        var controlled: Bool?
+        var minCap: Int?
+        var maxCap: Int?
+        var flags: Int?
+    }
+
+    /// `PATCH …/daemon`: the session's controller settings; absent fields keep their value.
+    @Sendable func setDaemonControl(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let id = try await authorizedSession(request, context)
+        let body = try await RequestBody.decode(
+            DaemonControlRequest.self, from: &request, allowed: ["controlled", "minCap", "maxCap", "flags"])
+        let session = try await manager.updateDaemonControl(
+            on: id, controlled: body.controlled, minCap: body.minCap, maxCap: body.maxCap, flags: body.flags)
         return JSONResponse.make(SessionView(session))
     }
 

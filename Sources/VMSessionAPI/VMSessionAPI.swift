@@ -14,7 +14,8 @@ public enum VMSessionAPI {
     /// the Origin guard (approved web pages only, with CORS) and the error responder (one JSON error shape),
     /// in that order.
     public static func buildRouter(
-        manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription
+        manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
+        controller: IdleController
     ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: HostGuard())
@@ -27,6 +28,7 @@ public enum VMSessionAPI {
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
+        DaemonController(controller: controller, manager: manager).addRoutes(to: router)
         return router
     }
 

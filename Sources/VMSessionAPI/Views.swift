@@ -26,10 +26,13 @@ struct SessionView: Encodable {
     let operation: String?
     /// CPU time used by the VM so far, in nanoseconds, while it has a process.
     let cpuTime: UInt64?
+    /// The cap libvirt enforces right now, read back from the VM's scheduler parameters while it has a
+    /// process (`executionCap` is the cap asked for).
+    let appliedCap: Int?
     let createdAt: Date
     let updatedAt: Date
 
-    init(_ session: Session, cpuTime: UInt64? = nil, apiAvailable: Bool = false) {
+    init(_ session: Session, cpuTime: UInt64? = nil, apiAvailable: Bool = false, appliedCap: ExecutionCap? = nil) {
         id = session.id.description
         name = session.name
         state = session.state.rawValue
@@ -49,6 +52,7 @@ struct SessionView: Encodable {
         lastError = session.lastError
         operation = session.operationID?.description
         self.cpuTime = cpuTime
+        self.appliedCap = appliedCap?.percent
         createdAt = session.createdAt
         updatedAt = session.updatedAt
     }

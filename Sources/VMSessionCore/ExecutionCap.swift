@@ -22,6 +22,14 @@ public struct ExecutionCap: Codable, Equatable, Hashable, Sendable, CustomString
         percent >= 100 ? nil : Int64(Self.periodMicroseconds) * Int64(percent) / 100
     }
 
+    /// The cap a scheduler setting amounts to: a negative (or missing) quota is no limit; otherwise the
+    /// quota's share of the period, rounded and kept within ``range``.
+    public static func applied(quotaMicroseconds quota: Int64, periodMicroseconds period: UInt64) -> ExecutionCap {
+        guard quota >= 0, period > 0 else { return .unlimited }
+        let percent = Int((Double(quota) * 100 / Double(period)).rounded())
+        return ExecutionCap(uncheckedPercent: min(max(percent, range.lowerBound), range.upperBound))
+    }
+
     public var description: String { "\(percent)%" }
 
     public init(from decoder: any Decoder) throws {

@@ -37,19 +37,3 @@ public struct Session: Codable, Equatable, Sendable {
         self.updatedAt = updatedAt
     }
 }
-
-/// A session's opt-in to the idle-aware controller (the plugin's `daemonControlled`, `daemonMinCap`,
-/// `daemonMaxCap`, `daemonFlags`).
-public struct DaemonControl: Codable, Equatable, Sendable {
-    public var controlled: Bool
-    public var minCap: Int
-    public var maxCap: Int
-    public var flags: Int
-
-    public init(controlled: Bool = false, minCap: Int = 0, maxCap: Int = 100, flags: Int = 0) {
-        self.controlled = controlled
-        self.minCap = minCap
-        self.maxCap = maxCap
-        self.flags = flags
-    }
-}

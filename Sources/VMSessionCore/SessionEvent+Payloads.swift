@@ -55,8 +55,8 @@ extension SessionEvent {
     /// `executionCapChanged`: who changed the cap (`user` or `controller`) and to what.
     public struct ExecutionCapChanged: Codable, Equatable, Sendable {
         public var cap: Int
-        public var reason: String
-        public init(cap: ExecutionCap, reason: String) {
+        public var reason: ExecutionCapReason
+        public init(cap: ExecutionCap, reason: ExecutionCapReason) {
             self.cap = cap.percent
             self.reason = reason
         }
@@ -86,6 +86,13 @@ extension SessionEvent {
     public struct GuestAPIUnavailable: Codable, Equatable, Sendable {
         public var reason: String
         public init(reason: String) { self.reason = reason }
+    }
+
+    /// `idleChanged`: the desktop became idle (the controller lends the CPU) or active (it takes it back).
+    /// Written on the stream of every controlled session, so that replay works as for any other event.
+    public struct IdleChanged: Codable, Equatable, Sendable {
+        public var idle: Bool
+        public init(idle: Bool) { self.idle = idle }
     }
 
     /// `sessionCreated`: the first requester took the name.

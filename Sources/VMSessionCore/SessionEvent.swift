@@ -7,6 +7,8 @@ public struct SessionEvent: Equatable, Sendable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
         case sessionCreated, stateChanged, progress, operationStarted, operationCompleted, operationFailed
         case executionCapChanged, propertyChanged, error, apiAvailable, apiUnavailable
+        /// The idle-aware controller: a session's settings changed; the desktop became idle or active.
+        case daemonControlChanged, idleChanged
     }
 
     public var id: Int64

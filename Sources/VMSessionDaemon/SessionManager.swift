@@ -59,12 +59,12 @@ public actor SessionManager: Service {
     private var lastProgressEvent: [OperationID: ContinuousClock.Instant] = [:]
     static let progressInterval: Duration = .milliseconds(250)
 
-    private var sessions: [SessionID: StoredSession] = [:]
+    var sessions: [SessionID: StoredSession] = [:]
     /// Which session each token (by its hash) opens: the store's table, cached for the request path.
     private var tokenOwners: [[UInt8]: SessionID] = [:]
     /// Whether each running session's guest API answered its last probes (see ``GuestAPIMonitor``).
     private var guestAPIUp: Set<SessionID> = []
-    private var pending: [SessionID: SessionTransition] = [:]
+    var pending: [SessionID: SessionTransition] = [:]
     private var operations: [OperationID: SessionOperation] = [:]
     private let jobs: AsyncStream<Job>
     private let jobsContinuation: AsyncStream<Job>.Continuation
@@ -418,8 +418,20 @@ public actor SessionManager: Service {
     }
 
     /// Sets the execution cap. Applied at once if the VM runs, and kept for its next start otherwise.
-    public func setExecutionCap(_ cap: ExecutionCap, on id: SessionID, reason: String = "user") async throws(VMSessionError) -> Session {
-        guard sessions[id] != nil else { throw VMSessionError(.notFound, "There is no session \(id).") }
+    ///
+    /// On a session whose cap the idle-aware controller owns (controlled, minCap > 0), a user's cap is
+    /// refused with `invalid_state`: it would last only until the controller's next decision, so the page
+    /// is told to change `daemonMinCap`/`daemonMaxCap` or to set `daemonControlled` to false instead.
+    public func setExecutionCap(
+        _ cap: ExecutionCap, on id: SessionID, reason: ExecutionCapReason = .user
+    ) async throws(VMSessionError) -> Session {
+        guard let current = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
+        if reason == .user, current.session.daemon.controlsCap {
+            throw VMSessionError(
+                .invalidState,
+                "The idle-aware controller sets this session's cap (daemonControlled with daemonMinCap \(current.session.daemon.minCap)); "
+                    + "change daemonMinCap/daemonMaxCap with PATCH …/daemon, or set daemonControlled to false first.")
+        }
         if sessions[id]?.session.state.hasRunningMachine == true {
             try await hypervisor.setExecutionCap(cap, for: id)
         }
@@ -430,7 +442,7 @@ public actor SessionManager: Service {
         let toStore = entry
         _ = try storeCall { try events.record { try store.update(toStore, events: [(.executionCapChanged, event)]) } }
         sessions[id] = entry
-        logger.info("execution cap set", metadata: ["session": "\(id)", "cap": "\(cap)", "by": "\(reason)"])
+        logger.info("execution cap set", metadata: ["session": "\(id)", "cap": "\(cap)", "by": "\(reason.rawValue)"])
         return entry.session
     }
 

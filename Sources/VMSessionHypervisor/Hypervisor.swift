@@ -24,6 +24,8 @@ public protocol Hypervisor: Sendable {
     func remove(_ id: SessionID) async throws(VMSessionError)
     /// Applies an execution cap to the running VM.
     func setExecutionCap(_ cap: ExecutionCap, for id: SessionID) async throws(VMSessionError)
+    /// The cap in force on the running VM, read back from the hypervisor; nil if it has no process.
+    func appliedExecutionCap(of id: SessionID) async throws(VMSessionError) -> ExecutionCap?
     func status(of id: SessionID) async throws(VMSessionError) -> MachineStatus
     /// The status of every VM that belongs to a session.
     func allMachines() async throws(VMSessionError) -> [SessionID: MachineStatus]

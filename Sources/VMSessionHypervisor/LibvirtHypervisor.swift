@@ -198,6 +198,15 @@ public final class LibvirtHypervisor: Hypervisor {
         }
     }
 
+    public func appliedExecutionCap(of id: SessionID) async throws(VMSessionError) -> ExecutionCap? {
+        guard description.supportsExecutionCap else { return nil }
+        return try await call("read the execution cap") { connection in
+            guard let domain = try connection.domain(named: id.machineName), try domain.state().isActive else { return nil }
+            let bandwidth = try domain.vcpuBandwidth()
+            return ExecutionCap.applied(quotaMicroseconds: bandwidth.quota, periodMicroseconds: bandwidth.period)
+        }
+    }
+
     public func status(of id: SessionID) async throws(VMSessionError) -> MachineStatus {
         try await call("read the VM's state") { connection in
             guard let domain = try connection.domain(named: id.machineName) else { return .absent }

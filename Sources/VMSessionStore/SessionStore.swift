@@ -123,6 +123,12 @@ public final class SessionStore: Sendable {
         try write { db in try Self.append(kind, payload, for: id, at: time, in: db) }
     }
 
+    /// Appends the same event to several sessions' streams in one transaction (a daemon-wide change that
+    /// concerns each of them, such as `idleChanged`).
+    public func append(_ kind: SessionEvent.Kind, payload: String, forEach ids: [SessionID], at time: Date) throws -> [SessionEvent] {
+        try write { db in try ids.map { try Self.append(kind, payload, for: $0, at: time, in: db) } }
+    }
+
     /// Events after `afterID` (exclusive), oldest first, for one session or all.
     public func events(for id: SessionID?, after afterID: Int64, limit: Int = 10_000) throws -> [SessionEvent] {
         try read { db in
@@ -139,6 +145,21 @@ public final class SessionStore: Sendable {
         try row.insert(db)
         guard let event = row.event() else { throw VMSessionError(.internalError, "An event could not be stored.") }
         return event
+    }
+
+    // MARK: Settings
+
+    /// A daemon-wide setting (the `settings` table), or nil if it was never set.
+    public func setting(_ key: String) throws -> String? {
+        try read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = ?", arguments: [key]) }
+    }
+
+    public func setSetting(_ key: String, to value: String) throws {
+        try write { db in
+            try db.execute(
+                sql: "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                arguments: [key, value])
+        }
     }
 
     // MARK: Access

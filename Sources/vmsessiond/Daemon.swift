@@ -6,10 +6,11 @@ import VMSessionAPI
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
+import VMSessionIdle
 import VMSessionStore
 
-/// Wires the daemon together: state directory and its lock, store, hypervisor, session manager and the
-/// HTTP server, all run in one ServiceGroup that ends them on SIGTERM/SIGINT.
+/// Wires the daemon together: state directory and its lock, store, hypervisor, session manager, the
+/// idle-aware controller and the HTTP server, all run in one ServiceGroup that ends them on SIGTERM/SIGINT.
 struct Daemon {
     let settings: DaemonSettings
     let logger: Logger
@@ -40,7 +41,16 @@ struct Daemon {
             configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds)), adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
-        let router = VMSessionAPI.buildRouter(manager: manager, events: events, origins: origins, hypervisor: hypervisor.description)
+        let source = settings.display.map { XScreenSaverIdleSource(display: $0) }
+        let controller = try IdleController(
+            manager: manager, events: events, store: store, source: source,
+            noSourceReason: "No X display: set --display, VMSESSIOND_DISPLAY, the config key 'display' or DISPLAY. "
+                + "Controlled VMs run at their max unless a local program reports activity (POST /api/v1/daemon/activity).",
+            idleTime: settings.idleTime, logger: logger)
+        logger.info("idle detection", metadata: ["display": "\(settings.display ?? "none")"])
+        let router = VMSessionAPI.buildRouter(
+            manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
+            controller: controller)
         let host = settings.host
         let logger = self.logger
         let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger) { port in
@@ -51,7 +61,8 @@ struct Daemon {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)), .init(service: app),
+                    .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
+                    .init(service: controller), .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

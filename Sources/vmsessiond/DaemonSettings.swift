@@ -14,6 +14,10 @@ struct DaemonSettings: Sendable {
     var applianceDirectory: String
     var stopGraceSeconds: Int
     var logLevel: String
+    /// The X display whose idle time drives the controller (`display`, else `$DISPLAY`); nil if none.
+    var display: String?
+    /// Seconds without input before the desktop counts as idle, until `PUT /api/v1/daemon` stores another.
+    var idleTime: Int
 
     static let defaultListen = "127.0.0.1:7011"
     static let defaultConfigFile = "/etc/vmsessiond/config.json"
@@ -59,12 +63,18 @@ struct DaemonSettings: Sendable {
             throw VMSessionError(.invalidArgument, "stopGrace must be 0 to 3600 seconds; got '\(grace)'.")
         }
         let uri = config.string(forKey: "libvirtUri")
+        let idleText = config.string(forKey: "idleTime", default: "30")
+        guard let idleTime = Int(idleText), (1...86400).contains(idleTime) else {
+            throw VMSessionError(.invalidArgument, "idleTime must be 1 to 86400 seconds; got '\(idleText)'.")
+        }
+        let display = config.string(forKey: "display") ?? environment["DISPLAY"]
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
             applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
             stopGraceSeconds: stopGrace,
-            logLevel: config.string(forKey: "logLevel", default: "info"))
+            logLevel: config.string(forKey: "logLevel", default: "info"),
+            display: display?.isEmpty == true ? nil : display, idleTime: idleTime)
     }
 
     static func parseListen(_ text: String) throws(VMSessionError) -> (String, Int) {

@@ -25,6 +25,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               applianceDir  VMSESSIOND_APPLIANCE_DIR  default <stateDir>/appliance
               stopGrace     VMSESSIOND_STOP_GRACE     default 30 (seconds)
               logLevel      VMSESSIOND_LOG_LEVEL      default info
+              display       VMSESSIOND_DISPLAY        default $DISPLAY (X display for idle detection; none: VMs at max)
+              idleTime      VMSESSIOND_IDLE_TIME      default 30 (seconds without input before idle; PUT /api/v1/daemon wins)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
             """)
 
@@ -49,6 +51,12 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Option(help: "X display whose idle time drives the idle-aware controller (default: $DISPLAY).")
+    var display: String?
+
+    @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
+    var idleTime: String?
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -62,6 +70,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["applianceDir"] = applianceDir
         flags["stopGrace"] = stopGrace
         flags["logLevel"] = logLevel
+        flags["display"] = display
+        flags["idleTime"] = idleTime
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)

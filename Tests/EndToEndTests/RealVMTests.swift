@@ -3,6 +3,7 @@ import Testing
 
 /// The whole foundation on real parts: the vmsessiond binary, libvirt's embedded QEMU driver, a real
 /// guest (the test appliance) under TCG, driven over HTTP and followed over SSE.
+extension RealGuestSuites {
 @Suite("Real VM through the embedded QEMU driver", .serialized)
 struct RealVMTests {
     @Test("create, open, start, pause, resume, hibernate, restore across a daemon restart, cap, keep running across a restart, survive a killed qemu, close")
@@ -173,4 +174,5 @@ struct RealVMTests {
         try? FileManager.default.removeItem(atPath: target + "/real-vm-daemon.log")
         try? FileManager.default.copyItem(atPath: state + "/daemon.log", toPath: target + "/real-vm-daemon.log")
     }
+}
 }

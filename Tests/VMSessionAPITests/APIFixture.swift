@@ -8,6 +8,7 @@ import VMSessionAPI
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
+import VMSessionIdle
 import VMSessionStore
 
 /// The daemon's real router over the real session manager, with libvirt's test driver and an in-memory
@@ -21,8 +22,10 @@ struct APIFixture {
     let adminToken: String
     /// Every route the router serves, as `METHOD /path/{parameter}`.
     let routes: [String]
+    let controller: IdleController
 
-    static func run(_ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
+    /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
+    static func run(source: (any IdleSource)? = nil, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -45,16 +48,21 @@ struct APIFixture {
             store: store, events: events, hypervisor: hypervisor, images: images,
             configuration: .init(stopGrace: .seconds(1)), hasher: hasher, adminToken: adminToken, logger: logger)
         try await manager.reconcile()
+        let controller = try IdleController(
+            manager: manager, events: events, store: store, source: source, noSourceReason: "no display in tests",
+            idleTime: 30, logger: logger)
         let origins = try OriginRegistry(store: store, logger: logger)
-        let router = VMSessionAPI.buildRouter(manager: manager, events: events, origins: origins, hypervisor: hypervisor.description)
+        let router = VMSessionAPI.buildRouter(
+            manager: manager, events: events, origins: origins, hypervisor: hypervisor.description, controller: controller)
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(
             manager: manager, store: store, directory: directory, images: images, adminToken: admin,
-            routes: router.routes.map(\.description))
+            routes: router.routes.map(\.description), controller: controller)
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
             group.addTask { try await images.run() }
+            group.addTask { try await controller.run() }
             try await app.test(.router) { client in try await body(client, fixture) }
             group.cancelAll()
         }

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Benchmark of the idle-aware execution-cap controller on real parts (make bench; QUICK=1 for few runs).
+
+Runs Xvfb, the real vmsessiond pointed at it, a busy appliance guest under TCG controlled with
+minCap 25 / maxCap 100, and xdotool for input. Prints:
+  1. input -> cap applied: time from just before `xdotool mousemove` is spawned until libvirt's
+     scheduler parameters (read back live through GET /api/v1/sessions/{id} `appliedCap`, polled every
+     2 ms) show the active cap; p50 / p95 / max over the runs;
+  2. the daemon's own CPU use over 60 s (QUICK: 15 s) while the desktop is idle, from /proc/PID/stat;
+  3. the busy guest's measured CPU share (qemu process, /proc/PID/stat) at each cap the controller set.
+Everything it starts (Xvfb, daemon, VM, temp dir) is torn down at the end, also on failure.
+"""
+import argparse, json, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+import urllib.request, urllib.error
+
+QUICK = os.environ.get("QUICK", "") not in ("", "0")
+RUNS = 5 if QUICK else 20
+IDLE_WINDOW = 15 if QUICK else 60
+SHARE_WINDOW = 3 if QUICK else 5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_share(pid, seconds):
+    start_wall, start_cpu = time.monotonic(), cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start_wall)
+
+
+class API:
+    def __init__(self, port):
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = None
+
+    def call(self, method, path, body=None, token=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        token = token or self.token
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()}") from None
+
+
+def wait(what, predicate, timeout=120, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def free_display():
+    for n in range(99, 199):
+        if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
+            return n
+    raise RuntimeError("no free X display number")
+
+
+def qemu_pid(session_id):
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f"guest=vms-{session_id}".encode() in f.read():
+                        return int(entry)
+            except OSError:
+                pass
+    return None
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--appliance", required=True)
+    args = parser.parse_args()
+
+    started = []
+    workdir = tempfile.mkdtemp(prefix="vms-bench-")
+    api = None
+    try:
+        display = f":{free_display()}"
+        xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(xvfb)
+        wait("Xvfb", lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), timeout=10)
+        env = dict(os.environ, DISPLAY=display)
+
+        log_path = os.path.join(workdir, "daemon.log")
+        log = open(log_path, "w")
+        daemon = subprocess.Popen(
+            [args.binary, "--listen", "127.0.0.1:0", "--state-dir", os.path.join(workdir, "state"),
+             "--accelerator", "tcg", "--appliance-dir", args.appliance, "--display", display, "--idle-time", "1",
+             "--stop-grace", "5", "--log-level", "notice"],
+            stdout=log, stderr=log)
+        started.append(daemon)
+
+        def port():
+            match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", open(log_path).read())
+            return int(match.group(1)) if match else None
+        api = API(wait("the daemon to listen", port, timeout=60))
+        status = api.call("GET", "/api/v1/daemon")
+        assert status["idleDetection"] == "xscreensaver", status
+
+        grant = api.call("POST", "/api/v1/sessions", {"name": "bench", "secret": "bench"})
+        api.token = grant["token"]
+        sid = grant["session"]["id"]
+        path = f"/api/v1/sessions/{sid}"
+        api.call("POST", path + "/open", {"memory": 256, "disk": 64})
+        wait("open", lambda: api.call("GET", path)["state"] == "open")
+        api.call("POST", path + "/start", {"userData": "#!/bin/sh\nwhile :; do :; done\n"})
+        wait("running", lambda: api.call("GET", path)["state"] == "running")
+        qemu = wait("the qemu process", lambda: qemu_pid(sid))
+        api.call("PATCH", path + "/daemon", {"controlled": True, "minCap": 25, "maxCap": 100})
+        applied = lambda: api.call("GET", path).get("appliedCap")
+
+        # 1. Input -> cap applied in libvirt.
+        latencies = []
+        for _ in range(RUNS):
+            wait("idle (cap 100)", lambda: applied() == 100, timeout=30, interval=0.02)
+            time.sleep(random.uniform(0.05, 0.4))  # a random phase against the controller's 150 ms poll
+            t0 = time.monotonic()
+            subprocess.run(["xdotool", "mousemove", str(random.randint(10, 600)), str(random.randint(10, 400))],
+                           env=env, check=True)
+            wait("cap 25", lambda: applied() == 25, timeout=10, interval=0.002)
+            latencies.append((time.monotonic() - t0) * 1000)
+
+        # 2. The daemon's CPU while the desktop is idle (nothing else talks to it meanwhile).
+        wait("idle (cap 100)", lambda: applied() == 100, timeout=30, interval=0.05)
+        daemon_share = cpu_share(daemon.pid, IDLE_WINDOW)
+
+        # 3. The busy guest's CPU share at each cap the controller set: minCaps while active, maxCap while idle.
+        shares = []
+        admin = open(os.path.join(workdir, "state", "admin-token")).read().strip()
+        api.call("PUT", "/api/v1/daemon", {"idleTime": 3600}, token=admin)
+        subprocess.run(["xdotool", "mousemove", "5", "5"], env=env, check=True)
+        for cap in (10, 25, 50, 75):
+            api.call("PATCH", path + "/daemon", {"minCap": cap})
+            wait(f"cap {cap}", lambda: applied() == cap, timeout=10)
+            time.sleep(0.5)
+            shares.append((cap, cpu_share(qemu, SHARE_WINDOW)))
+        api.call("PUT", "/api/v1/daemon", {"idleTime": 1}, token=admin)
+        wait("cap 100", lambda: applied() == 100, timeout=10)
+        time.sleep(0.5)
+        shares.append((100, cpu_share(qemu, SHARE_WINDOW)))
+
+        print()
+        print(f"vmsessiond idle-controller bench ({'QUICK, ' if QUICK else ''}{RUNS} runs, TCG guest, Xvfb {display})")
+        print(f"input -> cap applied in libvirt (read back via appliedCap, polled every 2 ms):")
+        print(f"  p50 {statistics.median(latencies):.0f} ms   p95 {percentile(latencies, 0.95):.0f} ms   "
+              f"max {max(latencies):.0f} ms   (min {min(latencies):.0f} ms)")
+        print(f"daemon CPU while the desktop is idle, over {IDLE_WINDOW} s: {daemon_share * 100:.2f} % of a core "
+              f"({daemon_share * 1000:.1f} ms CPU per second)")
+        print("busy guest CPU share (qemu process) at each cap the controller set:")
+        for cap, share in shares:
+            print(f"  requested {cap:3d} %   measured {share * 100:5.1f} %")
+        return 0
+    finally:
+        if api is not None and api.token:
+            try:
+                api.call("POST", f"/api/v1/sessions/{sid}/close")
+                wait("closed", lambda: api.call("GET", f"/api/v1/sessions/{sid}")["state"] == "closed", timeout=60)
+            except Exception as error:  # teardown goes on regardless
+                print(f"close failed: {error}", file=sys.stderr)
+        for process in reversed(started):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM if process is not started[0] else signal.SIGKILL)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+import Foundation
+
+/// A real X server (Xvfb) on a free display number, for the idle controller's end-to-end tests, and
+/// xdotool to give it input. Stopped when the test is done.
+final class VirtualDisplay: @unchecked Sendable {
+    let number: Int
+    var name: String { ":\(number)" }
+    private let process: Process
+
+    init() async throws {
+        // A display number with neither a lock file nor a socket; 99 and up, clear of real desktops.
+        guard let free = (99..<199).first(where: { n in
+            !FileManager.default.fileExists(atPath: "/tmp/.X\(n)-lock") && !FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(n)")
+        }) else { throw DaemonError("no free X display number in 99..<199") }
+        number = free
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/Xvfb")
+        process.arguments = [":\(free)", "-screen", "0", "640x480x24", "-nolisten", "tcp"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<100 {
+            if FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(free)") { return }
+            if !process.isRunning { throw DaemonError("Xvfb :\(free) exited with status \(process.terminationStatus)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw DaemonError("Xvfb :\(free) did not create its socket within 5 s")
+    }
+
+    /// Moves the pointer (real input, which resets the screen saver's idle time).
+    func moveMouse() throws {
+        let xdotool = Process()
+        xdotool.executableURL = URL(fileURLWithPath: "/usr/bin/xdotool")
+        xdotool.arguments = ["mousemove", "\(Int.random(in: 10...600))", "\(Int.random(in: 10...400))"]
+        xdotool.environment = ["DISPLAY": name]
+        try xdotool.run()
+        xdotool.waitUntilExit()
+        guard xdotool.terminationStatus == 0 else { throw DaemonError("xdotool failed with \(xdotool.terminationStatus)") }
+    }
+
+    /// SIGKILL: a throwaway X server has nothing to save, and Xvfb started from the test process may
+    /// inherit a signal mask that blocks SIGTERM.
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
+}
