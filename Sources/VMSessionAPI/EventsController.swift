@@ -114,7 +114,8 @@ struct EventsController {
 
     /// One SSE frame: `id`, `event` (the event type) and `data` (one line of JSON).
     static func frame(_ event: SessionEvent) -> ByteBuffer {
-        let time = ISO8601DateFormatter().string(from: event.time)
+        // A value-type format style: no formatter object built per event and per subscriber.
+        let time = event.time.formatted(.iso8601)
         let data = #"{"data":\#(event.payload),"eventId":\#(event.id),"sessionId":"\#(event.sessionID)","time":"\#(time)","type":"\#(event.kind.rawValue)"}"#
         return ByteBuffer(string: "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n")
     }
