@@ -58,12 +58,12 @@ struct SessionsController {
     }
 
     @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let id = try await authorizedSession(request, context)
-        let session = try await manager.session(id)
+        guard let text = context.parameters.get("id"), let id = SessionID(text) else {
+            throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
+        }
+        let snapshot = try await manager.snapshot(of: id, token: Self.token(in: request))
         return JSONResponse.make(
-            SessionView(
-                session, cpuTime: await manager.cpuTime(of: id), apiAvailable: await manager.isGuestAPIAvailable(id),
-                appliedCap: await manager.appliedExecutionCap(of: id)))
+            SessionView(snapshot.session, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
     }
 
     struct OpenRequest: Decodable {

@@ -49,11 +49,20 @@ extension SessionManager {
     }
 
     /// The cap libvirt enforces on the session's VM right now (read back, not remembered), if it runs.
-    public func appliedExecutionCap(of id: SessionID) async -> ExecutionCap? {
-        guard sessions[id]?.session.state.hasRunningMachine == true else { return nil }
-        return try? await hypervisor.appliedExecutionCap(of: id)
-    }
-}
+    /// What `GET /sessions/{id}` shows, checked against the caller's token, in one visit to the actor;
+    /// the hypervisor is asked for live figures only while the VM has a process.
+    public func snapshot(of id: SessionID, token: String?) async throws(VMSessionError) -> SessionSnapshot {
+        let session = try session(id)
+        try authorize(token: token, for: id)
+        let apiAvailable = isGuestAPIAvailable(id)
+        guard session.state.hasRunningMachine else {
+            return SessionSnapshot(session: session, apiAvailable: apiAvailable, cpuTime: nil, appliedCap: nil)
+        }
+        let hypervisor = self.hypervisor
+        async let cpuTime = try? hypervisor.cpuTime(of: id)
+        async let appliedCap = try? hypervisor.appliedExecutionCap(of: id)
+        return SessionSnapshot(session: session, apiAvailable: apiAvailable, cpuTime: (await cpuTime) ?? nil, appliedCap: (await appliedCap) ?? nil)
+    }}
 
 extension SessionManager {
     /// What a controller step came to: the step, and the error if the manager refused or failed it.
@@ -82,4 +91,15 @@ extension SessionManager {
             return ControllerOutcome(step: step, error: error)
         }
     }
+}
+
+/// A session with the live figures the API shows next to it.
+public struct SessionSnapshot: Sendable {
+    public let session: Session
+    /// Whether the guest's API answered its last probes.
+    public let apiAvailable: Bool
+    /// CPU time the VM used so far, in nanoseconds, while it has a process.
+    public let cpuTime: UInt64?
+    /// The cap libvirt applies right now, while the VM has a process.
+    public let appliedCap: ExecutionCap?
 }

@@ -266,12 +266,6 @@ public actor SessionManager: Service {
         return operation
     }
 
-    /// CPU time the session's VM has used, if it runs.
-    public func cpuTime(of id: SessionID) async -> UInt64? {
-        guard sessions[id]?.session.state.hasRunningMachine == true else { return nil }
-        return try? await hypervisor.cpuTime(of: id)
-    }
-
     // MARK: Guest API
 
     /// The guest's address on QEMU's user network (its DHCP hands out this address first; the appliance
