@@ -119,6 +119,7 @@ public actor ImageStore: Service {
             throw VMSessionError(.invalidArgument, "'path' must name a readable file; \(file) is missing, unreadable or a directory.")
         }
         try check(absent: version)
+        try await DiskImageInspector.checkSelfContained(file)
         let digest = try await Self.digest(of: file)
         let record = ImageRecord(
             version: version, format: format ?? Self.detectFormat(file), path: file, sha256: digest,
@@ -260,6 +261,12 @@ public actor ImageStore: Service {
             throw VMSessionError(
                 .checksumMismatch,
                 "The download of image '\(version)' from \(url) has SHA-256 \(digest), expected \(record.sha256); it was deleted.")
+        }
+        do {
+            try await DiskImageInspector.checkSelfContained(part)
+        } catch {
+            try? FileManager.default.removeItem(atPath: part)
+            throw error
         }
         if rename(part, record.path) != 0 {
             let reason = String(cString: strerror(errno))

@@ -148,4 +148,30 @@ struct ImageDownloadTests {
             #expect(FileManager.default.fileExists(atPath: file), "a registered file is the user's, not deleted")
         }
     }
+
+    @Test("an image that names a backing file or an external data file is refused, and nothing is registered")
+    func refusesImagesThatReferToHostFiles() async throws {
+        try await Self.withStore { images, directory in
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let backed = directory + "/backed.qcow2"
+            let result = try await Self.qemuImg(["create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", backed, "1M"])
+            try #require(result == 0)
+            let error = await #expect(throws: VMSessionError.self) { try await images.register(version: "backed", file: backed, format: nil) }
+            #expect(error?.code == .notValidated)
+            #expect(error?.message.contains("/etc/hostname") == true)
+            let plain = directory + "/plain.qcow2"
+            try #require(try await Self.qemuImg(["create", "-q", "-f", "qcow2", plain, "1M"]) == 0)
+            _ = try await images.register(version: "plain", file: plain, format: nil)
+            #expect(try await images.list().map(\.version).contains("backed") == false)
+        }
+    }
+
+    static func qemuImg(_ arguments: [String]) async throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
 }
