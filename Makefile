@@ -120,9 +120,10 @@ install: appliance
 	install -d $(DESTDIR)$(PREFIX)/lib/vmsessiond $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/vmsessiond \
 		$(DESTDIR)/etc/systemd/system $(DESTDIR)/var/lib/vmsessiond/appliance
 	bin=$$($(SWIFT) build -c release --show-bin-path); \
-		install -m 0755 $$bin/vmsessiond $(DESTDIR)$(PREFIX)/lib/vmsessiond/vmsessiond; \
+		install -m 0755 $$bin/vmsessiond $$bin/vmsessionctl $(DESTDIR)$(PREFIX)/lib/vmsessiond/; \
 		cp -R $$bin/vmsessiond_*.resources $(DESTDIR)$(PREFIX)/lib/vmsessiond/
 	ln -sf ../lib/vmsessiond/vmsessiond $(DESTDIR)$(PREFIX)/bin/vmsessiond
+	ln -sf ../lib/vmsessiond/vmsessionctl $(DESTDIR)$(PREFIX)/bin/vmsessionctl
 	install -m 0644 systemd/vmsessiond.service $(DESTDIR)/etc/systemd/system/vmsessiond.service
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vmsessiond/README.md
 	[ -f $(DESTDIR)/etc/vmsessiond/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/vmsessiond/config.json
