@@ -58,10 +58,7 @@ struct SessionsController {
     }
 
     @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        guard let text = context.parameters.get("id"), let id = SessionID(text) else {
-            throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
-        }
-        let snapshot = try await manager.snapshot(of: id, token: Self.token(in: request))
+        let snapshot = try await manager.snapshot(of: try Self.sessionID(in: context), token: Self.token(in: request))
         return JSONResponse.make(
             SessionView(snapshot.session, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
     }
@@ -176,11 +173,7 @@ struct SessionsController {
 
     /// Revokes the token presented (or, with the admin token, every token of the session).
     @Sendable func revokeToken(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        guard let text = context.parameters.get("id"), let id = SessionID(text) else {
-            throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
-        }
-        _ = try await manager.session(id)
-        _ = try await manager.revokeTokens(of: id, token: Self.token(in: request))
+        _ = try await manager.revokeTokens(of: try Self.sessionID(in: context), token: Self.token(in: request))
         return Response(status: .noContent)
     }
 
@@ -224,11 +217,16 @@ struct SessionsController {
 
     /// The session named in the path, once the request's token was checked against it.
     func authorizedSession(_ request: Request, _ context: BasicRequestContext) async throws -> SessionID {
+        let id = try Self.sessionID(in: context)
+        try await manager.authorize(token: Self.token(in: request), for: id)
+        return id
+    }
+
+    /// The session id in the path; anything that is not a UUID names no session (404).
+    static func sessionID(in context: BasicRequestContext) throws(VMSessionError) -> SessionID {
         guard let text = context.parameters.get("id"), let id = SessionID(text) else {
             throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
         }
-        _ = try await manager.session(id)
-        try await manager.authorize(token: Self.token(in: request), for: id)
         return id
     }
 

@@ -41,19 +41,14 @@ extension SessionManager {
         let ids = sessions.values.filter(\.session.daemon.controlled).map(\.session.id)
         guard !ids.isEmpty else { return }
         let payload = SessionEvent.encode(SessionEvent.IdleChanged(idle: idle))
-        do {
-            try events.record { try store.append(.idleChanged, payload: payload, forEach: ids, at: Date()) }
-        } catch {
-            logger.error("could not record idleChanged", metadata: ["error": "\(error)"])
-        }
+        recordOrLog("idleChanged", session: nil) { try store.append(.idleChanged, payload: payload, forEach: ids, at: Date()) }
     }
 
-    /// The cap libvirt enforces on the session's VM right now (read back, not remembered), if it runs.
     /// What `GET /sessions/{id}` shows, checked against the caller's token, in one visit to the actor;
     /// the hypervisor is asked for live figures only while the VM has a process.
     public func snapshot(of id: SessionID, token: String?) async throws(VMSessionError) -> SessionSnapshot {
-        let session = try session(id)
         try authorize(token: token, for: id)
+        let session = try session(id)
         let apiAvailable = isGuestAPIAvailable(id)
         guard session.state.hasRunningMachine else {
             return SessionSnapshot(session: session, apiAvailable: apiAvailable, cpuTime: nil, appliedCap: nil)

@@ -222,9 +222,11 @@ public actor SessionManager: Service {
         return .session(owner)
     }
 
-    /// Checks that `token` may act on session `id` (its own token, or the admin token).
+    /// Checks that session `id` exists (404 first, so that a token is never tried against nothing) and that
+    /// `token` may act on it (its own token, or the admin token).
     @discardableResult
     public func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> Caller {
+        _ = try session(id)
         let caller = try caller(token: token)
         guard caller == .admin || caller == .session(id) else {
             throw VMSessionError(.notAllowed, "The token belongs to another session.")
@@ -307,10 +309,18 @@ public actor SessionManager: Service {
 
     private func record(_ kind: SessionEvent.Kind, _ payload: some Encodable, for id: SessionID) {
         let text = SessionEvent.encode(payload)
+        recordOrLog("the event \(kind.rawValue)", session: id) { [try store.append(kind, payload: text, for: id, at: Date())] }
+    }
+
+    /// Records a change and its events from background work, where there is no caller to hand a failure to:
+    /// a failure is logged.
+    func recordOrLog(_ what: String, session id: SessionID?, _ write: () throws -> [SessionEvent]) {
         do {
-            try events.record { [try store.append(kind, payload: text, for: id, at: Date())] }
+            try events.record(write)
         } catch {
-            logger.error("could not record an event", metadata: ["session": "\(id)", "event": "\(kind.rawValue)", "error": "\(error)"])
+            var metadata: Logger.Metadata = ["error": "\(error)"]
+            if let id { metadata["session"] = "\(id)" }
+            logger.error("could not record \(what)", metadata: metadata)
         }
     }
 
@@ -549,13 +559,9 @@ public actor SessionManager: Service {
         let payload = SessionEvent.encode(
             SessionEvent.ProgressUpdate(operation: operation.id, action: job.transition.action, progress: operation.progress))
         let toSave = operation
-        do {
-            try events.record {
-                try store.save(toSave)
-                return [try store.append(.progress, payload: payload, for: job.sessionID, at: toSave.updatedAt)]
-            }
-        } catch {
-            logger.error("could not record progress", metadata: ["session": "\(job.sessionID)", "error": "\(error)"])
+        recordOrLog("progress", session: job.sessionID) {
+            try store.save(toSave)
+            return [try store.append(.progress, payload: payload, for: job.sessionID, at: toSave.updatedAt)]
         }
     }
 
@@ -583,11 +589,7 @@ public actor SessionManager: Service {
         if let failure { announcements.append((.error, SessionEvent.encode(SessionOperation.ErrorInfo(failure)))) }
         let toStore = entry
         let toSave = operation
-        do {
-            try events.record { try store.update(toStore, operation: toSave, events: announcements) }
-        } catch {
-            logger.error("could not record the end of an operation", metadata: ["session": "\(id)", "error": "\(error)"])
-        }
+        recordOrLog("the end of an operation", session: id) { try store.update(toStore, operation: toSave, events: announcements) }
         sessions[id] = entry
         pending[id] = nil
         operations[operation.id] = nil
@@ -624,11 +626,7 @@ public actor SessionManager: Service {
         entry.session.updatedAt = Date()
         if lifecycle.state == .error { entry.session.lastError = change.reason }
         let toStore = entry
-        do {
-            try events.record { try store.update(toStore, events: [Self.stateEvent(change)]) }
-        } catch {
-            logger.error("could not record a VM change", metadata: ["session": "\(id)", "error": "\(error)"])
-        }
+        recordOrLog("a VM change", session: id) { try store.update(toStore, events: [Self.stateEvent(change)]) }
         sessions[id] = entry
         guestAPIFollows(id, state: lifecycle.state)
         logger.notice(
