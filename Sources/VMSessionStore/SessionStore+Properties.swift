@@ -28,21 +28,4 @@ extension SessionStore {
             return try Self.append(event.0, event.1, for: id, at: time, in: db)
         }
     }
-
-    /// Every token hash with the session it opens (the daemon keeps them in memory for its hot path).
-    public func allTokens() throws -> [(hash: [UInt8], session: SessionID)] {
-        try read { db in
-            try TokenRow.fetchAll(db).compactMap { row in SessionID(row.sessionId).map { (Array(row.tokenHash), $0) } }
-        }
-    }
-
-    /// Removes every token of a session, or just one (by its hash). Returns how many went.
-    @discardableResult
-    public func revokeTokens(of id: SessionID, hash: [UInt8]? = nil) throws -> Int {
-        try write { db in
-            var request = TokenRow.filter(Column("session_id") == id.description)
-            if let hash { request = request.filter(Column("token_hash") == Data(hash)) }
-            return try request.deleteAll(db)
-        }
-    }
 }

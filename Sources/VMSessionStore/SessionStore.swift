@@ -101,9 +101,21 @@ public final class SessionStore: Sendable {
         try write { db in try TokenRow(tokenHash: Data(hash), sessionId: id.description, createdAt: time).insert(db) }
     }
 
-    /// The session a token (by its hash) belongs to.
-    public func sessionID(forTokenHash hash: [UInt8]) throws -> SessionID? {
-        try read { db in try TokenRow.fetchOne(db, key: Data(hash)).flatMap { SessionID($0.sessionId) } }
+    /// Every token hash with the session it opens (the daemon keeps them in memory for its hot path).
+    public func allTokens() throws -> [(hash: [UInt8], session: SessionID)] {
+        try read { db in
+            try TokenRow.fetchAll(db).compactMap { row in SessionID(row.sessionId).map { (Array(row.tokenHash), $0) } }
+        }
+    }
+
+    /// Removes every token of a session, or just one (by its hash). Returns how many went.
+    @discardableResult
+    public func revokeTokens(of id: SessionID, hash: [UInt8]? = nil) throws -> Int {
+        try write { db in
+            var request = TokenRow.filter(Column("session_id") == id.description)
+            if let hash { request = request.filter(Column("token_hash") == Data(hash)) }
+            return try request.deleteAll(db)
+        }
     }
 
     // MARK: Operations
