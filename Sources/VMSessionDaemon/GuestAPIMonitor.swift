@@ -67,24 +67,22 @@ public actor GuestAPIMonitor: Service {
         }
     }
 
+    /// Schedules the next probe and tells the manager; the manager announces only real changes.
     private func settle(_ id: SessionID, answered: Bool) async {
-        // Re-check after the await: the session may have stopped running meanwhile.
         guard var probe = probes[id] else { return }
-        let wasUp = await manager.isGuestAPIAvailable(id)
-        guard probes[id] != nil else { return }
         if answered {
             probe.failures = 0
             probe.next = clock.now + configuration.watchInterval
-            if !wasUp { await manager.setGuestAPI(id, available: true, reason: "the guest's API answers") }
         } else {
             probe.failures += 1
-            let gone = probe.failures >= configuration.failuresAllowed
             probe.next = clock.now + configuration.searchInterval
-            if wasUp && gone {
-                await manager.setGuestAPI(id, available: false, reason: "the guest's API stopped answering")
-            }
         }
-        if probes[id] != nil { probes[id] = probe }
+        probes[id] = probe
+        if answered {
+            await manager.setGuestAPI(id, available: true, reason: "the guest's API answers")
+        } else if probe.failures >= configuration.failuresAllowed {
+            await manager.setGuestAPI(id, available: false, reason: "the guest's API stopped answering")
+        }
     }
 
     /// Whether anything answers HTTP on 127.0.0.1:`port` (any status counts: the API is up).
