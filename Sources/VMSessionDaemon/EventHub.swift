@@ -4,19 +4,53 @@ import VMSessionStore
 
 /// Records session events in the store and hands them to live subscribers, in id order.
 ///
-/// Writing and fanning out happen under one lock, so every subscriber sees events in the order of their
-/// ids; a subscriber that falls too far behind is ended rather than allowed to lose events silently:
-/// it reconnects with its last id and replays the rest from the store.
+/// Why it is shaped this way: an `AsyncStream` runs its termination handler under its own lock, and a
+/// subscriber may be cancelled (a browser tab closed) at any moment, including while an event is handed
+/// to it. If the hub held its lock while yielding, the two locks could be taken in opposite orders and the
+/// daemon would wedge for good (it did). So the lock here guards only plain data and is **never held across
+/// a `yield`, a `finish` or any other call into a stream**:
+///
+/// - `record` writes to the store and appends the events to an outbox under the lock, which fixes their order;
+/// - whoever finds nobody delivering becomes the deliverer and drains the outbox, taking a snapshot of the
+///   subscribers under the lock and yielding to them outside it. Only one deliverer runs at a time, so every
+///   subscriber still sees events in id order.
+///
+/// A subscriber that falls too far behind is ended rather than allowed to lose events silently: it
+/// reconnects with its last id and replays the rest from the store. A subscriber can also be ended on
+/// purpose (its token was revoked): see ``end(where:)``.
 public final class EventHub: Sendable {
     /// How many undelivered events a subscriber may have before it is ended.
     public static let subscriberBuffer = 4096
 
+    /// Who a subscription belongs to, so that it can be ended when that access goes away.
+    public struct Owner: Hashable, Sendable {
+        /// The session whose token opened the stream, or nil for the admin token or an internal reader.
+        public var session: SessionID?
+        /// The SHA-256 of the token that opened it, or nil for an internal reader.
+        public var tokenHash: [UInt8]?
+
+        public init(session: SessionID?, tokenHash: [UInt8]?) {
+            self.session = session
+            self.tokenHash = tokenHash
+        }
+
+        /// An in-process reader (the idle controller): never ended by a revocation.
+        public static let daemon = Owner(session: nil, tokenHash: nil)
+    }
+
     private struct Subscriber {
         let sessionID: SessionID?
+        let owner: Owner
         let continuation: AsyncStream<SessionEvent>.Continuation
     }
 
-    private let subscribers = Mutex<[UInt64: Subscriber]>([:])
+    private struct State {
+        var subscribers: [UInt64: Subscriber] = [:]
+        var outbox: [SessionEvent] = []
+        var delivering = false
+    }
+
+    private let state = Mutex(State())
     private let nextSubscriber = Atomic<UInt64>(0)
     public let store: SessionStore
 
@@ -25,38 +59,78 @@ public final class EventHub: Sendable {
     }
 
     /// Runs `write` (which stores a change and its events) and delivers the events it returns.
+    ///
+    /// The events are queued in id order under the lock (the store write happens there too, so ids and queue
+    /// order agree) and delivered outside it. When this returns, the events are either delivered or in the
+    /// hands of the deliverer that was already running.
     @discardableResult
     public func record(_ write: () throws -> [SessionEvent]) throws -> [SessionEvent] {
-        var overflowed: [AsyncStream<SessionEvent>.Continuation] = []
-        let events = try subscribers.withLock { subscribers throws -> [SessionEvent] in
+        let (events, shouldDeliver) = try state.withLock { state throws -> ([SessionEvent], Bool) in
             let events = try write()
-            for (key, subscriber) in subscribers {
-                for event in events where subscriber.sessionID == nil || subscriber.sessionID == event.sessionID {
+            guard !events.isEmpty else { return (events, false) }
+            state.outbox.append(contentsOf: events)
+            guard !state.delivering else { return (events, false) }
+            state.delivering = true
+            return (events, true)
+        }
+        if shouldDeliver { deliver() }
+        return events
+    }
+
+    /// Drains the outbox: takes a batch and a snapshot of the subscribers under the lock, yields outside it.
+    private func deliver() {
+        while true {
+            let next = state.withLock { state -> (batch: [SessionEvent], subscribers: [(UInt64, Subscriber)])? in
+                guard !state.outbox.isEmpty else {
+                    state.delivering = false
+                    return nil
+                }
+                let batch = state.outbox
+                state.outbox.removeAll(keepingCapacity: true)
+                return (batch, Array(state.subscribers))
+            }
+            guard let next else { return }
+            var overflowed: [UInt64] = []
+            for (key, subscriber) in next.subscribers {
+                for event in next.batch where subscriber.sessionID == nil || subscriber.sessionID == event.sessionID {
                     if case .dropped = subscriber.continuation.yield(event) {
-                        overflowed.append(subscriber.continuation)
-                        subscribers[key] = nil
+                        overflowed.append(key)
                         break
                     }
                 }
             }
-            return events
+            if !overflowed.isEmpty { end(keys: overflowed) }
         }
-        // Finishing runs onTermination, which takes the lock: do it outside.
-        for continuation in overflowed { continuation.finish() }
-        return events
     }
 
-    /// Live events from now on, for one session or (nil) all.
-    public func subscribe(to sessionID: SessionID?) -> AsyncStream<SessionEvent> {
+    /// Live events from now on, for one session or (nil) all, on behalf of `owner`.
+    public func subscribe(to sessionID: SessionID?, owner: Owner = .daemon) -> AsyncStream<SessionEvent> {
         let key = nextSubscriber.add(1, ordering: .relaxed).newValue
         let (stream, continuation) = AsyncStream.makeStream(
             of: SessionEvent.self, bufferingPolicy: .bufferingOldest(Self.subscriberBuffer))
+        // Runs under the stream's own lock: it may take the hub's lock, because the hub never holds its lock
+        // while it calls into a stream.
         continuation.onTermination = { [weak self] _ in
-            _ = self?.subscribers.withLock { $0.removeValue(forKey: key) }
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
         }
-        subscribers.withLock { $0[key] = Subscriber(sessionID: sessionID, continuation: continuation) }
+        state.withLock { $0.subscribers[key] = Subscriber(sessionID: sessionID, owner: owner, continuation: continuation) }
         return stream
     }
 
-    public var subscriberCount: Int { subscribers.withLock { $0.count } }
+    /// Ends every subscription whose owner matches (a revoked token's streams). Returns how many ended.
+    @discardableResult
+    public func end(where matches: (Owner) -> Bool) -> Int {
+        let keys = state.withLock { state in state.subscribers.filter { matches($0.value.owner) }.map(\.key) }
+        return end(keys: keys)
+    }
+
+    /// Removes subscribers under the lock, then finishes their streams outside it.
+    @discardableResult
+    private func end(keys: [UInt64]) -> Int {
+        let removed = state.withLock { state in keys.compactMap { state.subscribers.removeValue(forKey: $0) } }
+        for subscriber in removed { subscriber.continuation.finish() }
+        return removed.count
+    }
+
+    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 }

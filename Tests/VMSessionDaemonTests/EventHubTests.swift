@@ -1,4 +1,6 @@
+import Dispatch
 import Foundation
+import Synchronization
 import Testing
 import VMSessionCore
 import VMSessionDaemon
@@ -53,5 +55,73 @@ struct EventHubTests {
         // Dropping the stream's last reference ends it.
         for _ in 0..<100 where hub.subscriberCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
         #expect(hub.subscriberCount == 0)
+    }
+
+    @Test("subscribers cancelled while events are delivered to them never wedge the hub")
+    func cancellationDuringDelivery() async throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let now = Date()
+        let session = StoredSession(
+            session: Session(id: SessionID(), name: "churn", createdAt: now, updatedAt: now), secret: .init(kdf: "k", salt: [], hash: []))
+        try hub.record { [try store.createSession(session, tokenHash: [1], event: (.sessionCreated, "{}"))] }
+        let id = session.session.id
+
+        // Writers on threads of their own (as the daemon's actors call record), so that a wedged hub shows up
+        // as a writer that stops making progress instead of taking the test's cooperative threads with it.
+        let written = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        let writersDone = DispatchGroup()
+        for _ in 0..<2 {
+            writersDone.enter()
+            Thread.detachNewThread {
+                while !stop.load(ordering: .relaxed) {
+                    _ = try? hub.record { [try store.append(.progress, payload: "{}", for: id, at: Date())] }
+                    written.add(1, ordering: .relaxed)
+                }
+                writersDone.leave()
+            }
+        }
+        // Subscribers that come and go at random moments, many of them in the middle of a delivery.
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(3)
+        var lastCount = 0
+        while clock.now < deadline {
+            await withTaskGroup { group in
+                for _ in 0..<16 {
+                    group.addTask { for await _ in hub.subscribe(to: Bool.random() ? id : nil) {} }
+                }
+                try? await Task.sleep(for: .microseconds(Int.random(in: 0...2000)))
+                group.cancelAll()
+            }
+            let count = written.load(ordering: .relaxed)
+            lastCount = count
+        }
+        stop.store(true, ordering: .relaxed)
+        let finished = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: writersDone.wait(timeout: .now() + 10) == .success) }
+        }
+        #expect(finished, "the writers stopped making progress: the hub is wedged (\(lastCount) events written)")
+        #expect(lastCount > 0)
+        // Every cancelled subscriber is gone.
+        for _ in 0..<200 where hub.subscriberCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(hub.subscriberCount == 0)
+    }
+
+    @Test("ending a token's subscriptions finishes exactly those streams")
+    func endByOwner() async throws {
+        let hub = EventHub(store: try SessionStore.inMemory())
+        let session = SessionID()
+        let revoked = EventHub.Owner(session: session, tokenHash: [1])
+        let kept = EventHub.Owner(session: session, tokenHash: [2])
+        let admin = EventHub.Owner(session: nil, tokenHash: [3])
+        let streams = [hub.subscribe(to: session, owner: revoked), hub.subscribe(to: session, owner: kept), hub.subscribe(to: nil, owner: admin)]
+        #expect(hub.end { $0 == revoked } == 1)
+        var iterator = streams[0].makeAsyncIterator()
+        #expect(await iterator.next() == nil, "the revoked token's stream has ended")
+        #expect(hub.subscriberCount == 2)
+        // The admin revoking all of a session's tokens ends every stream a token of that session opened.
+        #expect(hub.end { $0.session == session } == 1)
+        #expect(hub.subscriberCount == 1)
     }
 }
