@@ -15,7 +15,7 @@ import VMSessionDaemon
 struct EventsController {
     let sessions: SessionsController
     let events: EventHub
-    let limiter = StreamLimiter(perOrigin: 64)
+    let limiter: StreamLimiter
     var heartbeat: Duration = .seconds(15)
 
     static let lastEventID = HTTPField.Name("Last-Event-ID")
@@ -27,24 +27,37 @@ struct EventsController {
 
     /// One session's events.
     @Sendable func sessionStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        let id = try await sessions.authorizedSession(request, context)
-        return try stream(of: id, request)
+        let id = try SessionsController.sessionID(in: context)
+        let token = SessionsController.token(in: request)
+        let caller = try await sessions.manager.authorize(token: token, for: id)
+        return try stream(of: id, request, owner: Self.owner(caller, token: token))
     }
 
     /// Every session the token may see: all of them for the admin token, its own for a session token.
     @Sendable func allStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        switch try await sessions.manager.caller(token: SessionsController.token(in: request)) {
-        case .admin: return try stream(of: nil, request)
-        case .session(let id): return try stream(of: id, request)
+        let token = SessionsController.token(in: request)
+        let caller = try await sessions.manager.caller(token: token)
+        switch caller {
+        case .admin: return try stream(of: nil, request, owner: Self.owner(caller, token: token))
+        case .session(let id): return try stream(of: id, request, owner: Self.owner(caller, token: token))
         }
     }
 
-    func stream(of id: SessionID?, _ request: Request) throws -> Response {
+    /// Whose stream this is: revoking that token ends it (``SessionManager/revokeTokens(of:token:)``).
+    static func owner(_ caller: SessionManager.Caller, token: String?) -> EventHub.Owner {
+        let hash = token.map(SecretHasher.tokenHash)
+        switch caller {
+        case .admin: return EventHub.Owner(session: nil, tokenHash: hash)
+        case .session(let id): return EventHub.Owner(session: id, tokenHash: hash)
+        }
+    }
+
+    func stream(of id: SessionID?, _ request: Request, owner: EventHub.Owner) throws -> Response {
         let since = try Self.replayStart(request)
-        // Web pages are capped per origin; local programs (no Origin) are the user's own and are not.
+        // Every stream takes a slot of the daemon's total; web pages are also capped per origin.
         let streamKey = request.headers[.origin]
-        if let streamKey { try limiter.acquire(streamKey) }
-        let live = events.subscribe(to: id)
+        try limiter.acquire(streamKey)
+        let live = events.subscribe(to: id, owner: owner)
         let store = events.store
         let heartbeat = self.heartbeat
         let limiter = self.limiter
@@ -54,10 +67,13 @@ struct EventsController {
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                defer { if let streamKey { limiter.release(streamKey) } }
+                defer { limiter.release(streamKey) }
                 try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
                 var lastSent = since ?? 0
                 if let since {
+                    // Retention may have pruned what the client asks for: say so instead of replaying a hole.
+                    let pruned = try store.prunedThrough(id)
+                    if since < pruned { try await writer.write(Self.droppedFrame(after: since, through: pruned)) }
                     var cursor = since
                     while true {
                         let page = try store.events(for: id, after: cursor, limit: 1000)
@@ -110,6 +126,13 @@ struct EventsController {
             throw VMSessionError(.invalidArgument, "'Last-Event-ID' (or 'since') must be a non-negative event id; got '\(text)'.")
         }
         return value
+    }
+
+    /// Sent first when a replay reaches into events that retention pruned: events after `after` up to and
+    /// including `through` are gone. It has no `id`, so it does not move the client's Last-Event-ID.
+    static func droppedFrame(after: Int64, through: Int64) -> ByteBuffer {
+        let data = #"{"after":\#(after),"through":\#(through),"message":"Events \#(after + 1) to \#(through) were removed by the daemon's retention policy and cannot be replayed."}"#
+        return ByteBuffer(string: "event: eventsDropped\ndata: \(data)\n\n")
     }
 
     /// One SSE frame: `id`, `event` (the event type) and `data` (one line of JSON).

@@ -1,32 +1,58 @@
 import Synchronization
 import VMSessionCore
 
-/// Caps the event streams one web origin may hold open, so that a page cannot exhaust the daemon with
-/// EventSources.
+/// Caps the event streams held open: in all (every stream is a connection and a file descriptor, so the
+/// daemon must stop taking streams well before it runs out of descriptors, local programs included) and
+/// per web origin (so that one page cannot take them all).
 final class StreamLimiter: Sendable {
+    let total: Int
     let perOrigin: Int
-    private let open = Mutex<[String: Int]>([:])
+    private struct Counts {
+        var total = 0
+        var byOrigin: [String: Int] = [:]
+    }
+    private let open = Mutex(Counts())
 
-    init(perOrigin: Int) {
+    init(total: Int, perOrigin: Int) {
+        self.total = total
         self.perOrigin = perOrigin
     }
 
-    func acquire(_ key: String) throws(VMSessionError) {
-        let granted = open.withLock { open -> Bool in
-            let count = open[key, default: 0]
-            guard count < perOrigin else { return false }
-            open[key] = count + 1
-            return true
+    /// Takes a slot for a stream of `origin` (nil: a local program). Throws `too_many_streams` if none is free.
+    func acquire(_ origin: String?) throws(VMSessionError) {
+        enum Refusal { case total, origin }
+        let refusal = open.withLock { open -> Refusal? in
+            guard open.total < total else { return .total }
+            if let origin {
+                let count = open.byOrigin[origin, default: 0]
+                guard count < perOrigin else { return .origin }
+                open.byOrigin[origin] = count + 1
+            }
+            open.total += 1
+            return nil
         }
-        guard granted else {
-            throw VMSessionError(.tooManyStreams, "At most \(perOrigin) event streams may be open per origin; close one first.", retryAfterSeconds: 5)
+        switch refusal {
+        case nil: return
+        case .origin:
+            throw VMSessionError(
+                .tooManyStreams, "At most \(perOrigin) event streams may be open per origin; close one first.", retryAfterSeconds: 5)
+        case .total:
+            throw VMSessionError(
+                .tooManyStreams,
+                "The daemon holds its maximum of \(total) event streams (set by 'maxEventStreams' and the descriptor limit); close one first.",
+                retryAfterSeconds: 5)
         }
     }
 
-    func release(_ key: String) {
+    func release(_ origin: String?) {
         open.withLock { open in
-            let count = open[key, default: 1] - 1
-            open[key] = count > 0 ? count : nil
+            open.total = max(open.total - 1, 0)
+            if let origin {
+                let count = open.byOrigin[origin, default: 1] - 1
+                open.byOrigin[origin] = count > 0 ? count : nil
+            }
         }
     }
+
+    var openCount: Int { open.withLock { $0.total } }
 }

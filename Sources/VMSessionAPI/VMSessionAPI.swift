@@ -1,7 +1,9 @@
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
+import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
 
@@ -15,7 +17,7 @@ public enum VMSessionAPI {
     /// in that order.
     public static func buildRouter(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
-        controller: IdleController
+        controller: IdleController, budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
     ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: HostGuard())
@@ -23,7 +25,8 @@ public enum VMSessionAPI {
         router.add(middleware: ErrorResponder())
         let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
         sessions.addRoutes(to: router)
-        EventsController(sessions: sessions, events: events).addRoutes(to: router)
+        EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
+            .addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
@@ -33,16 +36,20 @@ public enum VMSessionAPI {
     }
 
     /// The HTTP server as a service, bound to `host:port`. `onListening` gets the port actually bound
-    /// (useful with port 0).
+    /// (useful with port 0). Past `budget.connections` open connections it stops accepting until one closes:
+    /// the connections it has keep being served, and new clients wait in the listen backlog.
     public static func buildApplication(
         router: Router<BasicRequestContext>, host: String, port: Int, logger: Logger,
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768),
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         Application(
             router: router,
             // Idle keep-alive connections close after a minute; a response in progress (an event stream) is never cut.
             server: .http1(configuration: .init(idleTimeout: .seconds(60))),
-            configuration: .init(address: .hostname(host, port: port), serverName: "vmsessiond"),
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "vmsessiond",
+                availableConnectionsDelegate: MaximumAvailableConnections(budget.connections, logger: logger)),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
     }

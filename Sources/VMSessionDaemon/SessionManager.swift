@@ -241,14 +241,25 @@ public actor SessionManager: Service {
         }
     }
 
-    /// Revokes a session's tokens: the one given, or (for the admin) all of them.
+    /// Revokes a session's tokens: the one given, or (for the admin) all of them, and ends the event streams
+    /// they opened.
     public func revokeTokens(of id: SessionID, token: String?) throws(VMSessionError) -> Int {
         let caller = try authorize(token: token, for: id)
         let hash = caller == .admin ? nil : token.map(SecretHasher.tokenHash)
         let count = try storeCall { try store.revokeTokens(of: id, hash: hash) }
         if let hash { tokenOwners[hash] = nil } else { tokenOwners = tokenOwners.filter { $0.value != id } }
-        logger.info("tokens revoked", metadata: ["session": "\(id)", "count": "\(count)"])
+        // A revoked token's event streams end now, not at their next heartbeat or never.
+        let ended = events.end { owner in owner.session == id && (hash == nil || owner.tokenHash == hash) }
+        logger.info("tokens revoked", metadata: ["session": "\(id)", "count": "\(count)", "streams ended": "\(ended)"])
         return count
+    }
+
+    /// Forgets tokens the store no longer has (retention pruned them) and ends the streams they opened.
+    public func forgetTokens(_ tokens: [(hash: [UInt8], session: SessionID)]) {
+        for token in tokens { tokenOwners[token.hash] = nil }
+        let hashes = Set(tokens.map(\.hash))
+        let ended = events.end { owner in owner.tokenHash.map(hashes.contains) ?? false }
+        logger.info("tokens pruned", metadata: ["count": "\(tokens.count)", "streams ended": "\(ended)"])
     }
 
     public func session(_ id: SessionID) throws(VMSessionError) -> Session {

@@ -48,12 +48,18 @@ struct Daemon {
                 + "Controlled VMs run at their max unless a local program reports activity (POST /api/v1/daemon/activity).",
             idleTime: settings.idleTime, logger: logger)
         logger.info("idle detection", metadata: ["display": "\(settings.display ?? "none")"])
+        let budget = ConnectionBudget.fitting(
+            descriptorLimit: DescriptorLimit.raiseToHard(), maxConnections: settings.maxConnections,
+            maxEventStreams: settings.maxEventStreams)
+        logger.info(
+            "connection budget",
+            metadata: ["descriptors": "\(DescriptorLimit.current())", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
         let router = VMSessionAPI.buildRouter(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
-            controller: controller)
+            controller: controller, budget: budget)
         let host = settings.host
         let logger = self.logger
-        let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger) { port in
+        let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger, budget: budget) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
             SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
@@ -62,7 +68,9 @@ struct Daemon {
             configuration: .init(
                 services: [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
-                    .init(service: controller), .init(service: app),
+                    .init(service: controller),
+                    .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
+                    .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

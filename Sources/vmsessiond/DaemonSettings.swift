@@ -18,6 +18,12 @@ struct DaemonSettings: Sendable {
     var display: String?
     /// Seconds without input before the desktop counts as idle, until `PUT /api/v1/daemon` stores another.
     var idleTime: Int
+    /// Open HTTP connections at most (lowered to fit the descriptor limit; see ``ConnectionBudget``).
+    var maxConnections: Int
+    /// Open event streams at most, across every client (lowered to fit the connection budget).
+    var maxEventStreams: Int
+    /// What is kept of events, operations, tokens and pending origins.
+    var retention: RetentionPolicy
 
     static let defaultListen = "127.0.0.1:7011"
     static let defaultConfigFile = "/etc/vmsessiond/config.json"
@@ -68,13 +74,32 @@ struct DaemonSettings: Sendable {
             throw VMSessionError(.invalidArgument, "idleTime must be 1 to 86400 seconds; got '\(idleText)'.")
         }
         let display = config.string(forKey: "display") ?? environment["DISPLAY"]
+        let maxConnections = try boundedInt(config, "maxConnections", default: 4096, in: 16...1_000_000)
+        let maxEventStreams = try boundedInt(config, "maxEventStreams", default: 2048, in: 1...1_000_000)
+        let defaults = RetentionPolicy.default
+        let retention = RetentionPolicy(
+            eventsPerSession: try boundedInt(config, "eventsPerSession", default: defaults.eventsPerSession, in: RetentionPolicy.countRange),
+            eventDays: try boundedInt(config, "eventRetentionDays", default: defaults.eventDays, in: RetentionPolicy.dayRange),
+            operationDays: try boundedInt(config, "operationRetentionDays", default: defaults.operationDays, in: RetentionPolicy.dayRange),
+            tokensPerSession: try boundedInt(config, "tokensPerSession", default: defaults.tokensPerSession, in: RetentionPolicy.countRange),
+            pendingOriginDays: try boundedInt(
+                config, "pendingOriginRetentionDays", default: defaults.pendingOriginDays, in: RetentionPolicy.dayRange))
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
             applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
             stopGraceSeconds: stopGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
-            display: display?.isEmpty == true ? nil : display, idleTime: idleTime)
+            display: display?.isEmpty == true ? nil : display, idleTime: idleTime,
+            maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention)
+    }
+
+    private static func boundedInt(_ config: ConfigReader, _ key: String, default value: Int, in range: ClosedRange<Int>) throws(VMSessionError) -> Int {
+        let text = config.string(forKey: ConfigKey(key), default: String(value))
+        guard let number = Int(text), range.contains(number) else {
+            throw VMSessionError(.invalidArgument, "\(key) must be a whole number from \(range.lowerBound) to \(range.upperBound); got '\(text)'.")
+        }
+        return number
     }
 
     static func parseListen(_ text: String) throws(VMSessionError) -> (String, Int) {

@@ -27,6 +27,10 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               logLevel      VMSESSIOND_LOG_LEVEL      default info
               display       VMSESSIOND_DISPLAY        default $DISPLAY (X display for idle detection; none: VMs at max)
               idleTime      VMSESSIOND_IDLE_TIME      default 30 (seconds without input before idle; PUT /api/v1/daemon wins)
+              maxConnections   VMSESSIOND_MAX_CONNECTIONS    default 4096 (lowered to fit the descriptor limit)
+              maxEventStreams  VMSESSIOND_MAX_EVENT_STREAMS  default 2048 (all clients; at most maxConnections - 32)
+              eventsPerSession, eventRetentionDays, operationRetentionDays, tokensPerSession,
+              pendingOriginRetentionDays: retention (defaults 10000, 90, 30, 64, 30; see the README)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
             """)
 

@@ -23,9 +23,13 @@ final class DaemonProcess: @unchecked Sendable {
 
     var logPath: String { stateDirectory + "/daemon.log" }
 
-    init(stateDirectory: String, arguments: [String]) {
+    /// A file-descriptor limit (soft and hard) to run the daemon under, as `ulimit -n` would; nil: inherited.
+    let descriptorLimit: Int?
+
+    init(stateDirectory: String, arguments: [String], descriptorLimit: Int? = nil) {
         self.stateDirectory = stateDirectory
         self.arguments = arguments
+        self.descriptorLimit = descriptorLimit
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
@@ -36,8 +40,15 @@ final class DaemonProcess: @unchecked Sendable {
         try log.seekToEnd()
         let logStart = try log.offset()
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        let daemonArguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        if let descriptorLimit {
+            // prlimit sets the limit and execs the daemon: same process, same pid.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            process.arguments = ["--nofile=\(descriptorLimit):\(descriptorLimit)", Self.binary] + daemonArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.binary)
+            process.arguments = daemonArguments
+        }
         process.standardError = log
         process.standardOutput = log
         try process.run()
