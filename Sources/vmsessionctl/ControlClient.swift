@@ -34,9 +34,9 @@ struct ControlClient {
         return json
     }
 
-    /// Prints JSON as the daemon sent it (pretty).
+    /// Prints JSON as the daemon sent it (pretty; URLs and paths as written, without `\/`).
     static func printJSON(_ value: Any) throws {
-        let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys])
+        let data = try JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         print(String(decoding: data, as: UTF8.self))
     }
 
@@ -53,4 +53,18 @@ struct ControlClient {
 struct ControlError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension ControlClient {
+    /// The id of the session `reference` names: the reference itself if it is a session id, else the id of the
+    /// session with that name (names are unique).
+    func sessionID(_ reference: String) async throws -> String {
+        if UUID(uuidString: reference) != nil { return reference.lowercased() }
+        let reply = try await call("GET", "/api/v1/sessions") as? [String: Any]
+        let sessions = reply?["sessions"] as? [[String: Any]] ?? []
+        guard let match = sessions.first(where: { $0["name"] as? String == reference }), let id = match["id"] as? String else {
+            throw ControlError("There is no session with the id or name '\(reference)'; see 'vmsessionctl sessions list'.")
+        }
+        return id
+    }
 }

@@ -39,3 +39,34 @@ struct ControlOptions: ParsableArguments {
         ControlClient(base: url, token: admin ? try adminToken() : nil)
     }
 }
+
+extension ControlOptions {
+    /// The shared options that take a value, and the shared flags.
+    static let valueOptions: Set<String> = ["--url", "--state-dir", "--token"]
+    static let flags: Set<String> = ["--json"]
+
+    /// Moves shared options given before the subcommand (`--state-dir X origins list`) to the end
+    /// (`origins list --state-dir X`), where the subcommand's `@OptionGroup` reads them. Everything else keeps
+    /// its order; `--help` and unknown words stay where they are.
+    static func movingSharedOptionsLast(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let word = arguments[index]
+            let name = String(word.split(separator: "=", maxSplits: 1).first ?? "")
+            if valueOptions.contains(name) {
+                leading.append(word)
+                if !word.contains("="), index + 1 < arguments.count {
+                    leading.append(arguments[index + 1])
+                    index += 1
+                }
+            } else if flags.contains(word) {
+                leading.append(word)
+            } else {
+                break
+            }
+            index += 1
+        }
+        return Array(arguments[index...]) + leading
+    }
+}

@@ -5,10 +5,11 @@ struct SessionsClose: AsyncParsableCommand {
         commandName: "close", abstract: "Close a session: power off and remove its VM and disks.")
 
     @OptionGroup var options: ControlOptions
-    @Argument(help: "The session id.") var id: String
+    @Argument(help: "The session's id or name.") var session: String
 
     func run() async throws {
         let client = try options.client()
+        let id = try await client.sessionID(session)
         let reply = try await client.call("POST", "/api/v1/sessions/\(id)/close") as? [String: Any]
         guard let operation = (reply?["operation"] as? [String: Any])?["id"] as? String else {
             throw ControlError("The daemon did not return an operation.")
@@ -19,6 +20,6 @@ struct SessionsClose: AsyncParsableCommand {
             let message = (done?["error"] as? [String: Any])?["message"] as? String ?? status
             throw ControlError("close \(status): \(message)")
         }
-        print("closed \(id)")
+        print("closed \(session) (\(id))")
     }
 }

@@ -4,9 +4,11 @@ struct SessionsShow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one session as JSON.")
 
     @OptionGroup var options: ControlOptions
-    @Argument(help: "The session id.") var id: String
+    @Argument(help: "The session's id or name.") var session: String
 
     func run() async throws {
-        try ControlClient.printJSON(try await options.client().call("GET", "/api/v1/sessions/\(id)"))
+        let client = try options.client()
+        let id = try await client.sessionID(session)
+        try ControlClient.printJSON(try await client.call("GET", "/api/v1/sessions/\(id)"))
     }
 }

@@ -12,4 +12,21 @@ struct VMSessionCtl: AsyncParsableCommand {
             the daemon uses), or take it from --token / $VMSESSIOND_ADMIN_TOKEN.
             """,
         subcommands: [OriginsCommand.self, SessionsCommand.self, ImagesCommand.self, DaemonStatus.self])
+
+    /// Runs the command line with the options every subcommand shares (``ControlOptions``) accepted before the
+    /// subcommand too (`vmsessionctl --state-dir X origins list`): ArgumentParser only takes a subcommand's
+    /// options after its name, so they are moved there first.
+    static func main() async {
+        let arguments = ControlOptions.movingSharedOptionsLast(Array(CommandLine.arguments.dropFirst()))
+        do {
+            var command = try parseAsRoot(arguments)
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
