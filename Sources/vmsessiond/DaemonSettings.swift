@@ -18,6 +18,15 @@ struct DaemonSettings: Sendable {
     var display: String?
     /// Seconds without input before the desktop counts as idle, until `PUT /api/v1/daemon` stores another.
     var idleTime: Int
+    /// Sessions and resources per origin and in all (`limits.*`).
+    var quota: SessionQuota
+    /// Web origins that may wait for the user's decision at once (`limits.pendingOrigins`).
+    var maximumPendingOrigins: Int
+
+    /// The names under `limits.` (config key `limits.NAME`, flag `--limit NAME=VALUE`).
+    static let limitNames = [
+        "sessions", "sessionsPerOrigin", "cpus", "memory", "disk", "cpusPerOrigin", "memoryPerOrigin", "diskPerOrigin", "pendingOrigins",
+    ]
 
     static let defaultListen = "127.0.0.1:7011"
     static let defaultConfigFile = "/etc/vmsessiond/config.json"
@@ -68,13 +77,32 @@ struct DaemonSettings: Sendable {
             throw VMSessionError(.invalidArgument, "idleTime must be 1 to 86400 seconds; got '\(idleText)'.")
         }
         let display = config.string(forKey: "display") ?? environment["DISPLAY"]
+        func limit(_ name: String, _ fallback: Int) throws(VMSessionError) -> Int {
+            let text = config.string(forKey: ConfigKey(["limits", name]), default: "\(fallback)")
+            guard let value = Int(text), (1...(1 << 40)).contains(value) else {
+                throw VMSessionError(.invalidArgument, "limits.\(name) must be a whole number from 1; got '\(text)'.")
+            }
+            return value
+        }
+        let defaults = SessionQuota.defaults
+        let quota = SessionQuota(
+            sessions: try limit("sessions", defaults.sessions),
+            sessionsPerClient: try limit("sessionsPerOrigin", defaults.sessionsPerClient),
+            resources: .init(
+                cpus: try limit("cpus", defaults.resources.cpus), memory: try limit("memory", defaults.resources.memory),
+                disk: try limit("disk", defaults.resources.disk)),
+            resourcesPerClient: .init(
+                cpus: try limit("cpusPerOrigin", defaults.resourcesPerClient.cpus),
+                memory: try limit("memoryPerOrigin", defaults.resourcesPerClient.memory),
+                disk: try limit("diskPerOrigin", defaults.resourcesPerClient.disk)))
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
             applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
             stopGraceSeconds: stopGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
-            display: display?.isEmpty == true ? nil : display, idleTime: idleTime)
+            display: display?.isEmpty == true ? nil : display, idleTime: idleTime, quota: quota,
+            maximumPendingOrigins: try limit("pendingOrigins", 64))
     }
 
     static func parseListen(_ text: String) throws(VMSessionError) -> (String, Int) {

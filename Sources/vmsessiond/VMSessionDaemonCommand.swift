@@ -27,6 +27,11 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               logLevel      VMSESSIOND_LOG_LEVEL      default info
               display       VMSESSIOND_DISPLAY        default $DISPLAY (X display for idle detection; none: VMs at max)
               idleTime      VMSESSIOND_IDLE_TIME      default 30 (seconds without input before idle; PUT /api/v1/daemon wins)
+              limits.sessions, limits.sessionsPerOrigin    default 64, 16 (sessions, closed ones included)
+              limits.cpus, limits.memory, limits.disk    default 64, 65536, 1048576 (open sessions in all; MiB)
+              limits.cpusPerOrigin, limits.memoryPerOrigin, limits.diskPerOrigin   default 16, 32768, 262144
+              limits.pendingOrigins                      default 64 (web origins waiting for approval)
+                (variables VMSESSIOND_LIMITS_SESSIONS, …; flag --limit NAME=VALUE, e.g. --limit cpus=8)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
             """)
 
@@ -57,6 +62,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
     var idleTime: String?
 
+    @Option(help: "A quota, as NAME=VALUE (sessions, sessionsPerOrigin, cpus, memory, disk, cpusPerOrigin, memoryPerOrigin, diskPerOrigin, pendingOrigins); repeatable.")
+    var limit: [String] = []
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -72,6 +80,13 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["logLevel"] = logLevel
         flags["display"] = display
         flags["idleTime"] = idleTime
+        for item in limit {
+            guard let equals = item.firstIndex(of: "="), DaemonSettings.limitNames.contains(String(item[..<equals])) else {
+                throw ValidationError(
+                    "--limit takes NAME=VALUE with NAME one of \(DaemonSettings.limitNames.joined(separator: ", ")); got '\(item)'.")
+            }
+            flags["limits." + item[..<equals]] = String(item[item.index(after: equals)...])
+        }
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)
