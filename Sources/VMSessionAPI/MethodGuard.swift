@@ -21,13 +21,18 @@ struct MethodGuard<Context: RequestContext>: RouterMiddleware {
             patterns.withLock { $0 = table }
         }
 
-        /// The methods served at `path`, or nil if no route has that path.
+        /// The methods served at `path` by the route the router picks for it (the one with the most literal
+        /// segments, as the router prefers `/images/pull` to `/images/:version`), or nil if none has that path.
         func methods(at path: String) -> Set<HTTPRequest.Method>? {
             let segments = path.split(separator: "/")
-            let found = patterns.withLock { patterns in
-                patterns.filter { Self.matches($0.path.components, segments) }.map(\.methods)
+            return patterns.withLock { patterns in
+                patterns.filter { Self.matches($0.path.components, segments) }
+                    .max { Self.literals($0.path.components) < Self.literals($1.path.components) }?.methods
             }
-            return found.isEmpty ? nil : found.reduce(into: []) { $0.formUnion($1) }
+        }
+
+        private static func literals(_ pattern: [RouterPath.Element]) -> Int {
+            pattern.count { RouterPath.Element.path(Substring($0.description)) == $0 }
         }
 
         private static func matches(_ pattern: [RouterPath.Element], _ path: [Substring]) -> Bool {
@@ -44,9 +49,10 @@ struct MethodGuard<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
-            guard var methods = table.methods(at: request.uri.path), !methods.contains(request.method) else { throw error }
-            if methods.contains(.get) { methods.insert(.head) }
-            let allowed = methods.map(\.rawValue).sorted().joined(separator: ", ")
+            guard let methods = table.methods(at: request.uri.path), !methods.contains(request.method) else { throw error }
+            // The documented methods: HEAD (implied by GET) and OPTIONS (CORS preflights of approved pages) are
+            // answered too, but are not the resource's methods.
+            let allowed = methods.subtracting([.head, .options]).map(\.rawValue).sorted().joined(separator: ", ")
             var response = VMSessionError(
                 .methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path); it takes \(allowed).").response()
             response.headers[.allow] = allowed

@@ -28,7 +28,12 @@ final class ImageFile: Sendable {
             if code == ELOOP {
                 throw VMSessionError(.invalidArgument, "\(path) is a symbolic link; images are used only as regular files, never through a link.")
             }
-            throw VMSessionError(.invalidArgument, "Cannot open \(path): \(String(cString: strerror(code))).")
+            let reason = String(cString: strerror(code))
+            switch code {
+            case ENOENT, ENOTDIR: throw VMSessionError(.notFound, "There is no file at \(path): \(reason).")
+            case EACCES, EPERM: throw VMSessionError(.notAllowed, "The daemon may not read \(path): \(reason).")
+            default: throw VMSessionError(.invalidArgument, "Cannot open \(path): \(reason).")
+            }
         }
         var status = stat()
         guard fstat(descriptor, &status) == 0 else {

@@ -112,8 +112,13 @@ public actor ImageStore: Service {
     @discardableResult
     public func register(version: String, file: String, format: ImageRecord.Format?) async throws(VMSessionError) -> ImageRecord {
         try Self.validate(version: version)
-        guard file.hasPrefix("/") else {
-            throw VMSessionError(.invalidArgument, "'path' must be an absolute path; got '\(file)'.")
+        // As ImageAddRequest.path in Schema/openapi.yaml: absolute, no empty or over-long component, no NUL.
+        let components = file.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard file.hasPrefix("/"), !file.utf8.contains(0), file.utf8.count < 4096,
+            components.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 255 })
+        else {
+            throw VMSessionError(
+                .invalidArgument, "'path' must be an absolute path to a file (components of 1 to 255 bytes, not ending in '/'); got '\(file)'.")
         }
         // By descriptor, without blocking: a FIFO, a device or a symlink is refused at once.
         let image: ImageFile
@@ -142,10 +147,11 @@ public actor ImageStore: Service {
         version: String, url: String, sha256: String, format: ImageRecord.Format?, pull: Bool = false
     ) throws(VMSessionError) -> ImageRecord {
         try Self.validate(version: version)
-        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            let host = parsed.host, !host.isEmpty
+        guard url.utf8.count <= 2048, (try? Self.urlPattern.wholeMatch(in: url)) != nil, let parsed = URL(string: url),
+            let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https", let host = parsed.host, !host.isEmpty
         else {
-            throw VMSessionError(.invalidArgument, "'url' must be an http:// or https:// URL; got '\(url)'.")
+            throw VMSessionError(
+                .invalidArgument, "'url' must be an http:// or https:// URL with a host name, without query or fragment; got '\(url)'.")
         }
         guard FileDigest.isHexDigest(sha256) else {
             throw VMSessionError(.invalidArgument, "'sha256' must be 64 hexadecimal digits; got '\(sha256)'.")
@@ -306,6 +312,9 @@ public actor ImageStore: Service {
     nonisolated func finalPath(_ version: String, _ format: ImageRecord.Format) -> String {
         "\(directory)/\(version).\(format.rawValue)"
     }
+
+    /// What `pull` takes as a URL; the same pattern as `ImagePullRequest.url` in Schema/openapi.yaml.
+    nonisolated(unsafe) static let urlPattern = #/[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?/#
 
     static func validate(version: String) throws(VMSessionError) {
         guard Identifier.isValid(version, maxLength: 64) else {
