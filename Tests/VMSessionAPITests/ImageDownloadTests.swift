@@ -112,6 +112,7 @@ struct ImageDownloadTests {
     func registerRefusesBadInput() async throws {
         try await Self.withStore { images, directory in
             let sha = String(repeating: "a", count: 64)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             let fifo = directory + "/fifo"
             #expect(mkfifo(fifo, 0o600) == 0)
             let cases: [(String, VMSessionError.Code, () async throws -> Void)] = [
