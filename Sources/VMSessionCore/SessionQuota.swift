@@ -71,13 +71,13 @@ public struct SessionQuota: Equatable, Sendable {
     public func checkCreate(by client: String, existing: [Holding]) throws(VMSessionError) {
         guard existing.count < sessions else {
             throw VMSessionError(
-                .tooManySessions, "The daemon holds \(existing.count) sessions, its limit; close and forget one first.",
+                .tooManySessions, "The daemon holds \(existing.count) sessions, its limit (limits.sessions); reuse one of them, or ask the user to raise the limit.",
                 retryAfterSeconds: 60)
         }
         let own = existing.count { $0.client == client }
         guard own < sessionsPerClient else {
             throw VMSessionError(
-                .tooManySessions, "\(Self.who(client)) holds \(own) sessions, the limit per origin; reuse one of them.",
+                .tooManySessions, "\(Self.who(client)) holds \(own) sessions, the limit per origin (limits.sessionsPerOrigin); reuse one of them.",
                 retryAfterSeconds: 60)
         }
     }
