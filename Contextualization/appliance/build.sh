@@ -38,7 +38,9 @@ need cpio cpio
 need gzip gzip
 need sha256sum coreutils
 [ -x "$BUSYBOX" ] || { echo "build.sh: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
-if ! "$BUSYBOX" --list | grep -qx httpd; then
+# grep reads all of its input (no -q): with pipefail, -q would exit at the first match and the writer's
+# SIGPIPE would fail the pipeline although the applet is there.
+if ! "$BUSYBOX" --list | grep -x httpd >/dev/null; then
     echo "build.sh: $BUSYBOX has no httpd applet; install busybox-static" >&2
     exit 1
 fi

@@ -99,7 +99,8 @@ boot() {
 
 # has_line LINE: the serial log holds exactly LINE (the tty adds \r).
 has_line() {
-    tr -d '\r' <"$LOG" | grep -qxF -- "$1"
+    # Not grep -q: it stops at the first match, tr gets SIGPIPE, and pipefail turns a match into a failure.
+    tr -d '\r' <"$LOG" | grep -xF -- "$1" >/dev/null
 }
 
 # wait_marker TEXT: wait until the line "$MARK TEXT" is in $LOG.

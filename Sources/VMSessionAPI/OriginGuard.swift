@@ -32,7 +32,13 @@ struct OriginGuard<Context: RequestContext>: RouterMiddleware {
             origins.noteRefused(origin)
             return VMSessionError(.originNotApproved, "The user denied \(origin) the use of vmsessiond.").response()
         case .pending, nil:
-            origins.noteRefused(origin)
+            guard origins.noteRefused(origin) else {
+                return VMSessionError(
+                    .originNotApproved,
+                    "\(origin) is not approved, and \(origins.maximumPending) other origins already wait for the user's decision; "
+                        + "it was not recorded. The user can approve it with `vmsessionctl origins approve \(origin)`."
+                ).response()
+            }
             return VMSessionError(
                 .originNotApproved,
                 "\(origin) is not approved yet; the user can approve it with `vmsessionctl origins approve \(origin)`."

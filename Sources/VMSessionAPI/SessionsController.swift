@@ -49,7 +49,10 @@ struct SessionsController {
     @Sendable func requestSession(_ request: Request, context: BasicRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(SessionRequest.self, from: &request, allowed: ["name", "secret"])
-        let grant = try await manager.requestSession(name: body.name, secret: body.secret)
+        // A token from an earlier login proves the owner (it passes the guessing lock); the client names
+        // whose guesses are counted and whose quota is used.
+        let grant = try await manager.requestSession(
+            name: body.name, secret: body.secret, client: Self.client(of: request), token: Self.token(in: request))
         var headers = HTTPFields()
         headers[.location] = "/api/v1/sessions/\(grant.session.id)"
         return JSONResponse.make(
@@ -228,6 +231,15 @@ struct SessionsController {
             throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
         }
         return id
+    }
+
+    /// Who asks: the page's web origin (the origin guard let only approved ones this far), or `local` for
+    /// programs without one and for the daemon's own page.
+    static func client(of request: Request) -> String {
+        guard let header = request.headers[.origin], !CORS.isSameOrigin(header, authority: request.head.authority),
+            let origin = WebOrigin(header)
+        else { return "local" }
+        return origin.value
     }
 
     /// The bearer token from the Authorization header, or from `?token=` (EventSource cannot set headers).

@@ -23,6 +23,8 @@ public enum VMSessionAPI {
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins))
         router.add(middleware: ErrorResponder())
+        let methods = MethodGuard<BasicRequestContext>.Table()
+        router.add(middleware: MethodGuard(table: methods))
         let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
@@ -32,6 +34,7 @@ public enum VMSessionAPI {
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
         DaemonController(controller: controller, manager: manager).addRoutes(to: router)
+        methods.set(router.routes.map { (path: $0.path, method: $0.method) })
         return router
     }
 

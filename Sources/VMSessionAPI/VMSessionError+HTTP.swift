@@ -11,9 +11,11 @@ extension VMSessionError.Code {
         case .unauthorized: .unauthorized
         case .passwordDenied, .notAllowed, .notTrusted, .forbiddenHost: .forbidden
         case .notFound: .notFound
+        case .methodNotAllowed: .methodNotAllowed
         case .invalidState, .operationInProgress: .conflict
         case .payloadTooLarge: .contentTooLarge
-        case .tooManyAttempts, .tooManyStreams: .tooManyRequests
+        case .tooManyAttempts, .tooManyStreams, .tooManySessions: .tooManyRequests
+        case .insufficientResources: .init(code: 507, reasonPhrase: "Insufficient Storage")
         case .originNotApproved: .forbidden
         case .notSupported: .unprocessableContent
         case .notImplemented: .notImplemented

@@ -11,24 +11,42 @@ public enum UserDataTemplate {
         return name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }
     }
 
-    public static func render(_ template: String, parameters: [String: String]) throws(VMSessionError) -> String {
+    /// At most this many missing names are listed in the error (the count of the rest is given).
+    static let missingNamesListed = 10
+
+    /// Fills `template`. The output is bounded *while it is built*: a small template that names a large
+    /// parameter many times (`${a}` × 200,000 with a 1 MiB `a`) is refused with `payload_too_large` as soon as
+    /// the output would pass `maximumBytes`, so memory never grows past the limit.
+    public static func render(
+        _ template: String, parameters: [String: String], maximumBytes: Int = ContextSeed.maximumUserDataBytes
+    ) throws(VMSessionError) -> String {
         for name in parameters.keys where !isValidName(Substring(name)) {
             throw VMSessionError(.invalidArgument, "Parameter names are letters, digits and '_', not starting with a digit; got '\(name)'.")
         }
         var output = ""
-        output.reserveCapacity(template.utf8.count)
+        output.reserveCapacity(min(template.utf8.count, maximumBytes))
         var missing: [String] = []
+        var missingSeen: Set<Substring> = []
         var rest = Substring(template)
+        func append(_ piece: some StringProtocol) throws(VMSessionError) {
+            guard output.utf8.count + piece.utf8.count <= maximumBytes else {
+                throw VMSessionError(
+                    .payloadTooLarge,
+                    "'userData' would be more than \(maximumBytes) bytes after filling in its parameters (the limit); "
+                        + "send less user-data or shorter parameter values.")
+            }
+            output += piece
+        }
         while let dollar = rest.firstIndex(of: "$") {
-            output += rest[..<dollar]
+            try append(rest[..<dollar])
             let afterDollar = rest[rest.index(after: dollar)...]
             if afterDollar.hasPrefix("${") {
-                output += "${"
+                try append("${")
                 rest = afterDollar.dropFirst(2)
                 continue
             }
             guard afterDollar.hasPrefix("{"), let close = afterDollar.firstIndex(of: "}") else {
-                output += "$"
+                try append("$")
                 rest = afterDollar
                 continue
             }
@@ -36,22 +54,23 @@ public enum UserDataTemplate {
             let name = body.prefix { $0 != ":" }
             guard isValidName(name) else {
                 // Not ours (e.g. a shell's ${#array[@]}): keep it as written.
-                output += "$"
+                try append("$")
                 rest = afterDollar
                 continue
             }
             if let value = parameters[String(name)] {
-                output += value
+                try append(value)
             } else if name.endIndex < body.endIndex {
-                output += body[body.index(after: name.endIndex)...]
-            } else if !missing.contains(String(name)) {
+                try append(body[body.index(after: name.endIndex)...])
+            } else if missingSeen.insert(name).inserted {
                 missing.append(String(name))
             }
             rest = afterDollar[afterDollar.index(after: close)...]
         }
-        output += rest
+        try append(rest)
         guard missing.isEmpty else {
-            let list = missing.map { "'\($0)'" }.joined(separator: ", ")
+            var list = missing.prefix(missingNamesListed).map { "'\($0)'" }.joined(separator: ", ")
+            if missing.count > missingNamesListed { list += " and \(missing.count - missingNamesListed) more" }
             throw VMSessionError(
                 .invalidArgument,
                 "The user-data needs the parameter\(missing.count > 1 ? "s" : "") \(list), which 'parameters' does not give and which has no default (write ${name:default}).")

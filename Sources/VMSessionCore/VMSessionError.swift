@@ -57,6 +57,12 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let checksumMismatch = Code("checksum_mismatch", legacyCode: -12)
         /// An image could not be fetched (network failure, refusing server) after the retries.
         public static let downloadFailed = Code("download_failed", legacyCode: -6)
+        /// A client or the daemon holds as many sessions (or pending origins) as it may; see ``SessionQuota``.
+        public static let tooManySessions = Code("too_many_sessions", legacyCode: -1)
+        /// Opening would take the open sessions past the cpus, memory or disk the user allows.
+        public static let insufficientResources = Code("insufficient_resources", legacyCode: -1)
+        /// The path exists, but not for this HTTP method (405, with `Allow`).
+        public static let methodNotAllowed = Code("method_not_allowed", legacyCode: -99)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }

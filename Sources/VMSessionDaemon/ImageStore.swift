@@ -95,13 +95,16 @@ public actor ImageStore: Service {
         return entries
     }
 
-    /// Checks that `version` names an image (built in, available or remote), without fetching anything.
-    public func check(_ version: String) throws(VMSessionError) {
+    /// Checks that `version` names an image (built in, available or remote), without fetching anything; an
+    /// available image's file is re-verified (see ``ImageFile``), so that `open` is refused before any state
+    /// changes when it was swapped.
+    public func check(_ version: String) async throws(VMSessionError) {
         if version == ImageCatalog.applianceVersion { return }
-        guard try storeCall({ try store.image(version) }) != nil else {
+        guard let record = try storeCall({ try store.image(version) }) else {
             throw VMSessionError(
                 .notFound, "There is no image for version '\(version)'; known versions: \(versions().joined(separator: ", ")).")
         }
+        if record.state == .available { try await Self.verify(record) }
     }
 
     /// Registers a local file as image `version`, with its SHA-256. The file stays where it is and is never
@@ -109,21 +112,27 @@ public actor ImageStore: Service {
     @discardableResult
     public func register(version: String, file: String, format: ImageRecord.Format?) async throws(VMSessionError) -> ImageRecord {
         try Self.validate(version: version)
-        guard file.hasPrefix("/") else {
-            throw VMSessionError(.invalidArgument, "'path' must be an absolute path; got '\(file)'.")
-        }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), !isDirectory.boolValue,
-            FileManager.default.isReadableFile(atPath: file)
+        // As ImageAddRequest.path in Schema/openapi.yaml: absolute, no empty or over-long component, no NUL.
+        let components = file.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        guard file.hasPrefix("/"), !file.utf8.contains(0), file.utf8.count < 4096,
+            components.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 255 })
         else {
-            throw VMSessionError(.invalidArgument, "'path' must name a readable file; \(file) is missing, unreadable or a directory.")
+            throw VMSessionError(
+                .invalidArgument, "'path' must be an absolute path to a file (components of 1 to 255 bytes, not ending in '/'); got '\(file)'.")
+        }
+        // By descriptor, without blocking: a FIFO, a device or a symlink is refused at once.
+        let image: ImageFile
+        do throws(VMSessionError) {
+            image = try ImageFile(file)
+        } catch {
+            throw VMSessionError(error.code, "'path' must name a readable regular file: \(error.message)", cause: error)
         }
         try check(absent: version)
         try await DiskImageInspector.checkSelfContained(file)
-        let digest = try await Self.digest(of: file)
+        let (digest, identity) = try await Self.fingerprint(image)
         let record = ImageRecord(
             version: version, format: format ?? Self.detectFormat(file), path: file, sha256: digest,
-            size: ImageDownloader.size(of: file), state: .available, addedAt: Date())
+            size: image.size, state: .available, addedAt: Date(), identity: identity)
         // Re-check after the await: the version may have been taken meanwhile (addImage refuses that too).
         try storeCall { try store.addImage(record) }
         lastErrors[version] = nil
@@ -138,10 +147,11 @@ public actor ImageStore: Service {
         version: String, url: String, sha256: String, format: ImageRecord.Format?, pull: Bool = false
     ) throws(VMSessionError) -> ImageRecord {
         try Self.validate(version: version)
-        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            let host = parsed.host, !host.isEmpty
+        guard url.utf8.count <= 2048, (try? Self.urlPattern.wholeMatch(in: url)) != nil, let parsed = URL(string: url),
+            let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https", let host = parsed.host, !host.isEmpty
         else {
-            throw VMSessionError(.invalidArgument, "'url' must be an http:// or https:// URL; got '\(url)'.")
+            throw VMSessionError(
+                .invalidArgument, "'url' must be an http:// or https:// URL with a host name, without query or fragment; got '\(url)'.")
         }
         guard FileDigest.isHexDigest(sha256) else {
             throw VMSessionError(.invalidArgument, "'sha256' must be 64 hexadecimal digits; got '\(sha256)'.")
@@ -182,7 +192,7 @@ public actor ImageStore: Service {
 
     /// What a VM of `version` boots, if it is there now; `not_found` for an unknown version or an image not
     /// downloaded yet. Never downloads.
-    public func machineImage(_ version: String) throws(VMSessionError) -> MachineImage {
+    public func machineImage(_ version: String) async throws(VMSessionError) -> MachineImage {
         if version == ImageCatalog.applianceVersion { return try catalog.image(for: version) }
         guard let record = try storeCall({ try store.image(version) }) else {
             throw VMSessionError(.notFound, "There is no image for version '\(version)'.")
@@ -190,9 +200,12 @@ public actor ImageStore: Service {
         guard record.state == .available else {
             throw VMSessionError(.notFound, "Image '\(version)' has not been downloaded yet.")
         }
-        guard FileManager.default.isReadableFile(atPath: record.path) else {
-            throw VMSessionError(.notFound, "The file of image '\(version)' (\(record.path)) is missing or unreadable.")
+        var entry = stat()
+        guard lstat(record.path, &entry) == 0 else {
+            throw VMSessionError(.notFound, "The file of image '\(version)' (\(record.path)) is missing.")
         }
+        // Trusted for what was verified only: the same file, re-checked by descriptor.
+        try await Self.verify(record)
         return .disk(path: record.path, format: record.format.rawValue)
     }
 
@@ -201,7 +214,7 @@ public actor ImageStore: Service {
     public func ensureAvailable(_ version: String, progress: @escaping ProgressHandler) async throws(VMSessionError) -> MachineImage {
         guard version != ImageCatalog.applianceVersion,
             let record = try storeCall({ try store.image(version) }), record.state == .remote
-        else { return try machineImage(version) }
+        else { return try await machineImage(version) }
         let observer = UUID()
         if downloads[version] != nil {
             downloads[version]?.observers[observer] = progress
@@ -219,7 +232,7 @@ public actor ImageStore: Service {
                 throw (error as? VMSessionError) ?? VMSessionError(.downloadFailed, "\(error)", cause: error)
             }
             // The downloader's outcome is in the database (or it failed, and threw above).
-            return try machineImage(version)
+            return try await machineImage(version)
         }
         downloads[version] = Download(observers: [observer: progress])
         let result: Result<Void, VMSessionError>
@@ -234,7 +247,7 @@ public actor ImageStore: Service {
         case .success:
             lastErrors[version] = nil
             for waiter in waiters { waiter.resume() }
-            return try machineImage(version)
+            return try await machineImage(version)
         case .failure(let error):
             lastErrors[version] = error.message
             for waiter in waiters { waiter.resume(throwing: error) }
@@ -273,9 +286,11 @@ public actor ImageStore: Service {
             try? FileManager.default.removeItem(atPath: part)
             throw VMSessionError(.ioError, "Cannot move the downloaded image into place at \(record.path): \(reason).")
         }
+        let installed = try ImageFile(record.path)
         var available = record
         available.state = .available
-        available.size = ImageDownloader.size(of: record.path)
+        available.size = installed.size
+        available.identity = installed.identity
         try storeCall { try store.updateImage(available) }
         logger.info("image downloaded", metadata: ["version": "\(version)", "bytes": "\(available.size ?? 0)"])
     }
@@ -298,6 +313,9 @@ public actor ImageStore: Service {
         "\(directory)/\(version).\(format.rawValue)"
     }
 
+    /// What `pull` takes as a URL; the same pattern as `ImagePullRequest.url` in Schema/openapi.yaml.
+    nonisolated(unsafe) static let urlPattern = #/[hH][tT][tT][pP][sS]?://[A-Za-z0-9.-]+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?/#
+
     static func validate(version: String) throws(VMSessionError) {
         guard Identifier.isValid(version, maxLength: 64) else {
             throw VMSessionError(.invalidArgument, "'version' must be 1 to 64 letters, digits, '.', '_' or '-'; got '\(version)'.")
@@ -316,6 +334,20 @@ public actor ImageStore: Service {
     /// Hashes off the actor, so listing and other callers are not held up by a large file.
     @concurrent private nonisolated static func digest(of path: String) async throws(VMSessionError) -> String {
         try FileDigest.sha256(ofFile: path)
+    }
+
+    /// The SHA-256 and identity of an opened file, off the actor; refused if the file changed while it was read.
+    @concurrent private nonisolated static func fingerprint(_ file: ImageFile) async throws(VMSessionError) -> (String, String) {
+        let digest = try file.sha256()
+        guard try file.currentIdentity() == file.identity else {
+            throw VMSessionError(.invalidArgument, "\(file.path) changed while it was being hashed; register it when it is complete.")
+        }
+        return (digest, file.identity)
+    }
+
+    /// Re-checks an image's file before use, off the actor (a record without identity is re-hashed).
+    @concurrent private nonisolated static func verify(_ record: ImageRecord) async throws(VMSessionError) {
+        try ImageFile.verify(path: record.path, version: record.version, identity: record.identity, sha256: record.sha256)
     }
 
     /// `qcow2` if the file starts with QEMU's qcow magic, else `raw`.

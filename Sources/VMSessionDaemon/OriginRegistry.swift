@@ -6,39 +6,102 @@ import VMSessionStore
 
 /// Which web origins may use the daemon. Every browser request asks it, so decisions are cached in memory
 /// and written through to the store; unknown origins are recorded as pending for the user to decide.
+///
+/// Any web page can send requests, so what a refusal costs is bounded: at most ``maximumPending`` origins
+/// wait for a decision (past that, new ones are refused without being recorded, and the user is told once a
+/// minute), and the refusals of an origin already known are counted in memory and written at most once per
+/// ``refusalWriteInterval`` (so `requests` and `lastSeen` stay close to true without a write per request).
 public final class OriginRegistry: Sendable {
-    private let store: SessionStore
-    private let cache: Mutex<[WebOrigin: WebOrigin.Status]>
-    private let logger: Logger
+    /// Refusals of one known origin not yet written, and when its row was last written.
+    private struct Refusals {
+        var unwritten = 0
+        var writtenAt: Date
+    }
 
-    public init(store: SessionStore, logger: Logger) throws {
+    private struct State {
+        var statuses: [WebOrigin: WebOrigin.Status]
+        var pendingCount: Int
+        var refusals: [WebOrigin: Refusals] = [:]
+        var overflowLoggedAt: Date?
+    }
+
+    /// What a refusal asks of the store, decided under the lock and done after it.
+    private enum Write {
+        case none
+        case record(count: Int, isNew: Bool)
+        case overflow(log: Bool)
+    }
+
+    private let store: SessionStore
+    private let state: Mutex<State>
+    private let logger: Logger
+    public let maximumPending: Int
+    public let refusalWriteInterval: TimeInterval
+
+    public init(store: SessionStore, maximumPending: Int = 64, refusalWriteInterval: TimeInterval = 60, logger: Logger) throws {
         self.store = store
         self.logger = logger
-        let known = try store.allOrigins()
-        cache = Mutex(Dictionary(known.map { ($0.origin, $0.status) }, uniquingKeysWith: { _, last in last }))
+        self.maximumPending = maximumPending
+        self.refusalWriteInterval = refusalWriteInterval
+        let known = Dictionary(try store.allOrigins().map { ($0.origin, $0.status) }, uniquingKeysWith: { _, last in last })
+        state = Mutex(State(statuses: known, pendingCount: known.values.count { $0 == .pending }))
     }
 
     /// The user's decision about `origin`, or nil if it never asked.
     public func status(of origin: WebOrigin) -> WebOrigin.Status? {
-        cache.withLock { $0[origin] }
+        state.withLock { $0.statuses[origin] }
     }
 
     /// Records a refused request; an unknown origin becomes pending (and is logged once, for the user).
-    public func noteRefused(_ origin: WebOrigin) {
-        let isNew = cache.withLock { cache -> Bool in
-            guard cache[origin] == nil else { return false }
-            cache[origin] = .pending
+    /// Returns false when the origin was not recorded because too many already wait for a decision.
+    @discardableResult
+    public func noteRefused(_ origin: WebOrigin) -> Bool {
+        let now = Date()
+        let interval = refusalWriteInterval
+        let maximumPending = maximumPending
+        let write = state.withLock { state -> Write in
+            guard state.statuses[origin] != nil else {
+                guard state.pendingCount < maximumPending else {
+                    let log = state.overflowLoggedAt.map { now.timeIntervalSince($0) >= interval } ?? true
+                    if log { state.overflowLoggedAt = now }
+                    return .overflow(log: log)
+                }
+                state.statuses[origin] = .pending
+                state.pendingCount += 1
+                state.refusals[origin] = Refusals(writtenAt: now)
+                return .record(count: 1, isNew: true)
+            }
+            var refusals = state.refusals[origin] ?? Refusals(writtenAt: .distantPast)
+            refusals.unwritten += 1
+            guard now.timeIntervalSince(refusals.writtenAt) >= interval else {
+                state.refusals[origin] = refusals
+                return .none
+            }
+            state.refusals[origin] = Refusals(writtenAt: now)
+            return .record(count: refusals.unwritten, isNew: false)
+        }
+        switch write {
+        case .none:
             return true
-        }
-        do {
-            try store.noteRefused(origin, at: Date())
-        } catch {
-            logger.error("cannot record an origin", metadata: ["origin": "\(origin)", "error": "\(error)"])
-        }
-        if isNew {
-            logger.notice(
-                "a web page asks to use vmsessiond; approve it with `vmsessionctl origins approve \(origin)` or deny it",
-                metadata: ["origin": "\(origin)"])
+        case .overflow(let log):
+            if log {
+                let message = "\(maximumPending) web origins wait for a decision; requests of new ones are refused without being "
+                    + "recorded until the user approves, denies or forgets some (`vmsessionctl origins`)"
+                logger.warning("\(message)")
+            }
+            return false
+        case .record(let count, let isNew):
+            do {
+                try store.noteRefused(origin, at: now, count: count)
+            } catch {
+                logger.error("cannot record an origin", metadata: ["origin": "\(origin)", "error": "\(error)"])
+            }
+            if isNew {
+                logger.notice(
+                    "a web page asks to use vmsessiond; approve it with `vmsessionctl origins approve \(origin)` or deny it",
+                    metadata: ["origin": "\(origin)"])
+            }
+            return true
         }
     }
 
@@ -52,7 +115,7 @@ public final class OriginRegistry: Sendable {
         } catch {
             throw VMSessionError(.ioError, "Cannot record the decision about \(origin).", cause: error)
         }
-        cache.withLock { $0[origin] = status }
+        state.withLock { Self.set(origin, status, in: &$0) }
         logger.notice("origin \(status.rawValue)", metadata: ["origin": "\(origin)"])
         return record
     }
@@ -63,7 +126,7 @@ public final class OriginRegistry: Sendable {
         do { removed = try store.forget(origin) } catch {
             throw VMSessionError(.ioError, "Cannot forget \(origin).", cause: error)
         }
-        cache.withLock { $0[origin] = nil }
+        state.withLock { Self.set(origin, nil, in: &$0) }
         return removed
     }
 
@@ -71,5 +134,12 @@ public final class OriginRegistry: Sendable {
         do { return try store.allOrigins() } catch {
             throw VMSessionError(.ioError, "Cannot read the origins.", cause: error)
         }
+    }
+
+    private static func set(_ origin: WebOrigin, _ status: WebOrigin.Status?, in state: inout State) {
+        if state.statuses[origin] == .pending { state.pendingCount -= 1 }
+        if status == .pending { state.pendingCount += 1 }
+        state.statuses[origin] = status
+        state.refusals[origin] = nil
     }
 }

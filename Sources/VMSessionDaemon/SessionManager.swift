@@ -18,8 +18,11 @@ public actor SessionManager: Service {
     public struct Configuration: Sendable {
         /// How long a guest gets to power off after the ACPI request before it is powered off hard.
         public var stopGrace: Duration
-        public init(stopGrace: Duration = .seconds(30)) {
+        /// How many sessions, and how much cpu, memory and disk in open ones, each client and the daemon may hold.
+        public var quota: SessionQuota
+        public init(stopGrace: Duration = .seconds(30), quota: SessionQuota = .defaults) {
             self.stopGrace = stopGrace
+            self.quota = quota
         }
     }
 
@@ -156,7 +159,12 @@ public actor SessionManager: Service {
 
     /// Returns the session called `name` if `secret` is its secret, creating it if nobody owns the name yet,
     /// with a new bearer token for it. A wrong secret is refused with `password_denied`.
-    public func requestSession(name: String, secret: String) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
+    ///
+    /// `client` is who asks (the page's origin, or `local`), and `token` a token the caller may hold from an
+    /// earlier login: see ``SecretThrottle`` for how they keep guessing slow without locking the owner out.
+    public func requestSession(
+        name: String, secret: String, client: String = "local", token: String? = nil
+    ) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
         guard Identifier.isValidSessionName(name) else {
             throw VMSessionError(
                 .invalidArgument,
@@ -165,16 +173,29 @@ public actor SessionManager: Service {
         guard !secret.isEmpty, secret.utf8.count <= 1024 else {
             throw VMSessionError(.invalidArgument, "'secret' must be 1 to 1024 bytes long.")
         }
+        let key = SecretThrottle<ContinuousClock.Instant>.Key(name: name, client: client)
         if let existing = try storeCall({ try store.session(named: name) }) {
-            return try await grantAccess(to: existing, secret: secret)
+            return try await grantAccess(to: existing, secret: secret, key: key, token: token)
         }
-        let digest = try await hasher.digest(of: secret)
-        // Re-check after the await: someone may have taken the name meanwhile.
+        try configuration.quota.checkCreate(by: client, existing: holdings())
+        // The attempt is reserved before hashing, so that hashing stays bounded.
+        let reservation = try throttle.reserve(key, counted: false, now: clock.now)
+        let digest: SecretDigest
+        do throws(VMSessionError) {
+            digest = try await hasher.digest(of: secret)
+        } catch {
+            throttle.finish(reservation, .unchecked, now: clock.now)
+            throw error
+        }
+        throttle.finish(reservation, .unchecked, now: clock.now)
+        // Re-check after the await: someone may have taken the name meanwhile, or used the quota.
         if let existing = try storeCall({ try store.session(named: name) }) {
-            return try await grantAccess(to: existing, secret: secret)
+            return try await grantAccess(to: existing, secret: secret, key: key, token: token)
         }
+        try configuration.quota.checkCreate(by: client, existing: holdings())
         let now = Date()
-        let stored = StoredSession(session: Session(id: SessionID(), name: name, createdAt: now, updatedAt: now), secret: digest)
+        let stored = StoredSession(
+            session: Session(id: SessionID(), name: name, createdAt: now, updatedAt: now), secret: digest, client: client)
         let (token, tokenHash) = SecretHasher.mintToken()
         let created = SessionEvent.encode(SessionEvent.SessionCreated(name: name))
         _ = try storeCall {
@@ -186,20 +207,34 @@ public actor SessionManager: Service {
         return (stored.session, token, true)
     }
 
-    private func grantAccess(to stored: StoredSession, secret: String) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
-        let name = stored.session.name
-        try throttle.check(name, now: clock.now)
-        guard try await hasher.verify(secret, against: stored.secret) else {
-            throttle.failed(name, now: clock.now)
-            logger.notice("wrong secret", metadata: ["session": "\(stored.session.id)"])
+    private func grantAccess(
+        to stored: StoredSession, secret: String, key: SecretThrottle<ContinuousClock.Instant>.Key, token: String?
+    ) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
+        let proven = token.map { tokenOwners[SecretHasher.tokenHash($0)] == stored.session.id } ?? false
+        let reservation = try throttle.reserve(key, proven: proven, now: clock.now)
+        let matches: Bool
+        do throws(VMSessionError) {
+            matches = try await hasher.verify(secret, against: stored.secret)
+        } catch {
+            throttle.finish(reservation, .unchecked, now: clock.now)
+            throw error
+        }
+        guard matches else {
+            throttle.finish(reservation, .wrong, now: clock.now)
+            logger.notice("wrong secret", metadata: ["session": "\(stored.session.id)", "client": "\(key.client)"])
             throw VMSessionError(.passwordDenied, "The secret does not match the one this session was created with.")
         }
-        throttle.succeeded(name)
+        throttle.finish(reservation, .matched, now: clock.now)
         let (token, hash) = SecretHasher.mintToken()
         try storeCall { try store.addToken(hash: hash, for: stored.session.id, at: Date()) }
         tokenOwners[hash] = stored.session.id
         let current = sessions[stored.session.id]?.session ?? stored.session
         return (current, token, false)
+    }
+
+    /// Every session as the quota counts it.
+    private func holdings() -> [SessionQuota.Holding] {
+        sessions.values.map { SessionQuota.Holding(id: $0.session.id, client: $0.client, session: $0.session) }
     }
 
     /// Who a bearer token speaks for.
@@ -385,10 +420,13 @@ public actor SessionManager: Service {
         }
         // Re-read after the await.
         guard var entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
+        if case .open(let requirements) = input {
+            try configuration.quota.checkOpen(id, by: entry.client, asking: requirements, existing: holdings())
+        }
         var input = input
         if case .start(let template?, let parameters) = input {
+            // Bounded while it expands (payload_too_large at the user-data limit), before any state changes.
             let userData = try UserDataTemplate.render(template, parameters: parameters)
-            _ = try ContextSeed.noCloud(userData: userData, instanceID: id.description, hostname: "check")
             input = .start(userData: userData, parameters: [:])
         } else if case .start(nil, let parameters) = input, !parameters.isEmpty {
             throw VMSessionError(.invalidArgument, "'parameters' fill in 'userData', which is missing.")

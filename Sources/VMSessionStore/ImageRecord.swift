@@ -23,11 +23,15 @@ public struct ImageRecord: Codable, Equatable, Sendable {
     public var size: Int64?
     public var state: State
     public var addedAt: Date
+    /// The file as it was verified (device, inode, size, modification and change times), re-checked by
+    /// descriptor at each use; nil until the file is there (and for images stored before it was kept).
+    public var identity: String?
 
     public init(
         version: String, format: Format, path: String, sha256: String, url: String? = nil, size: Int64? = nil,
-        state: State, addedAt: Date
+        state: State, addedAt: Date, identity: String? = nil
     ) {
+        self.identity = identity
         self.version = version
         self.format = format
         self.path = path

@@ -28,6 +28,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
     var lastError: String?
     var operationId: String?
     var apiPort: Int?
+    var client: String
     var createdAt: Date
     var updatedAt: Date
 
@@ -52,6 +53,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
         lastError = session.lastError
         operationId = session.operationID?.description
         apiPort = session.apiPort
+        client = stored.client
         createdAt = session.createdAt
         updatedAt = session.updatedAt
     }
@@ -72,7 +74,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
             createdAt: createdAt, updatedAt: updatedAt)
         return StoredSession(
             session: session, secret: SecretDigest(kdf: secretKdf, salt: Array(secretSalt), hash: Array(secretHash)),
-            pendingAction: pendingAction.flatMap(SessionAction.init(rawValue:)))
+            pendingAction: pendingAction.flatMap(SessionAction.init(rawValue:)), client: client)
     }
 }
 

@@ -15,6 +15,7 @@ struct ImageRow: Codable, FetchableRecord, PersistableRecord {
     var size: Int64?
     var state: String
     var addedAt: Date
+    var identity: String?
 
     init(_ record: ImageRecord) {
         version = record.version
@@ -25,12 +26,14 @@ struct ImageRow: Codable, FetchableRecord, PersistableRecord {
         size = record.size
         state = record.state.rawValue
         addedAt = record.addedAt
+        identity = record.identity
     }
 
     func record() -> ImageRecord? {
         guard let format = ImageRecord.Format(rawValue: format), let state = ImageRecord.State(rawValue: state) else { return nil }
         return ImageRecord(
-            version: version, format: format, path: path, sha256: sha256, url: url, size: size, state: state, addedAt: addedAt)
+            version: version, format: format, path: path, sha256: sha256, url: url, size: size, state: state, addedAt: addedAt,
+            identity: identity)
     }
 }
 

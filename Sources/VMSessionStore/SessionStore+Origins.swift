@@ -34,14 +34,15 @@ extension SessionStore {
         try read { db in try OriginRow.order(Column("first_seen")).fetchAll(db).compactMap { $0.record() } }
     }
 
-    /// Notes a refused request from an origin that is not approved, creating it as pending if it is new.
+    /// Notes `count` refused requests from an origin that is not approved, the last at `time`, creating it
+    /// as pending if it is new.
     @discardableResult
-    public func noteRefused(_ origin: WebOrigin, at time: Date) throws -> OriginRecord {
+    public func noteRefused(_ origin: WebOrigin, at time: Date, count: Int = 1) throws -> OriginRecord {
         try write { db in
             var row = try OriginRow.fetchOne(db, key: origin.value)
                 ?? OriginRow(OriginRecord(origin: origin, status: .pending, firstSeen: time, lastSeen: time))
             row.lastSeen = time
-            row.requests += 1
+            row.requests += count
             try row.save(db)
             guard let record = row.record() else { throw VMSessionError(.internalError, "An origin could not be stored.") }
             return record

@@ -32,13 +32,13 @@ struct Daemon {
         let events = EventHub(store: store)
         let adminToken = try AdminToken.load(stateDirectory: state)
         logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
-        let origins = try OriginRegistry(store: store, logger: logger)
+        let origins = try OriginRegistry(store: store, maximumPending: settings.maximumPendingOrigins, logger: logger)
         let images = ImageStore(
             store: store, catalog: ImageCatalog(applianceDirectory: settings.applianceDirectory), directory: state + "/images",
             downloader: ImageDownloader(logger: logger), logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
-            configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds)), adminToken: adminToken, logger: logger)
+            configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds), quota: settings.quota), adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
         let source = settings.display.map { XScreenSaverIdleSource(display: $0) }

@@ -24,6 +24,15 @@ struct DaemonSettings: Sendable {
     var maxEventStreams: Int
     /// What is kept of events, operations, tokens and pending origins.
     var retention: RetentionPolicy
+    /// Sessions and resources per origin and in all (`limits.*`).
+    var quota: SessionQuota
+    /// Web origins that may wait for the user's decision at once (`limits.pendingOrigins`).
+    var maximumPendingOrigins: Int
+
+    /// The names under `limits.` (config key `limits.NAME`, flag `--limit NAME=VALUE`).
+    static let limitNames = [
+        "sessions", "sessionsPerOrigin", "cpus", "memory", "disk", "cpusPerOrigin", "memoryPerOrigin", "diskPerOrigin", "pendingOrigins",
+    ]
 
     static let defaultListen = "127.0.0.1:7011"
     static let defaultConfigFile = "/etc/vmsessiond/config.json"
@@ -76,14 +85,32 @@ struct DaemonSettings: Sendable {
         let display = config.string(forKey: "display") ?? environment["DISPLAY"]
         let maxConnections = try boundedInt(config, "maxConnections", default: 4096, in: 16...1_000_000)
         let maxEventStreams = try boundedInt(config, "maxEventStreams", default: 2048, in: 1...1_000_000)
-        let defaults = RetentionPolicy.default
+        let kept = RetentionPolicy.default
         let retention = RetentionPolicy(
-            eventsPerSession: try boundedInt(config, "eventsPerSession", default: defaults.eventsPerSession, in: RetentionPolicy.countRange),
-            eventDays: try boundedInt(config, "eventRetentionDays", default: defaults.eventDays, in: RetentionPolicy.dayRange),
-            operationDays: try boundedInt(config, "operationRetentionDays", default: defaults.operationDays, in: RetentionPolicy.dayRange),
-            tokensPerSession: try boundedInt(config, "tokensPerSession", default: defaults.tokensPerSession, in: RetentionPolicy.countRange),
+            eventsPerSession: try boundedInt(config, "eventsPerSession", default: kept.eventsPerSession, in: RetentionPolicy.countRange),
+            eventDays: try boundedInt(config, "eventRetentionDays", default: kept.eventDays, in: RetentionPolicy.dayRange),
+            operationDays: try boundedInt(config, "operationRetentionDays", default: kept.operationDays, in: RetentionPolicy.dayRange),
+            tokensPerSession: try boundedInt(config, "tokensPerSession", default: kept.tokensPerSession, in: RetentionPolicy.countRange),
             pendingOriginDays: try boundedInt(
-                config, "pendingOriginRetentionDays", default: defaults.pendingOriginDays, in: RetentionPolicy.dayRange))
+                config, "pendingOriginRetentionDays", default: kept.pendingOriginDays, in: RetentionPolicy.dayRange))
+        func limit(_ name: String, _ fallback: Int) throws(VMSessionError) -> Int {
+            let text = config.string(forKey: ConfigKey(["limits", name]), default: "\(fallback)")
+            guard let value = Int(text), (1...(1 << 40)).contains(value) else {
+                throw VMSessionError(.invalidArgument, "limits.\(name) must be a whole number from 1; got '\(text)'.")
+            }
+            return value
+        }
+        let defaults = SessionQuota.defaults
+        let quota = SessionQuota(
+            sessions: try limit("sessions", defaults.sessions),
+            sessionsPerClient: try limit("sessionsPerOrigin", defaults.sessionsPerClient),
+            resources: .init(
+                cpus: try limit("cpus", defaults.resources.cpus), memory: try limit("memory", defaults.resources.memory),
+                disk: try limit("disk", defaults.resources.disk)),
+            resourcesPerClient: .init(
+                cpus: try limit("cpusPerOrigin", defaults.resourcesPerClient.cpus),
+                memory: try limit("memoryPerOrigin", defaults.resourcesPerClient.memory),
+                disk: try limit("diskPerOrigin", defaults.resourcesPerClient.disk)))
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
@@ -91,7 +118,8 @@ struct DaemonSettings: Sendable {
             stopGraceSeconds: stopGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
             display: display?.isEmpty == true ? nil : display, idleTime: idleTime,
-            maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention)
+            maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
+            maximumPendingOrigins: try limit("pendingOrigins", 64))
     }
 
     private static func boundedInt(_ config: ConfigReader, _ key: String, default value: Int, in range: ClosedRange<Int>) throws(VMSessionError) -> Int {

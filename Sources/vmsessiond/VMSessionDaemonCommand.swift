@@ -31,6 +31,11 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               maxEventStreams  VMSESSIOND_MAX_EVENT_STREAMS  default 2048 (all clients; at most maxConnections - 32)
               eventsPerSession, eventRetentionDays, operationRetentionDays, tokensPerSession,
               pendingOriginRetentionDays: retention (defaults 10000, 90, 30, 64, 30; see the README)
+              limits.sessions, limits.sessionsPerOrigin    default 64, 16 (sessions, closed ones included)
+              limits.cpus, limits.memory, limits.disk    default 64, 65536, 1048576 (open sessions in all; MiB)
+              limits.cpusPerOrigin, limits.memoryPerOrigin, limits.diskPerOrigin   default 16, 32768, 262144
+              limits.pendingOrigins                      default 64 (web origins waiting for approval)
+                (variables VMSESSIOND_LIMITS_SESSIONS, …; flag --limit NAME=VALUE, e.g. --limit cpus=8)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
             """)
 
@@ -61,6 +66,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
     var idleTime: String?
 
+    @Option(help: "A quota, as NAME=VALUE (sessions, sessionsPerOrigin, cpus, memory, disk, cpusPerOrigin, memoryPerOrigin, diskPerOrigin, pendingOrigins); repeatable.")
+    var limit: [String] = []
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -76,6 +84,13 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["logLevel"] = logLevel
         flags["display"] = display
         flags["idleTime"] = idleTime
+        for item in limit {
+            guard let equals = item.firstIndex(of: "="), DaemonSettings.limitNames.contains(String(item[..<equals])) else {
+                throw ValidationError(
+                    "--limit takes NAME=VALUE with NAME one of \(DaemonSettings.limitNames.joined(separator: ", ")); got '\(item)'.")
+            }
+            flags["limits." + item[..<equals]] = String(item[item.index(after: equals)...])
+        }
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)

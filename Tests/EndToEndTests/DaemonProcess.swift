@@ -84,6 +84,9 @@ final class DaemonProcess: @unchecked Sendable {
         #expect(process.terminationStatus == 0, "vmsessiond exits cleanly on SIGTERM")
     }
 
+    /// The running daemon's process id (to read its memory high-water mark, for instance).
+    var processID: Int32? { process?.processIdentifier }
+
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     deinit {

@@ -89,4 +89,22 @@ struct BadInputTests {
             #expect(reply.status == .badRequest)
         }
     }
+
+    @Test(
+        "a path asked with a method it does not take is 405 with Allow naming the route the router picks; an unknown path is 404",
+        arguments: [
+            (HTTPRequest.Method.trace, "/api/v1", HTTPResponse.Status.methodNotAllowed, "GET"),
+            (.delete, "/api/v1/sessions", .methodNotAllowed, "GET, POST"),
+            (.get, "/api/v1/images/pull", .methodNotAllowed, "POST"),
+            (.put, "/api/v1/images/some-version", .methodNotAllowed, "DELETE, GET"),
+            (.get, "/api/v1/no-such-thing", .notFound, nil),
+        ] as [(HTTPRequest.Method, String, HTTPResponse.Status, String?)])
+    func wrongMethods(method: HTTPRequest.Method, path: String, status: HTTPResponse.Status, allow: String?) async throws {
+        try await APIFixture.run { client, fixture in
+            let reply = try await client.call(method, path, token: fixture.adminToken)
+            #expect(reply.status == status)
+            #expect(reply.errorCode == (allow == nil ? "not_found" : "method_not_allowed"))
+            #expect(reply.headers[.allow] == allow)
+        }
+    }
 }

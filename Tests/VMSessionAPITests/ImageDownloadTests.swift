@@ -112,17 +112,25 @@ struct ImageDownloadTests {
     func registerRefusesBadInput() async throws {
         try await Self.withStore { images, directory in
             let sha = String(repeating: "a", count: 64)
-            let cases: [(String, () async throws -> Void)] = [
-                ("version", { try await images.registerRemote(version: "../x", url: "http://h/x", sha256: sha, format: nil) }),
-                ("appliance", { try await images.registerRemote(version: "appliance", url: "http://h/x", sha256: sha, format: nil) }),
-                ("url", { try await images.registerRemote(version: "a1", url: "file:///etc/passwd", sha256: sha, format: nil) }),
-                ("sha256", { try await images.registerRemote(version: "a1", url: "http://h/x", sha256: "abc", format: nil) }),
-                ("path", { try await images.register(version: "a1", file: directory + "/nothing.qcow2", format: nil) }),
-                ("path", { try await images.register(version: "a1", file: "relative.qcow2", format: nil) }),
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let fifo = directory + "/fifo"
+            #expect(mkfifo(fifo, 0o600) == 0)
+            let cases: [(String, VMSessionError.Code, () async throws -> Void)] = [
+                ("version", .invalidArgument, { try await images.registerRemote(version: "../x", url: "http://h/x", sha256: sha, format: nil) }),
+                ("appliance", .invalidArgument, { try await images.registerRemote(version: "appliance", url: "http://h/x", sha256: sha, format: nil) }),
+                ("url", .invalidArgument, { try await images.registerRemote(version: "a1", url: "file:///etc/passwd", sha256: sha, format: nil) }),
+                ("url", .invalidArgument, { try await images.registerRemote(version: "a1", url: "http://h/x#frag", sha256: sha, format: nil) }),
+                ("sha256", .invalidArgument, { try await images.registerRemote(version: "a1", url: "http://h/x", sha256: "abc", format: nil) }),
+                // A missing file is not found; a FIFO or device is refused at once, without blocking on it.
+                ("path", .notFound, { try await images.register(version: "a1", file: directory + "/nothing.qcow2", format: nil) }),
+                ("path", .invalidArgument, { try await images.register(version: "a1", file: "relative.qcow2", format: nil) }),
+                ("path", .invalidArgument, { try await images.register(version: "a1", file: fifo, format: nil) }),
+                ("path", .invalidArgument, { try await images.register(version: "a1", file: "/dev/zero", format: nil) }),
+                ("path", .invalidArgument, { try await images.register(version: "a1", file: directory + "/", format: nil) }),
             ]
-            for (field, attempt) in cases {
+            for (field, code, attempt) in cases {
                 let error = await #expect(throws: VMSessionError.self) { try await attempt() }
-                #expect(error?.code == .invalidArgument, "\(field)")
+                #expect(error?.code == code, "\(field): \(error?.message ?? "")")
                 #expect(error?.message.contains(field == "appliance" ? "appliance" : "'\(field)'") == true, "\(field): \(error?.message ?? "")")
             }
             let versions = try await images.list().map(\.version)

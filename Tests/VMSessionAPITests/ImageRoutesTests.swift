@@ -155,7 +155,10 @@ struct ImageRoutesTests {
                 ("/api/v1/images/pull", #"{"version":"a b","url":"http://h/x","sha256":"\#(sha)"}"#, "'version'", .badRequest, "invalid_argument"),
                 ("/api/v1/images/pull", #"{"version":"x1","url":"http://h/x","sha256":"\#(sha)","format":"vmdk"}"#, "'format'", .badRequest, "invalid_argument"),
                 ("/api/v1/images/pull", #"{"version":"x1","url":"http://h/x","sha256":"\#(sha)","extra":1}"#, "'extra'", .badRequest, "invalid_argument"),
-                ("/api/v1/images", #"{"version":"x1","path":"/nonexistent/disk.qcow2"}"#, "'path'", .badRequest, "invalid_argument"),
+                ("/api/v1/images", #"{"version":"x1","path":"/nonexistent/disk.qcow2"}"#, "'path'", .notFound, "not_found"),
+                ("/api/v1/images", #"{"version":"x1","path":"relative/disk.qcow2"}"#, "'path'", .badRequest, "invalid_argument"),
+                ("/api/v1/images", #"{"version":"x1","path":"/dev/zero"}"#, "regular file", .badRequest, "invalid_argument"),
+                ("/api/v1/images/pull", #"{"version":"x1","url":"http://h/x?q=1","sha256":"\#(sha)"}"#, "'url'", .badRequest, "invalid_argument"),
             ]
             for (path, body, needle, status, code) in cases {
                 let reply = try await client.call(.post, path, token: admin, body: body)

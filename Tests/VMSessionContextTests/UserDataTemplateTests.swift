@@ -69,4 +69,39 @@ struct UserDataTemplateTests {
         let context = String(decoding: seed.files["context.sh"] ?? [], as: UTF8.self)
         #expect(context.contains("EC2_USER_DATA=IyEvYmluL3NoCmVjaG8gaGkK"))
     }
+
+    @Test("expansion stops at the limit while it runs: ${a} × 200,000 with a 1 MiB parameter is refused, not built")
+    func expansionBoundedWhileRunning() {
+        let template = String(repeating: "${a}", count: 200_000)
+        let value = String(repeating: "v", count: 1 << 20)
+        do {
+            _ = try UserDataTemplate.render(template, parameters: ["a": value])
+            Issue.record("an expansion of 200 GiB was accepted")
+        } catch {
+            #expect(error.code == .payloadTooLarge)
+            #expect(error.message.contains("\(ContextSeed.maximumUserDataBytes) bytes"))
+        }
+    }
+
+    @Test("the limit counts the filled-in output to the byte", arguments: [(100, true), (99, false)])
+    func limitIsExact(maximumBytes: Int, accepted: Bool) {
+        // 10 × "${a}" with a 10-byte value: exactly 100 bytes.
+        let output = try? UserDataTemplate.render(
+            String(repeating: "${a}", count: 10), parameters: ["a": "0123456789"], maximumBytes: maximumBytes)
+        #expect(output?.utf8.count == (accepted ? 100 : nil))
+    }
+
+    @Test("many distinct missing names are named up to ten, with a count of the rest, in linear time")
+    func manyMissingNames() {
+        let template = (0..<100_000).map { "${n\($0)}" }.joined()
+        do {
+            _ = try UserDataTemplate.render(template, parameters: [:])
+            Issue.record("rendered without its parameters")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("'n0', 'n1'"))
+            #expect(error.message.contains("and 99990 more"))
+            #expect(!error.message.contains("'n10'"))
+        }
+    }
 }
