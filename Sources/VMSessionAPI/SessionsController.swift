@@ -14,6 +14,7 @@ struct SessionsController {
         router.get("/api/v1", use: daemonInfo)
         router.post("/api/v1/sessions", use: requestSession)
         router.get("/api/v1/sessions/:id", use: show)
+        router.delete("/api/v1/sessions/:id", use: delete)
         for action in SessionAction.allCases {
             router.post("/api/v1/sessions/:id/\(action.rawValue)") { request, context in
                 try await perform(action, request: request, context: context)
@@ -175,6 +176,11 @@ struct SessionsController {
     }
 
     /// Revokes the token presented (or, with the admin token, every token of the session).
+    @Sendable func delete(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try await manager.deleteSession(try Self.sessionID(in: context), token: Self.token(in: request))
+        return Response(status: .noContent)
+    }
+
     @Sendable func revokeToken(_ request: Request, context: BasicRequestContext) async throws -> Response {
         _ = try await manager.revokeTokens(of: try Self.sessionID(in: context), token: Self.token(in: request))
         return Response(status: .noContent)

@@ -13,13 +13,19 @@ public struct RetentionPolicy: Equatable, Sendable {
     public var tokensPerSession: Int
     /// Pending origins not seen for this many days are forgotten (approved and denied ones are kept).
     public var pendingOriginDays: Int
+    /// Closed sessions not used for this many days are deleted: their name is free again and they stop
+    /// counting against the session quota.
+    public var closedSessionDays: Int
 
-    public init(eventsPerSession: Int = 10_000, eventDays: Int = 90, operationDays: Int = 30, tokensPerSession: Int = 64, pendingOriginDays: Int = 30) {
+    public init(eventsPerSession: Int = 10_000, eventDays: Int = 90, operationDays: Int = 30, tokensPerSession: Int = 64, pendingOriginDays: Int = 30,
+        closedSessionDays: Int = 30
+    ) {
         self.eventsPerSession = eventsPerSession
         self.eventDays = eventDays
         self.operationDays = operationDays
         self.tokensPerSession = tokensPerSession
         self.pendingOriginDays = pendingOriginDays
+        self.closedSessionDays = closedSessionDays
     }
 
     public static let `default` = RetentionPolicy()

@@ -53,11 +53,12 @@ public struct Housekeeper: Service {
                 )
             }
             if !result.tokens.isEmpty { await manager.forgetTokens(result.tokens) }
-            if result.events + result.operations + result.tokens.count + result.origins > 0 {
+            let sessions = await manager.deleteClosedSessions(unchangedSince: now.addingTimeInterval(-Double(policy.closedSessionDays) * day))
+            if result.events + result.operations + result.tokens.count + result.origins + sessions > 0 {
                 logger.info(
                     "retention",
                     metadata: ["events": "\(result.events)", "operations": "\(result.operations)", "tokens": "\(result.tokens.count)",
-                               "pendingOrigins": "\(result.origins)"])
+                               "pendingOrigins": "\(result.origins)", "closedSessions": "\(sessions)"])
             }
         } catch {
             logger.error("retention pass failed", metadata: ["error": "\(error)"])

@@ -225,6 +225,10 @@ public actor SessionManager: Service {
             throw VMSessionError(.passwordDenied, "The secret does not match the one this session was created with.")
         }
         throttle.finish(reservation, .matched, now: clock.now)
+        // Re-check after the await: the session may have been deleted meanwhile.
+        guard sessions[stored.session.id] != nil else {
+            throw VMSessionError(.notFound, "The session '\(stored.session.name)' was deleted meanwhile; ask for it again to create it anew.")
+        }
         let (token, hash) = SecretHasher.mintToken()
         try storeCall { try store.addToken(hash: hash, for: stored.session.id, at: Date()) }
         tokenOwners[hash] = stored.session.id
@@ -287,6 +291,40 @@ public actor SessionManager: Service {
         let ended = events.end { owner in owner.session == id && (hash == nil || owner.tokenHash == hash) }
         logger.info("tokens revoked", metadata: ["session": "\(id)", "count": "\(count)", "streams ended": "\(ended)"])
         return count
+    }
+
+    /// Deletes a closed session for good: its record, tokens, operations, properties and events. Its name is
+    /// free again and it no longer counts against the quota. Its token (or the admin token) may do it; any
+    /// other state is refused with `invalid_state` (close it first), and its streams end.
+    public func deleteSession(_ id: SessionID, token: String?) throws(VMSessionError) {
+        try authorize(token: token, for: id)
+        try deleteClosed(id, reason: "deleted")
+    }
+
+    /// Deletes closed sessions unchanged since `cutoff` (retention); returns how many went.
+    public func deleteClosedSessions(unchangedSince cutoff: Date) -> Int {
+        let candidates = (try? storeCall { try store.closedSessions(unchangedSince: cutoff) }) ?? []
+        var deleted = 0
+        for id in candidates {
+            // Re-checked here, on the actor: it may have been reopened since the store was read.
+            guard let entry = sessions[id], entry.session.updatedAt < cutoff else { continue }
+            if (try? deleteClosed(id, reason: "unused since \(entry.session.updatedAt)")) != nil { deleted += 1 }
+        }
+        return deleted
+    }
+
+    private func deleteClosed(_ id: SessionID, reason: String) throws(VMSessionError) {
+        guard let entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
+        guard entry.session.state == .closed, pending[id] == nil else {
+            throw VMSessionError(
+                .invalidState, "Only a closed session can be deleted; this one is \(entry.session.state.rawValue) (close it first).")
+        }
+        try storeCall { try store.deleteSession(id) }
+        sessions[id] = nil
+        tokenOwners = tokenOwners.filter { $0.value != id }
+        guestAPIUp.remove(id)
+        let ended = events.end { $0.session == id }
+        logger.info("session deleted", metadata: ["session": "\(id)", "reason": "\(reason)", "streams ended": "\(ended)"])
     }
 
     /// Forgets tokens the store no longer has (retention pruned them) and ends the streams they opened.

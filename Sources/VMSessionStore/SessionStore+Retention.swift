@@ -84,6 +84,29 @@ extension SessionStore {
         }
     }
 
+    /// Deletes a session with its tokens, operations, properties and events; its name is free again. The
+    /// daemon-wide stream's watermark rises past its events, so that a replay says they are gone.
+    @discardableResult
+    public func deleteSession(_ id: SessionID) throws -> Bool {
+        try write { db in
+            let last = try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM events WHERE session_id = ?", arguments: [id.description])
+            try db.execute(sql: "DELETE FROM events WHERE session_id = ?", arguments: [id.description])
+            try db.execute(sql: "DELETE FROM event_watermarks WHERE stream = ?", arguments: [id.description])
+            if let last { try Self.raiseWatermark(Self.allStreams, to: last, in: db) }
+            return try SessionRow.deleteOne(db, key: id.description)
+        }
+    }
+
+    /// Closed sessions not changed since `cutoff`, oldest first.
+    public func closedSessions(unchangedSince cutoff: Date) throws -> [SessionID] {
+        try read { db in
+            try String.fetchAll(
+                db, sql: "SELECT id FROM sessions WHERE state = 'closed' AND pending_action IS NULL AND updated_at < ? ORDER BY updated_at",
+                arguments: [cutoff]
+            ).compactMap(SessionID.init)
+        }
+    }
+
     /// Forgets pending origins last seen before `cutoff`. Returns how many went.
     @discardableResult
     public func prunePendingOrigins(lastSeenBefore cutoff: Date) throws -> Int {

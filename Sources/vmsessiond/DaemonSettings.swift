@@ -92,7 +92,9 @@ struct DaemonSettings: Sendable {
             operationDays: try boundedInt(config, "operationRetentionDays", default: kept.operationDays, in: RetentionPolicy.dayRange),
             tokensPerSession: try boundedInt(config, "tokensPerSession", default: kept.tokensPerSession, in: RetentionPolicy.countRange),
             pendingOriginDays: try boundedInt(
-                config, "pendingOriginRetentionDays", default: kept.pendingOriginDays, in: RetentionPolicy.dayRange))
+                config, "pendingOriginRetentionDays", default: kept.pendingOriginDays, in: RetentionPolicy.dayRange),
+            closedSessionDays: try boundedInt(
+                config, "closedSessionRetentionDays", default: kept.closedSessionDays, in: RetentionPolicy.dayRange))
         func limit(_ name: String, _ fallback: Int) throws(VMSessionError) -> Int {
             let text = config.string(forKey: ConfigKey(["limits", name]), default: "\(fallback)")
             guard let value = Int(text), (1...(1 << 40)).contains(value) else {

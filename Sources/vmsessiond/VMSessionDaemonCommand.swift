@@ -30,7 +30,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               maxConnections   VMSESSIOND_MAX_CONNECTIONS    default 4096 (lowered to fit the descriptor limit)
               maxEventStreams  VMSESSIOND_MAX_EVENT_STREAMS  default 2048 (all clients; at most maxConnections - 32)
               eventsPerSession, eventRetentionDays, operationRetentionDays, tokensPerSession,
-              pendingOriginRetentionDays: retention (defaults 10000, 90, 30, 64, 30; see the README)
+              pendingOriginRetentionDays, closedSessionRetentionDays: retention (defaults 10000, 90, 30, 64, 30,
+              30; see the README)
               limits.sessions, limits.sessionsPerOrigin    default 64, 16 (sessions, closed ones included)
               limits.cpus, limits.memory, limits.disk    default 64, 65536, 1048576 (open sessions in all; MiB)
               limits.cpusPerOrigin, limits.memoryPerOrigin, limits.diskPerOrigin   default 16, 32768, 262144

@@ -33,6 +33,32 @@ struct SessionRoutesTests {
         }
     }
 
+    @Test("only a closed session can be deleted, by its own token; its name is free again afterwards")
+    func deleteClosedSession() async throws {
+        try await APIFixture.run { client, _ in
+            let (id, token) = try await client.newSession("to-delete", secret: "pw")
+            let other = try await client.newSession()
+            let base = "/api/v1/sessions/\(id)"
+            #expect(try await client.call(.delete, base, token: other.token).status == .forbidden)
+            #expect(try await client.call(.post, base + "/open", token: token, body: #"{"memory":128,"disk":64,"version":"appliance"}"#).status == .accepted)
+            #expect(try await client.settled(id, token: token)["state"] as? String == "open")
+            let refused = try await client.call(.delete, base, token: token)
+            #expect(refused.status == .conflict)
+            #expect(refused.errorCode == "invalid_state")
+            #expect(try await client.call(.get, base, token: token)["state"] as? String == "open", "a refusal changes nothing")
+            #expect(try await client.call(.post, base + "/close", token: token).status == .accepted)
+            #expect(try await client.settled(id, token: token)["state"] as? String == "closed")
+
+            #expect(try await client.call(.delete, base, token: token).status == .noContent)
+            #expect(try await client.call(.get, base, token: token).status == .notFound)
+            #expect(try await client.call(.delete, base, token: token).status == .notFound)
+            // The name is free: a new requester with another secret owns it now.
+            let again = try await client.call(.post, "/api/v1/sessions", body: #"{"name":"to-delete","secret":"new"}"#)
+            #expect(again.status == .created)
+            #expect((again["session"] as? [String: Any])?["id"] as? String != id)
+        }
+    }
+
     @Test("a session's routes need its own token")
     func tokensAreScopedToTheirSession() async throws {
         try await APIFixture.run { client, _ in

@@ -1,0 +1,16 @@
+import ArgumentParser
+
+struct SessionsDelete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a closed session for good: its name is free again.")
+
+    @OptionGroup var options: ControlOptions
+    @Argument(help: "The session's id or name.") var session: String
+
+    func run() async throws {
+        let client = try options.client()
+        let id = try await client.sessionID(session)
+        _ = try await client.call("DELETE", "/api/v1/sessions/\(id)")
+        print("deleted \(session) (\(id))")
+    }
+}
