@@ -15,13 +15,13 @@ public enum VMSessionAPI {
     /// in that order.
     public static func buildRouter(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
-        controller: IdleController
+        controller: IdleController, mode: DaemonMode? = nil
     ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins))
         router.add(middleware: ErrorResponder())
-        let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
+        let sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)

@@ -18,9 +18,21 @@ struct DaemonSettings: Sendable {
     var display: String?
     /// Seconds without input before the desktop counts as idle, until `PUT /api/v1/daemon` stores another.
     var idleTime: Int
+    /// How execution caps are applied: auto, libvirt, cgroup or none (see `CapMechanism`).
+    var capMechanism: String
+    /// A cgroup directory to make the VMs' cgroups in instead of the daemon's own; nil: the daemon's own.
+    var cgroupDirectory: String?
 
     static let defaultListen = "127.0.0.1:7011"
-    static let defaultConfigFile = "/etc/vmsessiond/config.json"
+    static let systemConfigFile = "/etc/vmsessiond/config.json"
+
+    /// The default config file: /etc/vmsessiond/config.json for root, `$XDG_CONFIG_HOME/vmsessiond/config.json`
+    /// (or ~/.config/vmsessiond/config.json) for a user.
+    static func defaultConfigFile(environment: [String: String]) -> String {
+        if geteuid() == 0 { return systemConfigFile }
+        if let xdg = environment["XDG_CONFIG_HOME"], !xdg.isEmpty { return xdg + "/vmsessiond/config.json" }
+        return NSHomeDirectory() + "/.config/vmsessiond/config.json"
+    }
 
     /// The default state directory: `$STATE_DIRECTORY` under systemd, /var/lib/vmsessiond for root,
     /// `$XDG_STATE_HOME/vmsessiond` (or ~/.local/state/vmsessiond) otherwise.
@@ -39,7 +51,7 @@ struct DaemonSettings: Sendable {
         for (key, value) in flags { values[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = .init(.string(value), isSecret: false) }
         let explicitFile = configFile ?? environment["VMSESSIOND_CONFIG"]
         let file = try await FileProvider<JSONSnapshot>(
-            filePath: .init(explicitFile ?? defaultConfigFile), allowMissing: explicitFile == nil)
+            filePath: .init(explicitFile ?? defaultConfigFile(environment: environment)), allowMissing: explicitFile == nil)
         let config = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: values),
             KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment)) { key in
@@ -68,13 +80,19 @@ struct DaemonSettings: Sendable {
             throw VMSessionError(.invalidArgument, "idleTime must be 1 to 86400 seconds; got '\(idleText)'.")
         }
         let display = config.string(forKey: "display") ?? environment["DISPLAY"]
+        let capMechanism = config.string(forKey: "capMechanism", default: "auto")
+        guard ["auto", "libvirt", "cgroup", "none"].contains(capMechanism) else {
+            throw VMSessionError(.invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(capMechanism)'.")
+        }
+        let cgroupDirectory = config.string(forKey: "cgroupDir")
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
             applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
             stopGraceSeconds: stopGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
-            display: display?.isEmpty == true ? nil : display, idleTime: idleTime)
+            display: display?.isEmpty == true ? nil : display, idleTime: idleTime, capMechanism: capMechanism,
+            cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil)
     }
 
     static func parseListen(_ text: String) throws(VMSessionError) -> (String, Int) {

@@ -19,7 +19,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
             Every setting can come from a flag, an environment variable or the JSON config file (in that order of
             precedence). Config file keys and variables:
               listen        VMSESSIOND_LISTEN         default 127.0.0.1:7011
-              stateDir      VMSESSIOND_STATE_DIR      default /var/lib/vmsessiond (root), ~/.local/state/vmsessiond
+              stateDir      VMSESSIOND_STATE_DIR      default /var/lib/vmsessiond (root), $XDG_STATE_HOME/vmsessiond
               libvirtUri    VMSESSIOND_LIBVIRT_URI    default qemu:///embed?root=<stateDir>/libvirt
               accelerator   VMSESSIOND_ACCELERATOR    default auto (kvm if /dev/kvm is usable, else tcg)
               applianceDir  VMSESSIOND_APPLIANCE_DIR  default <stateDir>/appliance
@@ -27,7 +27,10 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               logLevel      VMSESSIOND_LOG_LEVEL      default info
               display       VMSESSIOND_DISPLAY        default $DISPLAY (X display for idle detection; none: VMs at max)
               idleTime      VMSESSIOND_IDLE_TIME      default 30 (seconds without input before idle; PUT /api/v1/daemon wins)
-            The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
+              capMechanism  VMSESSIOND_CAP_MECHANISM  default auto (libvirt if privileged, else a cgroup; or libvirt, cgroup, none)
+              cgroupDir     VMSESSIOND_CGROUP_DIR     default the daemon's own cgroup (v2 with cpu delegated, or v1 cpu)
+            The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or
+            $XDG_CONFIG_HOME/vmsessiond/config.json (a user), if it exists.
             """)
 
     @Option(help: "Address and port to listen on; loopback only.")
@@ -57,6 +60,12 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
     var idleTime: String?
 
+    @Option(name: .customLong("cap-mechanism"), help: "How execution caps are applied: auto, libvirt, cgroup or none.")
+    var capMechanism: String?
+
+    @Option(name: .customLong("cgroup-dir"), help: "A writable cgroup (v1 cpu, or v2 with cpu delegated) for the VMs' cgroups.")
+    var cgroupDir: String?
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -72,6 +81,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["logLevel"] = logLevel
         flags["display"] = display
         flags["idleTime"] = idleTime
+        flags["capMechanism"] = capMechanism
+        flags["cgroupDir"] = cgroupDir
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)
