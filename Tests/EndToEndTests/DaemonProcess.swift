@@ -6,6 +6,10 @@ import Testing
 final class DaemonProcess: @unchecked Sendable {
     let stateDirectory: String
     let arguments: [String]
+    /// A command that runs the daemon (e.g. as another user, in a cgroup): it gets the binary and its
+    /// arguments after its own and must `exec` them, so that the process signalled is the daemon.
+    let launcher: [String]
+    let binary: String
     private(set) var port = 0
     private var process: Process?
     private var logHandle: FileHandle?
@@ -23,9 +27,11 @@ final class DaemonProcess: @unchecked Sendable {
 
     var logPath: String { stateDirectory + "/daemon.log" }
 
-    init(stateDirectory: String, arguments: [String]) {
+    init(stateDirectory: String, arguments: [String], launcher: [String] = [], binary: String = DaemonProcess.binary) {
         self.stateDirectory = stateDirectory
         self.arguments = arguments
+        self.launcher = launcher
+        self.binary = binary
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
@@ -36,8 +42,9 @@ final class DaemonProcess: @unchecked Sendable {
         try log.seekToEnd()
         let logStart = try log.offset()
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        let command = launcher + [binary, "--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         process.standardError = log
         process.standardOutput = log
         try process.run()
