@@ -223,6 +223,7 @@ public final class LibvirtHypervisor: Hypervisor {
 
     public func setExecutionCap(_ cap: ExecutionCap, for id: SessionID) async throws(VMSessionError) {
         let mechanism = capMechanism
+        if mechanism.kind == .none && cap != .unlimited { throw VMSessionError(.notSupported, mechanism.detail) }
         try await withDomain(id, "set the execution cap") { try mechanism.apply(cap, to: $0) }
     }
 
