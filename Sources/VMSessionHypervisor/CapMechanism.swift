@@ -1,5 +1,6 @@
 import Foundation
 import Libvirt
+import Synchronization
 import VMSessionCore
 
 /// How the daemon holds a running VM to its execution cap. Chosen once at start (``CapMechanismChoice``),
@@ -53,24 +54,29 @@ struct LibvirtSchedulerCap: CapMechanism {
 /// limited there with CFS bandwidth: `vcpus` × cap of a core for the whole process.
 struct CgroupCap: CapMechanism {
     let cgroup: CgroupCPU
+    /// QEMU pids by machine, so that reading a cap (every `GET` of a session) does not scan /proc.
+    private let pids = PIDCache()
+
+    init(cgroup: CgroupCPU) { self.cgroup = cgroup }
 
     var kind: CapMechanismKind { cgroup.version == .v2 ? .cgroupV2 : .cgroupV1 }
     var detail: String { cgroup.base }
 
     func apply(_ cap: ExecutionCap, to domain: Domain) throws {
         let machine = domain.name
-        let pid = try Self.qemuPID(of: machine)
+        let pid = try pids.pid(of: machine)
         if cap == .unlimited && cgroup.members(of: machine).isEmpty { return }  // never limited: nothing to undo
         try cgroup.apply(CPUBandwidth(cap: cap, vcpus: try domain.vcpuCount()), machine: machine, pid: pid)
     }
 
     func applied(to domain: Domain) throws -> ExecutionCap {
         let machine = domain.name
-        guard let bandwidth = cgroup.bandwidth(machine: machine, pid: try Self.qemuPID(of: machine)) else { return .unlimited }
+        guard let bandwidth = cgroup.bandwidth(machine: machine, pid: try pids.pid(of: machine)) else { return .unlimited }
         return bandwidth.cap(vcpus: try domain.vcpuCount())
     }
 
     func release(machine: String) {
+        pids.forget(machine)
         // QEMU may take a moment to leave after libvirt reports it gone.
         for _ in 0..<20 {
             if cgroup.remove(machine: machine) { return }
@@ -82,7 +88,7 @@ struct CgroupCap: CapMechanism {
         let names = Set(running.map(\.name))
         for domain in running where cgroup.machines().contains(domain.name) {
             // A VM that kept running keeps its cgroup and limit; a QEMU found outside it is moved back in.
-            guard let pid = try? Self.qemuPID(of: domain.name), !cgroup.members(of: domain.name).contains(pid),
+            guard let pid = try? pids.pid(of: domain.name), !cgroup.members(of: domain.name).contains(pid),
                 let cap = try? applied(to: domain)
             else { continue }
             try? apply(cap, to: domain)
@@ -90,19 +96,37 @@ struct CgroupCap: CapMechanism {
         for machine in cgroup.machines() where !names.contains(machine) { cgroup.remove(machine: machine) }
     }
 
-    /// The pid of the QEMU process running `machine` as this user, found by its `-name guest=…` argument.
-    static func qemuPID(of machine: String) throws -> Int32 {
+}
+
+/// Finds the pid of the QEMU process running a machine as this user (by its `-name guest=…` argument)
+/// and remembers it while that process lives.
+final class PIDCache: Sendable {
+    private let known = Mutex<[String: Int32]>([:])
+
+    func pid(of machine: String) throws(VMSessionError) -> Int32 {
+        if let pid = known.withLock({ $0[machine] }), Self.runs(machine, pid: pid) { return pid }
         let uid = geteuid()
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
             guard let pid = Int32(entry) else { continue }
             var info = stat()
-            guard stat("/proc/\(entry)", &info) == 0, info.st_uid == uid,
-                let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline")
-            else { continue }
-            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if arguments.contains(where: { $0.hasPrefix("guest=\(machine),") || $0 == "guest=\(machine)" }) { return pid }
+            guard stat("/proc/\(entry)", &info) == 0, info.st_uid == uid, Self.runs(machine, pid: pid) else { continue }
+            known.withLock { $0[machine] = pid }
+            return pid
         }
+        forget(machine)
         throw VMSessionError(.invalidState, "The VM \(machine) has no QEMU process of this user to cap.")
+    }
+
+    func forget(_ machine: String) {
+        _ = known.withLock { $0.removeValue(forKey: machine) }
+    }
+
+    private static func runs(_ machine: String, pid: Int32) -> Bool {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return data.split(separator: 0).contains { argument in
+            let text = String(decoding: argument, as: UTF8.self)
+            return text.hasPrefix("guest=\(machine),") || text == "guest=\(machine)"
+        }
     }
 }
 
