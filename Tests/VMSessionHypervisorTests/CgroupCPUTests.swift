@@ -169,6 +169,14 @@ struct CgroupCPUTests {
         #expect(try CapMechanismChoice.choose(driver: "QEMU", uri: embed, preference: .none, cgroupDirectory: nil, host: Self.host(euid: 0)).kind == .none)
     }
 
+    @Test("GET /api/v1 names the libvirt kind from the URI", arguments: [
+        ("qemu:///embed?root=/var/lib/vmsessiond/libvirt", "embedded"), ("qemu:///session", "session"), ("qemu:///system", "system"),
+        ("test:///default", "test"), ("qemu+ssh://host/system", "remote"),
+    ])
+    func libvirtKind(uri: String, kind: String) {
+        #expect(DaemonMode.libvirtKind(of: uri) == kind)
+    }
+
     @Test("a configured cgroupDir that cannot be used stops the daemon with a message instead of being ignored")
     func badConfiguredDirectory() throws {
         let tree = try FakeTree([:])
