@@ -20,7 +20,7 @@ PYTHON ?= python3
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
 BROWSER_TESTS := Tests/Browser
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick install install-user clean help
 
 all: build
 
@@ -28,6 +28,8 @@ help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make bench  what the daemon costs over libvirt, and the idle controller on Xvfb + a real guest (QUICK=1: few runs)"
+	@echo "make install       system mode: root, /usr/local and /etc, the system unit"
+	@echo "make install-user  user mode: no root, ~/.local and the systemd user unit bound to the graphical session"
 	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | clean"
 
 # Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
@@ -98,14 +100,16 @@ else
 	bin=$$($(SWIFT) build -c release --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
-		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
+		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
+		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json
 endif
 
 bench-quick: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
-		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
+		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
+		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json
 
 # The HTTP contract (Schema/openapi.yaml): validated, served, and checked by schemathesis against the real
 # daemon on the test driver (no VM boots).
@@ -129,6 +133,26 @@ install: appliance
 	[ -f $(DESTDIR)/etc/vmsessiond/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/vmsessiond/config.json
 	install -m 0644 $(APPLIANCE_DIR)/vmlinuz $(APPLIANCE_DIR)/initrd.img $(APPLIANCE_DIR)/cmdline $(DESTDIR)/var/lib/vmsessiond/appliance/
 	@echo "Installed. Start it with: systemctl daemon-reload && systemctl enable --now vmsessiond"
+
+# User mode, no root: the same build for the desktop user, under ~/.local, with the systemd *user* unit
+# (bound to the graphical session) and the appliance in the user's XDG state directory.
+USER_PREFIX ?= $(HOME)/.local
+USER_UNIT_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
+USER_STATE_DIR ?= $(or $(XDG_STATE_HOME),$(HOME)/.local/state)/vmsessiond
+install-user: appliance
+	$(SWIFT) build -c release
+	install -d $(USER_PREFIX)/lib/vmsessiond $(USER_PREFIX)/bin $(USER_UNIT_DIR) $(USER_STATE_DIR)/appliance
+	bin=$$($(SWIFT) build -c release --show-bin-path); \
+		install -m 0755 $$bin/vmsessiond $$bin/vmsessionctl $(USER_PREFIX)/lib/vmsessiond/; \
+		cp -R $$bin/vmsessiond_*.resources $(USER_PREFIX)/lib/vmsessiond/
+	ln -sf ../lib/vmsessiond/vmsessiond $(USER_PREFIX)/bin/vmsessiond
+	ln -sf ../lib/vmsessiond/vmsessionctl $(USER_PREFIX)/bin/vmsessionctl
+	sed 's|%h/.local/lib/vmsessiond/vmsessiond|$(USER_PREFIX)/lib/vmsessiond/vmsessiond|' systemd/user/vmsessiond.service \
+		> $(USER_UNIT_DIR)/vmsessiond.service
+	install -D -m 0644 README.md $(USER_PREFIX)/share/doc/vmsessiond/README.md
+	chmod 0700 $(USER_STATE_DIR)
+	install -m 0644 $(APPLIANCE_DIR)/vmlinuz $(APPLIANCE_DIR)/initrd.img $(APPLIANCE_DIR)/cmdline $(USER_STATE_DIR)/appliance/
+	@echo "Installed for $$USER. Start it with: systemctl --user daemon-reload && systemctl --user enable --now vmsessiond"
 
 clean:
 	rm -rf .build $(CACHE)

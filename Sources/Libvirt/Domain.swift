@@ -78,6 +78,13 @@ public final class Domain: @unchecked Sendable {
         return UInt64(info.cpuTime)
     }
 
+    /// How many vCPUs the domain has (now, if it runs).
+    public func vcpuCount() throws(LibvirtError) -> Int {
+        var info = virDomainInfo()
+        guard virDomainGetInfo(pointer, &info) == 0 else { throw LibvirtError.last("virDomainGetInfo") }
+        return Int(info.nrVirtCpu)
+    }
+
     /// Sets the CPU bandwidth of every vCPU of the running domain: `quota` microseconds per `period`;
     /// a nil quota removes the limit.
     public func setVCPUBandwidth(periodMicroseconds period: UInt64, quotaMicroseconds quota: Int64?) throws(LibvirtError) {

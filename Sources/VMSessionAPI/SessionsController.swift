@@ -9,6 +9,8 @@ import VMSessionHypervisor
 struct SessionsController {
     let manager: SessionManager
     let hypervisor: HypervisorDescription
+    /// How the daemon runs and caps VMs; nil where the router is built without a daemon (some tests).
+    var mode: DaemonMode? = nil
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
@@ -36,10 +38,12 @@ struct SessionsController {
         let version: String
         let hypervisor: HypervisorDescription
         let imageVersions: [String]
+        /// How the daemon runs: user or system mode, the libvirt kind, the cap mechanism.
+        let runtime: DaemonMode?
     }
 
     @Sendable func daemonInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions()))
+        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions(), runtime: mode))
     }
 
     struct SessionRequest: Decodable {

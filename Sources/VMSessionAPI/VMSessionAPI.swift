@@ -17,7 +17,8 @@ public enum VMSessionAPI {
     /// in that order.
     public static func buildRouter(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
-        controller: IdleController, budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
+        controller: IdleController, mode: DaemonMode? = nil,
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
     ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: HostGuard())
@@ -25,7 +26,7 @@ public enum VMSessionAPI {
         router.add(middleware: ErrorResponder())
         let methods = MethodGuard<BasicRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
-        let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
+        let sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
             .addRoutes(to: router)

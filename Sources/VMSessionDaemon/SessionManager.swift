@@ -602,7 +602,8 @@ public actor SessionManager: Service {
                 progress(job, 2, of: 3, "Booting the VM")
             }
             try await hypervisor.start(id)
-            if let cap = sessions[id]?.session.executionCap, cap != .unlimited {
+            // Without a cap mechanism a kept cap cannot be applied; the start still succeeds (a PUT says why).
+            if let cap = sessions[id]?.session.executionCap, cap != .unlimited, hypervisor.description.supportsExecutionCap {
                 try await hypervisor.setExecutionCap(cap, for: id)
             }
             progress(job, 3, of: 3, "VM running")

@@ -19,11 +19,20 @@ public final class LibvirtHypervisor: Hypervisor {
         /// The daemon's state directory; VM disks go under `machines/`.
         public var stateDirectory: String
         public var accelerator: Accelerator
+        /// How caps are applied: `auto` (libvirt if privileged, else a cgroup), `libvirt`, `cgroup` or `none`.
+        public var capMechanism: String
+        /// A cgroup (v1 `cpu` or v2 with `cpu` delegated) to make the VMs' cgroups in, instead of the daemon's own.
+        public var cgroupDirectory: String?
 
-        public init(uri: String? = nil, stateDirectory: String, accelerator: Accelerator = .auto) {
+        public init(
+            uri: String? = nil, stateDirectory: String, accelerator: Accelerator = .auto, capMechanism: String = "auto",
+            cgroupDirectory: String? = nil
+        ) {
             self.uri = uri
             self.stateDirectory = stateDirectory
             self.accelerator = accelerator
+            self.capMechanism = capMechanism
+            self.cgroupDirectory = cgroupDirectory
         }
 
         var embeddedRoot: String { stateDirectory + "/libvirt" }
@@ -31,6 +40,9 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public let description: HypervisorDescription
+    /// How the daemon runs and caps VMs (chosen once, here).
+    public let mode: DaemonMode
+    let capMechanism: any CapMechanism
     public let changes: AsyncStream<SessionID>
     let connection: Connection
     let configuration: Configuration
@@ -50,10 +62,19 @@ public final class LibvirtHypervisor: Hypervisor {
                 .hypervisorError, "Cannot connect to libvirt at \(configuration.resolvedURI): \(error.message)", cause: error)
         }
         let driver = (try? connection.driverName()) ?? "unknown"
+        guard let preference = CapMechanismChoice.Preference(rawValue: configuration.capMechanism) else {
+            throw VMSessionError(
+                .invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(configuration.capMechanism)'.")
+        }
+        capMechanism = try CapMechanismChoice.choose(
+            driver: driver, uri: configuration.resolvedURI, preference: preference, cgroupDirectory: configuration.cgroupDirectory)
+        mode = DaemonMode(
+            mode: geteuid() == 0 ? "system" : "user", libvirt: DaemonMode.libvirtKind(of: configuration.resolvedURI),
+            capMechanism: capMechanism.kind, capDetail: capMechanism.detail)
         description = HypervisorDescription(
             uri: configuration.resolvedURI, driver: driver,
             accelerator: driver == "QEMU" ? configuration.accelerator.resolved().rawValue : "none",
-            supportsExecutionCap: driver == "QEMU")
+            supportsExecutionCap: capMechanism.kind != .none)
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         let continuation = changesContinuation
         let logger = logger
@@ -65,6 +86,11 @@ public final class LibvirtHypervisor: Hypervisor {
             }
         } catch {
             throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events: \(error.message)", cause: error)
+        }
+        // VMs that kept running while the daemon was away keep their caps; leftovers of the others go.
+        let mechanism = capMechanism
+        if let running = try? connection.allDomains().filter({ (try? $0.state().isActive) == true }) {
+            mechanism.reattach(running: running.filter { SessionID(machineName: $0.name) != nil })
         }
     }
 
@@ -136,6 +162,7 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
+        await releaseCap(id)  // a cgroup left by a VM that powered off on its own
         try await withDomain(id, "start the VM") { try $0.start() }
     }
 
@@ -161,19 +188,24 @@ public final class LibvirtHypervisor: Hypervisor {
         while clock.now < deadline {
             switch try await status(of: id) {
             case .running, .paused: try? await Task.sleep(for: .milliseconds(200))
-            default: return
+            default:
+                await releaseCap(id)
+                return
             }
         }
         logger.info("guest did not power off in time; powering off", metadata: ["session": "\(id)"])
         try await destroyIfActive(id)
+        await releaseCap(id)
     }
 
     public func hibernate(_ id: SessionID) async throws(VMSessionError) {
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
+        await releaseCap(id)
     }
 
     public func remove(_ id: SessionID) async throws(VMSessionError) {
         try await destroyIfActive(id)
+        await releaseCap(id)
         try await call("remove the VM") { connection in
             try connection.domain(named: id.machineName)?.undefine()
         }
@@ -190,21 +222,24 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func setExecutionCap(_ cap: ExecutionCap, for id: SessionID) async throws(VMSessionError) {
-        guard description.supportsExecutionCap else {
-            throw VMSessionError(.notSupported, "The \(description.driver) driver cannot cap a VM's CPU use.")
-        }
-        try await withDomain(id, "set the execution cap") {
-            try $0.setVCPUBandwidth(periodMicroseconds: ExecutionCap.periodMicroseconds, quotaMicroseconds: cap.quotaMicroseconds)
-        }
+        let mechanism = capMechanism
+        if mechanism.kind == .none && cap != .unlimited { throw VMSessionError(.notSupported, mechanism.detail) }
+        try await withDomain(id, "set the execution cap") { try mechanism.apply(cap, to: $0) }
     }
 
     public func appliedExecutionCap(of id: SessionID) async throws(VMSessionError) -> ExecutionCap? {
         guard description.supportsExecutionCap else { return nil }
+        let mechanism = capMechanism
         return try await call("read the execution cap") { connection in
             guard let domain = try connection.domain(named: id.machineName), try domain.state().isActive else { return nil }
-            let bandwidth = try domain.vcpuBandwidth()
-            return ExecutionCap.applied(quotaMicroseconds: bandwidth.quota, periodMicroseconds: bandwidth.period)
+            return try mechanism.applied(to: domain)
         }
+    }
+
+    /// Lets the cap mechanism drop what it made for a VM whose process is gone (its cgroup).
+    private func releaseCap(_ id: SessionID) async {
+        let mechanism = capMechanism
+        try? await call("release the VM's cgroup") { _ in mechanism.release(machine: id.machineName) }
     }
 
     public func status(of id: SessionID) async throws(VMSessionError) -> MachineStatus {

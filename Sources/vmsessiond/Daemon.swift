@@ -23,12 +23,18 @@ struct Daemon {
 
         let store = try SessionStore(path: state + "/vmsessiond.sqlite")
         let hypervisor = try LibvirtHypervisor(
-            configuration: .init(uri: settings.libvirtURI, stateDirectory: state, accelerator: settings.accelerator),
+            configuration: .init(
+                uri: settings.libvirtURI, stateDirectory: state, accelerator: settings.accelerator,
+                capMechanism: settings.capMechanism, cgroupDirectory: settings.cgroupDirectory),
             logger: logger)
         logger.info(
             "hypervisor ready",
             metadata: ["uri": "\(hypervisor.description.uri)", "driver": "\(hypervisor.description.driver)",
                        "accelerator": "\(hypervisor.description.accelerator)"])
+        let mode = hypervisor.mode
+        logger.notice(
+            "running in \(mode.mode) mode",
+            metadata: ["libvirt": "\(mode.libvirt)", "capMechanism": "\(mode.capMechanism.rawValue)", "capDetail": "\(mode.capDetail)"])
         let events = EventHub(store: store)
         let adminToken = try AdminToken.load(stateDirectory: state)
         logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
@@ -56,7 +62,7 @@ struct Daemon {
             metadata: ["descriptors": "\(DescriptorLimit.current())", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
         let router = VMSessionAPI.buildRouter(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
-            controller: controller, budget: budget)
+            controller: controller, mode: mode, budget: budget)
         let host = settings.host
         let logger = self.logger
         let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger, budget: budget) { port in

@@ -33,9 +33,21 @@ struct DaemonSettings: Sendable {
     static let limitNames = [
         "sessions", "sessionsPerOrigin", "cpus", "memory", "disk", "cpusPerOrigin", "memoryPerOrigin", "diskPerOrigin", "pendingOrigins",
     ]
+    /// How execution caps are applied: auto, libvirt, cgroup or none (see `CapMechanism`).
+    var capMechanism: String
+    /// A cgroup directory to make the VMs' cgroups in instead of the daemon's own; nil: the daemon's own.
+    var cgroupDirectory: String?
 
     static let defaultListen = "127.0.0.1:7011"
-    static let defaultConfigFile = "/etc/vmsessiond/config.json"
+    static let systemConfigFile = "/etc/vmsessiond/config.json"
+
+    /// The default config file: /etc/vmsessiond/config.json for root, `$XDG_CONFIG_HOME/vmsessiond/config.json`
+    /// (or ~/.config/vmsessiond/config.json) for a user.
+    static func defaultConfigFile(environment: [String: String]) -> String {
+        if geteuid() == 0 { return systemConfigFile }
+        if let xdg = environment["XDG_CONFIG_HOME"], !xdg.isEmpty { return xdg + "/vmsessiond/config.json" }
+        return NSHomeDirectory() + "/.config/vmsessiond/config.json"
+    }
 
     /// The default state directory: `$STATE_DIRECTORY` under systemd, /var/lib/vmsessiond for root,
     /// `$XDG_STATE_HOME/vmsessiond` (or ~/.local/state/vmsessiond) otherwise.
@@ -54,7 +66,7 @@ struct DaemonSettings: Sendable {
         for (key, value) in flags { values[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = .init(.string(value), isSecret: false) }
         let explicitFile = configFile ?? environment["VMSESSIOND_CONFIG"]
         let file = try await FileProvider<JSONSnapshot>(
-            filePath: .init(explicitFile ?? defaultConfigFile), allowMissing: explicitFile == nil)
+            filePath: .init(explicitFile ?? defaultConfigFile(environment: environment)), allowMissing: explicitFile == nil)
         let config = ConfigReader(providers: [
             InMemoryProvider(name: "flags", values: values),
             KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment)) { key in
@@ -113,6 +125,11 @@ struct DaemonSettings: Sendable {
                 cpus: try limit("cpusPerOrigin", defaults.resourcesPerClient.cpus),
                 memory: try limit("memoryPerOrigin", defaults.resourcesPerClient.memory),
                 disk: try limit("diskPerOrigin", defaults.resourcesPerClient.disk)))
+        let capMechanism = config.string(forKey: "capMechanism", default: "auto")
+        guard ["auto", "libvirt", "cgroup", "none"].contains(capMechanism) else {
+            throw VMSessionError(.invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(capMechanism)'.")
+        }
+        let cgroupDirectory = config.string(forKey: "cgroupDir")
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
@@ -121,7 +138,8 @@ struct DaemonSettings: Sendable {
             logLevel: config.string(forKey: "logLevel", default: "info"),
             display: display?.isEmpty == true ? nil : display, idleTime: idleTime,
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
-            maximumPendingOrigins: try limit("pendingOrigins", 64))
+            maximumPendingOrigins: try limit("pendingOrigins", 64), capMechanism: capMechanism,
+            cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil)
     }
 
     private static func boundedInt(_ config: ConfigReader, _ key: String, default value: Int, in range: ClosedRange<Int>) throws(VMSessionError) -> Int {

@@ -19,7 +19,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
             Every setting can come from a flag, an environment variable or the JSON config file (in that order of
             precedence). Config file keys and variables:
               listen        VMSESSIOND_LISTEN         default 127.0.0.1:7011
-              stateDir      VMSESSIOND_STATE_DIR      default /var/lib/vmsessiond (root), ~/.local/state/vmsessiond
+              stateDir      VMSESSIOND_STATE_DIR      default /var/lib/vmsessiond (root), $XDG_STATE_HOME/vmsessiond
               libvirtUri    VMSESSIOND_LIBVIRT_URI    default qemu:///embed?root=<stateDir>/libvirt
               accelerator   VMSESSIOND_ACCELERATOR    default auto (kvm if /dev/kvm is usable, else tcg)
               applianceDir  VMSESSIOND_APPLIANCE_DIR  default <stateDir>/appliance
@@ -37,7 +37,10 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               limits.cpusPerOrigin, limits.memoryPerOrigin, limits.diskPerOrigin   default 16, 32768, 262144
               limits.pendingOrigins                      default 64 (web origins waiting for approval)
                 (variables VMSESSIOND_LIMITS_SESSIONS, …; flag --limit NAME=VALUE, e.g. --limit cpus=8)
-            The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json if it exists.
+              capMechanism  VMSESSIOND_CAP_MECHANISM  default auto (libvirt if privileged, else a cgroup; or libvirt, cgroup, none)
+              cgroupDir     VMSESSIOND_CGROUP_DIR     default the daemon's own cgroup (v2 with cpu delegated, or v1 cpu)
+            The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or
+            $XDG_CONFIG_HOME/vmsessiond/config.json (a user), if it exists.
             """)
 
     @Option(help: "Address and port to listen on; loopback only.")
@@ -70,6 +73,12 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(help: "A quota, as NAME=VALUE (sessions, sessionsPerOrigin, cpus, memory, disk, cpusPerOrigin, memoryPerOrigin, diskPerOrigin, pendingOrigins); repeatable.")
     var limit: [String] = []
 
+    @Option(name: .customLong("cap-mechanism"), help: "How execution caps are applied: auto, libvirt, cgroup or none.")
+    var capMechanism: String?
+
+    @Option(name: .customLong("cgroup-dir"), help: "A writable cgroup (v1 cpu, or v2 with cpu delegated) for the VMs' cgroups.")
+    var cgroupDir: String?
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -92,6 +101,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
             }
             flags["limits." + item[..<equals]] = String(item[item.index(after: equals)...])
         }
+        flags["capMechanism"] = capMechanism
+        flags["cgroupDir"] = cgroupDir
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)

@@ -6,6 +6,10 @@ import Testing
 final class DaemonProcess: @unchecked Sendable {
     let stateDirectory: String
     let arguments: [String]
+    /// A command that runs the daemon (e.g. as another user, in a cgroup): it gets the binary and its
+    /// arguments after its own and must `exec` them, so that the process signalled is the daemon.
+    let launcher: [String]
+    let binary: String
     private(set) var port = 0
     private var process: Process?
     private var logHandle: FileHandle?
@@ -23,13 +27,11 @@ final class DaemonProcess: @unchecked Sendable {
 
     var logPath: String { stateDirectory + "/daemon.log" }
 
-    /// A file-descriptor limit (soft and hard) to run the daemon under, as `ulimit -n` would; nil: inherited.
-    let descriptorLimit: Int?
-
-    init(stateDirectory: String, arguments: [String], descriptorLimit: Int? = nil) {
+    init(stateDirectory: String, arguments: [String], launcher: [String] = [], binary: String = DaemonProcess.binary) {
         self.stateDirectory = stateDirectory
         self.arguments = arguments
-        self.descriptorLimit = descriptorLimit
+        self.launcher = launcher
+        self.binary = binary
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
@@ -40,15 +42,9 @@ final class DaemonProcess: @unchecked Sendable {
         try log.seekToEnd()
         let logStart = try log.offset()
         let process = Process()
-        let daemonArguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
-        if let descriptorLimit {
-            // prlimit sets the limit and execs the daemon: same process, same pid.
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-            process.arguments = ["--nofile=\(descriptorLimit):\(descriptorLimit)", Self.binary] + daemonArguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: Self.binary)
-            process.arguments = daemonArguments
-        }
+        let command = launcher + [binary, "--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         process.standardError = log
         process.standardOutput = log
         try process.run()

@@ -12,9 +12,10 @@ struct StreamResilienceTests {
         let appliance = directory.path + "/appliance"
         try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
         for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+        // prlimit sets the limit (soft and hard, as `ulimit -n` would) and execs the daemon: same process.
         return DaemonProcess(
             stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance],
-            descriptorLimit: descriptorLimit)
+            launcher: descriptorLimit.map { ["/usr/bin/prlimit", "--nofile=\($0):\($0)"] } ?? [])
     }
 
     @Test("event streams killed at random while the session changes never wedge the daemon")
