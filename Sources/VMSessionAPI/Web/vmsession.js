@@ -78,6 +78,8 @@
   const EVENT_TYPES = Object.freeze([
     'sessionCreated', 'stateChanged', 'progress', 'operationStarted', 'operationCompleted', 'operationFailed',
     'executionCapChanged', 'propertyChanged', 'error', 'apiAvailable', 'apiUnavailable', 'debug',
+    // Not stored: sent first when a replay reaches into events the daemon's retention removed.
+    'eventsDropped',
   ]);
 
   /** The plugin's actions; each has an event of its name and an `<action>Error` event. */
@@ -214,10 +216,13 @@
     }
 
     _deliver(event) {
-      const id = Number(event.lastEventId);
-      if (id && id <= this.lastEventId) return;
       let message;
       try { message = JSON.parse(event.data); } catch (e) { return; }
+      // The gap frame has no id of its own (lastEventId still holds the previous one) and carries its
+      // fields bare: pass it on with the shape of the others.
+      if (event.type === 'eventsDropped') { this._onMessage({ type: 'eventsDropped', data: message }); return; }
+      const id = Number(event.lastEventId);
+      if (id && id <= this.lastEventId) return;
       if (id) this.lastEventId = id;
       this._onMessage(message);
     }
