@@ -57,6 +57,8 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let checksumMismatch = Code("checksum_mismatch", legacyCode: -12)
         /// An image could not be fetched (network failure, refusing server) after the retries.
         public static let downloadFailed = Code("download_failed", legacyCode: -6)
+        /// The port chosen for a guest's API was taken by another program before the VM could bind it.
+        public static let portInUse = Code("port_in_use", legacyCode: -7)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }

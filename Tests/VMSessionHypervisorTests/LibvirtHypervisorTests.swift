@@ -4,6 +4,8 @@ import Testing
 import VMSessionContext
 import VMSessionCore
 @testable import VMSessionHypervisor
+@testable import Libvirt
+import CLibvirt
 
 /// The hypervisor against libvirt's test driver: a real libvirt driver, in-process, with no guests booted.
 @Suite("LibvirtHypervisor on test:///default")
@@ -129,5 +131,88 @@ struct LibvirtHypervisorTests {
         xml.diskPath = "/d/disk.qcow2"
         xml.spec.cpus = 99
         #expect(throws: VMSessionError.self) { _ = try xml.render() }
+    }
+}
+
+/// What a daemon killed in the middle of an action leaves to libvirt, and what the hypervisor makes of it.
+@Suite("Interrupted runs and VM states libvirt reports")
+struct InterruptedRunTests {
+    @Test("stopping a paused VM wakes it and powers it off through ACPI instead of waiting out the grace")
+    func stopPausedUsesACPI() async throws {
+        let fixture = try LibvirtHypervisorTests.Fixture()
+        let id = SessionID()
+        try await fixture.hypervisor.define(fixture.spec(id))
+        try await fixture.hypervisor.start(id)
+        try await fixture.hypervisor.pause(id)
+        try await fixture.hypervisor.stop(id, grace: .seconds(3))
+        // Before: the paused guest never saw the request, the grace ran out and the VM was destroyed.
+        #expect(try await fixture.hypervisor.status(of: id) == .shutOff(reason: .guestShutdown, hasSavedState: false))
+        try await fixture.hypervisor.remove(id)
+    }
+
+    @Test("libvirt's shutting-down and guest-suspended states are not reported as paused")
+    func domainStates() {
+        #expect(DomainState(state: Int32(VIR_DOMAIN_SHUTDOWN.rawValue), reason: 0) == .shuttingDown)
+        #expect(DomainState(state: Int32(VIR_DOMAIN_PMSUSPENDED.rawValue), reason: 0) == .suspendedByGuest)
+        #expect(DomainState(state: Int32(VIR_DOMAIN_NOSTATE.rawValue), reason: 0) == .noState)
+    }
+
+    /// A fake embedded root with one status file.
+    static func root(status pid: Int32, domain: String) throws -> String {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vms-root-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: root + "/run/qemu", withIntermediateDirectories: true)
+        let xml = """
+            <domstatus state='paused' reason='starting up' pid='\(pid)'>
+              <job type='none' async='start' phase='none' asyncStarted='0'/>
+              <domain type='qemu'><name>\(domain)</name></domain>
+            </domstatus>
+            """
+        try xml.write(toFile: "\(root)/run/qemu/\(domain).xml", atomically: true, encoding: .utf8)
+        return root
+    }
+
+    @Test("a status file of a start that never launched QEMU (pid 0) is removed, and the QEMU its pid file names is killed")
+    func unfinishedStartRepaired() async throws {
+        let domain = "vms-\(UUID().uuidString.lowercased())"
+        let root = try Self.root(status: 0, domain: domain)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // Stands in for a QEMU launched before its pid reached the status file: its arguments name the guest.
+        let qemu = Process()
+        qemu.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        qemu.arguments = ["-c", "import time; time.sleep(60)", "guest=\(domain),debug-threads=on"]
+        try qemu.run()
+        defer { if qemu.isRunning { qemu.terminate() } }
+        try "\(qemu.processIdentifier)\n".write(toFile: "\(root)/run/qemu/\(domain).pid", atomically: true, encoding: .utf8)
+
+        let repairs = EmbeddedRootRepair.repair(root: root)
+        #expect(repairs.count == 2, "\(repairs)")
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/run/qemu/\(domain).xml"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/run/qemu/\(domain).pid"))
+        qemu.waitUntilExit()
+        #expect(qemu.terminationReason == .uncaughtSignal)
+    }
+
+    @Test("a status file whose pid is gone is removed; one whose QEMU lives is left to libvirt")
+    func deadPIDRepairedLiveKept() async throws {
+        let domain = "vms-\(UUID().uuidString.lowercased())"
+        let dead = Process()
+        dead.executableURL = URL(fileURLWithPath: "/bin/true")
+        try dead.run()
+        dead.waitUntilExit()
+        let root = try Self.root(status: dead.processIdentifier, domain: domain)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        #expect(EmbeddedRootRepair.repair(root: root).count == 1)
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/run/qemu/\(domain).xml"))
+
+        let qemu = Process()
+        qemu.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        qemu.arguments = ["-c", "import time; time.sleep(60)", "guest=\(domain),debug-threads=on"]
+        try qemu.run()
+        defer { qemu.terminate() }
+        let live = try Self.root(status: qemu.processIdentifier, domain: domain)
+        defer { try? FileManager.default.removeItem(atPath: live) }
+        #expect(EmbeddedRootRepair.repair(root: live).isEmpty)
+        #expect(FileManager.default.fileExists(atPath: "\(live)/run/qemu/\(domain).xml"))
+        #expect(qemu.isRunning)
     }
 }
