@@ -20,7 +20,7 @@ PYTHON ?= python3
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
 BROWSER_TESTS := Tests/Browser
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick install clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick chaos chaos-quick install clean help
 
 all: build
 
@@ -28,7 +28,8 @@ help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make bench  what the daemon costs over libvirt, and the idle controller on Xvfb + a real guest (QUICK=1: few runs)"
-	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | clean"
+	@echo "make chaos  kill -9 the daemon and its qemu at random points, check what survives (CHAOS_ROUNDS=50)"
+	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | chaos-quick | clean"
 
 # Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
 deps:
@@ -106,6 +107,19 @@ bench-quick: appliance build-tests
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
 		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
+
+# Chaos: the real daemon on the embedded driver with real appliance guests, killed with SIGKILL at random
+# points of open, start, pause, hibernate, restore, stop and close, and with its qemu killed; after every
+# restart it checks events, state against the VMs, orphans, the database and the next action, and prints
+# the counts (Tests/Chaos/chaos.py). CHAOS_ROUNDS sets the rounds (50 by default; chaos-quick runs 5,
+# for `make test`); CHAOS_SEED replays a run.
+CHAOS_ROUNDS ?= 50
+chaos: appliance build-tests
+	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
+		CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PYTHON) Tests/Chaos/chaos.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
+
+chaos-quick: appliance build-tests
+	$(MAKE) --no-print-directory chaos CHAOS_ROUNDS=5
 
 # The HTTP contract (Schema/openapi.yaml): validated, served, and checked by schemathesis against the real
 # daemon on the test driver (no VM boots).
