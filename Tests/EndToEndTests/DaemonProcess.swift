@@ -73,6 +73,15 @@ final class DaemonProcess: @unchecked Sendable {
         #expect(process.terminationStatus == 0, "vmsessiond exits cleanly on SIGTERM")
     }
 
+    /// SIGKILL, as a crash or the OOM killer would: nothing is cleaned up, the VMs' qemu keep running.
+    func kill9() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+        try? logHandle?.close()
+    }
+
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     deinit {
