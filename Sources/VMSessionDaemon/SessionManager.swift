@@ -158,6 +158,10 @@ public actor SessionManager: Service {
                 }
             }
             if let change = lifecycle.observe(status) { changes.append(change) }
+            if entry.pendingAction == .close, lifecycle.state == .closed {
+                // A close killed after the VM was undefined may have left its files: finish removing them.
+                try await hypervisor.remove(id)
+            }
             entry.pendingAction = nil
             entry.session.operationID = nil
             if !changes.isEmpty || !announcements.isEmpty {

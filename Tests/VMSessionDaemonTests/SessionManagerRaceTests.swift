@@ -299,3 +299,16 @@ struct SessionManagerRaceTests {
         #expect(try await manager.session(id).state == .open)
     }
 }
+
+extension SessionManagerRaceTests {
+    @Test("a close cut short after the VM was undefined finishes at start-up: no file of it is left")
+    func interruptedCloseFinishesRemoval() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.closing, pending: .close)
+        // The VM is already gone from the hypervisor; its files may not be.
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        #expect(try await manager.session(id).state == .closed)
+        #expect(await fixture.hypervisor.callCount(.remove) == 1, "the removal is carried to its end")
+    }
+}
