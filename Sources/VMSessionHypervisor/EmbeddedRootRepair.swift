@@ -10,13 +10,14 @@ import Foundation
 /// start job then holds the domain's state-change lock forever. The same happens when the pid is one of a
 /// process that is gone. Only the daemon that holds the state directory's lock calls this, so no libvirt
 /// uses the root meanwhile: such a status file is removed (after killing a QEMU that its pid file names,
-/// if that QEMU still runs for this domain), and libvirt then sees a defined, shut-off domain.
+/// if that QEMU still runs for this domain), and libvirt then sees a defined, shut-off domain. A QEMU that
+/// libvirt had started to probe capabilities when the daemon was killed is killed too.
 public enum EmbeddedRootRepair {
     /// Returns a line per repair made.
     public static func repair(root: String) -> [String] {
+        var repairs = killProbes(root: root)
         let directory = root + "/run/qemu"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
-        var repairs: [String] = []
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return repairs }
         for file in names where file.hasSuffix(".xml") {
             let path = directory + "/" + file
             let domain = String(file.dropLast(4))
@@ -30,6 +31,24 @@ public enum EmbeddedRootRepair {
             }
             for leftover in [path, directory + "/" + domain + ".pid"] { try? FileManager.default.removeItem(atPath: leftover) }
             repairs.append("removed the status file of \(domain) (pid \(pid), no QEMU)")
+        }
+        return repairs
+    }
+
+    /// Kills the QEMU processes libvirt starts to probe QEMU's capabilities (`-machine none`, a QMP socket
+    /// under `<root>/lib/qemu/qmp-…`) that a daemon killed during the probe left running for good.
+    public static func killProbes(root: String) -> [String] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        let marker = "unix:\(root)/lib/qemu/qmp-"
+        var repairs: [String] = []
+        for entry in entries {
+            guard let pid = Int32(entry), pid != getpid(),
+                let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty
+            else { continue }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard arguments.first?.contains("qemu-system") == true, arguments.contains(where: { $0.hasPrefix(marker) }) else { continue }
+            kill(pid, SIGKILL)
+            repairs.append("killed QEMU \(pid), a capability probe of an earlier run")
         }
         return repairs
     }

@@ -197,6 +197,21 @@ def qemu_pids(name=None):
     return found if name is None else found.get(name, [])
 
 
+def probe_pids(state_dir):
+    """qemu processes libvirt runs to probe capabilities for this state directory (not guests)."""
+    pids = []
+    marker = f"unix:{state_dir}/libvirt/lib/qemu/qmp-".encode()
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(proc + "/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args and b"qemu-system" in args[0] and any(arg.startswith(marker) for arg in args):
+            pids.append(int(proc[6:]))
+    return pids
+
+
 def reality(state_dir, sid):
     name = f"vms-{sid}"
     root = os.path.join(state_dir, "libvirt")
@@ -333,6 +348,8 @@ def main():
                     continue
                 if len(pids) > 1:
                     counts.note("orphans", f"{name} has {len(pids)} qemu processes")
+            for pid in probe_pids(state_dir):
+                counts.note("orphans", f"qemu {pid} (a capability probe) outlived the daemon that started it")
             for directory in glob.glob(os.path.join(state_dir, "machines", "*")):
                 if f"vms-{os.path.basename(directory)}" not in ours:
                     counts.note("orphans", f"machine directory {directory} of no session")
@@ -359,7 +376,7 @@ def main():
         daemon.stop()
     finally:
         daemon.kill9()
-        leftover = [pid for name, pids in qemu_pids().items() if name in ours for pid in pids]
+        leftover = [pid for name, pids in qemu_pids().items() if name in ours for pid in pids] + probe_pids(state_dir)
         for pid in leftover:
             os.kill(pid, signal.SIGKILL)
         if args.keep:

@@ -216,3 +216,32 @@ struct InterruptedRunTests {
         #expect(qemu.isRunning)
     }
 }
+
+extension InterruptedRunTests {
+    /// A process named like QEMU (argv[0]) with a QMP socket argument, standing in for libvirt's probe.
+    static func fakeQEMU(qmp: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", "exec -a qemu-system-x86_64 /usr/bin/python3 -c 'import time; time.sleep(60)' -qmp \(qmp)"]
+        try process.run()
+        return process
+    }
+
+    @Test("a capability-probe QEMU of an earlier run (its QMP socket under the root) is killed; another root's is not")
+    func probeKilled() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vms-root-\(UUID())").path
+        let ours = try Self.fakeQEMU(qmp: "unix:\(root)/lib/qemu/qmp-ABC/qmp.monitor,server=on,wait=off")
+        let theirs = try Self.fakeQEMU(qmp: "unix:/elsewhere-\(UUID())/lib/qemu/qmp-ABC/qmp.monitor,server=on,wait=off")
+        defer { theirs.terminate() }
+        // Until bash has exec'd python3 under the new name.
+        for _ in 0..<200 {
+            let name = (try? String(contentsOfFile: "/proc/\(ours.processIdentifier)/cmdline", encoding: .utf8)) ?? ""
+            if name.hasPrefix("qemu-system") { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(EmbeddedRootRepair.killProbes(root: root).count == 1)
+        ours.waitUntilExit()
+        #expect(ours.terminationReason == .uncaughtSignal)
+        #expect(theirs.isRunning)
+    }
+}
