@@ -111,12 +111,25 @@ struct SessionManagerRaceTests {
             await fixture.hypervisor.set(id, to: .shutOff(reason: .processFailed, hasSavedState: false))
             gate.open()
             _ = await Self.end(of: receipt.operation.id, in: stream)
-            var last: SessionState?
-            for await event in stream where event.kind == .stateChanged {
-                last = try? JSONDecoder().decode(SessionEvent.StateChanged.self, from: Data(event.payload.utf8)).state
-                if last == .error { break }
+            // The second look follows the operation's end in the same task; the deadline only keeps a
+            // regression from hanging the suite (before the fix no such event ever came).
+            let reached = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for await event in stream where event.kind == .stateChanged {
+                        let state = try? JSONDecoder().decode(SessionEvent.StateChanged.self, from: Data(event.payload.utf8)).state
+                        if state == .error { return true }
+                    }
+                    return false
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(20))
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
             }
-            #expect(last == .error)
+            #expect(reached, "the session moved to error after the start ended")
         }
         #expect(try await manager.session(id).state == .error)
     }
