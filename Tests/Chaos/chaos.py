@@ -37,7 +37,12 @@ ACTIONS_BY_STATE = {
     "saved": ["start", "close"],
     "error": ["close", "open", "start"],
 }
-NEXT_ACTION = {"closed": "open", "open": "start", "running": "pause", "paused": "resume", "saved": "start", "error": "open"}
+# After each restart one of these runs to its end (it must work); the choice spreads the sessions over
+# every state, so that the next round's kill can land in any action (restore from saved included).
+NEXT_ACTIONS = {
+    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop"],
+    "paused": ["resume", "hibernate"], "saved": ["start"], "error": ["open"],
+}
 REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
 
 
@@ -361,7 +366,7 @@ def main():
             # The next action works.
             _, body = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
             state = body.get("state", "?")
-            follow_up = NEXT_ACTION.get(state)
+            follow_up = random.choice(NEXT_ACTIONS[state]) if state in NEXT_ACTIONS else None
             if follow_up is None:
                 counts.note("failed_next", f"{sid[:8]} left in {state}, no action possible")
                 continue
