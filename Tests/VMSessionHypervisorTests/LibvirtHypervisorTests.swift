@@ -245,3 +245,53 @@ extension InterruptedRunTests {
         #expect(theirs.isRunning)
     }
 }
+
+/// The embedded QEMU driver (no guest boots: QEMU refuses to start).
+@Suite("LibvirtHypervisor on the embedded QEMU driver")
+struct EmbeddedDriverTests {
+    static let appliance = ProcessInfo.processInfo.environment["VMSESSIOND_TEST_APPLIANCE"]
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+            + "/.cache/appliance"
+
+    /// A socket listening on a port the kernel picked on 127.0.0.1, as another program would hold it.
+    static func listeningSocket() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+                bind(fd, generic, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, generic, &length) == 0
+            }
+        }
+        try #require(ok)
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    @Test(
+        "QEMU refusing a guest-API port another program holds is reported as port_in_use",
+        .enabled(if: FileManager.default.fileExists(atPath: appliance + "/vmlinuz")))
+    func takenPortIsPortInUse() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-e-\(UUID().uuidString.prefix(6))").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let hypervisor = try LibvirtHypervisor(
+            configuration: .init(stateDirectory: directory, accelerator: .tcg), logger: Logger(label: "test"))
+        let (fd, port) = try Self.listeningSocket()
+        defer { close(fd) }
+        let id = SessionID()
+        let commandLine = (try? String(contentsOfFile: Self.appliance + "/cmdline", encoding: .utf8)) ?? "console=ttyS0"
+        try await hypervisor.define(
+            MachineSpec(
+                id: id, sessionName: "port", requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"),
+                image: .kernel(kernelPath: Self.appliance + "/vmlinuz", initrdPath: Self.appliance + "/initrd.img", commandLine: commandLine),
+                hostAPIPort: port))
+        do {
+            try await hypervisor.start(id)
+            Issue.record("the VM started although its port was taken")
+        } catch {
+            #expect(error.code == .portInUse, "\(error)")
+        }
+        try await hypervisor.remove(id)
+    }
+}
