@@ -129,28 +129,6 @@ class API:
             except ValueError:
                 return error.code, {}
 
-    def events(self, sid, token, since=0):
-        """The session's stored events (a replay with ?since=), read until the stream goes quiet."""
-        url = f"http://127.0.0.1:{self.daemon.port}/api/v1/sessions/{sid}/events?token={token}&since={since}"
-        events, block = [], {}
-        try:
-            with urllib.request.urlopen(url, timeout=1.5) as response:
-                for raw in response:
-                    line = raw.decode().rstrip("\n")
-                    if not line:
-                        if "id" in block:
-                            events.append(block)
-                        block = {}
-                    elif line.startswith("id: "):
-                        block["id"] = int(line[4:])
-                    elif line.startswith("event: "):
-                        block["type"] = line[7:]
-                    elif line.startswith("data: "):
-                        block["time"] = json.loads(line[6:]).get("time")
-        except (TimeoutError, OSError):
-            pass
-        return events
-
 
 class Follower(threading.Thread):
     """A client following a session's events live, as a page would, until the daemon dies."""
