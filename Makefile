@@ -20,7 +20,7 @@ PYTHON ?= python3
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
 BROWSER_TESTS := Tests/Browser
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick install install-user clean help
+.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick chaos chaos-quick install install-user clean help
 
 all: build
 
@@ -30,7 +30,8 @@ help:
 	@echo "make bench  what the daemon costs over libvirt, and the idle controller on Xvfb + a real guest (QUICK=1: few runs)"
 	@echo "make install       system mode: root, /usr/local and /etc, the system unit"
 	@echo "make install-user  user mode: no root, ~/.local and the systemd user unit bound to the graphical session"
-	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | clean"
+	@echo "make chaos  kill -9 the daemon and its qemu at random points, check what survives (CHAOS_ROUNDS=50)"
+	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | chaos-quick | clean"
 
 # Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
 deps:
@@ -75,6 +76,7 @@ test: appliance build-tests
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
 	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
 	$(TEST_ENV) $(PYTEST)
+	$(MAKE) --no-print-directory chaos-quick
 	$(MAKE) --no-print-directory bench-quick
 
 test-browser: build-tests
@@ -110,6 +112,19 @@ bench-quick: appliance build-tests
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
 		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
 		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json
+
+# Chaos: the real daemon on the embedded driver with real appliance guests, killed with SIGKILL at random
+# points of open, start, pause, hibernate, restore, stop and close, and with its qemu killed; after every
+# restart it checks events, state against the VMs, orphans, the database and the next action, and prints
+# the counts (Tests/Chaos/chaos.py). CHAOS_ROUNDS sets the rounds (50 by default; chaos-quick runs 5,
+# for `make test`); CHAOS_SEED replays a run.
+CHAOS_ROUNDS ?= 50
+chaos: appliance build-tests
+	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
+		CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PYTHON) Tests/Chaos/chaos.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR)
+
+chaos-quick: appliance build-tests
+	$(MAKE) --no-print-directory chaos CHAOS_ROUNDS=5
 
 # The HTTP contract (Schema/openapi.yaml): validated, served, and checked by schemathesis against the real
 # daemon on the test driver (no VM boots).

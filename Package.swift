@@ -111,6 +111,12 @@ let package = Package(
             ],
             path: "Benchmarks/LibvirtPeer"
         ),
+        // Test seams shared by the test targets: a scriptable Hypervisor and a manual Clock.
+        .target(
+            name: "VMSessionTestSupport",
+            dependencies: ["VMSessionCore", "VMSessionHypervisor", "VMSessionContext"],
+            path: "Tests/VMSessionTestSupport"
+        ),
         .testTarget(name: "VMSessionCoreTests", dependencies: ["VMSessionCore"]),
         .testTarget(name: "VMSessionContextTests", dependencies: ["VMSessionContext", "VMSessionCore"]),
         .testTarget(
@@ -119,13 +125,16 @@ let package = Package(
         ),
         .testTarget(
             name: "VMSessionHypervisorTests",
-            dependencies: ["VMSessionHypervisor", "Libvirt", "VMSessionCore"]
+            dependencies: ["VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt"]
         ),
         .testTarget(
             name: "VMSessionDaemonTests",
             dependencies: [
                 "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionIdle",
+                "VMSessionTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

@@ -57,6 +57,11 @@ public final class Domain: @unchecked Sendable {
         return result == 1
     }
 
+    /// Deletes the managed-save image, if any (one left beside a running process would restore stale memory).
+    public func removeManagedSave() throws(LibvirtError) {
+        guard virDomainManagedSaveRemove(pointer, 0) == 0 else { throw LibvirtError.last("virDomainManagedSaveRemove") }
+    }
+
     /// Removes the definition, together with any managed-save image and snapshot metadata.
     public func undefine() throws(LibvirtError) {
         let flags = VIR_DOMAIN_UNDEFINE_MANAGED_SAVE.rawValue | VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue

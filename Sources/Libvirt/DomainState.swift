@@ -6,8 +6,12 @@ public enum DomainState: Equatable, Sendable {
     case paused(reason: String)
     case shutOff(ShutOffReason)
     case crashed(reason: String)
-    /// Being shut down, blocked on I/O, suspended by the guest's power management, or unknown.
-    case other(String)
+    /// The guest is powering off; its process still runs.
+    case shuttingDown
+    /// The guest suspended itself through power management (S3/S4); `resume` does not wake it.
+    case suspendedByGuest
+    /// libvirt has no state for it.
+    case noState
 
     /// Why a domain is shut off (`virDomainShutoffReason`).
     public enum ShutOffReason: Equatable, Sendable {
@@ -26,11 +30,11 @@ public enum DomainState: Equatable, Sendable {
         case VIR_DOMAIN_CRASHED.rawValue:
             self = .crashed(reason: reasonValue == VIR_DOMAIN_CRASHED_PANICKED.rawValue ? "guest kernel panic" : "unknown")
         case VIR_DOMAIN_SHUTDOWN.rawValue:
-            self = .other("shutting down")
+            self = .shuttingDown
         case VIR_DOMAIN_PMSUSPENDED.rawValue:
-            self = .other("suspended by the guest")
+            self = .suspendedByGuest
         default:
-            self = .other("no state")
+            self = .noState
         }
     }
 

@@ -138,7 +138,9 @@ struct EventsController {
     /// One SSE frame: `id`, `event` (the event type) and `data` (one line of JSON).
     static func frame(_ event: SessionEvent) -> ByteBuffer {
         // A value-type format style: no formatter object built per event and per subscriber.
-        let time = event.time.formatted(.iso8601)
+        // Milliseconds, as the store keeps them: a replayed event shows the time it was sent with. The
+        // formatter truncates, and a millisecond is not exact in binary: half a microsecond keeps it whole.
+        let time = event.time.addingTimeInterval(0.000_000_5).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         let data = #"{"data":\#(event.payload),"eventId":\#(event.id),"sessionId":"\#(event.sessionID)","time":"\#(time)","type":"\#(event.kind.rawValue)"}"#
         return ByteBuffer(string: "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n")
     }

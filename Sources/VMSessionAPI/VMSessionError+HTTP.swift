@@ -19,7 +19,7 @@ extension VMSessionError.Code {
         case .originNotApproved: .forbidden
         case .notSupported: .unprocessableContent
         case .notImplemented: .notImplemented
-        case .unavailable: .serviceUnavailable
+        case .unavailable, .portInUse: .serviceUnavailable
         // The image server sent something wrong or nothing: the fault is upstream of the daemon.
         case .checksumMismatch, .downloadFailed: .badGateway
         default: .internalServerError

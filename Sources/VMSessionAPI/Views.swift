@@ -17,7 +17,7 @@ struct SessionView: Encodable {
     let daemonMinCap: Int
     let daemonMaxCap: Int
     let daemonFlags: Int
-    /// Where the guest's API is forwarded to, once the VM was started with one.
+    /// Where the guest's API is forwarded to, while the VM runs (or is paused) with one.
     let apiURL: String?
     /// Whether the guest's API answers right now.
     let apiAvailable: Bool
@@ -46,7 +46,8 @@ struct SessionView: Encodable {
         daemonMinCap = session.daemon.minCap
         daemonMaxCap = session.daemon.maxCap
         daemonFlags = session.daemon.flags
-        apiURL = session.apiPort.map(SessionManager.apiURL(port:))
+        // Only while a VM process holds the forward (a hibernated VM keeps its port for the restore).
+        apiURL = session.state.hasRunningMachine ? session.apiPort.map(SessionManager.apiURL(port:)) : nil
         self.apiAvailable = apiAvailable
         ip = apiAvailable ? SessionManager.guestIP : nil
         lastError = session.lastError

@@ -6,6 +6,13 @@ public enum MachineStatus: Equatable, Sendable, CustomStringConvertible {
     case shutOff(reason: ShutOffReason, hasSavedState: Bool)
     case running
     case paused(reason: String)
+    /// The guest is powering off (libvirt's "shutting down"): its process still runs until it is off.
+    case shuttingDown
+    /// The guest put itself to sleep (ACPI S3/S4, libvirt's "pmsuspended"). Not a pause a user or the
+    /// controller made: `resume` cannot wake it, and the session keeps its process.
+    case suspendedByGuest
+    /// libvirt cannot say (`VIR_DOMAIN_NOSTATE`); nothing is concluded from it.
+    case unknown
     /// The guest crashed or the VM process died and the hypervisor kept it in that state.
     case crashed(reason: String)
 
@@ -26,6 +33,9 @@ public enum MachineStatus: Equatable, Sendable, CustomStringConvertible {
         case .shutOff(let reason, let saved): saved ? "shut off (saved)" : "shut off (\(reason.rawValue))"
         case .running: "running"
         case .paused(let reason): "paused (\(reason))"
+        case .shuttingDown: "shutting down"
+        case .suspendedByGuest: "suspended by the guest"
+        case .unknown: "unknown"
         case .crashed(let reason): "crashed (\(reason))"
         }
     }

@@ -63,11 +63,22 @@ public struct SessionLifecycle: Equatable, Sendable {
         switch status {
         case .running: return (.running, "the VM is running")
         case .paused(let why): return (.paused, "the VM was paused (\(why))")
+        // Still on: a shut-off event follows when the guest is done; the session is not `paused` meanwhile.
+        case .shuttingDown: return (.running, "the guest is powering off")
+        // The guest slept on its own: its process lives, `resume` would not wake it, and the controller
+        // must not treat it as a pause of its own making.
+        case .suspendedByGuest: return (.running, "the guest suspended itself (power management)")
+        case .unknown: return nil
         case .crashed(let why): return (.error, "the VM crashed (\(why))")
         case .shutOff(_, hasSavedState: true): return (.saved, "the VM is hibernated")
         case .shutOff(let why, hasSavedState: false):
             switch why {
-            case .processFailed, .crashed: return (.error, why.rawValue)
+            // A process that ended badly is an error only if the session expected one (or already is in
+            // error): libvirt keeps the reason of the last shut-off, so a VM redefined by `open` after a
+            // crash still says "crashed", and that must not undo the open.
+            case .processFailed, .crashed:
+                let expectedProcess = current.hasRunningMachine || current == .error || current.isTransient
+                return (expectedProcess ? .error : .open, why.rawValue)
             default: return (.open, why.rawValue)
             }
         case .absent:

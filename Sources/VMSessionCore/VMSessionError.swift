@@ -63,6 +63,8 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let insufficientResources = Code("insufficient_resources", legacyCode: -1)
         /// The path exists, but not for this HTTP method (405, with `Allow`).
         public static let methodNotAllowed = Code("method_not_allowed", legacyCode: -99)
+        /// The port chosen for a guest's API was taken by another program before the VM could bind it.
+        public static let portInUse = Code("port_in_use", legacyCode: -7)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }

@@ -20,9 +20,18 @@ public actor SessionManager: Service {
         public var stopGrace: Duration
         /// How many sessions, and how much cpu, memory and disk in open ones, each client and the daemon may hold.
         public var quota: SessionQuota
-        public init(stopGrace: Duration = .seconds(30), quota: SessionQuota = .defaults) {
+        /// Picks the 127.0.0.1 port forwarded to a guest's API (tests choose their own).
+        public var pickAPIPort: @Sendable () throws(VMSessionError) -> Int
+        /// How often a start is tried with a new port when the one picked was taken meanwhile.
+        public static let apiPortAttempts = 3
+
+        public init(
+            stopGrace: Duration = .seconds(30), quota: SessionQuota = .defaults,
+            pickAPIPort: @escaping @Sendable () throws(VMSessionError) -> Int = LoopbackPort.free
+        ) {
             self.stopGrace = stopGrace
             self.quota = quota
+            self.pickAPIPort = pickAPIPort
         }
     }
 
@@ -55,11 +64,17 @@ public actor SessionManager: Service {
     let hasher: SecretHasher
     let adminToken: AdminToken?
     let logger: Logger
-    private let clock = ContinuousClock()
-    private var throttle = SecretThrottle<ContinuousClock.Instant>()
+    /// Time for the throttle, progress pacing and waits: a `ContinuousClock` unless a test gives another.
+    private let clock: ElapsedClock
+    private var throttle = SecretThrottle<ElapsedClock.Instant>()
     /// When each running operation last announced progress; progress is announced at most every
     /// ``progressInterval``, and always at its end.
-    private var lastProgressEvent: [OperationID: ContinuousClock.Instant] = [:]
+    private var lastProgressEvent: [OperationID: ElapsedClock.Instant] = [:]
+    /// Sessions whose VM reported a change while an action ran on them: looked at again when it ends.
+    var changedDuringAction: Set<SessionID> = []
+    /// Set once graceful shutdown began: an operation cut short then is left for the next start's
+    /// ``reconcile()`` instead of being recorded as failed.
+    var shuttingDown = false
     static let progressInterval: Duration = .milliseconds(250)
 
     var sessions: [SessionID: StoredSession] = [:]
@@ -74,8 +89,10 @@ public actor SessionManager: Service {
 
     public init(
         store: SessionStore, events: EventHub, hypervisor: any Hypervisor, images: ImageStore,
-        configuration: Configuration = .init(), hasher: SecretHasher = .init(), adminToken: AdminToken? = nil, logger: Logger
+        configuration: Configuration = .init(), hasher: SecretHasher = .init(), adminToken: AdminToken? = nil,
+        clock: any Clock<Duration> = ContinuousClock(), logger: Logger
     ) {
+        self.clock = ElapsedClock(clock)
         self.adminToken = adminToken
         self.store = store
         self.events = events
@@ -90,7 +107,10 @@ public actor SessionManager: Service {
     // MARK: Service
 
     /// Runs operations and follows the hypervisor's lifecycle events until graceful shutdown. Operations
-    /// under way when shutdown begins are allowed to finish. Call ``reconcile()`` once before.
+    /// under way when shutdown begins are cancelled, and one that ends early because of it is left pending
+    /// in the store (its action and running operation) for the next start's ``reconcile()``, which
+    /// settles it against the VM: a libvirt start or hibernate cannot be bounded usefully, and the VM is
+    /// the truth about how far it got. Call ``reconcile()`` once before.
     public func run() async throws {
         let jobs = self.jobs
         let changes = hypervisor.changes
@@ -103,6 +123,7 @@ public actor SessionManager: Service {
             for await job in jobs.cancelOnGracefulShutdown() {
                 group.addTask { await self.execute(job) }
             }
+            shuttingDown = true
             group.cancelAll()
         }
     }
@@ -112,6 +133,9 @@ public actor SessionManager: Service {
     public func reconcile() async throws {
         let stored = try store.allSessions()
         tokenOwners = Dictionary(try store.allTokens().map { ($0.hash, $0.session) }, uniquingKeysWith: { _, last in last })
+        for repair in try await hypervisor.repairInterrupted() {
+            logger.notice("repaired a VM after an interrupted run", metadata: ["repair": "\(repair)"])
+        }
         let machines = try await hypervisor.allMachines()
         for var entry in stored {
             let id = entry.session.id
@@ -138,6 +162,10 @@ public actor SessionManager: Service {
                 }
             }
             if let change = lifecycle.observe(status) { changes.append(change) }
+            if entry.pendingAction == .close, lifecycle.state == .closed {
+                // A close killed after the VM was undefined may have left its files: finish removing them.
+                try await hypervisor.remove(id)
+            }
             entry.pendingAction = nil
             entry.session.operationID = nil
             if !changes.isEmpty || !announcements.isEmpty {
@@ -173,7 +201,7 @@ public actor SessionManager: Service {
         guard !secret.isEmpty, secret.utf8.count <= 1024 else {
             throw VMSessionError(.invalidArgument, "'secret' must be 1 to 1024 bytes long.")
         }
-        let key = SecretThrottle<ContinuousClock.Instant>.Key(name: name, client: client)
+        let key = SecretThrottle<ElapsedClock.Instant>.Key(name: name, client: client)
         if let existing = try storeCall({ try store.session(named: name) }) {
             return try await grantAccess(to: existing, secret: secret, key: key, token: token)
         }
@@ -208,7 +236,7 @@ public actor SessionManager: Service {
     }
 
     private func grantAccess(
-        to stored: StoredSession, secret: String, key: SecretThrottle<ContinuousClock.Instant>.Key, token: String?
+        to stored: StoredSession, secret: String, key: SecretThrottle<ElapsedClock.Instant>.Key, token: String?
     ) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
         let proven = token.map { tokenOwners[SecretHasher.tokenHash($0)] == stored.session.id } ?? false
         let reservation = try throttle.reserve(key, proven: proven, now: clock.now)
@@ -438,7 +466,7 @@ public actor SessionManager: Service {
         let deadline = clock.now + timeout
         var current = try operation(id)
         while current.status == .running, clock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await clock.sleep(for: .milliseconds(50))
             if Task.isCancelled { break }
             current = try operation(id)
         }
@@ -555,12 +583,31 @@ public actor SessionManager: Service {
     /// Carries out a job and records how it ended; returns the finished operation.
     @discardableResult
     private func execute(_ job: Job) async -> SessionOperation? {
+        let finished: SessionOperation?
         do {
             try await carryOut(job)
-            return finish(job, error: nil)
+            finished = finish(job, error: nil)
         } catch {
-            return finish(job, error: error)
+            if shuttingDown {
+                leaveForReconciliation(job, error: error)
+                return nil
+            }
+            finished = finish(job, error: error)
         }
+        // The VM changed while the action ran (the guest died during a start or reset, say): what the
+        // action concluded may already be wrong, so look at the VM again.
+        if changedDuringAction.remove(job.sessionID) != nil {
+            await machineChanged(job.sessionID)
+        }
+        return finished
+    }
+
+    /// An operation cut short by graceful shutdown: nothing is recorded, so the store keeps the pending
+    /// action and the running operation, and the next start's ``reconcile()`` settles them against the VM.
+    private func leaveForReconciliation(_ job: Job, error: any Error) {
+        logger.notice(
+            "operation left for reconciliation at the next start",
+            metadata: ["session": "\(job.sessionID)", "action": "\(job.transition.action.rawValue)", "error": "\(error)"])
     }
 
     /// The hypervisor work of each action, with progress along the way.
@@ -593,15 +640,10 @@ public actor SessionManager: Service {
                     seed = try ContextSeed.noCloud(userData: userData, instanceID: id.description, hostname: "vms-\(id.description.prefix(8))")
                 }
                 let image = try await images.machineImage(requirements.version)
-                let apiPort = try LoopbackPort.free()
-                try await hypervisor.define(
-                    MachineSpec(
-                        id: id, sessionName: entry.session.name, requirements: requirements, image: image, seed: seed,
-                        hostAPIPort: apiPort))
-                sessions[id]?.session.apiPort = apiPort
-                progress(job, 2, of: 3, "Booting the VM")
+                let spec = MachineSpec(id: id, sessionName: entry.session.name, requirements: requirements, image: image, seed: seed)
+                try await boot(job, spec)
             }
-            try await hypervisor.start(id)
+            if case .shutOff(_, hasSavedState: true) = status { try await hypervisor.start(id) }
             // Without a cap mechanism a kept cap cannot be applied; the start still succeeds (a PUT says why).
             if let cap = sessions[id]?.session.executionCap, cap != .unlimited, hypervisor.description.supportsExecutionCap {
                 try await hypervisor.setExecutionCap(cap, for: id)
@@ -625,6 +667,34 @@ public actor SessionManager: Service {
             progress(job, 1, of: 2, "Powering off and removing the VM")
             try await hypervisor.remove(id)
             progress(job, 2, of: 2, "VM and disks removed")
+        }
+    }
+
+    /// Defines the VM with a guest-API port and boots it. The port is picked before QEMU binds it (QEMU's
+    /// user network cannot be handed a bound socket), so another program may take it in between: QEMU then
+    /// refuses to start (`port_in_use`), and the boot is tried again with a new port.
+    private func boot(_ job: Job, _ spec: MachineSpec) async throws(VMSessionError) {
+        let id = job.sessionID
+        var attempt = 1
+        while true {
+            var spec = spec
+            spec.hostAPIPort = try configuration.pickAPIPort()
+            try await hypervisor.define(spec)
+            // Kept at once, so that a start left for reconciliation still knows its port.
+            if var entry = sessions[id] {
+                entry.session.apiPort = spec.hostAPIPort
+                sessions[id] = entry
+                let toStore = entry
+                recordOrLog("the guest API's port", session: id) { try store.update(toStore, events: []) }
+            }
+            progress(job, 2, of: 3, "Booting the VM")
+            do {
+                try await hypervisor.start(id)
+                return
+            } catch where error.code == .portInUse && attempt < Configuration.apiPortAttempts {
+                logger.notice("guest API port taken meanwhile; trying another", metadata: ["session": "\(id)", "port": "\(spec.hostAPIPort ?? 0)"])
+                attempt += 1
+            }
         }
     }
 
@@ -668,6 +738,8 @@ public actor SessionManager: Service {
         entry.session.state = lifecycle.state
         entry.session.operationID = nil
         entry.session.lastError = failure?.message
+        // A closed session has no guest API, and a fresh definition gets a port when it starts.
+        if lifecycle.state == .closed || job.transition.action == .open { entry.session.apiPort = nil }
         entry.session.updatedAt = now
         entry.pendingAction = nil
         var announcements: [(SessionEvent.Kind, String)] = []
@@ -698,7 +770,11 @@ public actor SessionManager: Service {
     /// A lifecycle event arrived for a session's VM: look at the VM and move the session if it changed on
     /// its own (the guest powered off, the process died, someone used virsh).
     func machineChanged(_ id: SessionID) async {
-        guard sessions[id] != nil, pending[id] == nil else { return }
+        guard sessions[id] != nil else { return }
+        guard pending[id] == nil else {
+            changedDuringAction.insert(id)
+            return
+        }
         let status: MachineStatus
         do {
             status = try await hypervisor.status(of: id)
@@ -706,8 +782,12 @@ public actor SessionManager: Service {
             logger.warning("cannot read a VM's state", metadata: ["session": "\(id)", "error": "\(error)"])
             return
         }
-        // Re-check after the await: an action may have started meanwhile.
-        guard var entry = sessions[id], pending[id] == nil else { return }
+        // Re-check after the await: an action may have started meanwhile (it looks again when it ends).
+        guard var entry = sessions[id] else { return }
+        guard pending[id] == nil else {
+            changedDuringAction.insert(id)
+            return
+        }
         var lifecycle = SessionLifecycle(state: entry.session.state)
         guard let change = lifecycle.observe(status) else { return }
         entry.session.state = lifecycle.state
@@ -736,7 +816,9 @@ public actor SessionManager: Service {
     /// Whether the VM's status shows that an interrupted action got to its end.
     static func reached(_ transition: SessionTransition, status: MachineStatus) -> Bool {
         switch (transition.onSuccess, status) {
-        case (.closed, .absent), (.running, .running), (.paused, .paused), (.saved, .shutOff(_, true)): return true
+        case (.closed, .absent), (.running, .running), (.running, .shuttingDown), (.running, .suspendedByGuest), (.paused, .paused),
+            (.saved, .shutOff(_, true)):
+            return true
         case (.open, .shutOff(_, false)): return true
         default: return false
         }

@@ -31,8 +31,16 @@ public protocol Hypervisor: Sendable {
     func allMachines() async throws(VMSessionError) -> [SessionID: MachineStatus]
     /// CPU time the VM has used, in nanoseconds, if it runs.
     func cpuTime(of id: SessionID) async throws(VMSessionError) -> UInt64?
+    /// Settles what a daemon killed in the middle of an action left in the hypervisor (for libvirt: a
+    /// managed-save image beside a VM that still runs). Called once at start-up, before ``allMachines()``;
+    /// returns a line per repair, for the log.
+    func repairInterrupted() async throws(VMSessionError) -> [String]
     /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
     var changes: AsyncStream<SessionID> { get }
+}
+
+extension Hypervisor {
+    public func repairInterrupted() async throws(VMSessionError) -> [String] { [] }
 }
 
 /// Which hypervisor and how it runs guests.
@@ -41,4 +49,11 @@ public struct HypervisorDescription: Codable, Equatable, Sendable {
     public var driver: String
     public var accelerator: String
     public var supportsExecutionCap: Bool
+
+    public init(uri: String, driver: String, accelerator: String, supportsExecutionCap: Bool) {
+        self.uri = uri
+        self.driver = driver
+        self.accelerator = accelerator
+        self.supportsExecutionCap = supportsExecutionCap
+    }
 }

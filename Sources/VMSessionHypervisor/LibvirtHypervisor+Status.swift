@@ -8,7 +8,9 @@ extension LibvirtHypervisor {
         case .running: return .running
         case .paused(let reason): return .paused(reason: reason)
         case .crashed(let reason): return .crashed(reason: reason)
-        case .other(let what): return .paused(reason: what)
+        case .shuttingDown: return .shuttingDown
+        case .suspendedByGuest: return .suspendedByGuest
+        case .noState: return .unknown
         case .shutOff(let reason):
             let saved = try domain.hasManagedSave()
             let why: MachineStatus.ShutOffReason =

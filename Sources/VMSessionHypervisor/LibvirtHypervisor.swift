@@ -54,7 +54,14 @@ public final class LibvirtHypervisor: Hypervisor {
     public init(configuration: Configuration, logger: Logger) throws(VMSessionError) {
         self.configuration = configuration
         self.logger = logger
-        if configuration.uri == nil { try Self.prepareEmbeddedRoot(configuration.embeddedRoot) }
+        if configuration.uri == nil {
+            try Self.prepareEmbeddedRoot(configuration.embeddedRoot)
+            // The daemon holds the state directory's lock, so no libvirt is using this root: what a killed
+            // daemon left half-started is settled before libvirt loads it (see EmbeddedRootRepair).
+            for repair in EmbeddedRootRepair.repair(root: configuration.embeddedRoot) {
+                logger.notice("repaired libvirt's state after an interrupted run", metadata: ["repair": "\(repair)"])
+            }
+        }
         do {
             connection = try Connection(uri: configuration.resolvedURI)
         } catch {
@@ -163,7 +170,17 @@ public final class LibvirtHypervisor: Hypervisor {
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
         await releaseCap(id)  // a cgroup left by a VM that powered off on its own
-        try await withDomain(id, "start the VM") { try $0.start() }
+        do {
+            try await withDomain(id, "start the VM") { try $0.start() }
+        } catch {
+            // QEMU 7.2's user network cannot take a listening socket from us, so the guest-API port is
+            // chosen before QEMU binds it; if another program took it meanwhile, QEMU refuses to start.
+            // Said as `port_in_use`, so that the caller picks another port and tries again.
+            if error.message.contains("host forwarding rule") {
+                throw VMSessionError(.portInUse, "The guest API's port was taken before the VM could bind it.", cause: error)
+            }
+            throw error
+        }
     }
 
     public func pause(_ id: SessionID) async throws(VMSessionError) {
@@ -181,13 +198,32 @@ public final class LibvirtHypervisor: Hypervisor {
     public func stop(_ id: SessionID, grace: Duration) async throws(VMSessionError) {
         let clock = ContinuousClock()
         let deadline = clock.now + grace
-        if case .running = try await status(of: id) {
+        switch try await status(of: id) {
+        case .running:
             // A guest that ignores ACPI still gets powered off below.
             try? await withDomain(id, "ask the guest to power off") { try $0.shutdown() }
+        case .paused:
+            // A paused guest cannot see the ACPI button, so waiting would always cost the whole grace. It is
+            // woken to power off cleanly (its disk outlives the stop); if it cannot be woken, it is powered
+            // off at once.
+            do {
+                try await withDomain(id, "resume the VM to power it off") { try $0.resume() }
+                try? await withDomain(id, "ask the guest to power off") { try $0.shutdown() }
+            } catch {
+                logger.info("paused guest could not be woken; powering off", metadata: ["session": "\(id)", "error": "\(error)"])
+                try await destroyIfActive(id)
+                return
+            }
+        case .suspendedByGuest, .unknown:
+            // Asleep or unknown: no ACPI request can be seen.
+            try await destroyIfActive(id)
+            return
+        default:
+            break
         }
         while clock.now < deadline {
             switch try await status(of: id) {
-            case .running, .paused: try? await Task.sleep(for: .milliseconds(200))
+            case .running, .paused, .shuttingDown: try? await Task.sleep(for: .milliseconds(200))
             default:
                 await releaseCap(id)
                 return
@@ -257,6 +293,20 @@ public final class LibvirtHypervisor: Hypervisor {
                 result[id] = try Self.status(of: domain)
             }
             return result
+        }
+    }
+
+    public func repairInterrupted() async throws(VMSessionError) -> [String] {
+        try await call("look for stale hibernation images") { connection in
+            var repairs: [String] = []
+            for domain in try connection.allDomains() where SessionID(machineName: domain.name) != nil {
+                // A hibernation killed before it stopped the VM leaves its image beside a live process; a
+                // later stop would leave the image as the VM's state (old memory over a newer disk).
+                guard try domain.state().isActive, try domain.hasManagedSave() else { continue }
+                try domain.removeManagedSave()
+                repairs.append("removed the stale hibernation image of \(domain.name), which still runs")
+            }
+            return repairs
         }
     }
 

@@ -95,7 +95,7 @@ struct EventRow: Codable, FetchableRecord, MutablePersistableRecord {
 
     func event() -> SessionEvent? {
         guard let id, let sessionID = SessionID(sessionId), let kind = SessionEvent.Kind(rawValue: kind) else { return nil }
-        return SessionEvent(id: id, sessionID: sessionID, kind: kind, payload: payload, time: createdAt)
+        return SessionEvent(id: id, sessionID: sessionID, kind: kind, payload: payload, time: createdAt.millisecondPrecision)
     }
 }
 
@@ -156,4 +156,11 @@ struct TokenRow: Codable, FetchableRecord, PersistableRecord {
     var tokenHash: Data
     var sessionId: String
     var createdAt: Date
+}
+
+extension Date {
+    /// This instant to the millisecond, as SQLite keeps it: the same value whether just stored or read back.
+    var millisecondPrecision: Date {
+        Date(timeIntervalSince1970: (timeIntervalSince1970 * 1000).rounded() / 1000)
+    }
 }

@@ -153,7 +153,8 @@ public final class SessionStore: Sendable {
     static func append(
         _ kind: SessionEvent.Kind, _ payload: String, for id: SessionID, at time: Date, in db: Database
     ) throws -> SessionEvent {
-        var row = EventRow(id: nil, sessionId: id.description, kind: kind.rawValue, payload: payload, createdAt: time)
+        // Stored with milliseconds: the event sent live carries the very instant a replay reads back.
+        var row = EventRow(id: nil, sessionId: id.description, kind: kind.rawValue, payload: payload, createdAt: time.millisecondPrecision)
         try row.insert(db)
         guard let event = row.event() else { throw VMSessionError(.internalError, "An event could not be stored.") }
         return event

@@ -83,6 +83,15 @@ final class DaemonProcess: @unchecked Sendable {
     /// The running daemon's process id (to read its memory high-water mark, for instance).
     var processID: Int32? { process?.processIdentifier }
 
+    /// SIGKILL, as a crash or the OOM killer would: nothing is cleaned up, the VMs' qemu keep running.
+    func kill9() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+        try? logHandle?.close()
+    }
+
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     deinit {

@@ -4,6 +4,8 @@ import Testing
 import VMSessionContext
 import VMSessionCore
 @testable import VMSessionHypervisor
+@testable import Libvirt
+import CLibvirt
 
 /// The hypervisor against libvirt's test driver: a real libvirt driver, in-process, with no guests booted.
 @Suite("LibvirtHypervisor on test:///default")
@@ -129,5 +131,167 @@ struct LibvirtHypervisorTests {
         xml.diskPath = "/d/disk.qcow2"
         xml.spec.cpus = 99
         #expect(throws: VMSessionError.self) { _ = try xml.render() }
+    }
+}
+
+/// What a daemon killed in the middle of an action leaves to libvirt, and what the hypervisor makes of it.
+@Suite("Interrupted runs and VM states libvirt reports")
+struct InterruptedRunTests {
+    @Test("stopping a paused VM wakes it and powers it off through ACPI instead of waiting out the grace")
+    func stopPausedUsesACPI() async throws {
+        let fixture = try LibvirtHypervisorTests.Fixture()
+        let id = SessionID()
+        try await fixture.hypervisor.define(fixture.spec(id))
+        try await fixture.hypervisor.start(id)
+        try await fixture.hypervisor.pause(id)
+        try await fixture.hypervisor.stop(id, grace: .seconds(3))
+        // Before: the paused guest never saw the request, the grace ran out and the VM was destroyed.
+        #expect(try await fixture.hypervisor.status(of: id) == .shutOff(reason: .guestShutdown, hasSavedState: false))
+        try await fixture.hypervisor.remove(id)
+    }
+
+    @Test("libvirt's shutting-down and guest-suspended states are not reported as paused")
+    func domainStates() {
+        #expect(DomainState(state: Int32(VIR_DOMAIN_SHUTDOWN.rawValue), reason: 0) == .shuttingDown)
+        #expect(DomainState(state: Int32(VIR_DOMAIN_PMSUSPENDED.rawValue), reason: 0) == .suspendedByGuest)
+        #expect(DomainState(state: Int32(VIR_DOMAIN_NOSTATE.rawValue), reason: 0) == .noState)
+    }
+
+    /// A fake embedded root with one status file.
+    static func root(status pid: Int32, domain: String) throws -> String {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vms-root-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: root + "/run/qemu", withIntermediateDirectories: true)
+        let xml = """
+            <domstatus state='paused' reason='starting up' pid='\(pid)'>
+              <job type='none' async='start' phase='none' asyncStarted='0'/>
+              <domain type='qemu'><name>\(domain)</name></domain>
+            </domstatus>
+            """
+        try xml.write(toFile: "\(root)/run/qemu/\(domain).xml", atomically: true, encoding: .utf8)
+        return root
+    }
+
+    @Test("a status file of a start that never launched QEMU (pid 0) is removed, and the QEMU its pid file names is killed")
+    func unfinishedStartRepaired() async throws {
+        let domain = "vms-\(UUID().uuidString.lowercased())"
+        let root = try Self.root(status: 0, domain: domain)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // Stands in for a QEMU launched before its pid reached the status file: its arguments name the guest.
+        let qemu = Process()
+        qemu.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        qemu.arguments = ["-c", "import time; time.sleep(60)", "guest=\(domain),debug-threads=on"]
+        try qemu.run()
+        defer { if qemu.isRunning { qemu.terminate() } }
+        try "\(qemu.processIdentifier)\n".write(toFile: "\(root)/run/qemu/\(domain).pid", atomically: true, encoding: .utf8)
+
+        let repairs = EmbeddedRootRepair.repair(root: root)
+        #expect(repairs.count == 2, "\(repairs)")
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/run/qemu/\(domain).xml"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/run/qemu/\(domain).pid"))
+        qemu.waitUntilExit()
+        #expect(qemu.terminationReason == .uncaughtSignal)
+    }
+
+    @Test("a status file whose pid is gone is removed; one whose QEMU lives is left to libvirt")
+    func deadPIDRepairedLiveKept() async throws {
+        let domain = "vms-\(UUID().uuidString.lowercased())"
+        let dead = Process()
+        dead.executableURL = URL(fileURLWithPath: "/bin/true")
+        try dead.run()
+        dead.waitUntilExit()
+        let root = try Self.root(status: dead.processIdentifier, domain: domain)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        #expect(EmbeddedRootRepair.repair(root: root).count == 1)
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/run/qemu/\(domain).xml"))
+
+        let qemu = Process()
+        qemu.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        qemu.arguments = ["-c", "import time; time.sleep(60)", "guest=\(domain),debug-threads=on"]
+        try qemu.run()
+        defer { qemu.terminate() }
+        let live = try Self.root(status: qemu.processIdentifier, domain: domain)
+        defer { try? FileManager.default.removeItem(atPath: live) }
+        #expect(EmbeddedRootRepair.repair(root: live).isEmpty)
+        #expect(FileManager.default.fileExists(atPath: "\(live)/run/qemu/\(domain).xml"))
+        #expect(qemu.isRunning)
+    }
+}
+
+extension InterruptedRunTests {
+    /// A process named like QEMU (argv[0]) with a QMP socket argument, standing in for libvirt's probe.
+    static func fakeQEMU(qmp: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", "exec -a qemu-system-x86_64 /usr/bin/python3 -c 'import time; time.sleep(60)' -qmp \(qmp)"]
+        try process.run()
+        return process
+    }
+
+    @Test("a capability-probe QEMU of an earlier run (its QMP socket under the root) is killed; another root's is not")
+    func probeKilled() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("vms-root-\(UUID())").path
+        let ours = try Self.fakeQEMU(qmp: "unix:\(root)/lib/qemu/qmp-ABC/qmp.monitor,server=on,wait=off")
+        let theirs = try Self.fakeQEMU(qmp: "unix:/elsewhere-\(UUID())/lib/qemu/qmp-ABC/qmp.monitor,server=on,wait=off")
+        defer { theirs.terminate() }
+        // Until bash has exec'd python3 under the new name.
+        for _ in 0..<200 {
+            let name = (try? String(contentsOfFile: "/proc/\(ours.processIdentifier)/cmdline", encoding: .utf8)) ?? ""
+            if name.hasPrefix("qemu-system") { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(EmbeddedRootRepair.killProbes(root: root).count == 1)
+        ours.waitUntilExit()
+        #expect(ours.terminationReason == .uncaughtSignal)
+        #expect(theirs.isRunning)
+    }
+}
+
+/// The embedded QEMU driver (no guest boots: QEMU refuses to start).
+@Suite("LibvirtHypervisor on the embedded QEMU driver")
+struct EmbeddedDriverTests {
+    static let appliance = ProcessInfo.processInfo.environment["VMSESSIOND_TEST_APPLIANCE"]
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+            + "/.cache/appliance"
+
+    /// A socket listening on a port the kernel picked on 127.0.0.1, as another program would hold it.
+    static func listeningSocket() throws -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+                bind(fd, generic, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, generic, &length) == 0
+            }
+        }
+        try #require(ok)
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    @Test(
+        "QEMU refusing a guest-API port another program holds is reported as port_in_use",
+        .enabled(if: FileManager.default.fileExists(atPath: appliance + "/vmlinuz")))
+    func takenPortIsPortInUse() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-e-\(UUID().uuidString.prefix(6))").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let hypervisor = try LibvirtHypervisor(
+            configuration: .init(stateDirectory: directory, accelerator: .tcg), logger: Logger(label: "test"))
+        let (fd, port) = try Self.listeningSocket()
+        defer { close(fd) }
+        let id = SessionID()
+        let commandLine = (try? String(contentsOfFile: Self.appliance + "/cmdline", encoding: .utf8)) ?? "console=ttyS0"
+        try await hypervisor.define(
+            MachineSpec(
+                id: id, sessionName: "port", requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"),
+                image: .kernel(kernelPath: Self.appliance + "/vmlinuz", initrdPath: Self.appliance + "/initrd.img", commandLine: commandLine),
+                hostAPIPort: port))
+        do {
+            try await hypervisor.start(id)
+            Issue.record("the VM started although its port was taken")
+        } catch {
+            #expect(error.code == .portInUse, "\(error)")
+        }
+        try await hypervisor.remove(id)
     }
 }

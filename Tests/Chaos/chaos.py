@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""make chaos: the real vmsessiond on libvirt's embedded QEMU driver with real appliance guests, killed
+with SIGKILL at random points of open, start, pause, hibernate, restore, stop and close, and with its
+qemu killed. After each restart it checks that:
+
+- every event a client had received is still there, in order, with the same type and time (?since=0);
+- every session's state matches the VM: one qemu for running/paused, a managed-save file and no qemu for
+  saved, no qemu for open/error, nothing at all (qemu, domain, files) for closed;
+- there is no orphan qemu, domain or machine directory;
+- `PRAGMA integrity_check` says ok;
+- the next action works.
+
+It prints the counts (rounds, mismatches, failed next actions, 5xx) and exits non-zero if any is not 0.
+Every qemu it started is killed at the end. CHAOS_ROUNDS (or --rounds) sets the number of rounds.
+"""
+import argparse
+import glob
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ACTIONS_BY_STATE = {
+    "closed": ["open"],
+    "open": ["start", "close"],
+    "running": ["pause", "hibernate", "stop", "close", "qemu-kill"],
+    "paused": ["resume", "hibernate", "stop", "close"],
+    "saved": ["start", "close"],
+    "error": ["close", "open", "start"],
+}
+# After each restart one of these runs to its end (it must work); the choice spreads the sessions over
+# every state, so that the next round's kill can land in any action (restore from saved included).
+NEXT_ACTIONS = {
+    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop"],
+    "paused": ["resume", "hibernate"], "saved": ["start"], "error": ["open"],
+}
+REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
+
+
+class Counts:
+    def __init__(self):
+        self.rounds = 0
+        self.mismatches = 0
+        self.failed_next = 0
+        self.server_errors = 0
+        self.lost_events = 0
+        self.orphans = 0
+        self.integrity = 0
+        self.notes = []
+
+    def note(self, kind, text):
+        setattr(self, kind, getattr(self, kind) + 1)
+        self.notes.append(f"round {self.rounds}: {kind}: {text}")
+        print(f"  !! {kind}: {text}", flush=True)
+
+
+class Daemon:
+    def __init__(self, binary, state, appliance):
+        self.binary, self.state, self.appliance = binary, state, appliance
+        self.process = None
+        self.port = None
+        self.log = os.path.join(state, "daemon.log")
+
+    def start(self):
+        os.makedirs(self.state, exist_ok=True)
+        offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+        log = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [self.binary, "--listen", "127.0.0.1:0", "--state-dir", self.state, "--appliance-dir", self.appliance,
+             "--accelerator", "tcg", "--stop-grace", "5"],
+            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with open(self.log, "rb") as f:
+                f.seek(offset)
+                m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", f.read())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vmsessiond exited with {self.process.returncode}; see {self.log}")
+            time.sleep(0.05)
+        raise RuntimeError("vmsessiond did not listen within 60 s")
+
+    def kill9(self):
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+class API:
+    def __init__(self, daemon, counts):
+        self.daemon, self.counts = daemon, counts
+
+    def call(self, method, path, token=None, body=None, timeout=60):
+        url = f"http://127.0.0.1:{self.daemon.port}{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            payload = error.read()
+            if error.code >= 500:
+                self.counts.note("server_errors", f"{method} {path} -> {error.code} {payload[:300]!r}")
+            try:
+                return error.code, json.loads(payload or b"{}")
+            except ValueError:
+                return error.code, {}
+
+
+class Follower(threading.Thread):
+    """A client following a session's events live, as a page would, until the daemon dies."""
+
+    def __init__(self, api, sid, token, since):
+        super().__init__(daemon=True)
+        self.api, self.sid, self.token, self.since = api, sid, token, since
+        self.received = []
+
+    def run(self):
+        url = f"http://127.0.0.1:{self.api.daemon.port}/api/v1/sessions/{self.sid}/events?token={self.token}&since={self.since}"
+        block = {}
+        try:
+            with urllib.request.urlopen(url, timeout=600) as response:
+                for raw in response:
+                    line = raw.decode().rstrip("\n")
+                    if not line:
+                        if "id" in block:
+                            self.received.append(block)
+                        block = {}
+                    elif line.startswith("id: "):
+                        block["id"] = int(line[4:])
+                    elif line.startswith("event: "):
+                        block["type"] = line[7:]
+                    elif line.startswith("data: "):
+                        block["time"] = json.loads(line[6:]).get("time")
+        except Exception:
+            pass
+
+
+def qemu_pids(name=None):
+    """Live qemu processes of our guests (by the guest name on their command line)."""
+    found = {}
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(proc + "/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(proc + "/stat") as f:
+                if ") Z " in f.read():
+                    continue
+        except OSError:
+            continue
+        if not args or b"qemu-system" not in args[0]:
+            continue
+        for arg in args:
+            m = re.match(rb"guest=(vms-[0-9a-f-]+)", arg)
+            if m:
+                found.setdefault(m.group(1).decode(), []).append(int(proc[6:]))
+    return found if name is None else found.get(name, [])
+
+
+def probe_pids(state_dir):
+    """qemu processes libvirt runs to probe capabilities for this state directory (not guests)."""
+    pids = []
+    marker = f"unix:{state_dir}/libvirt/lib/qemu/qmp-".encode()
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(proc + "/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args and b"qemu-system" in args[0] and any(arg.startswith(marker) for arg in args):
+            pids.append(int(proc[6:]))
+    return pids
+
+
+def reality(state_dir, sid):
+    name = f"vms-{sid}"
+    root = os.path.join(state_dir, "libvirt")
+    saves = glob.glob(f"{root}/**/{name}.save", recursive=True)
+    configs = [p for p in glob.glob(f"{root}/etc/**/{name}.xml", recursive=True)]
+    machine_dir = os.path.isdir(os.path.join(state_dir, "machines", sid))
+    return {"qemu": len(qemu_pids(name)), "save": bool(saves), "defined": bool(configs), "dir": machine_dir}
+
+
+def matches(state, real):
+    if state in ("running", "paused"):
+        return real["qemu"] == 1 and not real["save"]
+    if state == "saved":
+        return real["qemu"] == 0 and real["save"]
+    if state in ("open", "error"):
+        return real["qemu"] == 0 and not real["save"]
+    if state == "closed":
+        return real["qemu"] == 0 and not real["save"] and not real["defined"] and not real["dir"]
+    return False  # a transient state after reconcile is itself wrong
+
+
+def follow(api, sessions):
+    followers = {s: Follower(api, s, e["token"], 0) for s, e in sessions.items()}
+    for follower in followers.values():
+        follower.start()
+    return followers
+
+
+def caught_up(follower, count, timeout=10):
+    """The follower's events once it has at least `count` (the replay) or `timeout` passed."""
+    deadline = time.time() + timeout
+    while len(follower.received) < count and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return list(follower.received)
+
+
+def wait_operation(api, token, operation, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, body = api.call("GET", f"/api/v1/operations/{operation}/wait?timeout=30", token=token, timeout=40)
+        if status != 200:
+            return status, body
+        if body.get("status") != "running":
+            return status, body
+    return 0, {"status": "timeout"}
+
+
+def act(api, sid, token, action):
+    body = None
+    if action == "open":
+        body = REQUIREMENTS
+    elif action == "start":
+        body = {"userData": "#!/bin/sh\necho chaos\n"}
+    return api.call("POST", f"/api/v1/sessions/{sid}/{action}", token=token, body=body)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--daemon", required=True)
+    parser.add_argument("--appliance", required=True)
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("CHAOS_ROUNDS", "50")))
+    parser.add_argument("--sessions", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", str(int(time.time())))))
+    parser.add_argument("--keep", action="store_true", help="keep the state directory")
+    args = parser.parse_args()
+    random.seed(args.seed)
+    print(f"chaos: {args.rounds} rounds, {args.sessions} sessions, seed {args.seed}", flush=True)
+
+    counts = Counts()
+    workdir = tempfile.mkdtemp(prefix="vms-chaos-")
+    state_dir = os.path.join(workdir, "state")
+    daemon = Daemon(args.daemon, state_dir, args.appliance)
+    api = API(daemon, counts)
+    ours = set()
+    try:
+        daemon.start()
+        sessions = {}
+        for i in range(args.sessions):
+            status, body = api.call("POST", "/api/v1/sessions", body={"name": f"chaos-{i}", "secret": "chaos"})
+            assert status == 201, body
+            sid = body["session"]["id"]
+            sessions[sid] = {"token": body["token"], "seen": []}
+            ours.add(f"vms-{sid}")
+
+        # Clients follow every session from its first event and never hang up while the daemon lives
+        # (a client that disconnects while events are sent is issue 10 item 1, tested elsewhere).
+        followers = follow(api, sessions)
+        for round_number in range(1, args.rounds + 1):
+            counts.rounds = round_number
+            sid = random.choice(list(sessions))
+            entry = sessions[sid]
+            token = entry["token"]
+            _, current = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
+            state = current.get("state", "?")
+            action = random.choice(ACTIONS_BY_STATE.get(state, ["close"]))
+            delay = random.choice([0.0, 0.005, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
+            print(f"round {round_number}: {sid[:8]} {state} -> {action}, kill after {delay:.3f} s", flush=True)
+            if action == "qemu-kill":
+                for pid in qemu_pids(f"vms-{sid}"):
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(1 + delay)
+            else:
+                act(api, sid, token, action)
+                time.sleep(delay)
+            daemon.kill9()
+            for follower in followers.values():
+                follower.join(timeout=5)
+            for s, follower in followers.items():
+                sessions[s]["seen"] = follower.received
+
+            daemon.start()
+            followers = follow(api, sessions)
+            # Events a client had: still there, in order, the same (replayed from ?since=0).
+            for s, e in sessions.items():
+                replay = caught_up(followers[s], len(e["seen"]))
+                by_id = {ev["id"]: ev for ev in replay}
+                ids = [ev["id"] for ev in replay]
+                if ids != sorted(ids):
+                    counts.note("lost_events", f"{s[:8]} replay out of order")
+                for ev in e["seen"]:
+                    kept = by_id.get(ev["id"])
+                    if kept is None or kept.get("type") != ev.get("type") or kept.get("time") != ev.get("time"):
+                        counts.note("lost_events", f"{s[:8]} event {ev} replayed as {kept}")
+            # State against reality, for every session.
+            for s, e in sessions.items():
+                _, body = api.call("GET", f"/api/v1/sessions/{s}", token=e["token"])
+                real = reality(state_dir, s)
+                if not matches(body.get("state"), real):
+                    counts.note("mismatches", f"{s[:8]} is {body.get('state')} ({body.get('lastError')}) but the VM is {real}")
+            # Orphans: qemu or machine directories of no session of ours, or closed sessions' leftovers.
+            for name, pids in qemu_pids().items():
+                if name not in ours:
+                    continue
+                if len(pids) > 1:
+                    counts.note("orphans", f"{name} has {len(pids)} qemu processes")
+            for pid in probe_pids(state_dir):
+                counts.note("orphans", f"qemu {pid} (a capability probe) outlived the daemon that started it")
+            for directory in glob.glob(os.path.join(state_dir, "machines", "*")):
+                if f"vms-{os.path.basename(directory)}" not in ours:
+                    counts.note("orphans", f"machine directory {directory} of no session")
+            db = sqlite3.connect(f"file:{state_dir}/vmsessiond.sqlite?mode=ro", uri=True, timeout=10)
+            result = db.execute("PRAGMA integrity_check").fetchone()[0]
+            db.close()
+            if result != "ok":
+                counts.note("integrity", result)
+            # The next action works.
+            _, body = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
+            state = body.get("state", "?")
+            follow_up = random.choice(NEXT_ACTIONS[state]) if state in NEXT_ACTIONS else None
+            if follow_up is None:
+                counts.note("failed_next", f"{sid[:8]} left in {state}, no action possible")
+                continue
+            status, body = act(api, sid, token, follow_up)
+            if status == 202:
+                status, body = wait_operation(api, token, body["operation"]["id"])
+                ok = body.get("status") == "succeeded"
+            else:
+                ok = status == 200
+            if not ok:
+                counts.note("failed_next", f"{sid[:8]} {state} -> {follow_up}: {status} {json.dumps(body)[:300]}")
+        daemon.stop()
+    finally:
+        daemon.kill9()
+        leftover = [pid for name, pids in qemu_pids().items() if name in ours for pid in pids] + probe_pids(state_dir)
+        for pid in leftover:
+            os.kill(pid, signal.SIGKILL)
+        if args.keep:
+            print(f"state kept in {workdir}")
+        else:
+            subprocess.run(["rm", "-rf", workdir])
+    print(
+        f"chaos: rounds={counts.rounds} mismatches={counts.mismatches} failed_next_actions={counts.failed_next} "
+        f"5xx={counts.server_errors} lost_events={counts.lost_events} orphans={counts.orphans} "
+        f"integrity_failures={counts.integrity} qemu_killed_at_end={len(leftover)}", flush=True)
+    for note in counts.notes:
+        print("  " + note)
+    bad = counts.mismatches + counts.failed_next + counts.server_errors + counts.lost_events + counts.orphans + counts.integrity
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

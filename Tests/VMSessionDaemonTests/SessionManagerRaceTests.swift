@@ -1,0 +1,327 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import Synchronization
+import Testing
+import VMSessionCore
+@testable import VMSessionDaemon
+import VMSessionHypervisor
+import VMSessionStore
+import VMSessionTestSupport
+
+/// Races and interruptions in the session manager, made deterministic with the scripted hypervisor
+/// (gates hold an action while the test changes the VM) and a manual clock.
+@Suite("Session manager races, shutdown and interrupted runs")
+struct SessionManagerRaceTests {
+    /// A manager over an in-memory store and a scripted hypervisor, with an appliance of empty files.
+    final class Fixture: Sendable {
+        let directory: String
+        let store: SessionStore
+        let events: EventHub
+        let hypervisor: ScriptedHypervisor
+
+        init(machines: [SessionID: MachineStatus] = [:]) throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-race-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data([0])) }
+            store = try SessionStore.inMemory()
+            events = EventHub(store: store)
+            hypervisor = ScriptedHypervisor(machines: machines)
+        }
+
+        func manager(
+            configuration: SessionManager.Configuration = .init(stopGrace: .seconds(1)), clock: any Clock<Duration> = ContinuousClock()
+        ) -> SessionManager {
+            SessionManager(
+                store: store, events: events, hypervisor: hypervisor,
+                images: ImageStore(
+                    store: store, catalog: ImageCatalog(applianceDirectory: directory), directory: directory + "/images",
+                    downloader: ImageDownloader(logger: Logger(label: "test")), logger: Logger(label: "test")),
+                configuration: configuration, clock: clock, logger: Logger(label: "test"))
+        }
+
+        /// Stores a session in `state`, opened with the appliance.
+        func session(_ state: SessionState, pending: SessionAction? = nil, apiPort: Int? = nil) throws -> SessionID {
+            let now = Date()
+            var session = Session(id: SessionID(), name: "s-\(UUID().uuidString.prefix(6))", state: state, createdAt: now, updatedAt: now)
+            session.requirements = Requirements(cpus: 1, memory: 128, disk: 64, version: "appliance")
+            session.apiPort = apiPort
+            let stored = StoredSession(
+                session: session, secret: SecretDigest(kdf: "scrypt:1024:8:1", salt: [1], hash: [2]), pendingAction: pending)
+            _ = try store.createSession(stored, tokenHash: Array(UUID().uuidString.utf8), event: (.sessionCreated, "{}"))
+            return session.id
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    /// Runs the manager's service while `body` runs, and stops it after.
+    static func running<T: Sendable>(_ manager: SessionManager, _ body: () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await manager.run() }
+            let result = try await body()
+            group.cancelAll()
+            return result
+        }
+    }
+
+    /// Waits for the operation's end on the session's live events (subscribed before the action began).
+    static func end(of operation: OperationID, in stream: AsyncStream<SessionEvent>) async -> SessionEvent? {
+        for await event in stream where event.kind == .operationCompleted || event.kind == .operationFailed {
+            if event.payload.contains(operation.description) { return event }
+        }
+        return nil
+    }
+
+    // MARK: Item 9
+
+    @Test("a VM that dies while a reset runs is seen when the reset ends: the session does not stay running")
+    func changeDuringResetIsNotDropped() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.running)
+        await fixture.hypervisor.set(id, to: .running, announce: false)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        let gate = await fixture.hypervisor.hold(.reset)
+        async let reset = manager.perform(.reset, on: id)
+        await gate.reached()
+        // The guest dies while the reset is still under way, and its lifecycle event arrives now.
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .crashed, hasSavedState: false), announce: false)
+        await manager.machineChanged(id)
+        gate.open()
+        _ = try await reset
+        let session = try await manager.session(id)
+        #expect(session.state == .error, "a guest that died during the reset is not left running")
+        #expect(session.lastError?.contains("crashed") == true)
+    }
+
+    @Test("a guest that dies while its start is under way leaves the session in error, not running")
+    func deathDuringStartIsNotDropped() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.open)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
+        let manager = fixture.manager(configuration: .init(pickAPIPort: { 40_123 }))
+        try await manager.reconcile()
+        let stream = fixture.events.subscribe(to: id)
+        try await Self.running(manager) {
+            let gate = await fixture.hypervisor.hold(.start)
+            let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
+            await gate.reached()
+            await fixture.hypervisor.set(id, to: .shutOff(reason: .processFailed, hasSavedState: false))
+            gate.open()
+            _ = await Self.end(of: receipt.operation.id, in: stream)
+            // The second look follows the operation's end in the same task; the deadline only keeps a
+            // regression from hanging the suite (before the fix no such event ever came).
+            let reached = await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    for await event in stream where event.kind == .stateChanged {
+                        let state = try? JSONDecoder().decode(SessionEvent.StateChanged.self, from: Data(event.payload.utf8)).state
+                        if state == .error { return true }
+                    }
+                    return false
+                }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(20))
+                    return false
+                }
+                let first = await group.next() ?? false
+                group.cancelAll()
+                return first
+            }
+            #expect(reached, "the session moved to error after the start ended")
+        }
+        #expect(try await manager.session(id).state == .error)
+    }
+
+    @Test("graceful shutdown leaves an operation in flight pending, and the next start settles it from the VM")
+    func shutdownLeavesOperationsForReconciliation() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.open)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
+        let manager = fixture.manager(configuration: .init(pickAPIPort: { 40_124 }))
+        try await manager.reconcile()
+        let gate = await fixture.hypervisor.hold(.start)
+        let operation: OperationID = try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await manager.run() }
+                let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
+                await gate.reached()
+                trigger.triggerGracefulShutdown()
+                try await group.waitForAll()
+                return receipt.operation.id
+            }
+        }
+        // Nothing was recorded as failed: the store still says the start is under way.
+        let stored = try #require(try fixture.store.session(id))
+        #expect(stored.session.state == .starting)
+        #expect(stored.pendingAction == .start)
+        #expect(stored.session.apiPort == 40_124, "the port the VM was defined with is kept")
+        #expect(try fixture.store.operation(operation)?.status == .running)
+        #expect(try fixture.store.events(for: id, after: 0).allSatisfy { $0.kind != .operationFailed && $0.kind != .error })
+
+        // The VM did boot: the next daemon finds it running and completes the operation.
+        let next = fixture.manager()
+        try await next.reconcile()
+        #expect(try await next.session(id).state == .running)
+        #expect(try fixture.store.operation(operation)?.status == .succeeded)
+    }
+
+    @Test("a start whose guest-API port was taken meanwhile is tried again with a new port")
+    func takenPortRetried() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.open)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
+        await fixture.hypervisor.takePorts([41_000])
+        let ports = Mutex([41_000, 41_001])
+        let manager = fixture.manager(configuration: .init(pickAPIPort: { ports.withLock { $0.removeFirst() } }))
+        try await manager.reconcile()
+        let stream = fixture.events.subscribe(to: id)
+        let end = try await Self.running(manager) {
+            let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
+            return await Self.end(of: receipt.operation.id, in: stream)
+        }
+        #expect(end?.kind == .operationCompleted)
+        let session = try await manager.session(id)
+        #expect(session.state == .running)
+        #expect(session.apiPort == 41_001)
+        #expect(await fixture.hypervisor.callCount(.start) == 2)
+    }
+
+    @Test("a port taken on every try fails the start with port_in_use after a bounded number of tries")
+    func takenPortGivesUp() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.open)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
+        await fixture.hypervisor.takePorts([41_100])
+        let manager = fixture.manager(configuration: .init(pickAPIPort: { 41_100 }))
+        try await manager.reconcile()
+        let stream = fixture.events.subscribe(to: id)
+        let end = try await Self.running(manager) {
+            let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
+            return await Self.end(of: receipt.operation.id, in: stream)
+        }
+        #expect(end?.kind == .operationFailed)
+        #expect(end?.payload.contains("port_in_use") == true)
+        #expect(await fixture.hypervisor.callCount(.start) == SessionManager.Configuration.apiPortAttempts)
+    }
+
+    @Test("a guest that suspends itself or is shutting down is not shown as paused, and the controller leaves it be")
+    func guestSuspendIsNotPause() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.running)
+        await fixture.hypervisor.set(id, to: .running, announce: false)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        _ = try await manager.updateDaemonControl(on: id, controlled: true, minCap: 0, maxCap: 100, flags: 0)
+        for status in [MachineStatus.suspendedByGuest, .shuttingDown] {
+            await fixture.hypervisor.set(id, to: status, announce: false)
+            await manager.machineChanged(id)
+            #expect(try await manager.session(id).state == .running, "\(status)")
+            // Idle: the controller would resume a paused session; this one is not paused.
+            let outcome = await manager.applyController(idle: true, to: id)
+            #expect(outcome == nil || outcome?.step != .perform(.resume))
+            #expect(await fixture.hypervisor.callCount(.resume) == 0)
+        }
+    }
+
+    @Test("the guest API's port is forgotten when the session closes")
+    func closeForgetsPort() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.saved, apiPort: 42_000)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .saved, hasSavedState: true), announce: false)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        let stream = fixture.events.subscribe(to: id)
+        try await Self.running(manager) {
+            let receipt = try await manager.perform(.close, on: id)
+            _ = await Self.end(of: receipt.operation.id, in: stream)
+        }
+        #expect(try await manager.session(id).state == .closed)
+        #expect(try await manager.session(id).apiPort == nil)
+        #expect(try fixture.store.session(id)?.session.apiPort == nil)
+    }
+
+    @Test("waiting for an operation ends when the manager's clock passes the timeout, with no real waiting")
+    func waitForOperationFollowsTheClock() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.open)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
+        let clock = ManualClock()
+        let manager = fixture.manager(configuration: .init(pickAPIPort: { 40_125 }), clock: clock)
+        try await manager.reconcile()
+        let gate = await fixture.hypervisor.hold(.start)
+        try await Self.running(manager) {
+            let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
+            await gate.reached()
+            final class Outcome: Sendable { let value = Mutex<SessionOperation?>(nil) }
+            let done = Outcome()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    let operation = try await manager.waitForOperation(receipt.operation.id, timeout: .seconds(30))
+                    done.value.withLock { $0 = operation }
+                }
+                // Move time on whenever the waiter sleeps, until it gives up.
+                while done.value.withLock({ $0 == nil }) {
+                    if clock.sleeperCount > 0 { clock.advance(by: .seconds(1)) }
+                    await Task.yield()
+                }
+                try await group.waitForAll()
+            }
+            #expect(done.value.withLock { $0?.status } == .running, "the wait ended at its timeout, the operation still under way")
+            #expect(clock.now.offset >= .seconds(30) && clock.now.offset <= .seconds(31))
+            gate.open()
+        }
+    }
+
+    // MARK: Item 8 (the manager's side; the libvirt side is in the hypervisor and end-to-end tests)
+
+    @Test("a hibernation image left beside a running VM is removed at start-up, so a later stop does not make it saved")
+    func staleHibernationImageRemoved() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.saving, pending: .hibernate)
+        await fixture.hypervisor.set(id, to: .running, announce: false)
+        await fixture.hypervisor.leaveSavedImage(beside: id)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        #expect(try await manager.session(id).state == .running)
+        let stream = fixture.events.subscribe(to: id)
+        try await Self.running(manager) {
+            let receipt = try await manager.perform(.stop, on: id)
+            _ = await Self.end(of: receipt.operation.id, in: stream)
+        }
+        #expect(try await manager.session(id).state == .open, "old memory is not restored over the newer disk")
+    }
+
+    @Test("after a close cut short by a kill, a new open is not undone by the VM's stale 'crashed' shut-off reason")
+    func openAfterInterruptedCloseStaysOpen() async throws {
+        let fixture = try Fixture()
+        // The kill left the VM defined and shut off with the reason of its killed process.
+        let id = try fixture.session(.closing, pending: .close)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .crashed, hasSavedState: false), announce: false)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        #expect(try await manager.session(id).state == .error)
+        let stream = fixture.events.subscribe(to: id)
+        try await Self.running(manager) {
+            let receipt = try await manager.perform(.open, on: id, input: .open(Requirements(cpus: 1, memory: 128, disk: 64, version: "appliance")))
+            #expect(await Self.end(of: receipt.operation.id, in: stream)?.kind == .operationCompleted)
+        }
+        // The redefinition's lifecycle event arrives after the open completed.
+        await manager.machineChanged(id)
+        #expect(try await manager.session(id).state == .open)
+    }
+}
+
+extension SessionManagerRaceTests {
+    @Test("a close cut short after the VM was undefined finishes at start-up: no file of it is left")
+    func interruptedCloseFinishesRemoval() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.closing, pending: .close)
+        // The VM is already gone from the hypervisor; its files may not be.
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        #expect(try await manager.session(id).state == .closed)
+        #expect(await fixture.hypervisor.callCount(.remove) == 1, "the removal is carried to its end")
+    }
+}
