@@ -9,6 +9,8 @@ import VMSessionHypervisor
 struct SessionsController {
     let manager: SessionManager
     let hypervisor: HypervisorDescription
+    /// The idle controller's source and why it was chosen, shown in `GET /api/v1`.
+    var idleSource: @Sendable () -> DaemonStatus.IdleSourceStatus? = { nil }
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
@@ -35,10 +37,12 @@ struct SessionsController {
         let version: String
         let hypervisor: HypervisorDescription
         let imageVersions: [String]
+        let idleSource: DaemonStatus.IdleSourceStatus?
     }
 
     @Sendable func daemonInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions()))
+        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions(),
+            idleSource: idleSource()))
     }
 
     struct SessionRequest: Decodable {

@@ -21,7 +21,8 @@ public enum VMSessionAPI {
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins))
         router.add(middleware: ErrorResponder())
-        let sessions = SessionsController(manager: manager, hypervisor: hypervisor)
+        var sessions = SessionsController(manager: manager, hypervisor: hypervisor)
+        sessions.idleSource = { controller.idleSource() }
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events).addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)

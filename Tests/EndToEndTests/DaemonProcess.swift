@@ -23,9 +23,13 @@ final class DaemonProcess: @unchecked Sendable {
 
     var logPath: String { stateDirectory + "/daemon.log" }
 
-    init(stateDirectory: String, arguments: [String]) {
+    /// Variables added to the test's own environment for the daemon (e.g. a session bus address).
+    let environment: [String: String]
+
+    init(stateDirectory: String, arguments: [String], environment: [String: String] = [:]) {
         self.stateDirectory = stateDirectory
         self.arguments = arguments
+        self.environment = environment
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
@@ -38,6 +42,7 @@ final class DaemonProcess: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = log
         process.standardOutput = log
         try process.run()

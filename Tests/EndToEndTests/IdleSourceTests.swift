@@ -33,13 +33,14 @@ extension APIClient {
 /// ``IdleControllerTests``).
 @Suite("Idle sources on real desktops (test driver)", .serialized)
 struct IdleSourceTests {
-    static func daemon(_ directory: TemporaryDirectory, _ arguments: [String]) async throws -> DaemonProcess {
+    static func daemon(_ directory: TemporaryDirectory, _ arguments: [String], environment: [String: String] = [:]) async throws -> DaemonProcess {
         let appliance = directory.path + "/appliance"
         try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
         for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
         let daemon = DaemonProcess(
             stateDirectory: directory.path + "/state",
-            arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance, "--idle-time", "1"] + arguments)
+            arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance, "--idle-time", "1"] + arguments,
+            environment: environment)
         try await daemon.start()
         return daemon
     }
@@ -133,6 +134,27 @@ struct IdleSourceTests {
             }
         }
         sway.stop()
+        try await daemon.stop()
+    }
+
+    @Test("GNOME on Wayland: mutter --headless as a non-root user; the daemon asks its IdleMonitor over the session bus, Mutter's virtual pointer makes the desktop active")
+    func mutterIdleMonitor() async throws {
+        let directory = try TemporaryDirectory("vms-e2e-mutter")
+        let mutter = try await MutterCompositor()
+        defer { mutter.stop() }
+        // auto, as a GNOME Wayland session hands its environment to the user's services.
+        let daemon = try await Self.daemon(
+            directory, ["--wayland-display", mutter.runtimeDirectory.path + "/wayland-m"],
+            environment: mutter.daemonEnvironment.merging(["XDG_CURRENT_DESKTOP": "GNOME", "XDG_SESSION_TYPE": "wayland"]) { $1 })
+        let api = APIClient(port: daemon.port)
+        let status = try await api.waitForDetection("mutter")
+        let source = try #require(status["idleSource"] as? [String: Any])
+        #expect((source["name"] as? String ?? "").contains(mutter.busAddress))
+        #expect((source["reason"] as? String ?? "").contains("GNOME on Wayland"))
+        try await api.waitForIdle(true)
+        try mutter.input()
+        try await api.waitForIdle(false, timeout: .seconds(5))
+        try await api.waitForIdle(true)
         try await daemon.stop()
     }
 }

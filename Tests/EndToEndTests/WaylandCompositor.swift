@@ -93,13 +93,13 @@ final class WaylandCompositor: TestDesktop, @unchecked Sendable {
 
     deinit { stop() }
 
-    private static func ids() throws -> (uid_t, gid_t) {
+    static func ids() throws -> (uid_t, gid_t) {
         guard let entry = getpwnam(user) else { throw DaemonError("no user \(user)") }
         return (entry.pointee.pw_uid, entry.pointee.pw_gid)
     }
 
     /// Creates the unprivileged system user once (tests run as root; sway will not).
-    private static func ensureUser() throws {
+    static func ensureUser() throws {
         if getpwnam(user) != nil { return }
         let useradd = Process()
         useradd.executableURL = URL(fileURLWithPath: "/usr/sbin/useradd")
@@ -108,4 +108,108 @@ final class WaylandCompositor: TestDesktop, @unchecked Sendable {
         useradd.waitUntilExit()
         guard getpwnam(user) != nil else { throw DaemonError("useradd \(user) failed with \(useradd.terminationStatus)") }
     }
+}
+
+/// GNOME's compositor, Debian's `mutter --headless` (a virtual monitor, no X), run as the non-root test user
+/// on a session bus of its own. The daemon asks its `org.gnome.Mutter.IdleMonitor`; input is real input
+/// through Mutter's own `org.gnome.Mutter.RemoteDesktop` virtual pointer (a small python3-dbus client kept
+/// running as the same user, since a remote-desktop session ends with its D-Bus connection).
+final class MutterCompositor: TestDesktop, @unchecked Sendable {
+    let runtimeDirectory: TemporaryDirectory
+    let busAddress: String
+    private let bus: Process
+    private let mutter: Process
+    private let pointer: Process
+    private let pointerInput: Pipe
+    private let pointerOutput: Pipe
+
+    var daemonArguments: [String] { ["--idle-source", "mutter"] }
+    var daemonEnvironment: [String: String] { ["DBUS_SESSION_BUS_ADDRESS": busAddress] }
+    var detection: String { "mutter" }
+
+    static let pointerScript = """
+        import dbus, sys, time
+        bus = dbus.SessionBus()
+        name = "org.gnome.Mutter.RemoteDesktop"
+        for attempt in range(100):
+            try:
+                path = bus.get_object(name, "/org/gnome/Mutter/RemoteDesktop").CreateSession(dbus_interface=name)
+                break
+            except dbus.DBusException:
+                time.sleep(0.1)
+        session = dbus.Interface(bus.get_object(name, path), name + ".Session")
+        session.Start()
+        print("ready", flush=True)
+        for line in sys.stdin:
+            session.NotifyPointerMotionRelative(5.0, 5.0)
+            print("moved", flush=True)
+        """
+
+    init() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/mutter") else { throw DaemonError("mutter is not installed (make deps)") }
+        try WaylandCompositor.ensureUser()
+        runtimeDirectory = try TemporaryDirectory("vms-e2e-mutter")
+        let (uid, gid) = try WaylandCompositor.ids()
+        guard chown(runtimeDirectory.path, uid, gid) == 0, chmod(runtimeDirectory.path, 0o700) == 0 else {
+            throw DaemonError("cannot hand \(runtimeDirectory.path) to \(WaylandCompositor.user)")
+        }
+        busAddress = "unix:path=\(runtimeDirectory.path)/bus"
+        let user = ["--reuid", WaylandCompositor.user, "--regid", WaylandCompositor.user, "--init-groups", "/usr/bin/env", "-i",
+                    "HOME=\(runtimeDirectory.path)", "XDG_RUNTIME_DIR=\(runtimeDirectory.path)", "PATH=/usr/bin:/bin",
+                    "DBUS_SESSION_BUS_ADDRESS=\(busAddress)"]
+        func process(_ arguments: [String]) -> Process {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = user + arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            return process
+        }
+        bus = process(["/usr/bin/dbus-daemon", "--session", "--nofork", "--nopidfile", "--address=\(busAddress)"])
+        mutter = process(["/usr/bin/mutter", "--headless", "--wayland", "--no-x11", "--virtual-monitor", "640x480", "--wayland-display", "wayland-m"])
+        pointer = process(["/usr/bin/python3", "-c", Self.pointerScript])
+        pointerInput = Pipe()
+        pointerOutput = Pipe()
+        pointer.standardInput = pointerInput
+        pointer.standardOutput = pointerOutput
+        try bus.run()
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: runtimeDirectory.path + "/bus") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try mutter.run()
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: runtimeDirectory.path + "/wayland-m") {
+            guard mutter.isRunning else { stop(); throw DaemonError("mutter exited with status \(mutter.terminationStatus)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // The remote-desktop service is on the bus shortly after the Wayland socket (the client waits for it).
+        try pointer.run()
+        if readLine(from: pointerOutput) == "ready" { return }
+        stop()
+        throw DaemonError("mutter's RemoteDesktop session could not be started")
+    }
+
+    /// Real input: Mutter's virtual pointer moves.
+    func input() throws {
+        pointerInput.fileHandleForWriting.write(Data("move\n".utf8))
+        guard readLine(from: pointerOutput) == "moved" else { throw DaemonError("mutter's virtual pointer did not move") }
+    }
+
+    private func readLine(from pipe: Pipe) -> String? {
+        var bytes: [UInt8] = []
+        while true {
+            let chunk = pipe.fileHandleForReading.readData(ofLength: 1)
+            guard let byte = chunk.first else { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+    }
+
+    func stop() {
+        for process in [pointer, mutter, bus] where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
 }
