@@ -26,10 +26,14 @@ final class DaemonProcess: @unchecked Sendable {
     /// Variables added to the test's own environment for the daemon (e.g. a session bus address).
     let environment: [String: String]
 
-    init(stateDirectory: String, arguments: [String], environment: [String: String] = [:]) {
+    /// A non-root user to run the daemon as (its state directory is handed to that user), or nil for root.
+    let user: String?
+
+    init(stateDirectory: String, arguments: [String], environment: [String: String] = [:], user: String? = nil) {
         self.stateDirectory = stateDirectory
         self.arguments = arguments
         self.environment = environment
+        self.user = user
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
@@ -42,6 +46,11 @@ final class DaemonProcess: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = ["--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        if let user, let entry = getpwnam(user) {
+            for path in [stateDirectory, logPath] { _ = chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid", user, "--regid", user, "--init-groups", Self.binary] + (process.arguments ?? [])
+        }
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = log
         process.standardOutput = log

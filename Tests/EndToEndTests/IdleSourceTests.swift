@@ -33,14 +33,16 @@ extension APIClient {
 /// ``IdleControllerTests``).
 @Suite("Idle sources on real desktops (test driver)", .serialized)
 struct IdleSourceTests {
-    static func daemon(_ directory: TemporaryDirectory, _ arguments: [String], environment: [String: String] = [:]) async throws -> DaemonProcess {
+    static func daemon(
+        _ directory: TemporaryDirectory, _ arguments: [String], environment: [String: String] = [:], user: String? = nil
+    ) async throws -> DaemonProcess {
         let appliance = directory.path + "/appliance"
         try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
         for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
         let daemon = DaemonProcess(
             stateDirectory: directory.path + "/state",
             arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance, "--idle-time", "1"] + arguments,
-            environment: environment)
+            environment: environment, user: user)
         try await daemon.start()
         return daemon
     }
@@ -142,10 +144,15 @@ struct IdleSourceTests {
         let directory = try TemporaryDirectory("vms-e2e-mutter")
         let mutter = try await MutterCompositor()
         defer { mutter.stop() }
-        // auto, as a GNOME Wayland session hands its environment to the user's services.
+        // As the desktop user (a session bus admits only its own user), with the environment a GNOME Wayland
+        // session hands to the user's services; the source is chosen by auto.
         let daemon = try await Self.daemon(
             directory, ["--wayland-display", mutter.runtimeDirectory.path + "/wayland-m"],
-            environment: mutter.daemonEnvironment.merging(["XDG_CURRENT_DESKTOP": "GNOME", "XDG_SESSION_TYPE": "wayland"]) { $1 })
+            environment: mutter.daemonEnvironment.merging([
+                "XDG_CURRENT_DESKTOP": "GNOME", "XDG_SESSION_TYPE": "wayland", "HOME": mutter.runtimeDirectory.path,
+                "XDG_RUNTIME_DIR": mutter.runtimeDirectory.path,
+            ]) { $1 },
+            user: WaylandCompositor.user)
         let api = APIClient(port: daemon.port)
         let status = try await api.waitForDetection("mutter")
         let source = try #require(status["idleSource"] as? [String: Any])
