@@ -32,9 +32,10 @@ public struct IdleNotifications<Instant: InstantProtocol>: Sendable where Instan
 
     /// logind's form: `IdleHint` and `IdleSinceHintMonotonic` (µs on CLOCK_MONOTONIC) read together with
     /// the monotonic clock's `now` (µs). The hint is set by the desktop after its own idle delay, so the
-    /// reading counts from then (an understatement by that delay, never an overstatement).
+    /// reading counts from then (an understatement by that delay, never an overstatement). An idle hint
+    /// with no moment (0: idle since logind started, no session ever active) counts from boot.
     public static func logindMilliseconds(idleHint: Bool, idleSinceMicroseconds: UInt64, nowMicroseconds: UInt64) -> UInt64 {
-        guard idleHint, idleSinceMicroseconds > 0, nowMicroseconds >= idleSinceMicroseconds else { return 0 }
+        guard idleHint, nowMicroseconds >= idleSinceMicroseconds else { return 0 }
         return (nowMicroseconds - idleSinceMicroseconds) / 1000
     }
 }

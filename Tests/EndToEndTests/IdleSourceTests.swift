@@ -51,7 +51,8 @@ struct IdleSourceTests {
     func lateXServer() async throws {
         let directory = try TemporaryDirectory("vms-e2e-late-x")
         let number = try VirtualDisplay.freeNumber()
-        let daemon = try await Self.daemon(directory, ["--display", ":\(number)"])
+        // Only DISPLAY names a session (a WAYLAND_DISPLAY from the machine running the tests is cleared).
+        let daemon = try await Self.daemon(directory, ["--display", ":\(number)"], environment: ["WAYLAND_DISPLAY": ""])
         let api = APIClient(port: daemon.port)
         let before = try await api.waitForDetection("unavailable")
         let source = try #require(before["idleSource"] as? [String: Any])
@@ -162,6 +163,26 @@ struct IdleSourceTests {
         try mutter.input()
         try await api.waitForIdle(false, timeout: .seconds(5))
         try await api.waitForIdle(true)
+        try await daemon.stop()
+    }
+
+    @Test(
+        "the system service's source: real systemd-logind on a private system bus; its IdleHint (idle with no sessions, not idle under an idle inhibitor) drives the desktop state",
+        .enabled(if: PrivateLogind.possible, "this machine runs its own logind"))
+    func logindIdleHint() async throws {
+        let directory = try TemporaryDirectory("vms-e2e-logind-daemon")
+        let logind = try await PrivateLogind()
+        defer { logind.stop() }
+        // No display variables at all, as under the system unit: auto picks logind.
+        let daemon = try await Self.daemon(directory, ["--idle-source", "auto"], environment: ["DBUS_SYSTEM_BUS_ADDRESS": logind.address])
+        let api = APIClient(port: daemon.port)
+        let status = try await api.waitForDetection("logind")
+        #expect(((status["idleSource"] as? [String: Any])?["reason"] as? String ?? "").contains("IdleHint"))
+        try await api.waitForIdle(true)
+        try await logind.inhibitingIdle {
+            try await api.waitForIdle(false, timeout: .seconds(5))
+        }
+        try await api.waitForIdle(true, timeout: .seconds(5))
         try await daemon.stop()
     }
 }

@@ -213,3 +213,65 @@ final class MutterCompositor: TestDesktop, @unchecked Sendable {
 
     deinit { stop() }
 }
+
+/// systemd-logind (Debian's) on a private system bus of its own (`dbus-daemon` with the system config at
+/// an address in a temporary directory), for machines not booted with systemd, where no logind runs.
+/// No session can be registered without systemd as PID 1, so its `IdleHint` is driven by what logind
+/// itself honours: with no sessions it is true, and an idle inhibitor (`systemd-inhibit --what=idle`)
+/// makes it false. Both processes are killed when the test is done.
+final class PrivateLogind: @unchecked Sendable {
+    let directory: TemporaryDirectory
+    var address: String { "unix:path=\(directory.path)/system_bus_socket" }
+    private let bus: Process
+    private let logind: Process
+
+    /// Whether a private logind may run here: not on a machine booted with systemd (its own logind owns
+    /// /run/systemd, and a second one would disturb it).
+    static var possible: Bool {
+        !FileManager.default.fileExists(atPath: "/run/systemd/system")
+            && FileManager.default.isExecutableFile(atPath: "/lib/systemd/systemd-logind")
+    }
+
+    init() async throws {
+        directory = try TemporaryDirectory("vms-e2e-logind")
+        bus = Process()
+        bus.executableURL = URL(fileURLWithPath: "/usr/bin/dbus-daemon")
+        bus.arguments = ["--config-file=/usr/share/dbus-1/system.conf", "--address=unix:path=\(directory.path)/system_bus_socket", "--nofork", "--nopidfile"]
+        bus.standardOutput = FileHandle.nullDevice
+        bus.standardError = FileHandle.nullDevice
+        try bus.run()
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: directory.path + "/system_bus_socket") {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        logind = Process()
+        logind.executableURL = URL(fileURLWithPath: "/lib/systemd/systemd-logind")
+        logind.environment = ["DBUS_SYSTEM_BUS_ADDRESS": "unix:path=\(directory.path)/system_bus_socket"]
+        logind.standardOutput = FileHandle.nullDevice
+        logind.standardError = FileHandle.nullDevice
+        try logind.run()
+    }
+
+    /// Holds an idle inhibitor while `body` runs (logind's IdleHint is false meanwhile).
+    func inhibitingIdle<T>(_ body: () async throws -> T) async throws -> T {
+        let inhibit = Process()
+        inhibit.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-inhibit")
+        inhibit.arguments = ["--what=idle", "--who=vmsessiond-tests", "--why=test", "sleep", "60"]
+        inhibit.environment = ["DBUS_SYSTEM_BUS_ADDRESS": address, "PATH": "/usr/bin:/bin"]
+        inhibit.standardOutput = FileHandle.nullDevice
+        try inhibit.run()
+        defer {
+            kill(inhibit.processIdentifier, SIGKILL)
+            inhibit.waitUntilExit()
+        }
+        return try await body()
+    }
+
+    func stop() {
+        for process in [logind, bus] where process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
+}

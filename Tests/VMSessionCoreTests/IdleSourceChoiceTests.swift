@@ -168,11 +168,12 @@ struct IdleNotificationsTests {
         #expect(notes.idleSince == nil)
     }
 
-    @Test("logind: idle for the time since the hint was set, 0 when not idle or the clock is behind")
+    @Test("logind: idle for the time since the hint was set (since boot if unset), 0 when not idle or the clock is behind")
     func logind() {
         #expect(IdleNotifications<ContinuousClock.Instant>.logindMilliseconds(idleHint: true, idleSinceMicroseconds: 1_000_000, nowMicroseconds: 4_500_000) == 3500)
         #expect(IdleNotifications<ContinuousClock.Instant>.logindMilliseconds(idleHint: false, idleSinceMicroseconds: 1_000_000, nowMicroseconds: 4_500_000) == 0)
         #expect(IdleNotifications<ContinuousClock.Instant>.logindMilliseconds(idleHint: true, idleSinceMicroseconds: 5_000_000, nowMicroseconds: 4_500_000) == 0)
-        #expect(IdleNotifications<ContinuousClock.Instant>.logindMilliseconds(idleHint: true, idleSinceMicroseconds: 0, nowMicroseconds: 4_500_000) == 0)
+        #expect(IdleNotifications<ContinuousClock.Instant>.logindMilliseconds(idleHint: true, idleSinceMicroseconds: 0, nowMicroseconds: 4_500_000) == 4500,
+                "idle with no moment: since boot")
     }
 }
