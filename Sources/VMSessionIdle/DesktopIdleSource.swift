@@ -47,6 +47,8 @@ public final class DesktopIdleSource: IdleSource {
     public var kind: IdleSourceKind? { current.withLock { $0.choice.kind } }
     public var reason: String { current.withLock { $0.choice.reason } }
     public var announcesInput: Bool { current.withLock { $0.source?.announcesInput ?? false } }
+    /// The X display read, while the X screen saver extension is the source.
+    public var display: String? { current.withLock { ($0.source as? XScreenSaverIdleSource)?.display } }
 
     public func idleMilliseconds() async throws(VMSessionError) -> UInt64 {
         let source = current.withLock { $0.source }

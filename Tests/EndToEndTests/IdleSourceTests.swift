@@ -50,7 +50,9 @@ struct IdleSourceTests {
     @Test("an X server that comes up after the daemon started is picked up within a second, and again after it restarts")
     func lateXServer() async throws {
         let directory = try TemporaryDirectory("vms-e2e-late-x")
-        let number = try VirtualDisplay.freeNumber()
+        // A range of its own: the number is free for seconds before Xvfb takes it, and suites running
+        // at the same time pick theirs from 99..<199.
+        let number = try VirtualDisplay.freeNumber(in: 200..<300)
         // Only DISPLAY names a session (a WAYLAND_DISPLAY from the machine running the tests is cleared).
         let daemon = try await Self.daemon(directory, ["--display", ":\(number)"], environment: ["WAYLAND_DISPLAY": ""])
         let api = APIClient(port: daemon.port)
@@ -61,8 +63,9 @@ struct IdleSourceTests {
 
         let display = try await VirtualDisplay(number: number)
         let up = ContinuousClock.now
-        try await api.waitForDetection("xscreensaver", timeout: .seconds(5))
+        let found = try await api.waitForDetection("xscreensaver", timeout: .seconds(5))
         let pickedUp = up.duration(to: .now)
+        #expect(found["display"] as? String == ":\(number)")
         #expect(pickedUp < .seconds(2), "retried every 0.5 s, so picked up within a second (allowing for a loaded machine): \(pickedUp)")
 
         // The X server goes away and comes back: unavailable, then picked up again.

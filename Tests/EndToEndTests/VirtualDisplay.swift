@@ -8,10 +8,10 @@ final class VirtualDisplay: @unchecked Sendable {
     private let process: Process
 
     /// A display number with neither a lock file nor a socket; 99 and up, clear of real desktops.
-    static func freeNumber() throws -> Int {
-        guard let free = (99..<199).first(where: { n in
+    static func freeNumber(in range: Range<Int> = 99..<199) throws -> Int {
+        guard let free = range.first(where: { n in
             !FileManager.default.fileExists(atPath: "/tmp/.X\(n)-lock") && !FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(n)")
-        }) else { throw DaemonError("no free X display number in 99..<199") }
+        }) else { throw DaemonError("no free X display number in \(range)") }
         return free
     }
 
