@@ -168,9 +168,12 @@ public final class WaylandIdleSource: IdleSource {
                 if descriptors[1].revents != 0 { stopped = true; break loop }
             }
             vms_wl_idle_close(pointer)
-            close(wake[0])
-            close(wake[1])
             if !stopped { deliver(.closed) }
+        }
+
+        /// The wake pipe lives as long as the reader, so ``stop()`` never writes to a closed descriptor.
+        deinit {
+            for descriptor in wake where descriptor >= 0 { close(descriptor) }
         }
     }
 }
