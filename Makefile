@@ -14,13 +14,16 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
 	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium \
-	xvfb xdotool x11-utils
+	xvfb xdotool x11-utils \
+	libsystemd-dev libwayland-dev wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus
+# The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
+WAYLAND_IDLE := Sources/CWaylandIdle
 PYTHON ?= python3
 # The contract tests' Python packages (openapi-spec-validator, schemathesis, pytest).
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
 BROWSER_TESTS := Tests/Browser
 
-.PHONY: all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick chaos chaos-quick install install-user clean help
+.PHONY: wayland-protocols all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick chaos chaos-quick install install-user clean help
 
 all: build
 
@@ -31,7 +34,7 @@ help:
 	@echo "make install       system mode: root, /usr/local and /etc, the system unit"
 	@echo "make install-user  user mode: no root, ~/.local and the systemd user unit bound to the graphical session"
 	@echo "make chaos  kill -9 the daemon and its qemu at random points, check what survives (CHAOS_ROUNDS=50)"
-	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | chaos-quick | clean"
+	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | chaos-quick | wayland-protocols | clean"
 
 # Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
 deps:
@@ -46,6 +49,15 @@ deps:
 		$(PYTHON) -m pip install -q --break-system-packages -r $(CONTRACT_REQUIREMENTS)
 	@$(PYTHON) -c 'import pytest, websocket' 2>/dev/null || $(PYTHON) -m pip install -q -r $(BROWSER_TESTS)/requirements.txt || \
 		$(PYTHON) -m pip install -q --break-system-packages -r $(BROWSER_TESTS)/requirements.txt
+
+# Regenerates the committed Wayland protocol glue from Debian's XML (committed so that a build needs no scanner).
+wayland-protocols: deps
+	cp /usr/share/plasma-wayland-protocols/idle.xml $(WAYLAND_IDLE)/protocols/kde-idle.xml
+	cp /usr/share/wayland-protocols/staging/ext-idle-notify/ext-idle-notify-v1.xml $(WAYLAND_IDLE)/protocols/
+	for p in kde-idle ext-idle-notify-v1; do \
+		wayland-scanner client-header $(WAYLAND_IDLE)/protocols/$$p.xml $(WAYLAND_IDLE)/generated/$$p-client-protocol.h && \
+		wayland-scanner private-code $(WAYLAND_IDLE)/protocols/$$p.xml $(WAYLAND_IDLE)/generated/$$p-protocol.c || exit 1; \
+	done
 
 appliance: deps
 	@bash Contextualization/appliance/build.sh $(APPLIANCE_DIR)
@@ -90,7 +102,7 @@ test-e2e: appliance build-tests
 
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
-# TCG guest (Benchmarks/idle_bench.py: input -> cap latency, the daemon's CPU while idle, cap accuracy).
+# TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 and on Wayland (sway), the daemon's CPU while idle, cap accuracy).
 # `make bench` measures a release build; QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json

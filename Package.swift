@@ -32,7 +32,19 @@ let package = Package(
             name: "CXScreenSaver",
             providers: [.apt(["libxss-dev", "libx11-dev"])]
         ),
-        .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver"]),
+        // Wayland idle notifications: a C target because wayland-scanner's protocol glue (committed in
+        // generated/, from the XML in protocols/) must be compiled; `make wayland-protocols` regenerates it.
+        .target(
+            name: "CWaylandIdle",
+            exclude: ["protocols"],
+            linkerSettings: [.linkedLibrary("wayland-client")]
+        ),
+        .systemLibrary(
+            name: "CSystemdBus",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver", "CWaylandIdle", "CSystemdBus"]),
         .target(name: "VMSessionCore"),
         .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
         .target(

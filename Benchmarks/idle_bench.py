@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark of the idle-aware execution-cap controller on real parts (make bench; QUICK=1 for few runs).
 
-Runs Xvfb, the real vmsessiond pointed at it, a busy appliance guest under TCG controlled with
-minCap 25 / maxCap 100, and xdotool for input. Prints:
+Runs a desktop (Xvfb with xdotool for input; and sway 1.7 headless as a non-root user, with
+`swaymsg seat - cursor move` for input, read through org_kde_kwin_idle), the real vmsessiond pointed at
+it, and a busy appliance guest under TCG controlled with minCap 25 / maxCap 100. Prints, per desktop:
   1. input -> cap applied: time from just before `xdotool mousemove` is spawned until libvirt's
      scheduler parameters (read back live through GET /api/v1/sessions/{id} `appliedCap`, polled every
      2 ms) show the active cap; p50 / p95 / max over the runs;
   2. the daemon's own CPU use over 60 s (QUICK: 15 s) while the desktop is idle, from /proc/PID/stat;
-  3. the busy guest's measured CPU share (qemu process, /proc/PID/stat) at each cap the controller set.
+  3. the busy guest's measured CPU share (qemu process, /proc/PID/stat) at each cap the controller set
+     (X11 run only: the cap mechanism does not depend on the desktop).
 Everything it starts (Xvfb, daemon, VM, temp dir) is torn down at the end, also on failure.
 """
 import argparse, json, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -84,29 +86,83 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+WAYLAND_USER = "vmsessiond-test-wl"
+
+
+def start_x11(started, workdir):
+    """Xvfb on a free display; returns (daemon flags, input function, label)."""
+    display = f":{free_display()}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started.append(xvfb)
+    wait("Xvfb", lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), timeout=10)
+    env = dict(os.environ, DISPLAY=display)
+
+    def move():
+        subprocess.run(["xdotool", "mousemove", str(random.randint(10, 600)), str(random.randint(10, 400))],
+                       env=env, check=True)
+    return ["--idle-source", "xscreensaver", "--display", display], move, f"X11 (Xvfb {display}, XScreenSaver)"
+
+
+def start_wayland(started, workdir):
+    """sway headless as a non-root user (sway refuses root) in a runtime dir of its own."""
+    import pwd
+    try:
+        user = pwd.getpwnam(WAYLAND_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", WAYLAND_USER], check=True)
+        user = pwd.getpwnam(WAYLAND_USER)
+    runtime = os.path.join(workdir, "xdg")
+    os.mkdir(runtime, 0o700)
+    os.chown(runtime, user.pw_uid, user.pw_gid)
+    os.chmod(workdir, 0o755)
+    sway = subprocess.Popen(
+        ["setpriv", "--reuid", WAYLAND_USER, "--regid", WAYLAND_USER, "--init-groups", "env", "-i",
+         f"HOME={runtime}", f"XDG_RUNTIME_DIR={runtime}", "WLR_BACKENDS=headless", "WLR_RENDERER=pixman",
+         "WLR_LIBINPUT_NO_DEVICES=1", "sway", "-c", "/dev/null"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started.append(sway)
+
+    def sockets():
+        names = os.listdir(runtime)
+        ipc = [n for n in names if n.startswith("sway-ipc.")]
+        return os.path.join(runtime, ipc[0]) if ipc and "wayland-1" in names else None
+    ipc = wait("sway", sockets, timeout=20)
+
+    def move():
+        subprocess.run(["swaymsg", "-s", ipc, "seat", "-", "cursor", "move", str(random.randint(1, 20)), str(random.randint(1, 20))],
+                       stdout=subprocess.DEVNULL, check=True)
+    return (["--idle-source", "wayland", "--wayland-display", os.path.join(runtime, "wayland-1")], move,
+            "Wayland (sway 1.7 headless, org_kde_kwin_idle)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--binary", required=True)
     parser.add_argument("--appliance", required=True)
+    parser.add_argument("--desktops", default="x11,wayland", help="comma-separated: x11, wayland")
     args = parser.parse_args()
+    for desktop in args.desktops.split(","):
+        if desktop == "wayland" and not shutil.which("sway"):
+            print("\nWayland: sway is not installed (make deps); skipped")
+            continue
+        run(args, desktop)
+    return 0
 
+
+def run(args, desktop):
     started = []
     workdir = tempfile.mkdtemp(prefix="vms-bench-")
     api = None
     try:
-        display = f":{free_display()}"
-        xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(xvfb)
-        wait("Xvfb", lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), timeout=10)
-        env = dict(os.environ, DISPLAY=display)
+        flags, move, label = (start_wayland if desktop == "wayland" else start_x11)(started, workdir)
 
         log_path = os.path.join(workdir, "daemon.log")
         log = open(log_path, "w")
         daemon = subprocess.Popen(
             [args.binary, "--listen", "127.0.0.1:0", "--state-dir", os.path.join(workdir, "state"),
-             "--accelerator", "tcg", "--appliance-dir", args.appliance, "--display", display, "--idle-time", "1",
-             "--stop-grace", "5", "--log-level", "notice"],
+             "--accelerator", "tcg", "--appliance-dir", args.appliance, "--idle-time", "1",
+             "--stop-grace", "5", "--log-level", "notice"] + flags,
             stdout=log, stderr=log)
         started.append(daemon)
 
@@ -115,7 +171,7 @@ def main():
             return int(match.group(1)) if match else None
         api = API(wait("the daemon to listen", port, timeout=60))
         status = api.call("GET", "/api/v1/daemon")
-        assert status["idleDetection"] == "xscreensaver", status
+        wait("the idle source", lambda: api.call("GET", "/api/v1/daemon")["idleDetection"] in ("xscreensaver", "wayland"), timeout=10)
 
         grant = api.call("POST", "/api/v1/sessions", {"name": "bench", "secret": "bench"})
         api.token = grant["token"]
@@ -135,8 +191,7 @@ def main():
             wait("idle (cap 100)", lambda: applied() == 100, timeout=30, interval=0.02)
             time.sleep(random.uniform(0.05, 0.4))  # a random phase against the controller's 150 ms poll
             t0 = time.monotonic()
-            subprocess.run(["xdotool", "mousemove", str(random.randint(10, 600)), str(random.randint(10, 400))],
-                           env=env, check=True)
+            move()
             wait("cap 25", lambda: applied() == 25, timeout=10, interval=0.002)
             latencies.append((time.monotonic() - t0) * 1000)
 
@@ -148,28 +203,29 @@ def main():
         shares = []
         admin = open(os.path.join(workdir, "state", "admin-token")).read().strip()
         api.call("PUT", "/api/v1/daemon", {"idleTime": 3600}, token=admin)
-        subprocess.run(["xdotool", "mousemove", "5", "5"], env=env, check=True)
-        for cap in (10, 25, 50, 75):
+        move()
+        for cap in ((10, 25, 50, 75) if desktop == "x11" else ()):
             api.call("PATCH", path + "/daemon", {"minCap": cap})
             wait(f"cap {cap}", lambda: applied() == cap, timeout=10)
             time.sleep(0.5)
             shares.append((cap, cpu_share(qemu, SHARE_WINDOW)))
         api.call("PUT", "/api/v1/daemon", {"idleTime": 1}, token=admin)
         wait("cap 100", lambda: applied() == 100, timeout=10)
-        time.sleep(0.5)
-        shares.append((100, cpu_share(qemu, SHARE_WINDOW)))
+        if desktop == "x11":
+            time.sleep(0.5)
+            shares.append((100, cpu_share(qemu, SHARE_WINDOW)))
 
         print()
-        print(f"vmsessiond idle-controller bench ({'QUICK, ' if QUICK else ''}{RUNS} runs, TCG guest, Xvfb {display})")
+        print(f"vmsessiond idle-controller bench ({'QUICK, ' if QUICK else ''}{RUNS} runs, TCG guest, {label})")
         print(f"input -> cap applied in libvirt (read back via appliedCap, polled every 2 ms):")
         print(f"  p50 {statistics.median(latencies):.0f} ms   p95 {percentile(latencies, 0.95):.0f} ms   "
               f"max {max(latencies):.0f} ms   (min {min(latencies):.0f} ms)")
         print(f"daemon CPU while the desktop is idle, over {IDLE_WINDOW} s: {daemon_share * 100:.2f} % of a core "
               f"({daemon_share * 1000:.1f} ms CPU per second)")
-        print("busy guest CPU share (qemu process) at each cap the controller set:")
+        if shares:
+            print("busy guest CPU share (qemu process) at each cap the controller set:")
         for cap, share in shares:
             print(f"  requested {cap:3d} %   measured {share * 100:5.1f} %")
-        return 0
     finally:
         if api is not None and api.token:
             try:

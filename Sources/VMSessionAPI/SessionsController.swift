@@ -11,6 +11,8 @@ struct SessionsController {
     let hypervisor: HypervisorDescription
     /// How the daemon runs and caps VMs; nil where the router is built without a daemon (some tests).
     var mode: DaemonMode? = nil
+    /// The idle controller's source and why it was chosen, shown in `GET /api/v1`.
+    var idleSource: @Sendable () -> DaemonStatus.IdleSourceStatus? = { nil }
 
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
@@ -40,10 +42,14 @@ struct SessionsController {
         let imageVersions: [String]
         /// How the daemon runs: user or system mode, the libvirt kind, the cap mechanism.
         let runtime: DaemonMode?
+        let idleSource: DaemonStatus.IdleSourceStatus?
     }
 
     @Sendable func daemonInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        JSONResponse.make(DaemonInfo(version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions(), runtime: mode))
+        JSONResponse.make(
+            DaemonInfo(
+                version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions(), runtime: mode,
+                idleSource: idleSource()))
     }
 
     struct SessionRequest: Decodable {

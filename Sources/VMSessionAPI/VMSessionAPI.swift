@@ -26,7 +26,8 @@ public enum VMSessionAPI {
         router.add(middleware: ErrorResponder())
         let methods = MethodGuard<BasicRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
-        let sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
+        var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
+        sessions.idleSource = { controller.idleSource() }
         sessions.addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
             .addRoutes(to: router)

@@ -10,8 +10,9 @@
 public struct IdleDetector: Sendable, Equatable {
     /// How often to look while idle; bounds the delay from input to the VMs being capped again.
     public static let idlePollInterval: Duration = .milliseconds(150)
-    /// How long to wait before looking again after the source could not answer.
-    public static let unavailableRetry: Duration = .seconds(2)
+    /// How long to wait before looking again after the source could not answer (a display that comes up
+    /// after the daemon is then picked up within a second).
+    public static let unavailableRetry: Duration = .milliseconds(500)
 
     public private(set) var isIdle: Bool
     public private(set) var lastReading: UInt64?

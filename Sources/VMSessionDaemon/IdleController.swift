@@ -9,7 +9,7 @@ import VMSessionStore
 /// The idle-aware execution-cap controller: lends the desktop's idle CPU to controlled sessions and takes
 /// it back the moment the user touches the mouse (issue #4). A `Service` in the daemon's group.
 ///
-/// It reads idle time from an ``IdleSource`` (the X screen saver extension) and from what a local program
+/// It reads idle time from an ``IdleSource`` (the session's: X, Wayland, Mutter or logind) and from what a local program
 /// reports, turns it into idle/active with an ``IdleDetector`` (hysteresis, and when to look next), and
 /// applies ``ControllerPolicy`` through the ``SessionManager`` (the one owner of session state).
 ///
@@ -44,7 +44,7 @@ public actor IdleController: Service {
     private var failures: [SessionID: (step: ControllerStep, retryAt: ContinuousClock.Instant)] = [:]
     private let doorbell = Mutex<AsyncStream<Void>.Continuation?>(nil)
 
-    /// `source` is nil when there is no X display; `noSourceReason` then says why. `idleTime` is the
+    /// `source` is nil when idle detection is off; `noSourceReason` then says why. `idleTime` is the
     /// configured default, used until `PUT /api/v1/daemon` stores another.
     public init(
         manager: SessionManager, events: EventHub, store: SessionStore, source: (any IdleSource)?, noSourceReason: String,
@@ -75,6 +75,10 @@ public actor IdleController: Service {
             await withDiscardingTaskGroup { group in
                 group.addTask {
                     for await event in updates where Self.mayChangeDecision(event.kind) { self.nudge() }
+                }
+                if let changes = self.source?.changes {
+                    // A source that announces input (a Wayland compositor) wakes the controller at once.
+                    group.addTask { for await _ in changes { self.nudge() } }
                 }
                 await self.loop()
                 group.cancelAll()
@@ -127,7 +131,9 @@ public actor IdleController: Service {
         }
         var wait: Duration =
             switch detection {
-            case .xscreensaver: detector.nextCheck(idleTime: threshold)
+            case .xscreensaver, .wayland, .mutter, .logind:
+                // A source that announces input needs no polling while idle: its event rings the doorbell.
+                detector.isIdle && source?.announcesInput == true ? .seconds(3600) : detector.nextCheck(idleTime: threshold)
             case .reported: detector.isIdle ? .seconds(3600) : detector.nextCheck(idleTime: threshold)
             case .unavailable: source == nil ? .seconds(3600) : IdleDetector.unavailableRetry
             }
@@ -166,7 +172,7 @@ public actor IdleController: Service {
             report.active ? IdleDetector.milliseconds(report.at.duration(to: .now)) : nil
         }
         if let reading {
-            detection = .xscreensaver
+            detection = DaemonStatus.Detection(source?.kind) ?? .unavailable
             detectionReason = nil
             return detector.observe(idleMilliseconds: min(reading, reportedReading ?? .max), idleTime: threshold)
         }
@@ -185,7 +191,8 @@ public actor IdleController: Service {
     public func status() -> DaemonStatus {
         DaemonStatus(
             isRunning: isRunning, isSystemIdle: detector.isIdle, idleTime: idleTime, idleDetection: detection,
-            idleDetectionReason: detectionReason, display: (source as? XScreenSaverIdleSource)?.display,
+            idleDetectionReason: detectionReason, display: (source as? DesktopIdleSource)?.display ?? (source as? XScreenSaverIdleSource)?.display,
+            idleSource: idleSource(),
             lastChange: lastChange, idleSince: detector.isIdle ? lastChange : nil, activeSince: detector.isIdle ? nil : lastChange)
     }
 
@@ -201,6 +208,11 @@ public actor IdleController: Service {
         logger.info("idle time set", metadata: ["seconds": "\(seconds)"])
         nudge()
         return status()
+    }
+
+    /// Which source the idle time comes from and why it was chosen (nil: none configured).
+    public nonisolated func idleSource() -> DaemonStatus.IdleSourceStatus? {
+        source.map { DaemonStatus.IdleSourceStatus(name: $0.name, kind: $0.kind?.rawValue, reason: $0.reason) }
     }
 
     /// A local program reports the user's activity (input now) or idleness, for hosts with no X display

@@ -7,14 +7,16 @@ import VMSessionCore
 ///
 /// Unlike the plugin, which reopened the display every second, it keeps one connection open and asks
 /// over it (one round trip to a local server). If the X server goes away the query fails, the
-/// connection is closed, and a new one is tried on a later query, at most every ``reopenInterval``.
+/// connection is closed, and a new one is tried on a later query, at most every ``reopenInterval`` (so a
+/// display that comes up after the daemon is picked up within a second).
 /// Xlib calls block, so they run on a serial queue of their own, never on the cooperative pool.
 public final class XScreenSaverIdleSource: IdleSource {
     /// The least time between two attempts to open the display after a failure.
-    public static let reopenInterval: Duration = .seconds(2)
+    public static let reopenInterval: Duration = .milliseconds(500)
 
     public let display: String
     public var name: String { "xscreensaver \(display)" }
+    public var kind: IdleSourceKind? { .xscreensaver }
 
     private struct Connection: @unchecked Sendable {
         var pointer: OpaquePointer?
@@ -48,7 +50,7 @@ public final class XScreenSaverIdleSource: IdleSource {
             let clock = ContinuousClock()
             if state.pointer == nil {
                 if let last = state.lastAttempt, clock.now < last + Self.reopenInterval {
-                    return .failure(VMSessionError(.unavailable, "The X display \(display) cannot be opened (retrying every 2 s)."))
+                    return .failure(VMSessionError(.unavailable, "The X display \(display) cannot be opened (retrying every 0.5 s)."))
                 }
                 state.lastAttempt = clock.now
                 state.pointer = display.withCString { vms_xss_open($0) }

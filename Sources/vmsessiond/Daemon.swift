@@ -47,13 +47,13 @@ struct Daemon {
             configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds), quota: settings.quota), adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
-        let source = settings.display.map { XScreenSaverIdleSource(display: $0) }
+        let source = DesktopIdleSource(variables: settings.sessionVariables, preference: settings.idleSource)
         let controller = try IdleController(
-            manager: manager, events: events, store: store, source: source,
-            noSourceReason: "No X display: set --display, VMSESSIOND_DISPLAY, the config key 'display' or DISPLAY. "
+            manager: manager, events: events, store: store, source: source.kind == nil ? nil : source,
+            noSourceReason: "Idle detection is off (idleSource: none). "
                 + "Controlled VMs run at their max unless a local program reports activity (POST /api/v1/daemon/activity).",
             idleTime: settings.idleTime, logger: logger)
-        logger.info("idle detection", metadata: ["display": "\(settings.display ?? "none")"])
+        logger.notice("idle source", metadata: ["source": "\(source.name)", "why": "\(source.reason)"])
         let budget = ConnectionBudget.fitting(
             descriptorLimit: DescriptorLimit.raiseToHard(), maxConnections: settings.maxConnections,
             maxEventStreams: settings.maxEventStreams)

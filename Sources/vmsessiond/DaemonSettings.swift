@@ -16,6 +16,10 @@ struct DaemonSettings: Sendable {
     var logLevel: String
     /// The X display whose idle time drives the controller (`display`, else `$DISPLAY`); nil if none.
     var display: String?
+    /// Which idle source to use (`idleSource`): `auto` chooses from the session's environment.
+    var idleSource: IdleSourceChoice.Preference
+    /// The session's variables the idle source is chosen from, with `display` and `waylandDisplay` applied.
+    var sessionVariables: [String: String]
     /// Seconds without input before the desktop counts as idle, until `PUT /api/v1/daemon` stores another.
     var idleTime: Int
     /// Open HTTP connections at most (lowered to fit the descriptor limit; see ``ConnectionBudget``).
@@ -48,6 +52,10 @@ struct DaemonSettings: Sendable {
         if let xdg = environment["XDG_CONFIG_HOME"], !xdg.isEmpty { return xdg + "/vmsessiond/config.json" }
         return NSHomeDirectory() + "/.config/vmsessiond/config.json"
     }
+    /// The variables that describe the user's graphical session (see ``IdleSourceChoice``).
+    static let sessionVariableNames: Set<String> = [
+        "WAYLAND_DISPLAY", "DISPLAY", "XDG_SESSION_TYPE", "XDG_CURRENT_DESKTOP", "DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR",
+    ]
 
     /// The default state directory: `$STATE_DIRECTORY` under systemd, /var/lib/vmsessiond for root,
     /// `$XDG_STATE_HOME/vmsessiond` (or ~/.local/state/vmsessiond) otherwise.
@@ -130,13 +138,22 @@ struct DaemonSettings: Sendable {
             throw VMSessionError(.invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(capMechanism)'.")
         }
         let cgroupDirectory = config.string(forKey: "cgroupDir")
+        let sourceText = config.string(forKey: "idleSource", default: "auto")
+        guard let idleSource = IdleSourceChoice.Preference(rawValue: sourceText) else {
+            let names = IdleSourceChoice.Preference.allCases.map(\.rawValue).joined(separator: ", ")
+            throw VMSessionError(.invalidArgument, "idleSource must be one of \(names); got '\(sourceText)'.")
+        }
+        var sessionVariables = environment.filter { sessionVariableNames.contains($0.key) }
+        sessionVariables["DISPLAY"] = display
+        if let wayland = config.string(forKey: "waylandDisplay") { sessionVariables["WAYLAND_DISPLAY"] = wayland }
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
             applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
             stopGraceSeconds: stopGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
-            display: display?.isEmpty == true ? nil : display, idleTime: idleTime,
+            display: display?.isEmpty == true ? nil : display, idleSource: idleSource, sessionVariables: sessionVariables,
+            idleTime: idleTime,
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
             maximumPendingOrigins: try limit("pendingOrigins", 64), capMechanism: capMechanism,
             cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil)

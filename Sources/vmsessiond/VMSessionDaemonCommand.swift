@@ -26,6 +26,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               stopGrace     VMSESSIOND_STOP_GRACE     default 30 (seconds)
               logLevel      VMSESSIOND_LOG_LEVEL      default info
               display       VMSESSIOND_DISPLAY        default $DISPLAY (X display for idle detection; none: VMs at max)
+              idleSource    VMSESSIOND_IDLE_SOURCE    default auto (from WAYLAND_DISPLAY, DISPLAY, XDG_*; or xscreensaver,
+                                                      wayland, mutter, logind, none)
+              waylandDisplay VMSESSIOND_WAYLAND_DISPLAY default $WAYLAND_DISPLAY (name under XDG_RUNTIME_DIR, or a path)
               idleTime      VMSESSIOND_IDLE_TIME      default 30 (seconds without input before idle; PUT /api/v1/daemon wins)
               maxConnections   VMSESSIOND_MAX_CONNECTIONS    default 4096 (lowered to fit the descriptor limit)
               maxEventStreams  VMSESSIOND_MAX_EVENT_STREAMS  default 2048 (all clients; at most maxConnections - 32)
@@ -67,6 +70,12 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(help: "X display whose idle time drives the idle-aware controller (default: $DISPLAY).")
     var display: String?
 
+    @Option(name: .customLong("idle-source"), help: "Idle source: auto, xscreensaver, wayland, mutter, logind or none.")
+    var idleSource: String?
+
+    @Option(name: .customLong("wayland-display"), help: "Wayland display for idle detection (default: $WAYLAND_DISPLAY).")
+    var waylandDisplay: String?
+
     @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
     var idleTime: String?
 
@@ -103,6 +112,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         }
         flags["capMechanism"] = capMechanism
         flags["cgroupDir"] = cgroupDir
+        flags["idleSource"] = idleSource
+        flags["waylandDisplay"] = waylandDisplay
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)

@@ -27,11 +27,22 @@ final class DaemonProcess: @unchecked Sendable {
 
     var logPath: String { stateDirectory + "/daemon.log" }
 
-    init(stateDirectory: String, arguments: [String], launcher: [String] = [], binary: String = DaemonProcess.binary) {
+    /// Variables added to the test's own environment for the daemon (e.g. a session bus address).
+    let environment: [String: String]
+
+    /// A non-root user to run the daemon as (its state directory is handed to that user), or nil for root.
+    let user: String?
+
+    init(
+        stateDirectory: String, arguments: [String], launcher: [String] = [], binary: String = DaemonProcess.binary,
+        environment: [String: String] = [:], user: String? = nil
+    ) {
         self.stateDirectory = stateDirectory
         self.arguments = arguments
         self.launcher = launcher
         self.binary = binary
+        self.environment = environment
+        self.user = user
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
@@ -42,9 +53,14 @@ final class DaemonProcess: @unchecked Sendable {
         try log.seekToEnd()
         let logStart = try log.offset()
         let process = Process()
-        let command = launcher + [binary, "--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        var command = launcher + [binary, "--listen", "127.0.0.1:0", "--state-dir", stateDirectory] + arguments
+        if let user, let entry = getpwnam(user) {
+            for path in [stateDirectory, logPath] { _ = chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
+            command = ["/usr/bin/setpriv", "--reuid", user, "--regid", user, "--init-groups"] + command
+        }
         process.executableURL = URL(fileURLWithPath: command[0])
         process.arguments = Array(command.dropFirst())
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardError = log
         process.standardOutput = log
         try process.run()

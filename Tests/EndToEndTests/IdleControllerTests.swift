@@ -6,9 +6,10 @@ import Testing
 extension RealGuestSuites {
 @Suite("Idle-aware controller on a real X server and a real guest", .serialized)
 struct IdleControllerTests {
-    /// A daemon on its own Xvfb, with a running busy guest; everything torn down by `stop()` and deinit.
+    /// A daemon on its own desktop (Xvfb, or sway headless), with a running busy guest; everything torn
+    /// down by `stop()` and deinit.
     struct Fixture: @unchecked Sendable {
-        let display: VirtualDisplay
+        let display: any TestDesktop
         let directory: TemporaryDirectory
         let daemon: DaemonProcess
         let api: APIClient
@@ -16,19 +17,18 @@ struct IdleControllerTests {
         let token: String
         var session: String { "/api/v1/sessions/\(id)" }
 
-        static func start(_ name: String) async throws -> Fixture {
+        static func start(_ name: String, on display: any TestDesktop) async throws -> Fixture {
             let appliance = DaemonProcess.applianceDirectory
             try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "build the appliance first (make appliance)")
-            let display = try await VirtualDisplay()
             let directory = try TemporaryDirectory("vms-e2e-idle")
             let daemon = DaemonProcess(
                 stateDirectory: directory.path + "/state",
-                arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5", "--display", display.name,
-                            "--idle-time", "2"])
+                arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5", "--idle-time", "2"]
+                    + display.daemonArguments)
             try await daemon.start()
             let api = APIClient(port: daemon.port)
-            let status = try await api.call(.GET, "/api/v1/daemon")
-            #expect(status["idleDetection"] as? String == "xscreensaver", "\(status.json)")
+            // The source is read on the controller's first round, just after the daemon listens.
+            let status = try await api.waitForDetection(display.detection)
             #expect(status["idleTime"] as? Int == 2)
             let (id, token) = try await api.newSession(name)
             let fixture = Fixture(display: display, directory: directory, daemon: daemon, api: api, id: id, token: token)
@@ -53,7 +53,7 @@ struct IdleControllerTests {
             try await withThrowingTaskGroup { group in
                 group.addTask {
                     while !Task.isCancelled {
-                        do { try display.moveMouse() } catch { Issue.record("xdotool failed: \(error)") }
+                        do { try display.input() } catch { Issue.record("input failed: \(error)") }
                         try await Task.sleep(for: .milliseconds(500))
                     }
                     return nil as T?
@@ -85,8 +85,16 @@ struct IdleControllerTests {
 
         /// Runs `body` on a fresh fixture and tears everything down, also when `body` fails (a guest
         /// left running would skew every later CPU measurement).
-        static func with(_ name: String, _ body: (Fixture) async throws -> Void) async throws {
-            let fixture = try await start(name)
+        static func with(
+            _ name: String, on makeDesktop: () async throws -> any TestDesktop = { try await VirtualDisplay() },
+            _ body: (Fixture) async throws -> Void
+        ) async throws {
+            let display = try await makeDesktop()
+            let fixture: Fixture
+            do { fixture = try await start(name, on: display) } catch {
+                display.stop()
+                throw error
+            }
             do {
                 try await body(fixture)
             } catch {
@@ -109,9 +117,18 @@ struct IdleControllerTests {
         }
     }
 
-    @Test("minCap 25 / maxCap 100: idleness raises libvirt's cap to 100, input drops it to 25, both on the event stream")
+    @Test("minCap 25 / maxCap 100: idleness raises libvirt's cap to 100, input drops it to 25, both on the event stream (X11)")
     func capFollowsIdleness() async throws {
-        try await Fixture.with("idle-cap") { f in
+        try await Self.capFollowsIdleness(on: { try await VirtualDisplay() })
+    }
+
+    @Test("minCap 25 / maxCap 100 on Wayland: sway headless as a non-root user, org_kde_kwin_idle, input by swaymsg")
+    func capFollowsIdlenessOnWayland() async throws {
+        try await Self.capFollowsIdleness(on: { try await WaylandCompositor() })
+    }
+
+    static func capFollowsIdleness(on desktop: () async throws -> any TestDesktop) async throws {
+        try await Fixture.with("idle-cap", on: desktop) { f in
         try await f.api.withEvents(session: f.id, token: f.token) { log in
             try await f.whileActive {
                 try await f.patch(#"{"controlled":true,"minCap":25,"maxCap":100}"#)
@@ -131,7 +148,7 @@ struct IdleControllerTests {
 
             // Input: active again at once, cap back to 25.
             let count = await log.count
-            try f.display.moveMouse()
+            try f.display.input()
             _ = try await log.next("idleChanged", after: count, timeout: .seconds(10)) { $0["idle"] as? Bool == false }
             _ = try await log.next("executionCapChanged", after: count, timeout: .seconds(10)) { $0["cap"] as? Int == 25 }
             try await f.waitForAppliedCap(25)
@@ -153,7 +170,7 @@ struct IdleControllerTests {
             _ = try await log.next("stateChanged", timeout: .seconds(20)) { $0["state"] as? String == "running" && $0["previous"] as? String == "paused" }
             #expect(try await f.api.call(.GET, f.session, token: f.token)["state"] as? String == "running")
             let count = await log.count
-            try f.display.moveMouse()
+            try f.display.input()
             _ = try await log.next("stateChanged", after: count, timeout: .seconds(10)) { $0["state"] as? String == "paused" }
         }
         }

@@ -7,11 +7,17 @@ final class VirtualDisplay: @unchecked Sendable {
     var name: String { ":\(number)" }
     private let process: Process
 
-    init() async throws {
-        // A display number with neither a lock file nor a socket; 99 and up, clear of real desktops.
-        guard let free = (99..<199).first(where: { n in
+    /// A display number with neither a lock file nor a socket; 99 and up, clear of real desktops.
+    static func freeNumber(in range: Range<Int> = 99..<199) throws -> Int {
+        guard let free = range.first(where: { n in
             !FileManager.default.fileExists(atPath: "/tmp/.X\(n)-lock") && !FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(n)")
-        }) else { throw DaemonError("no free X display number in 99..<199") }
+        }) else { throw DaemonError("no free X display number in \(range)") }
+        return free
+    }
+
+    /// Starts Xvfb on `number` (default: a free one) and waits for its socket.
+    init(number given: Int? = nil) async throws {
+        let free = try given ?? Self.freeNumber()
         number = free
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/Xvfb")
