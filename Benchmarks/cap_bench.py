@@ -10,60 +10,15 @@ Prints a table (measured share and error in points of a core) and writes --out a
 make the user and the cgroup). Everything it starts (daemons, VMs, cgroups, temp dirs) is torn down.
 """
 import argparse, json, os, pwd, re, shutil, signal, subprocess, sys, tempfile, time, uuid
-import urllib.request, urllib.error
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import API, cpu_share, qemu_pid, wait  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 CAPS = [25, 50] if QUICK else [10, 25, 50, 75]
 WINDOW = 3 if QUICK else 10
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 USER = "vmsessiontest"
 CGROUP_V1 = "/sys/fs/cgroup/cpu"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def cpu_share(pid, seconds):
-    start_wall, start_cpu = time.monotonic(), cpu_seconds(pid)
-    time.sleep(seconds)
-    return (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start_wall)
-
-
-def call(port, method, path, body=None, token=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()}") from None
-
-
-def wait(what, predicate, timeout=180, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def qemu_pid(session_id):
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f"guest=vms-{session_id},".encode() in f.read():
-                        return int(entry)
-            except OSError:
-                pass
-    return None
 
 
 def readable_by_user(path):
@@ -214,3 +169,7 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def call(port, method, path, body=None, token=None):
+    return API(port).call(method, path, body, token)

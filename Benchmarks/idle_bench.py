@@ -12,54 +12,15 @@ it, and a busy appliance guest under TCG controlled with minCap 25 / maxCap 100.
      (X11 run only: the cap mechanism does not depend on the desktop).
 Everything it starts (Xvfb, daemon, VM, temp dir) is torn down at the end, also on failure.
 """
-import argparse, json, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time
-import urllib.request, urllib.error
+import argparse, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import API, cpu_share, qemu_pid, wait  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 RUNS = 5 if QUICK else 20
 IDLE_WINDOW = 15 if QUICK else 60
 SHARE_WINDOW = 3 if QUICK else 5
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def cpu_share(pid, seconds):
-    start_wall, start_cpu = time.monotonic(), cpu_seconds(pid)
-    time.sleep(seconds)
-    return (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start_wall)
-
-
-class API:
-    def __init__(self, port):
-        self.base = f"http://127.0.0.1:{port}"
-        self.token = None
-
-    def call(self, method, path, body=None, token=None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        token = token or self.token
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            raise RuntimeError(f"{method} {path}: {error.code} {error.read().decode()}") from None
-
-
-def wait(what, predicate, timeout=120, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def free_display():
@@ -67,18 +28,6 @@ def free_display():
         if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
             return n
     raise RuntimeError("no free X display number")
-
-
-def qemu_pid(session_id):
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f"guest=vms-{session_id}".encode() in f.read():
-                        return int(entry)
-            except OSError:
-                pass
-    return None
 
 
 def percentile(values, fraction):

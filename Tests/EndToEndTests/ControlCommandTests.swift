@@ -10,16 +10,7 @@ struct ControlCommandTests {
 
     /// Runs vmsessionctl; returns its exit status and what it printed (stdout and stderr).
     static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try Command.run(binary, arguments)
     }
 
     @Test("global options go before or after the subcommand, sessions are named by id or name, JSON keeps its slashes")

@@ -81,16 +81,8 @@ struct UnprivilegedUser: Sendable {
 
     @discardableResult
     static func run(_ program: String, _ arguments: String...) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw DaemonError("\(program) \(arguments.joined(separator: " ")) failed: \(output)") }
+        let (status, output) = try Command.run(program, arguments)
+        guard status == 0 else { throw DaemonError("\(program) \(arguments.joined(separator: " ")) failed: \(output)") }
         return output
     }
 }
