@@ -62,13 +62,16 @@ wayland-protocols: deps
 appliance: deps
 	@bash Contextualization/appliance/build.sh $(APPLIANCE_DIR)
 
+# One build configuration for everything (`--build-tests`): `make run` after `make test`, or the other way
+# round, compiles nothing again (a plain `swift build` and a test build differ in flags and would rebuild
+# each other's modules).
 build: deps
-	$(SWIFT) build $(BUILD_FLAGS)
+	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 
 run: appliance build
 	@mkdir -p $(STATE_DIR)
-	$(SWIFT) run $(BUILD_FLAGS) vmsessiond --listen $(LISTEN) --state-dir $(STATE_DIR) \
-		--appliance-dir $(APPLIANCE_DIR) --accelerator $(ACCELERATOR)
+	exec "$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path)/vmsessiond" --listen $(LISTEN) \
+		--state-dir $(STATE_DIR) --appliance-dir $(APPLIANCE_DIR) --accelerator $(ACCELERATOR)
 
 # Unit and route tests (test:///default, in-memory SQLite) and the end-to-end tests that start the
 # real daemon: on the test driver, and booting the appliance under TCG. `--build-tests` builds the daemon
