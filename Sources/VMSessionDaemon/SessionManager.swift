@@ -289,12 +289,12 @@ public actor SessionManager: Service {
         return .session(owner)
     }
 
-    /// Checks that session `id` exists (404 first, so that a token is never tried against nothing) and that
-    /// `token` may act on it (its own token, or the admin token).
+    /// Checks that `token` is valid (401 first: without a token nobody learns which session ids exist), that
+    /// session `id` exists (404), and that the token may act on it (its own token, or the admin token; 403).
     @discardableResult
     public func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> Caller {
-        _ = try session(id)
         let caller = try caller(token: token)
+        _ = try session(id)
         guard caller == .admin || caller == .session(id) else {
             throw VMSessionError(.notAllowed, "The token belongs to another session.")
         }
