@@ -106,7 +106,9 @@ public actor IdleController: Service {
 
     /// Wakes the controller now (settings or a session changed).
     public nonisolated func nudge() {
-        doorbell.withLock { _ = $0?.yield() }
+        // The continuation is taken under the lock and rung outside it (never a yield under a lock).
+        let ring = doorbell.withLock { $0 }
+        ring?.yield()
     }
 
     static func mayChangeDecision(_ kind: SessionEvent.Kind) -> Bool {
