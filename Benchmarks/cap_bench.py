@@ -14,6 +14,12 @@ import argparse, json, os, pwd, re, shutil, signal, subprocess, sys, tempfile, t
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import API, cpu_share, qemu_pid, wait  # noqa: E402
 
+
+def call(port, method, path, body=None, token=None):
+    """One API call to the daemon on `port`."""
+    return API(port).call(method, path, body, token)
+
+
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 CAPS = [25, 50] if QUICK else [10, 25, 50, 75]
 WINDOW = 3 if QUICK else 10
@@ -170,6 +176,3 @@ def main():
 if __name__ == "__main__":
     main()
 
-
-def call(port, method, path, body=None, token=None):
-    return API(port).call(method, path, body, token)
