@@ -53,6 +53,4 @@ final class StreamLimiter: Sendable {
             }
         }
     }
-
-    var openCount: Int { open.withLock { $0.total } }
 }

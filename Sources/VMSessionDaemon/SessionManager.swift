@@ -331,12 +331,11 @@ public actor SessionManager: Service {
 
     /// Deletes closed sessions unchanged since `cutoff` (retention); returns how many went.
     public func deleteClosedSessions(unchangedSince cutoff: Date) -> Int {
-        let candidates = (try? storeCall { try store.closedSessions(unchangedSince: cutoff) }) ?? []
+        // The manager holds every session: which ones expired is read from its state, not the store.
+        let expired = sessions.values.filter { $0.session.state == .closed && pending[$0.session.id] == nil && $0.session.updatedAt < cutoff }
         var deleted = 0
-        for id in candidates {
-            // Re-checked here, on the actor: it may have been reopened since the store was read.
-            guard let entry = sessions[id], entry.session.updatedAt < cutoff else { continue }
-            if (try? deleteClosed(id, reason: "unused since \(entry.session.updatedAt)")) != nil { deleted += 1 }
+        for entry in expired where (try? deleteClosed(entry.session.id, reason: "unused since \(entry.session.updatedAt)")) != nil {
+            deleted += 1
         }
         return deleted
     }

@@ -97,16 +97,6 @@ extension SessionStore {
         }
     }
 
-    /// Closed sessions not changed since `cutoff`, oldest first.
-    public func closedSessions(unchangedSince cutoff: Date) throws -> [SessionID] {
-        try read { db in
-            try String.fetchAll(
-                db, sql: "SELECT id FROM sessions WHERE state = 'closed' AND pending_action IS NULL AND updated_at < ? ORDER BY updated_at",
-                arguments: [cutoff]
-            ).compactMap(SessionID.init)
-        }
-    }
-
     /// Forgets pending origins last seen before `cutoff`. Returns how many went.
     @discardableResult
     public func prunePendingOrigins(lastSeenBefore cutoff: Date) throws -> Int {

@@ -54,12 +54,12 @@ struct Daemon {
                 + "Controlled VMs run at their max unless a local program reports activity (POST /api/v1/daemon/activity).",
             idleTime: settings.idleTime, logger: logger)
         logger.notice("idle source", metadata: ["source": "\(source.name)", "why": "\(source.reason)"])
+        let descriptors = DescriptorLimit.raiseToHard()
         let budget = ConnectionBudget.fitting(
-            descriptorLimit: DescriptorLimit.raiseToHard(), maxConnections: settings.maxConnections,
-            maxEventStreams: settings.maxEventStreams)
+            descriptorLimit: descriptors, maxConnections: settings.maxConnections, maxEventStreams: settings.maxEventStreams)
         logger.info(
             "connection budget",
-            metadata: ["descriptors": "\(DescriptorLimit.current())", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
+            metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
         let router = VMSessionAPI.buildRouter(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
             controller: controller, mode: mode, budget: budget)

@@ -20,10 +20,4 @@ enum DescriptorLimit {
         }
         return Int(min(limit.rlim_cur, 1 << 20))
     }
-
-    static func current() -> Int {
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return -1 }
-        return Int(min(limit.rlim_cur, 1 << 20))
-    }
 }
