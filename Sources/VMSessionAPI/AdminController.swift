@@ -9,7 +9,7 @@ struct AdminController {
     let manager: SessionManager
     let origins: OriginRegistry
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/origins", use: listOrigins)
         router.post("/api/v1/origins/approve") { request, context in try await decide(.approved, request, context) }
         router.post("/api/v1/origins/deny") { request, context in try await decide(.denied, request, context) }
@@ -25,19 +25,19 @@ struct AdminController {
         let origin: String
     }
 
-    @Sendable func listOrigins(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func listOrigins(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         return JSONResponse.make(OriginList(origins: try origins.all()))
     }
 
-    func decide(_ status: WebOrigin.Status, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func decide(_ status: WebOrigin.Status, _ request: Request, _ context: APIRequestContext) async throws -> Response {
         var request = request
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let origin = try await Self.origin(from: &request)
         return JSONResponse.make(try origins.decide(origin, status))
     }
 
-    @Sendable func forget(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func forget(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let origin = try await Self.origin(from: &request)
@@ -57,7 +57,7 @@ struct AdminController {
         let sessions: [SessionView]
     }
 
-    @Sendable func listSessions(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func listSessions(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         return JSONResponse.make(SessionList(sessions: await manager.allSessions().map { SessionView($0) }))
     }

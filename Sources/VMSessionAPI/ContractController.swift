@@ -8,11 +8,11 @@ import VMSessionSchema
 /// `GET /api/v1/openapi.yaml`: the API's contract, `Schema/openapi.yaml`, as the daemon was built with it.
 /// Public documentation, so no token; the Host and Origin guards still apply, as on every route.
 struct ContractController {
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/openapi.yaml", use: document)
     }
 
-    @Sendable func document(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func document(_ request: Request, context: APIRequestContext) async throws -> Response {
         let data: Data
         do {
             data = try VMSessionSchema.openAPIDocument()

@@ -9,13 +9,13 @@ struct DaemonController {
     let controller: IdleController
     let manager: SessionManager
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/daemon", use: show)
         router.put("/api/v1/daemon", use: update)
         router.post("/api/v1/daemon/activity", use: reportActivity)
     }
 
-    @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
         JSONResponse.make(await controller.status())
     }
 
@@ -23,7 +23,7 @@ struct DaemonController {
         let idleTime: Int
     }
 
-    @Sendable func update(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         var request = request
         let body = try await RequestBody.decode(SettingsRequest.self, from: &request, allowed: ["idleTime"])
@@ -34,7 +34,7 @@ struct DaemonController {
         let active: Bool
     }
 
-    @Sendable func reportActivity(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func reportActivity(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         var request = request
         let body = try await RequestBody.decode(ActivityRequest.self, from: &request, allowed: ["active"])

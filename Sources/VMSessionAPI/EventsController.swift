@@ -20,13 +20,13 @@ struct EventsController {
 
     static let lastEventID = HTTPField.Name("Last-Event-ID")
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/sessions/:id/events", use: sessionStream)
         router.get("/api/v1/events", use: allStream)
     }
 
     /// One session's events.
-    @Sendable func sessionStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func sessionStream(_ request: Request, context: APIRequestContext) async throws -> Response {
         let id = try SessionsController.sessionID(in: context)
         let token = SessionsController.token(in: request)
         let caller = try await sessions.manager.authorize(token: token, for: id)
@@ -34,7 +34,7 @@ struct EventsController {
     }
 
     /// Every session the token may see: all of them for the admin token, its own for a session token.
-    @Sendable func allStream(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func allStream(_ request: Request, context: APIRequestContext) async throws -> Response {
         let token = SessionsController.token(in: request)
         let caller = try await sessions.manager.caller(token: token)
         switch caller {

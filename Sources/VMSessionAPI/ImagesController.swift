@@ -9,7 +9,7 @@ import VMSessionStore
 struct ImagesController {
     let manager: SessionManager
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/images", use: list)
         router.get("/api/v1/images/:version", use: show)
         router.post("/api/v1/images", use: add)
@@ -21,12 +21,12 @@ struct ImagesController {
         let images: [ImageView]
     }
 
-    @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         return JSONResponse.make(ImageList(images: try await manager.images.list().map(ImageView.init)))
     }
 
-    @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let version = context.parameters.get("version") ?? ""
         guard let entry = try await manager.images.list().first(where: { $0.version == version }) else {
@@ -41,7 +41,7 @@ struct ImagesController {
         let format: String?
     }
 
-    @Sendable func add(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func add(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let body = try await RequestBody.decode(AddRequest.self, from: &request, allowed: ["version", "path", "format"])
@@ -59,7 +59,7 @@ struct ImagesController {
 
     /// Registers a remote image and starts its download in the background (202); `GET /images/{version}`
     /// shows how far it is. An open of the version meanwhile joins the same download.
-    @Sendable func pull(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func pull(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let body = try await RequestBody.decode(PullRequest.self, from: &request, allowed: ["version", "url", "sha256", "format"])
@@ -69,7 +69,7 @@ struct ImagesController {
         return JSONResponse.make(ImageView(record: record), status: .accepted)
     }
 
-    @Sendable func remove(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         try await manager.removeImage(context.parameters.get("version") ?? "")
         return Response(status: .noContent)

@@ -14,7 +14,7 @@ struct SessionsController {
     /// The idle controller's source and why it was chosen, shown in `GET /api/v1`.
     var idleSource: @Sendable () -> DaemonStatus.IdleSourceStatus? = { nil }
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
         router.post("/api/v1/sessions", use: requestSession)
         router.get("/api/v1/sessions/:id", use: show)
@@ -45,7 +45,7 @@ struct SessionsController {
         let idleSource: DaemonStatus.IdleSourceStatus?
     }
 
-    @Sendable func daemonInfo(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func daemonInfo(_ request: Request, context: APIRequestContext) async throws -> Response {
         JSONResponse.make(
             DaemonInfo(
                 version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions(), runtime: mode,
@@ -57,7 +57,7 @@ struct SessionsController {
         let secret: String
     }
 
-    @Sendable func requestSession(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func requestSession(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(SessionRequest.self, from: &request, allowed: ["name", "secret"])
         // A token from an earlier login proves the owner (it passes the guessing lock); the client names
@@ -71,7 +71,7 @@ struct SessionsController {
             status: grant.created ? .created : .ok, headers: headers)
     }
 
-    @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
         let snapshot = try await manager.snapshot(of: try Self.sessionID(in: context), token: Self.token(in: request))
         return JSONResponse.make(
             SessionView(snapshot.session, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
@@ -89,7 +89,7 @@ struct SessionsController {
         var parameters: [String: String]?
     }
 
-    func perform(_ action: SessionAction, request: Request, context: BasicRequestContext) async throws -> Response {
+    func perform(_ action: SessionAction, request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         let id = try await authorizedSession(request, context)
         let input: SessionManager.ActionInput
@@ -124,7 +124,7 @@ struct SessionsController {
         let cap: Int
     }
 
-    @Sendable func setExecutionCap(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func setExecutionCap(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         let id = try await authorizedSession(request, context)
         let body = try await RequestBody.decode(CapRequest.self, from: &request, allowed: ["cap"])
@@ -141,7 +141,7 @@ struct SessionsController {
     }
 
     /// `PATCH …/daemon`: the session's controller settings; absent fields keep their value.
-    @Sendable func setDaemonControl(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func setDaemonControl(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         let id = try await authorizedSession(request, context)
         let body = try await RequestBody.decode(
@@ -162,12 +162,12 @@ struct SessionsController {
         let value: String
     }
 
-    @Sendable func listProperties(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func listProperties(_ request: Request, context: APIRequestContext) async throws -> Response {
         let id = try await authorizedSession(request, context)
         return JSONResponse.make(["properties": try await manager.properties(of: id)])
     }
 
-    @Sendable func getProperty(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func getProperty(_ request: Request, context: APIRequestContext) async throws -> Response {
         let id = try await authorizedSession(request, context)
         let name = context.parameters.get("name") ?? ""
         guard let value = try await manager.properties(of: id)[name] else {
@@ -176,7 +176,7 @@ struct SessionsController {
         return JSONResponse.make(PropertyView(name: name, value: value))
     }
 
-    @Sendable func setProperty(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func setProperty(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         let id = try await authorizedSession(request, context)
         let name = context.parameters.get("name") ?? ""
@@ -186,24 +186,24 @@ struct SessionsController {
     }
 
     /// Revokes the token presented (or, with the admin token, every token of the session).
-    @Sendable func delete(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
         try await manager.deleteSession(try Self.sessionID(in: context), token: Self.token(in: request))
         return Response(status: .noContent)
     }
 
-    @Sendable func revokeToken(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func revokeToken(_ request: Request, context: APIRequestContext) async throws -> Response {
         _ = try await manager.revokeTokens(of: try Self.sessionID(in: context), token: Self.token(in: request))
         return Response(status: .noContent)
     }
 
     // MARK: Operations
 
-    @Sendable func showOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func showOperation(_ request: Request, context: APIRequestContext) async throws -> Response {
         JSONResponse.make(try await authorizedOperation(request, context))
     }
 
     /// Waits for the operation to end, up to `?timeout=` seconds (default 30, at most 300).
-    @Sendable func waitForOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func waitForOperation(_ request: Request, context: APIRequestContext) async throws -> Response {
         let operation = try await authorizedOperation(request, context)
         var seconds = 30.0
         if let text = request.uri.queryParameters.get("timeout") {
@@ -217,7 +217,7 @@ struct SessionsController {
 
     /// Operations are single hypervisor steps that cannot be stopped half-way without leaving the VM in an
     /// unknown state, so none can be cancelled; the answer says so rather than pretending.
-    @Sendable func cancelOperation(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func cancelOperation(_ request: Request, context: APIRequestContext) async throws -> Response {
         let operation = try await authorizedOperation(request, context)
         guard operation.status == .running else {
             throw VMSessionError(.invalidState, "The operation has already \(operation.status.rawValue).")
@@ -225,7 +225,7 @@ struct SessionsController {
         throw VMSessionError(.notSupported, "'\(operation.action.rawValue)' cannot be cancelled once started; wait for it to end.")
     }
 
-    func authorizedOperation(_ request: Request, _ context: BasicRequestContext) async throws -> SessionOperation {
+    func authorizedOperation(_ request: Request, _ context: APIRequestContext) async throws -> SessionOperation {
         guard let text = context.parameters.get("operation"), let id = OperationID(text) else {
             throw VMSessionError(.notFound, "There is no such operation; operation ids are UUIDs.")
         }
@@ -235,14 +235,14 @@ struct SessionsController {
     }
 
     /// The session named in the path, once the request's token was checked against it.
-    func authorizedSession(_ request: Request, _ context: BasicRequestContext) async throws -> SessionID {
+    func authorizedSession(_ request: Request, _ context: APIRequestContext) async throws -> SessionID {
         let id = try Self.sessionID(in: context)
         try await manager.authorize(token: Self.token(in: request), for: id)
         return id
     }
 
     /// The session id in the path; anything that is not a UUID names no session (404).
-    static func sessionID(in context: BasicRequestContext) throws(VMSessionError) -> SessionID {
+    static func sessionID(in context: APIRequestContext) throws(VMSessionError) -> SessionID {
         guard let text = context.parameters.get("id"), let id = SessionID(text) else {
             throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
         }

@@ -1,5 +1,6 @@
 import Hummingbird
 import HummingbirdCore
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -12,20 +13,35 @@ import VMSessionHypervisor
 public enum VMSessionAPI {
     public static let version = "0.1.0"
 
+    /// The routes of the daemon: `http` serves every request, `webSocket` decides WebSocket upgrades.
+    ///
+    /// An upgrade request passes the `webSocket` router first, behind the same guards as everything else.
+    /// Only when a route there accepts it is the connection upgraded; a refused upgrade (no token, an origin
+    /// the user did not approve) falls through to `http`, whose route of the same path answers with the
+    /// JSON error a plain request would get.
+    public struct Routers {
+        public let http: Router<APIRequestContext>
+        public let webSocket: Router<APIRequestContext>
+    }
+
     /// Every route (the API, `vmsession.js` and the daemon's page), behind the Host guard (DNS rebinding),
     /// the Origin guard (approved web pages only, with CORS) and the error responder (one JSON error shape),
     /// in that order.
-    public static func buildRouter(
+    public static func buildRouters(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
-    ) -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    ) -> Routers {
+        let router = Router(context: APIRequestContext.self)
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins))
         router.add(middleware: ErrorResponder())
-        let methods = MethodGuard<BasicRequestContext>.Table()
+        let methods = MethodGuard<APIRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
+        let webSocket = Router(context: APIRequestContext.self)
+        webSocket.add(middleware: HostGuard())
+        webSocket.add(middleware: OriginGuard(origins: origins))
+        webSocket.add(middleware: ErrorResponder())
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
         sessions.addRoutes(to: router)
@@ -37,25 +53,44 @@ public enum VMSessionAPI {
         WebController().addRoutes(to: router)
         DaemonController(controller: controller, manager: manager).addRoutes(to: router)
         methods.set(router.routes.map { (path: $0.path, method: $0.method) })
-        return router
+        return Routers(http: router, webSocket: webSocket)
+    }
+
+    /// The HTTP routes alone, for tests that need no WebSocket.
+    public static func buildRouter(
+        manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
+        controller: IdleController, mode: DaemonMode? = nil,
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
+    ) -> Router<APIRequestContext> {
+        buildRouters(
+            manager: manager, events: events, origins: origins, hypervisor: hypervisor, controller: controller, mode: mode,
+            budget: budget
+        ).http
     }
 
     /// The HTTP server as a service, bound to `host:port`. `onListening` gets the port actually bound
     /// (useful with port 0). Past `budget.connections` open connections it stops accepting until one closes:
     /// the connections it has keep being served, and new clients wait in the listen backlog.
     public static func buildApplication(
-        router: Router<BasicRequestContext>, host: String, port: Int, logger: Logger,
+        routers: Routers, host: String, port: Int, logger: Logger,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768),
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         Application(
-            router: router,
+            router: routers.http,
             // Idle keep-alive connections close after a minute; a response in progress (an event stream) is never cut.
-            server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: routers.webSocket,
+                configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: webSocketConfiguration)),
             configuration: .init(
                 address: .hostname(host, port: port), serverName: "vmsessiond",
                 availableConnectionsDelegate: MaximumAvailableConnections(budget.connections, logger: logger)),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
     }
+
+    /// Frames are bounded before they are buffered (a larger one closes the connection with 1009, "message too
+    /// big"); a peer that stops answering pings is dropped.
+    static let webSocketConfiguration = WebSocketServerConfiguration(
+        maxFrameSize: 1 << 16, autoPing: .enabled(timePeriod: .seconds(30)), closeTimeout: .seconds(5))
 }

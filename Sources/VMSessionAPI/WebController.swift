@@ -50,7 +50,7 @@ struct WebController {
         self.assets = assets
     }
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<APIRequestContext>) {
         for route in Self.routes {
             let asset = assets[route.path]
             let path = route.path

@@ -60,12 +60,12 @@ struct Daemon {
         logger.info(
             "connection budget",
             metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
-        let router = VMSessionAPI.buildRouter(
+        let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
             controller: controller, mode: mode, budget: budget)
         let host = settings.host
         let logger = self.logger
-        let app = VMSessionAPI.buildApplication(router: router, host: host, port: settings.port, logger: logger, budget: budget) { port in
+        let app = VMSessionAPI.buildApplication(routers: routers, host: host, port: settings.port, logger: logger, budget: budget) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
             SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
