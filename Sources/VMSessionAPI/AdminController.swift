@@ -10,11 +10,12 @@ struct AdminController {
     let origins: OriginRegistry
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        router.get("/api/v1/origins", use: listOrigins)
-        router.post("/api/v1/origins/approve") { request, context in try await decide(.approved, request, context) }
-        router.post("/api/v1/origins/deny") { request, context in try await decide(.denied, request, context) }
-        router.post("/api/v1/origins/forget", use: forget)
-        router.get("/api/v1/sessions", use: listSessions)
+        let origins = router.group("/api/v1/origins").add(middleware: AdminAccess(manager: manager))
+        origins.get(use: listOrigins)
+        origins.post("approve") { request, context in try await decide(.approved, request, context) }
+        origins.post("deny") { request, context in try await decide(.denied, request, context) }
+        origins.post("forget", use: forget)
+        router.group("/api/v1/sessions").add(middleware: AdminAccess(manager: manager)).get(use: listSessions)
     }
 
     struct OriginList: Encodable {
@@ -26,20 +27,17 @@ struct AdminController {
     }
 
     @Sendable func listOrigins(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         return JSONResponse.make(OriginList(origins: try origins.all()))
     }
 
     func decide(_ status: WebOrigin.Status, _ request: Request, _ context: APIRequestContext) async throws -> Response {
         var request = request
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let origin = try await Self.origin(from: &request)
         return JSONResponse.make(try origins.decide(origin, status))
     }
 
     @Sendable func forget(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let origin = try await Self.origin(from: &request)
         guard try origins.forget(origin) else { throw VMSessionError(.notFound, "\(origin) is not known.") }
         return Response(status: .noContent)
@@ -58,7 +56,6 @@ struct AdminController {
     }
 
     @Sendable func listSessions(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         return JSONResponse.make(SessionList(sessions: await manager.allSessions().map { SessionView($0) }))
     }
 }

@@ -21,16 +21,17 @@ struct EventsController {
     static let lastEventID = HTTPField.Name("Last-Event-ID")
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        router.get("/api/v1/sessions/:id/events", use: sessionStream)
+        router.group("/api/v1/sessions/:id").add(middleware: SessionAccess(manager: sessions.manager))
+            .get("events", use: sessionStream)
         router.get("/api/v1/events", use: allStream)
     }
 
     /// One session's events.
     @Sendable func sessionStream(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let id = try SessionsController.sessionID(in: context)
-        let token = SessionsController.token(in: request)
-        let caller = try await sessions.manager.authorize(token: token, for: id)
-        return try stream(of: id, request, owner: Self.owner(caller, token: token))
+        guard let caller = context.caller, let id = caller.session else {
+            throw VMSessionError(.internalError, "The events route was reached without the session's access check.")
+        }
+        return try stream(of: id, request, owner: Self.owner(caller.role, token: caller.token))
     }
 
     /// Every session the token may see: all of them for the admin token, its own for a session token.

@@ -10,11 +10,12 @@ struct ImagesController {
     let manager: SessionManager
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        router.get("/api/v1/images", use: list)
-        router.get("/api/v1/images/:version", use: show)
-        router.post("/api/v1/images", use: add)
-        router.post("/api/v1/images/pull", use: pull)
-        router.delete("/api/v1/images/:version", use: remove)
+        let images = router.group("/api/v1/images").add(middleware: AdminAccess(manager: manager))
+        images.get(use: list)
+        images.get(":version", use: show)
+        images.post(use: add)
+        images.post("pull", use: pull)
+        images.delete(":version", use: remove)
     }
 
     struct ImageList: Encodable {
@@ -22,12 +23,10 @@ struct ImagesController {
     }
 
     @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         return JSONResponse.make(ImageList(images: try await manager.images.list().map(ImageView.init)))
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let version = context.parameters.get("version") ?? ""
         guard let entry = try await manager.images.list().first(where: { $0.version == version }) else {
             throw VMSessionError(.notFound, "There is no image for version '\(version)'.")
@@ -43,7 +42,6 @@ struct ImagesController {
 
     @Sendable func add(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let body = try await RequestBody.decode(AddRequest.self, from: &request, allowed: ["version", "path", "format"])
         let format = try Self.format(body.format)
         let record = try await manager.images.register(version: body.version, file: body.path, format: format)
@@ -61,7 +59,6 @@ struct ImagesController {
     /// shows how far it is. An open of the version meanwhile joins the same download.
     @Sendable func pull(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         let body = try await RequestBody.decode(PullRequest.self, from: &request, allowed: ["version", "url", "sha256", "format"])
         let format = try Self.format(body.format)
         let record = try await manager.images.registerRemote(
@@ -70,7 +67,6 @@ struct ImagesController {
     }
 
     @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
         try await manager.removeImage(context.parameters.get("version") ?? "")
         return Response(status: .noContent)
     }

@@ -17,19 +17,21 @@ struct SessionsController {
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
         router.post("/api/v1/sessions", use: requestSession)
-        router.get("/api/v1/sessions/:id", use: show)
-        router.delete("/api/v1/sessions/:id", use: delete)
+        // Everything under a session's path needs a token that may act on it (``SessionAccess``).
+        let session = router.group("/api/v1/sessions/:id").add(middleware: SessionAccess(manager: manager))
+        session.get(use: show)
+        session.delete(use: delete)
         for action in SessionAction.allCases {
-            router.post("/api/v1/sessions/:id/\(action.rawValue)") { request, context in
+            session.post("\(action.rawValue)") { request, context in
                 try await perform(action, request: request, context: context)
             }
         }
-        router.put("/api/v1/sessions/:id/execution-cap", use: setExecutionCap)
-        router.get("/api/v1/sessions/:id/properties", use: listProperties)
-        router.get("/api/v1/sessions/:id/properties/:name", use: getProperty)
-        router.put("/api/v1/sessions/:id/properties/:name", use: setProperty)
-        router.delete("/api/v1/sessions/:id/token", use: revokeToken)
-        router.patch("/api/v1/sessions/:id/daemon", use: setDaemonControl)
+        session.put("execution-cap", use: setExecutionCap)
+        session.get("properties", use: listProperties)
+        session.get("properties/:name", use: getProperty)
+        session.put("properties/:name", use: setProperty)
+        session.delete("token", use: revokeToken)
+        session.patch("daemon", use: setDaemonControl)
         router.get("/api/v1/operations/:operation", use: showOperation)
         router.get("/api/v1/operations/:operation/wait", use: waitForOperation)
         router.delete("/api/v1/operations/:operation", use: cancelOperation)
@@ -72,7 +74,7 @@ struct SessionsController {
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let snapshot = try await manager.snapshot(of: try Self.sessionID(in: context), token: Self.token(in: request))
+        let snapshot = try await manager.snapshot(of: try authorizedSession(request, context), token: Self.token(in: request))
         return JSONResponse.make(
             SessionView(snapshot.session, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
     }
@@ -187,12 +189,12 @@ struct SessionsController {
 
     /// Revokes the token presented (or, with the admin token, every token of the session).
     @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.deleteSession(try Self.sessionID(in: context), token: Self.token(in: request))
+        try await manager.deleteSession(try authorizedSession(request, context), token: Self.token(in: request))
         return Response(status: .noContent)
     }
 
     @Sendable func revokeToken(_ request: Request, context: APIRequestContext) async throws -> Response {
-        _ = try await manager.revokeTokens(of: try Self.sessionID(in: context), token: Self.token(in: request))
+        _ = try await manager.revokeTokens(of: try authorizedSession(request, context), token: Self.token(in: request))
         return Response(status: .noContent)
     }
 
@@ -234,8 +236,10 @@ struct SessionsController {
         return operation
     }
 
-    /// The session named in the path, once the request's token was checked against it.
+    /// The session named in the path, once the request's token was checked against it: by ``SessionAccess``
+    /// for the routes in the session group, here for a route registered outside it.
     func authorizedSession(_ request: Request, _ context: APIRequestContext) async throws -> SessionID {
+        if let id = context.caller?.session { return id }
         let id = try Self.sessionID(in: context)
         try await manager.authorize(token: Self.token(in: request), for: id)
         return id
