@@ -23,6 +23,9 @@ public actor IdleController: Service {
     public static let idleTimeRange = 1...86400
     /// How long a step that failed is not tried again (unless the session changes meanwhile).
     public static let retryAfterFailure: Duration = .seconds(10)
+    private let retryAfterFailure: Duration
+    /// How long a step that the daemon does not support here is skipped: as long as the daemon runs.
+    static let neverRetry: Duration = .seconds(10 * 365 * 86400)
 
     private let manager: SessionManager
     private let events: EventHub
@@ -48,9 +51,11 @@ public actor IdleController: Service {
     /// configured default, used until `PUT /api/v1/daemon` stores another.
     public init(
         manager: SessionManager, events: EventHub, store: SessionStore, source: (any IdleSource)?, noSourceReason: String,
-        idleTime: Int, clock: any Clock<Duration> = ContinuousClock(), logger: Logger
+        idleTime: Int, clock: any Clock<Duration> = ContinuousClock(), retryAfterFailure: Duration = IdleController.retryAfterFailure,
+        logger: Logger
     ) throws(VMSessionError) {
         self.manager = manager
+        self.retryAfterFailure = retryAfterFailure
         self.events = events
         self.store = store
         self.source = source
@@ -151,9 +156,19 @@ public actor IdleController: Service {
             case .operationInProgress?:
                 // A user's action runs; its end rings the doorbell and the step is tried again then.
                 logger.debug("controller waits for an action", metadata: ["session": "\(id)"])
+            case .notSupported?:
+                // The daemon cannot cap here (no cap mechanism; chosen once at start): trying again cannot help,
+                // so this step is not tried again, and said once. A different step (the desktop changed, the
+                // session's caps changed) is tried as usual.
+                if failures[id]?.step != outcome.step {
+                    logger.warning(
+                        "controller step not supported here; not retried",
+                        metadata: ["session": "\(id)", "step": "\(outcome.step)", "error": "\(outcome.error.map(\.message) ?? "")"])
+                }
+                failures[id] = (outcome.step, now + Self.neverRetry)
             case .some:
-                failures[id] = (outcome.step, now + Self.retryAfterFailure)
-                wait = min(wait, Self.retryAfterFailure)
+                failures[id] = (outcome.step, now + retryAfterFailure)
+                wait = min(wait, retryAfterFailure)
                 logger.warning(
                     "controller step failed",
                     metadata: ["session": "\(id)", "step": "\(outcome.step)", "error": "\(outcome.error.map(\.message) ?? "")"])
