@@ -112,9 +112,11 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
+        // The typed REST client that vmsessionctl and the end-to-end tests share (Foundation only).
+        .target(name: "VMSessionClient"),
         .executableTarget(
             name: "vmsessionctl",
-            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["VMSessionClient", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "vmsessionbench-peer",
@@ -165,6 +167,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
+                "VMSessionClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VMSessionClient
 
 /// Where the daemon is and how to prove admin rights to it; shared by every subcommand.
 struct ControlOptions: ParsableArguments {
@@ -35,8 +36,8 @@ struct ControlOptions: ParsableArguments {
         return NSHomeDirectory() + "/.local/state/vmsessiond"
     }
 
-    func client(admin: Bool = true) throws -> ControlClient {
-        ControlClient(base: url, token: admin ? try adminToken() : nil)
+    func client(admin: Bool = true) throws -> VMSessionClient {
+        VMSessionClient(baseURL: url, token: admin ? try adminToken() : nil)
     }
 }
 

@@ -6,11 +6,10 @@ struct DaemonStatus: AsyncParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() async throws {
-        let reply = try await options.client(admin: false).call("GET", "/api/v1")
-        if options.json { return try ControlClient.printJSON(reply) }
-        let info = reply as? [String: Any] ?? [:]
-        let hypervisor = info["hypervisor"] as? [String: Any] ?? [:]
-        print("vmsessiond \(info["version"] as? String ?? "?") at \(options.url)")
-        print("hypervisor: \(hypervisor["driver"] as? String ?? "?") \(hypervisor["uri"] as? String ?? "") (\(hypervisor["accelerator"] as? String ?? "?"))")
+        let client = try options.client(admin: false)
+        if options.json { return try Output.printJSON(try await client.json("GET", "/api/v1")) }
+        let info = try await client.daemonInfo()
+        print("vmsessiond \(info.version) at \(options.url)")
+        print("hypervisor: \(info.hypervisor.driver) \(info.hypervisor.uri) (\(info.hypervisor.accelerator ?? "?"))")
     }
 }

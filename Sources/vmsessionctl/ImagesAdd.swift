@@ -1,4 +1,5 @@
 import ArgumentParser
+import VMSessionClient
 import Foundation
 
 struct ImagesAdd: AsyncParsableCommand {
@@ -12,10 +13,13 @@ struct ImagesAdd: AsyncParsableCommand {
 
     func run() async throws {
         let path = URL(fileURLWithPath: file).standardizedFileURL.path
-        var body: [String: Any] = ["version": version, "path": path]
-        if let format { body["format"] = format }
-        let reply = try await options.client().call("POST", "/api/v1/images", body: body)
-        if options.json { return try ControlClient.printJSON(reply) }
-        print("added \(version): \(path) sha256 \((reply as? [String: Any])?["sha256"] as? String ?? "?")")
+        let client = try options.client()
+        if options.json {
+            var body: [String: JSONValue] = ["version": .string(version), "path": .string(path)]
+            if let format { body["format"] = .string(format) }
+            return try Output.printJSON(try await client.json("POST", "/api/v1/images", body: body))
+        }
+        let image = try await client.addImage(version: version, path: path, format: format)
+        print("added \(version): \(path) sha256 \(image.sha256 ?? "?")")
     }
 }

@@ -6,15 +6,12 @@ struct ImagesList: AsyncParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() async throws {
-        let reply = try await options.client().call("GET", "/api/v1/images")
-        if options.json { return try ControlClient.printJSON(reply) }
-        let images = (reply as? [String: Any])?["images"] as? [[String: Any]] ?? []
-        ControlClient.printTable(
+        let client = try options.client()
+        if options.json { return try Output.printJSON(try await client.json("GET", "/api/v1/images")) }
+        Output.printTable(
             ["VERSION", "STATE", "FORMAT", "SIZE", "SOURCE"],
-            images.map { image in
-                let size = (image["size"] as? Int).map { "\($0)" } ?? ""
-                let source = image["url"] as? String ?? image["path"] as? String ?? "built in"
-                return [image["version"] as? String ?? "", image["state"] as? String ?? "", image["format"] as? String ?? "", size, source]
+            try await client.images().map { image in
+                [image.version, image.state, image.format ?? "", image.size.map { "\($0)" } ?? "", image.url ?? image.path ?? "built in"]
             })
     }
 }

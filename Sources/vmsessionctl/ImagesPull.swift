@@ -14,22 +14,19 @@ struct ImagesPull: AsyncParsableCommand {
 
     func run() async throws {
         let client = try options.client()
-        var body: [String: Any] = ["version": version, "url": url, "sha256": sha256]
-        if let format { body["format"] = format }
-        let reply = try await client.call("POST", "/api/v1/images/pull", body: body)
+        _ = try await client.pullImage(version: version, url: url, sha256: sha256, format: format)
         if noWait {
-            if options.json { return try ControlClient.printJSON(reply) }
+            if options.json { return try Output.printJSON(try await client.json("GET", "/api/v1/images/\(version)")) }
             return print("pulling \(version) in the background; `vmsessionctl images` shows how far")
         }
         var lastLine = ""
         while true {
-            let image = try await client.call("GET", "/api/v1/images/\(version)") as? [String: Any] ?? [:]
-            let state = image["state"] as? String ?? ""
-            if state == "available" { return print("pulled \(version)") }
-            if state == "remote", let error = image["lastError"] as? String { throw ControlError("pull failed: \(error)") }
-            if let download = image["download"] as? [String: Any] {
-                let bytes = Double(download["bytes"] as? Int ?? 0) / 1_048_576
-                let total = (download["totalBytes"] as? Int).map { String(format: " of %.1f", Double($0) / 1_048_576) } ?? ""
+            let image = try await client.image(version)
+            if image.state == "available" { return print("pulled \(version)") }
+            if image.state == "remote", let error = image.lastError { throw ValidationError("pull failed: \(error)") }
+            if let download = image.download {
+                let bytes = Double(download.bytes) / 1_048_576
+                let total = download.totalBytes.map { String(format: " of %.1f", Double($0) / 1_048_576) } ?? ""
                 let line = String(format: "%.1f", bytes) + "\(total) MiB"
                 if line != lastLine, !options.json { print(line) }
                 lastLine = line

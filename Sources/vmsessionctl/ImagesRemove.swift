@@ -8,7 +8,7 @@ struct ImagesRemove: AsyncParsableCommand {
     @Argument(help: "The version.") var version: String
 
     func run() async throws {
-        _ = try await options.client().call("DELETE", "/api/v1/images/\(version)")
+        try await options.client().removeImage(version)
         print("removed \(version)")
     }
 }

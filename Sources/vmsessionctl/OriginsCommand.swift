@@ -1,4 +1,5 @@
 import ArgumentParser
+import VMSessionClient
 
 /// `vmsessionctl origins …`: which web pages may use the daemon.
 struct OriginsCommand: AsyncParsableCommand {
@@ -12,9 +13,9 @@ struct OriginsCommand: AsyncParsableCommand {
 extension OriginsCommand {
     /// Sends the user's decision (`approve` or `deny`) about an origin and says what the daemon recorded.
     static func decide(_ verb: String, origin: String, options: ControlOptions) async throws {
-        let reply = try await options.client().call("POST", "/api/v1/origins/\(verb)", body: ["origin": origin])
-        if options.json { return try ControlClient.printJSON(reply) }
-        let record = reply as? [String: Any]
-        print("\(record?["status"] as? String ?? verb) \(record?["origin"] as? String ?? origin)")
+        let client = try options.client()
+        if options.json { return try Output.printJSON(try await client.json("POST", "/api/v1/origins/\(verb)", body: ["origin": .string(origin)])) }
+        let record = try await client.decide(verb, origin: origin)
+        print("\(record.status) \(record.origin)")
     }
 }

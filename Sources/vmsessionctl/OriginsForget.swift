@@ -8,7 +8,7 @@ struct OriginsForget: AsyncParsableCommand {
     @Argument(help: "The origin, as scheme://host[:port].") var origin: String
 
     func run() async throws {
-        _ = try await options.client().call("POST", "/api/v1/origins/forget", body: ["origin": origin])
+        try await options.client().forget(origin: origin)
         print("forgot \(origin)")
     }
 }

@@ -10,7 +10,7 @@ struct SessionsDelete: AsyncParsableCommand {
     func run() async throws {
         let client = try options.client()
         let id = try await client.sessionID(session)
-        _ = try await client.call("DELETE", "/api/v1/sessions/\(id)")
+        try await client.deleteSession(id)
         print("deleted \(session) (\(id))")
     }
 }

@@ -6,15 +6,12 @@ struct SessionsList: AsyncParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() async throws {
-        let reply = try await options.client().call("GET", "/api/v1/sessions")
-        if options.json { return try ControlClient.printJSON(reply) }
-        let sessions = (reply as? [String: Any])?["sessions"] as? [[String: Any]] ?? []
-        ControlClient.printTable(
+        let client = try options.client()
+        if options.json { return try Output.printJSON(try await client.json("GET", "/api/v1/sessions")) }
+        Output.printTable(
             ["ID", "NAME", "STATE", "CPUS", "MEMORY", "CAP"],
-            sessions.map {
-                [$0["id"] as? String ?? "", $0["name"] as? String ?? "", $0["state"] as? String ?? "",
-                 ($0["cpus"] as? Int).map(String.init) ?? "-", ($0["memory"] as? Int).map { "\($0) MiB" } ?? "-",
-                 "\($0["executionCap"] as? Int ?? 100)%"]
+            try await client.sessions().map {
+                [$0.id, $0.name, $0.state, $0.cpus.map(String.init) ?? "-", $0.memory.map { "\($0) MiB" } ?? "-", "\($0.executionCap)%"]
             })
     }
 }

@@ -9,6 +9,6 @@ struct SessionsShow: AsyncParsableCommand {
     func run() async throws {
         let client = try options.client()
         let id = try await client.sessionID(session)
-        try ControlClient.printJSON(try await client.call("GET", "/api/v1/sessions/\(id)"))
+        try Output.printJSON(try await client.json("GET", "/api/v1/sessions/\(id)"))
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Testing
+import VMSessionClient
 
 /// A small client for the daemon's REST API and its SSE streams, over AsyncHTTPClient.
 struct APIClient: Sendable {
@@ -35,11 +36,13 @@ struct APIClient: Sendable {
         return String(buffer: buffer)
     }
 
+    /// The typed client that vmsessionctl uses too, for the calls that need no raw view of the answer.
+    func typed(token: String? = nil) -> VMSessionClient { VMSessionClient(baseURL: base, token: token) }
+
     func newSession(_ name: String, secret: String = "s3cret") async throws -> (id: String, token: String) {
-        let reply = try await call(.POST, "/api/v1/sessions", body: #"{"name":"\#(name)","secret":"\#(secret)"}"#)
-        #expect(reply.status == 201, "\(reply.json)")
-        let session = try #require(reply["session"] as? [String: Any])
-        return (try #require(session["id"] as? String), try #require(reply["token"] as? String))
+        let grant = try await typed().requestSession(name: name, secret: secret)
+        #expect(grant.created, "\(name) was new")
+        return (grant.session.id, grant.token)
     }
 
     /// Follows a session's SSE stream while `body` runs; events go to the returned log.

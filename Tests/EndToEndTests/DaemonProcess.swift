@@ -46,6 +46,11 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     /// Starts the daemon on a free port and waits until it says where it listens.
+    /// The admin token the daemon wrote into its state directory.
+    func adminToken() throws -> String {
+        try String(contentsOfFile: stateDirectory + "/admin-token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     func start() async throws {
         try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
