@@ -43,6 +43,9 @@ public actor ImageStore: Service {
     private var lastErrors: [String: String] = [:]
     private let pulls: AsyncStream<String>
     private let pullsContinuation: AsyncStream<String>.Continuation
+    /// Its catalog writes to SQLite inside isolated code: on a thread of its own, as ``SessionManager``.
+    private let executor = BlockingExecutor(label: "vmsessiond.image-store")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     public init(store: SessionStore, catalog: ImageCatalog, directory: String, downloader: ImageDownloader, logger: Logger) {
         self.store = store

@@ -86,6 +86,10 @@ public actor SessionManager: Service {
     private var operations: [OperationID: SessionOperation] = [:]
     private let jobs: AsyncStream<Job>
     private let jobsContinuation: AsyncStream<Job>.Continuation
+    /// The manager writes to SQLite inside its isolated code, atomically with its state changes; it runs on
+    /// a thread of its own so that those short blocking writes never hold a cooperative-pool thread.
+    private let executor = BlockingExecutor(label: "vmsessiond.session-manager")
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     public init(
         store: SessionStore, events: EventHub, hypervisor: any Hypervisor, images: ImageStore,
