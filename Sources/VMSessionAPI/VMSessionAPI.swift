@@ -16,9 +16,10 @@ public enum VMSessionAPI {
     /// The routes of the daemon: `http` serves every request, `webSocket` decides WebSocket upgrades.
     ///
     /// An upgrade request passes the `webSocket` router first, behind the same guards as everything else.
-    /// Only when a route there accepts it is the connection upgraded; a refused upgrade (no token, an origin
-    /// the user did not approve) falls through to `http`, whose route of the same path answers with the
-    /// JSON error a plain request would get.
+    /// Only when a route there accepts it is the connection upgraded. A refused upgrade (no token, an origin
+    /// the user did not approve) is answered `400` by hummingbird-websocket itself, with no body; the same
+    /// URL as a plain GET reaches `http`, whose route of that path answers with the JSON error that says why
+    /// (a browser's WebSocket API shows neither, so `vmsession.js` asks that way when a connection fails).
     public struct Routers {
         public let http: Router<APIRequestContext>
         public let webSocket: Router<APIRequestContext>
