@@ -147,7 +147,11 @@ let package = Package(
         ),
         .testTarget(
             name: "VMSessionHypervisorTests",
-            dependencies: ["VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt"]
+            dependencies: [
+                "VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt",
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "VMSessionDaemonTests",
