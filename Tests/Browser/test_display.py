@@ -6,6 +6,8 @@ import json
 import os
 import struct
 import subprocess
+import socket
+import time
 import urllib.request
 import uuid
 
@@ -203,3 +205,47 @@ def test_an_oversized_frame_closes_that_viewer_only(real_daemon, guest):
     finally:
         for viewer in (calm, reader, rogue):
             viewer.close()
+
+
+def test_a_viewer_that_stops_reading_is_dropped_and_the_others_go_on(real_daemon, guest):
+    """A viewer asks for full screens without end and never reads them: once its socket buffers are full and
+    the daemon's write to it has waited 10 s, it is dropped; a viewer beside it is served throughout."""
+    _, session_id, token = guest
+    calm = Viewer(display_url(real_daemon, session_id, f"token={token}"))
+    stuck = Viewer(display_url(real_daemon, session_id, f"token={token}"))
+    try:
+        calm.handshake()
+        stuck.handshake()
+        stuck.socket.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        full_screen = bytes([3, 0, 0, 0, 0, 0, 0x02, 0xd0, 0x01, 0x90])  # non-incremental 720x400
+        deadline = time.monotonic() + 60
+        dropped = False
+        while time.monotonic() < deadline and not dropped:
+            try:
+                stuck.socket.send_binary(full_screen)
+            except (OSError, websocket.WebSocketException):
+                dropped = True  # the daemon closed the connection
+            time.sleep(0.02)
+            if int(time.monotonic() * 50) % 100 == 0:  # about every 2 s: the calm viewer still gets its update
+                calm.socket.send_binary(bytes([3, 1, 0, 0, 0, 0, 0, 16, 0, 16]))
+        assert dropped, "a viewer that never reads was not dropped within 60 s"
+        # What it had not read ends with the daemon's close frame (or the connection's end): it is gone.
+        stuck.socket.settimeout(30)
+        ended = None
+        try:
+            while ended is None:
+                frame = stuck.socket.recv_frame()
+                if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                    ended = struct.unpack(">H", frame.data[:2])[0], frame.data[2:].decode()
+        except (OSError, websocket.WebSocketException):
+            ended = "connection closed"
+        print(f"\nthe stuck viewer ended with {ended}")
+        calm.buffer = b""
+        calm.socket.settimeout(30)
+        calm.socket.send_binary(bytes([3, 0, 0, 0, 0, 0, 0, 16, 0, 16]))
+        # The calm viewer's connection is alive: reading on eventually yields data and no close.
+        opcode, data = calm.socket.recv_data(control_frame=False)
+        assert opcode == websocket.ABNF.OPCODE_BINARY and data
+    finally:
+        calm.close()
+        stuck.close()
