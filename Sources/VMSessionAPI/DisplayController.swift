@@ -71,7 +71,7 @@ struct DisplayController {
                 defer { viewers.release(target.id) }
                 let ending = await Self.bridge(inbound: inbound, outbound: outbound, socket: target.socket, mode: target.mode)
                 logger.debug("display viewer left", metadata: ["session": "\(target.id)", "why": "\(ending)"])
-                try await ending.close(outbound)
+                await ending.close(outbound)
             })
     }
 
@@ -120,7 +120,7 @@ struct DisplayController {
         }
 
         /// Sends the close frame (bounded in time: a viewer that does not read cannot take even that).
-        func close(_ outbound: WebSocketOutboundWriter) async throws {
+        func close(_ outbound: WebSocketOutboundWriter) async {
             let (code, reason): (WebSocketErrorCode, String)
             switch self {
             case .viewerLeft: return
@@ -130,10 +130,10 @@ struct DisplayController {
             case .tooSlow: (code, reason) = (.policyViolation, "viewer too slow: it read nothing for 10 s")
             case .failed: (code, reason) = (.unexpectedServerError, "the display connection failed")
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await outbound.close(code, reason: String(reason.utf8.prefix(123)) ?? "") }
-                group.addTask { try await Task.sleep(for: .seconds(2)) }
-                _ = try await group.next()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await outbound.close(code, reason: String(reason.utf8.prefix(123)) ?? "") }
+                group.addTask { try? await Task.sleep(for: .seconds(2)) }
+                await group.next()
                 group.cancelAll()
             }
         }

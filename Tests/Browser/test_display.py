@@ -249,3 +249,22 @@ def test_a_viewer_that_stops_reading_is_dropped_and_the_others_go_on(real_daemon
     finally:
         calm.close()
         stuck.close()
+
+
+def test_the_displayURL_opens_the_daemons_page_on_that_display(real_daemon, guest, browser, artifact):
+    _, session_id, token = guest
+    status, shown = real_daemon.request("GET", f"/api/v1/sessions/{session_id}", token=token)
+    assert shown["displayURL"] == f"/#display={session_id}"
+    browser.navigate(real_daemon.url + shown["displayURL"])
+    browser.wait_for("document.getElementById('daemon').textContent.startsWith('vmsessiond ')", 30, "the page to reach the daemon")
+    browser.evaluate(
+        f"document.getElementById('token').value = {json.dumps(real_daemon.admin_token)};"
+        "document.getElementById('token-form').requestSubmit(); true")
+    # The page opens that session's display by itself, under its own strict Content-Security-Policy.
+    browser.wait_for("!document.getElementById('display-section').hidden", 30, "the display section")
+    pixels = ("(c => c && c.width && (() => { const x = document.createElement('canvas'); x.width = c.width; x.height = c.height;"
+              " const g = x.getContext('2d'); g.drawImage(c, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;"
+              " let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 0) n++; return n; })())"
+              "(document.querySelector('#display-screen canvas'))")
+    assert browser.wait_for(pixels, 60, "the guest's pixels on the daemon's page") > 0
+    print(f"\nscreenshot of the daemon's page with the display: {browser.screenshot(artifact('daemon-page-display.png'))}")
