@@ -15,9 +15,10 @@ import VMSessionDaemon
 ///
 /// Every viewer gets its own connection to QEMU (QEMU serves many shared clients and paces each one by
 /// how fast it reads), so a slow viewer slows only itself, and one that stops reading for
-/// ``slowViewerLimit`` is dropped with a close reason. Buffers are bounded both ways: frames from the
-/// viewer by the WebSocket configuration (64 KiB, larger closes with 1009), bytes towards either side by
-/// NIO's back-pressure (a write waits until the peer has taken the previous ones).
+/// ``slowViewerLimit`` is dropped with a close reason; a viewer whose token is revoked is closed within
+/// 5 s. Buffers are bounded both ways: frames from the viewer by the WebSocket configuration (64 KiB,
+/// larger closes with 1009), bytes towards either side by NIO's back-pressure (a write waits until the
+/// peer has taken the previous ones).
 struct DisplayController {
     let manager: SessionManager
     let viewers: DisplayViewers
@@ -69,7 +70,11 @@ struct DisplayController {
                     return
                 }
                 defer { viewers.release(target.id) }
-                let ending = await Self.bridge(inbound: inbound, outbound: outbound, socket: target.socket, mode: target.mode)
+                let token = SessionsController.token(in: context.request)
+                // A revoked token (or a deleted session) ends its viewers too, as it ends its event streams.
+                let stillAllowed: @Sendable () async -> Bool = { (try? await manager.authorize(token: token, for: target.id)) != nil }
+                let ending = await Self.bridge(
+                    inbound: inbound, outbound: outbound, socket: target.socket, mode: target.mode, stillAllowed: stillAllowed)
                 logger.debug("display viewer left", metadata: ["session": "\(target.id)", "why": "\(ending)"])
                 await ending.close(outbound)
             })
@@ -106,6 +111,7 @@ struct DisplayController {
         case displayUnavailable(String)
         case refused(String)
         case tooSlow
+        case revoked
         case failed(String)
 
         var description: String {
@@ -115,6 +121,7 @@ struct DisplayController {
             case .displayUnavailable(let why): "display unavailable: \(why)"
             case .refused(let why): "refused: \(why)"
             case .tooSlow: "too slow"
+            case .revoked: "token revoked"
             case .failed(let why): "failed: \(why)"
             }
         }
@@ -128,6 +135,7 @@ struct DisplayController {
             case .displayUnavailable: (code, reason) = (.unexpectedServerError, "cannot reach the VM's display")
             case .refused(let why): (code, reason) = (.policyViolation, why)
             case .tooSlow: (code, reason) = (.policyViolation, "viewer too slow: it read nothing for 10 s")
+            case .revoked: (code, reason) = (.policyViolation, "the token was revoked or the session deleted")
             case .failed: (code, reason) = (.unexpectedServerError, "the display connection failed")
             }
             await withTaskGroup(of: Void.self) { group in
@@ -142,7 +150,8 @@ struct DisplayController {
     /// Copies bytes both ways between one viewer and a fresh connection to QEMU's VNC socket, until either
     /// side ends, the viewer sends what it may not, or it stops reading.
     static func bridge(
-        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, socket: String, mode: RFBViewerFilter.Mode
+        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, socket: String, mode: RFBViewerFilter.Mode,
+        stillAllowed: @escaping @Sendable () async -> Bool
     ) async -> Ending {
         let vnc: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
@@ -191,9 +200,12 @@ struct DisplayController {
                         }
                     }
                     group.addTask {
+                        var tick = 0
                         while !Task.isCancelled {
                             try? await Task.sleep(for: .seconds(1))
                             if writeStarted.pending(longerThan: slowViewerLimit) { return .tooSlow }
+                            tick += 1
+                            if tick % 5 == 0, !Task.isCancelled, await !stillAllowed() { return .revoked }
                         }
                         return .viewerLeft
                     }

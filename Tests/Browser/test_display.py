@@ -268,3 +268,25 @@ def test_the_displayURL_opens_the_daemons_page_on_that_display(real_daemon, gues
               "(document.querySelector('#display-screen canvas'))")
     assert browser.wait_for(pixels, 60, "the guest's pixels on the daemon's page") > 0
     print(f"\nscreenshot of the daemon's page with the display: {browser.screenshot(artifact('daemon-page-display.png'))}")
+
+
+def test_revoking_a_token_closes_the_viewers_it_opened(real_daemon, guest):
+    name, session_id, token = guest
+    status, grant = real_daemon.request("POST", "/api/v1/sessions", {"name": name, "secret": SECRET})
+    assert status == 200, grant
+    second = grant["token"]
+    kept = Viewer(display_url(real_daemon, session_id, f"token={token}"))
+    revoked = Viewer(display_url(real_daemon, session_id, f"token={second}"))
+    try:
+        kept.handshake()
+        revoked.handshake()
+        status, _ = real_daemon.request("DELETE", f"/api/v1/sessions/{session_id}/token", token=second)
+        assert status == 204
+        revoked.socket.settimeout(15)
+        code, reason = close_frame(revoked.socket)
+        assert code == 1008 and "revoked" in reason, (code, reason)
+        kept.socket.send_binary(bytes([3, 0, 0, 0, 0, 0, 0, 16, 0, 16]))
+        assert kept.read(1) == b"\x00", "the other token's viewer goes on"
+    finally:
+        kept.close()
+        revoked.close()

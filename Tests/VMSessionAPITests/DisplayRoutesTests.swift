@@ -4,6 +4,7 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 import VMSessionCore
+@testable import VMSessionAPI
 
 /// The display's routes on libvirt's test driver (no QEMU, so no VNC socket): who may reach them, and
 /// when they answer. The display itself is shown against a real guest in Tests/Browser/test_display.py.
@@ -57,5 +58,17 @@ struct DisplayRoutesTests {
                 #expect(try await client.text(.get, outside).status == .notFound, "\(outside)")
             }
         }
+    }
+
+    @Test("a session's display takes at most its share of viewers; a viewer that leaves frees its place")
+    func viewerLimit() {
+        let viewers = DisplayViewers(perSession: 3)
+        let (one, other) = (SessionID(), SessionID())
+        #expect((0..<3).allSatisfy { _ in viewers.acquire(one) })
+        #expect(!viewers.hasRoom(one) && !viewers.acquire(one))
+        #expect(viewers.acquire(other), "another session's display is not affected")
+        viewers.release(one)
+        #expect(viewers.hasRoom(one) && viewers.acquire(one))
+        #expect(DisplayViewers.full.code == .tooManyStreams)
     }
 }
