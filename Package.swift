@@ -21,6 +21,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // Both already come with Hummingbird; named here because the display uses them directly: NIOPosix
+        // connects to QEMU's VNC socket, CompressNIO (zlib) deflates screenshots into PNG.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         .systemLibrary(
@@ -65,6 +69,8 @@ let package = Package(
                 "Libvirt",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(
@@ -93,6 +99,8 @@ let package = Package(
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             // vmsession.js and the daemon's own page, served as they are (no build step).
             resources: [.copy("Web")]
@@ -141,7 +149,11 @@ let package = Package(
         ),
         .testTarget(
             name: "VMSessionHypervisorTests",
-            dependencies: ["VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt"]
+            dependencies: [
+                "VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt",
+                .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "VMSessionDaemonTests",

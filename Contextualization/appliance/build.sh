@@ -21,7 +21,9 @@ OUT=$(cd "$1" && pwd)
 META_PKG=linux-image-cloud-amd64
 # Modules the appliance needs; their dependencies are added from modules.dep.
 MODULES="virtio_pci virtio_blk virtio_net virtio_scsi sr_mod cdrom isofs button evdev"
-CMDLINE="console=ttyS0 panic=-1 quiet"
+# tty0 first: the kernel also writes to the VGA text console (vgacon, built in), which the VM's VNC display shows;
+# ttyS0 last, so /dev/console (init's output, the markers) stays on the serial port.
+CMDLINE="console=tty0 console=ttyS0 panic=-1 quiet"
 BUSYBOX=/bin/busybox
 
 need() {

@@ -52,6 +52,8 @@ public enum VMSessionAPI {
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
+        NoVNCAssets().addRoutes(to: router)
+        DisplayController(manager: manager, viewers: DisplayViewers()).addRoutes(http: router, webSocket: webSocket)
         DaemonController(controller: controller, manager: manager).addRoutes(to: router)
         methods.set(router.routes.map { (path: $0.path, method: $0.method) })
         return Routers(http: router, webSocket: webSocket)

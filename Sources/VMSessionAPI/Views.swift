@@ -19,6 +19,9 @@ struct SessionView: Encodable {
     let daemonFlags: Int
     /// Where the guest's API is forwarded to, while the VM runs (or is paused) with one.
     let apiURL: String?
+    /// The daemon's page showing this session's display, while the VM has one (running or paused); relative
+    /// to the daemon's address (`vmsession.js` makes it absolute). The plugin's `rdpURL` maps to it.
+    let displayURL: String?
     /// Whether the guest's API answers right now.
     let apiAvailable: Bool
     let ip: String?
@@ -48,6 +51,7 @@ struct SessionView: Encodable {
         daemonFlags = session.daemon.flags
         // Only while a VM process holds the forward (a hibernated VM keeps its port for the restore).
         apiURL = session.state.hasRunningMachine ? session.apiPort.map(SessionManager.apiURL(port:)) : nil
+        displayURL = session.state.hasRunningMachine ? "/#display=\(session.id)" : nil
         self.apiAvailable = apiAvailable
         ip = apiAvailable ? SessionManager.guestIP : nil
         lastError = session.lastError

@@ -8,12 +8,17 @@ struct DomainXML {
     var diskPath: String
     var seedPath: String?
     var consolePath: String
+    /// Where QEMU listens for VNC clients (a Unix socket: no TCP port that other local users could reach);
+    /// nil for a VM without a display.
+    var displaySocketPath: String? = nil
 
     static let metadataNamespace = "https://vmsessiond.invalid/xmlns/session/1"
 
     func render() throws(VMSessionError) -> String {
         try spec.requirementsCheck()
-        for path in [diskPath, consolePath] + (seedPath.map { [$0] } ?? []) { try Self.checkPath(path) }
+        for path in [diskPath, consolePath] + (seedPath.map { [$0] } ?? []) + (displaySocketPath.map { [$0] } ?? []) {
+            try Self.checkPath(path)
+        }
         var boot = ""
         switch spec.image {
         case .kernel(let kernel, let initrd, let commandLine):
@@ -38,6 +43,22 @@ struct DomainXML {
                       <target dev='vdb' bus='virtio'/>
                       <readonly/>
                     </disk>
+
+                """
+        }
+        var display = ""
+        if let displaySocketPath {
+            guard displaySocketPath.utf8.count <= Self.maximumSocketPath else {
+                throw VMSessionError(.invalidArgument, "The display socket path '\(displaySocketPath)' is too long for a Unix socket.")
+            }
+            // A standard VGA card: the guest's text console (vgacon) and framebuffer show on it with no driver.
+            display = """
+                    <graphics type='vnc'>
+                      <listen type='socket' socket='\(Self.escape(displaySocketPath))'/>
+                    </graphics>
+                    <video>
+                      <model type='vga'/>
+                    </video>
 
                 """
         }
@@ -85,12 +106,15 @@ struct DomainXML {
                   <source path='\(Self.escape(consolePath))'/>
                   <target port='0'/>
                 </serial>
-                <memballoon model='none'/>
+            \(display)    <memballoon model='none'/>
               </devices>
             \(network)</domain>
 
             """
     }
+
+    /// The longest path a Unix socket can have (`sun_path` holds 108 bytes with the terminating NUL).
+    static let maximumSocketPath = 107
 
     /// Escapes the five XML special characters.
     static func escape(_ value: String) -> String {

@@ -37,10 +37,19 @@ public protocol Hypervisor: Sendable {
     func repairInterrupted() async throws(VMSessionError) -> [String]
     /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
     var changes: AsyncStream<SessionID> { get }
+    /// The Unix socket of the VM's VNC display (QEMU listens on it while the VM has a process), or nil if
+    /// this hypervisor gives VMs no display.
+    func displaySocket(of id: SessionID) -> String?
+    /// A PNG of the running (or paused) VM's screen.
+    func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8]
 }
 
 extension Hypervisor {
     public func repairInterrupted() async throws(VMSessionError) -> [String] { [] }
+    public func displaySocket(of id: SessionID) -> String? { nil }
+    public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
+        throw VMSessionError(.notSupported, "This hypervisor gives VMs no display.")
+    }
 }
 
 /// Which hypervisor and how it runs guests.

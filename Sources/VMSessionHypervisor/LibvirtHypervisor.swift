@@ -163,7 +163,8 @@ public final class LibvirtHypervisor: Hypervisor {
         }
         let xml = try DomainXML(
             spec: spec, accelerator: configuration.accelerator, diskPath: diskPath,
-            seedPath: spec.seed == nil ? nil : seedPath, consolePath: consoleLogPath(for: spec.id)
+            seedPath: spec.seed == nil ? nil : seedPath, consolePath: consoleLogPath(for: spec.id),
+            displaySocketPath: try prepareDisplaySocket(for: spec.id)
         ).render()
         try await call("define the VM") { connection in _ = try connection.defineDomain(xml: xml) }
     }
@@ -251,6 +252,7 @@ public final class LibvirtHypervisor: Hypervisor {
         } catch {
             throw VMSessionError(.deletionFailed, "The VM is gone but its files in \(directory) could not be deleted.", cause: error)
         }
+        try? FileManager.default.removeItem(atPath: displaySocketPath(for: id))
         if configuration.uri == nil {
             // QEMU's own log of the VM (stdio_handler = "file"); it names the VM, so it goes with it.
             try? FileManager.default.removeItem(atPath: "\(configuration.embeddedRoot)/log/qemu/\(id.machineName).log")

@@ -106,6 +106,7 @@
     row.dataset.sessionId = session.id;
     row.dataset.name = session.name;
     row.dataset.state = session.stateName;
+    decorateDisplay(row, session);
     return row;
   }
 
@@ -195,6 +196,54 @@
     emptyRow(byId('sessions'), 6, 'Enter the admin token to see the sessions.');
     emptyRow(byId('origins'), 5, 'Enter the admin token to see the origins.');
     say('Token forgotten.');
+  });
+
+  // display: a Display button per running session, and the session's screen (noVNC) below the table.
+  // `#display=<session id>` (a session's displayURL) opens that session's display once the token is in.
+
+  const display = { session: null, rfb: null, wanted: (location.hash.match(/^#display=([0-9a-f-]{36})$/i) || [])[1] || null };
+
+  function decorateDisplay(row, session) {
+    const running = session.stateName === 'running' || session.stateName === 'paused';
+    row.querySelector('td.actions').append(' ', element('button', {
+      type: 'button', textContent: 'display', className: 'display', disabled: !running, onclick: () => showDisplay(session),
+    }));
+    if (running && display.wanted === session.id) {
+      display.wanted = null;
+      setTimeout(() => showDisplay(session), 0);
+    }
+  }
+
+  async function showDisplay(session) {
+    closeDisplay();
+    display.session = session;
+    byId('display-section').hidden = false;
+    byId('display-title').textContent = 'Display of ' + session.name;
+    try {
+      display.rfb = await session.display(byId('display-screen'));
+    } catch (error) {
+      say('Cannot open the display: ' + error.message, true);
+    }
+  }
+
+  function closeDisplay() {
+    if (display.rfb) display.rfb.disconnect();
+    display.rfb = null;
+    display.session = null;
+    byId('display-screen').replaceChildren();
+    byId('display-section').hidden = true;
+  }
+
+  byId('display-close').addEventListener('click', closeDisplay);
+  byId('display-screenshot').addEventListener('click', () => {
+    if (!display.session) return;
+    display.session.screenshot().then(blob => {
+      const link = byId('display-download');
+      if (link.href) URL.revokeObjectURL(link.href);
+      link.href = URL.createObjectURL(blob);
+      link.hidden = false;
+      link.click();
+    }, error => say('Cannot take a screenshot: ' + error.message, true));
   });
 
   VMSession.connect(location.origin).then(connected => {

@@ -332,6 +332,53 @@
       return this;
     }
 
+    // display
+
+    /**
+     * The daemon's page showing this session's screen (absolute URL), while the VM runs or is paused;
+     * null otherwise. The plugin's `rdpURL` corresponds to it.
+     */
+    get displayURL() { return this._view.displayURL ? new URL(this._view.displayURL, this._daemon.url + '/').href : null; }
+
+    /**
+     * Shows the VM's screen in `element` with noVNC (Debian's, served by the daemon at /lib/novnc/).
+     * {readOnly: true}: a viewer whose keys and pointer the daemon itself drops. Several viewers may watch
+     * at once. Resolves with noVNC's RFB object once connected (rfb.disconnect() closes it); rejects with a
+     * VMSession.Error if the display cannot be opened (no running VM, wrong token, origin not approved).
+     */
+    async display(element, options) {
+      const readOnly = !!(options && options.readOnly);
+      const { default: RFB } = await import(this._daemon.url + '/lib/novnc/core/rfb.js');
+      const url = this._daemon.url.replace(/^http/, 'ws') + API + '/sessions/' + this.id + '/display?token=' +
+        encodeURIComponent(this._token) + (readOnly ? '&mode=read' : '');
+      const rfb = new RFB(element, url, { shared: true });
+      rfb.viewOnly = readOnly;
+      rfb.scaleViewport = true;
+      return new Promise((resolve, reject) => {
+        const refused = async () => {
+          // The browser hides why a WebSocket was refused; the same URL without the upgrade says it.
+          try { await this._call('GET', '/display' + (readOnly ? '?mode=read' : '')); } catch (error) {
+            if (error.code !== 'invalid_usage') return reject(error);
+          }
+          reject(new VMSessionError('unavailable', 'The display connection closed before it was ready.'));
+        };
+        rfb.addEventListener('connect', () => { rfb.removeEventListener('disconnect', refused); resolve(rfb); }, { once: true });
+        rfb.addEventListener('disconnect', refused, { once: true });
+      });
+    }
+
+    /** A PNG of the VM's screen, as a Blob; rejects with a VMSession.Error (invalid_state if it does not run). */
+    async screenshot() {
+      const response = await fetch(this._daemon.url + API + '/sessions/' + this.id + '/screenshot',
+        { headers: { Authorization: 'Bearer ' + this._token }, cache: 'no-store' });
+      if (!response.ok) {
+        let json = null;
+        try { json = await response.json(); } catch (ignored) { /* not JSON: said below */ }
+        throw VMSessionError.from(json && json.error, response.status);
+      }
+      return response.blob();
+    }
+
     /** Stops following the session's events (the session itself goes on). */
     disconnect() {
       if (this._stream) this._stream.close();
