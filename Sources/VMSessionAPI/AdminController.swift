@@ -26,14 +26,24 @@ struct AdminController {
         let origin: String
     }
 
+    struct DecisionRequest: Decodable {
+        let origin: String
+        /// Approve as privileged: the origin's pages may also change the idle-aware controller.
+        var privileged: Bool?
+    }
+
     @Sendable func listOrigins(_ request: Request, context: APIRequestContext) async throws -> Response {
         return JSONResponse.make(OriginList(origins: try origins.all()))
     }
 
     func decide(_ status: WebOrigin.Status, _ request: Request, _ context: APIRequestContext) async throws -> Response {
         var request = request
-        let origin = try await Self.origin(from: &request)
-        return JSONResponse.make(try origins.decide(origin, status))
+        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged"])
+        let origin = try Self.origin(body.origin)
+        if body.privileged == true, status != .approved {
+            throw VMSessionError(.invalidArgument, "Only an approved origin can be privileged; 'privileged' goes with approve.")
+        }
+        return JSONResponse.make(try origins.decide(origin, status, privileged: body.privileged ?? false))
     }
 
     @Sendable func forget(_ request: Request, context: APIRequestContext) async throws -> Response {
@@ -45,8 +55,12 @@ struct AdminController {
 
     static func origin(from request: inout Request) async throws -> WebOrigin {
         let body = try await RequestBody.decode(OriginRequest.self, from: &request, allowed: ["origin"])
-        guard let origin = WebOrigin(body.origin) else {
-            throw VMSessionError(.invalidArgument, "'origin' must be scheme://host[:port] as a browser sends it (e.g. http://localhost:8080); got '\(body.origin)'.")
+        return try origin(body.origin)
+    }
+
+    static func origin(_ text: String) throws(VMSessionError) -> WebOrigin {
+        guard let origin = WebOrigin(text) else {
+            throw VMSessionError(.invalidArgument, "'origin' must be scheme://host[:port] as a browser sends it (e.g. http://localhost:8080); got '\(text)'.")
         }
         return origin
     }

@@ -1,13 +1,18 @@
+import Foundation
 import Hummingbird
 import VMSessionCore
 import VMSessionDaemon
 
-/// The daemon-wide routes of the idle-aware controller: its status, the idle threshold, and activity
-/// reports from a headless host. Reading is open to every approved page (the plugin's `isRunning`,
-/// `isSystemIdle`, `idleTime`); changing needs the admin token (the plugin's "privileged domain").
+/// The daemon-wide routes of the idle-aware controller: its status, the idle threshold, starting and
+/// stopping it, and activity reports from a headless host.
+///
+/// Reading is open to every approved page (the plugin's `isRunning`, `isSystemIdle`, `idleTime`).
+/// Changing is for the plugin's "privileged domain": an origin the user approved as privileged
+/// (`vmsessionctl origins approve --privileged ORIGIN`), or the admin token.
 struct DaemonController {
     let controller: IdleController
     let manager: SessionManager
+    let origins: OriginRegistry
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/daemon", use: show)
@@ -15,19 +20,61 @@ struct DaemonController {
         router.post("/api/v1/daemon/activity", use: reportActivity)
     }
 
+    /// The controller's status, and what this caller may do with it.
+    struct AccessView: Encodable {
+        let status: DaemonStatus
+        /// Whether this caller may change the controller (a privileged origin, or the admin token).
+        let privileged: Bool
+        /// Where the daemon's executable is; shown to privileged callers only (the plugin's `.path`).
+        let path: String?
+
+        enum Keys: String, CodingKey { case privileged, path }
+
+        func encode(to encoder: any Encoder) throws {
+            try status.encode(to: encoder)
+            var container = encoder.container(keyedBy: Keys.self)
+            try container.encode(privileged, forKey: .privileged)
+            try container.encodeIfPresent(path, forKey: .path)
+        }
+    }
+
+    /// The running executable, resolved once.
+    static let executablePath: String =
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments.first ?? "vmsessiond"
+
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        JSONResponse.make(await controller.status())
+        let privileged = await isPrivileged(request)
+        return JSONResponse.make(
+            AccessView(status: await controller.status(), privileged: privileged, path: privileged ? Self.executablePath : nil))
     }
 
     struct SettingsRequest: Decodable {
-        let idleTime: Int
+        var idleTime: Int?
+        /// false stops the controller acting on sessions, true starts it again (the plugin's stop() and start()).
+        var running: Bool?
     }
 
     @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
+        if !isPrivilegedOrigin(request) {
+            do { try await manager.authorizeAdmin(token: SessionsController.token(in: request)) } catch {
+                throw VMSessionError(
+                    error.code,
+                    error.message + " Changing the idle-aware controller needs the admin token, or a page whose origin the user "
+                        + "approved as privileged (`vmsessionctl origins approve --privileged ORIGIN`).")
+            }
+        }
         var request = request
-        let body = try await RequestBody.decode(SettingsRequest.self, from: &request, allowed: ["idleTime"])
-        return JSONResponse.make(try await controller.setIdleTime(body.idleTime))
+        let body = try await RequestBody.decode(SettingsRequest.self, from: &request, allowed: ["idleTime", "running"])
+        guard body.idleTime != nil || body.running != nil else {
+            throw VMSessionError(.invalidArgument, "Give 'idleTime' (seconds), 'running' (true or false), or both.")
+        }
+        if let idleTime = body.idleTime, !IdleController.idleTimeRange.contains(idleTime) {
+            throw VMSessionError(.invalidArgument, "'idleTime' must be between 1 and 86400 seconds; got \(idleTime).")
+        }
+        var status = await controller.status()
+        if let idleTime = body.idleTime { status = try await controller.setIdleTime(idleTime) }
+        if let running = body.running { status = try await controller.setEnabled(running) }
+        return JSONResponse.make(AccessView(status: status, privileged: true, path: Self.executablePath))
     }
 
     struct ActivityRequest: Decodable {
@@ -39,5 +86,19 @@ struct DaemonController {
         var request = request
         let body = try await RequestBody.decode(ActivityRequest.self, from: &request, allowed: ["active"])
         return JSONResponse.make(await controller.report(active: body.active))
+    }
+
+    /// The admin token, or a page from an origin approved as privileged.
+    func isPrivileged(_ request: Request) async -> Bool {
+        if let token = SessionsController.token(in: request), (try? await manager.caller(token: token)) == .admin { return true }
+        return isPrivilegedOrigin(request)
+    }
+
+    /// A page (not the daemon's own) from an origin the user approved as privileged.
+    func isPrivilegedOrigin(_ request: Request) -> Bool {
+        guard let header = request.headers[.origin], !CORS.isSameOrigin(header, authority: request.head.authority),
+            let origin = WebOrigin(header)
+        else { return false }
+        return origins.isPrivileged(origin)
     }
 }

@@ -54,7 +54,7 @@ public enum VMSessionAPI {
         WebController().addRoutes(to: router)
         NoVNCAssets().addRoutes(to: router)
         DisplayController(manager: manager, viewers: DisplayViewers()).addRoutes(http: router, webSocket: webSocket)
-        DaemonController(controller: controller, manager: manager).addRoutes(to: router)
+        DaemonController(controller: controller, manager: manager, origins: origins).addRoutes(to: router)
         methods.set(router.routes.map { (path: $0.path, method: $0.method) })
         return Routers(http: router, webSocket: webSocket)
     }

@@ -89,6 +89,7 @@ public struct OperationInfo: Decodable, Sendable {
 public struct OriginInfo: Decodable, Sendable {
     public let origin: String
     public let status: String
+    public let privileged: Bool?
 }
 
 public struct ImageInfo: Decodable, Sendable {

@@ -108,9 +108,12 @@ public struct VMSessionClient: Sendable {
         return list.origins
     }
 
-    /// `decision` is `approve` or `deny`.
-    public func decide(_ decision: String, origin: String) async throws -> OriginInfo {
-        try await send("POST", "/api/v1/origins/\(decision)", body: ["origin": .string(origin)])
+    /// `decision` is `approve` or `deny`; `privileged` (approve only) also lets the origin's pages change the
+    /// idle-aware controller.
+    public func decide(_ decision: String, origin: String, privileged: Bool = false) async throws -> OriginInfo {
+        var body: [String: JSONValue] = ["origin": .string(origin)]
+        if privileged { body["privileged"] = true }
+        return try await send("POST", "/api/v1/origins/\(decision)", body: body)
     }
 
     public func forget(origin: String) async throws { try await sendEmpty("POST", "/api/v1/origins/forget", body: ["origin": .string(origin)]) }

@@ -72,6 +72,12 @@ extension SessionEvent {
         }
     }
 
+    /// `debug`: a line of what the daemon did for the session.
+    public struct Debug: Codable, Equatable, Sendable {
+        public var message: String
+        public init(_ message: String) { self.message = message }
+    }
+
     /// `apiAvailable`: the guest's API answers at `apiURL` (the plugin's `apiAvailable(ip, apiURL)`).
     public struct GuestAPIAvailable: Codable, Equatable, Sendable {
         public var apiURL: String

@@ -9,6 +9,9 @@ public struct SessionEvent: Equatable, Sendable {
         case executionCapChanged, propertyChanged, error, apiAvailable, apiUnavailable
         /// The idle-aware controller: a session's settings changed; the desktop became idle or active.
         case daemonControlChanged, idleChanged
+        /// What the daemon did on the session's behalf, in words (the plugin's `debug(message)`): the image a
+        /// version resolved to, the VM it defined, the port the guest's API is forwarded from.
+        case debug
     }
 
     public var id: Int64

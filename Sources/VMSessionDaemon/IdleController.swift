@@ -20,6 +20,8 @@ import VMSessionStore
 /// rings a doorbell that wakes it at once.
 public actor IdleController: Service {
     public static let idleTimeKey = "idleTime"
+    /// The stored setting that says whether the controller acts (`stop()` of the plugin's daemon object).
+    public static let enabledKey = "controllerEnabled"
     public static let idleTimeRange = 1...86400
     /// How long a step that failed is not tried again (unless the session changes meanwhile).
     public static let retryAfterFailure: Duration = .seconds(10)
@@ -40,6 +42,9 @@ public actor IdleController: Service {
     private var detection: DaemonStatus.Detection = .unavailable
     private var detectionReason: String?
     private var isRunning = false
+    /// Whether the controller acts on the sessions that opted in; a privileged page or the admin can stop
+    /// and start it (stored, so it stays stopped across restarts). Stopped, it leaves their caps as they are.
+    private var enabled = true
     private var lastChange: Date?
     private var started = false
     /// A local program's report: the moment of its last reported input, or nil after "idle now".
@@ -68,6 +73,11 @@ public actor IdleController: Service {
         }
         self.idleTime = stored.flatMap(Int.init).flatMap { Self.idleTimeRange.contains($0) ? $0 : nil } ?? idleTime
         self.detectionReason = source == nil ? noSourceReason : nil
+        let storedEnabled: String?
+        do { storedEnabled = try store.setting(Self.enabledKey) } catch {
+            throw VMSessionError(.ioError, "Cannot read the daemon's settings.", cause: error)
+        }
+        self.enabled = storedEnabled != "false"
     }
 
     // MARK: Service
@@ -145,7 +155,7 @@ public actor IdleController: Service {
             case .unavailable: source == nil ? .seconds(3600) : IdleDetector.unavailableRetry
             }
         let now = ContinuousClock.now
-        for session in await manager.controlledSessions() {
+        for session in enabled ? await manager.controlledSessions() : [] {
             let id = session.id
             let skipping: Set<ControllerStep> = failures[id].flatMap { $0.retryAt > now ? [$0.step] : nil } ?? []
             guard let outcome = await manager.applyController(idle: idle, to: id, skipping: skipping) else { continue }
@@ -207,7 +217,7 @@ public actor IdleController: Service {
 
     public func status() -> DaemonStatus {
         DaemonStatus(
-            isRunning: isRunning, isSystemIdle: detector.isIdle, idleTime: idleTime, idleDetection: detection,
+            isRunning: isRunning && enabled, isSystemIdle: detector.isIdle, idleTime: idleTime, idleDetection: detection,
             idleDetectionReason: detectionReason, display: (source as? DesktopIdleSource)?.display ?? (source as? XScreenSaverIdleSource)?.display,
             idleSource: idleSource(),
             lastChange: lastChange, idleSince: detector.isIdle ? lastChange : nil, activeSince: detector.isIdle ? nil : lastChange)
@@ -223,6 +233,17 @@ public actor IdleController: Service {
         }
         idleTime = seconds
         logger.info("idle time set", metadata: ["seconds": "\(seconds)"])
+        nudge()
+        return status()
+    }
+
+    /// Starts (`true`) or stops the controller's acting on sessions; stored.
+    public func setEnabled(_ enabled: Bool) throws(VMSessionError) -> DaemonStatus {
+        do { try store.setSetting(Self.enabledKey, to: enabled ? "true" : "false") } catch {
+            throw VMSessionError(.ioError, "Cannot store the daemon's settings.", cause: error)
+        }
+        self.enabled = enabled
+        logger.notice("idle-aware controller \(enabled ? "started" : "stopped")")
         nudge()
         return status()
     }

@@ -20,6 +20,7 @@ public final class OriginRegistry: Sendable {
 
     private struct State {
         var statuses: [WebOrigin: WebOrigin.Status]
+        var privileged: Set<WebOrigin>
         var pendingCount: Int
         var refusals: [WebOrigin: Refusals] = [:]
         var overflowLoggedAt: Date?
@@ -43,13 +44,22 @@ public final class OriginRegistry: Sendable {
         self.logger = logger
         self.maximumPending = maximumPending
         self.refusalWriteInterval = refusalWriteInterval
-        let known = Dictionary(try store.allOrigins().map { ($0.origin, $0.status) }, uniquingKeysWith: { _, last in last })
-        state = Mutex(State(statuses: known, pendingCount: known.values.count { $0 == .pending }))
+        let records = try store.allOrigins()
+        let known = Dictionary(records.map { ($0.origin, $0.status) }, uniquingKeysWith: { _, last in last })
+        state = Mutex(
+            State(
+                statuses: known, privileged: Set(records.filter(\.privileged).map(\.origin)),
+                pendingCount: known.values.count { $0 == .pending }))
     }
 
     /// The user's decision about `origin`, or nil if it never asked.
     public func status(of origin: WebOrigin) -> WebOrigin.Status? {
         state.withLock { $0.statuses[origin] }
+    }
+
+    /// Whether the user approved `origin` as privileged (it may change the idle-aware controller).
+    public func isPrivileged(_ origin: WebOrigin) -> Bool {
+        state.withLock { $0.statuses[origin] == .approved && $0.privileged.contains(origin) }
     }
 
     /// Records a refused request; an unknown origin becomes pending (and is logged once, for the user).
@@ -105,18 +115,21 @@ public final class OriginRegistry: Sendable {
         }
     }
 
-    /// Approves or denies an origin.
-    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status) throws(VMSessionError) -> OriginRecord {
+    /// Approves (optionally as privileged) or denies an origin.
+    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false) throws(VMSessionError) -> OriginRecord {
         let record: OriginRecord
         do {
-            record = try store.decide(origin, status, at: Date())
+            record = try store.decide(origin, status, privileged: privileged, at: Date())
         } catch let error as VMSessionError {
             throw error
         } catch {
             throw VMSessionError(.ioError, "Cannot record the decision about \(origin).", cause: error)
         }
-        state.withLock { Self.set(origin, status, in: &$0) }
-        logger.notice("origin \(status.rawValue)", metadata: ["origin": "\(origin)"])
+        state.withLock {
+            Self.set(origin, status, in: &$0)
+            if record.privileged { $0.privileged.insert(origin) } else { $0.privileged.remove(origin) }
+        }
+        logger.notice("origin \(status.rawValue)\(record.privileged ? " as privileged" : "")", metadata: ["origin": "\(origin)"])
         return record
     }
 
@@ -141,5 +154,6 @@ public final class OriginRegistry: Sendable {
         if status == .pending { state.pendingCount += 1 }
         state.statuses[origin] = status
         state.refusals[origin] = nil
+        if status == nil { state.privileged.remove(origin) }
     }
 }

@@ -626,8 +626,14 @@ public actor SessionManager: Service {
             let image = try await images.ensureAvailable(version) { download in
                 await self.progress(job, 1, of: 3, download.message(version: version), download: download)
             }
+            record(.debug, SessionEvent.Debug("Image '\(version)' resolved to \(Self.describe(image))"), for: id)
             progress(job, 2, of: 3, "Creating disk and defining the VM")
             try await hypervisor.define(MachineSpec(id: id, sessionName: name, requirements: requirements, image: image))
+            record(
+                .debug,
+                SessionEvent.Debug(
+                    "Defined VM \(id.machineName): \(requirements.cpus) CPU, \(requirements.memory) MiB of memory, "
+                        + "\(requirements.disk) MiB disk, on \(hypervisor.description.uri)"), for: id)
             progress(job, 3, of: 3, "VM defined")
         case .start:
             let status = try await hypervisor.status(of: id)
@@ -673,6 +679,14 @@ public actor SessionManager: Service {
         }
     }
 
+    /// An image as a `debug` line shows it.
+    static func describe(_ image: MachineImage) -> String {
+        switch image {
+        case .kernel(let kernel, let initrd, _): "the appliance: kernel \(kernel), initramfs \(initrd)"
+        case .disk(let path, let format): "\(path) (\(format))"
+        }
+    }
+
     /// Defines the VM with a guest-API port and boots it. The port is picked before QEMU binds it (QEMU's
     /// user network cannot be handed a bound socket), so another program may take it in between: QEMU then
     /// refuses to start (`port_in_use`), and the boot is tried again with a new port.
@@ -693,6 +707,9 @@ public actor SessionManager: Service {
             progress(job, 2, of: 3, "Booting the VM")
             do {
                 try await hypervisor.start(id)
+                if let port = spec.hostAPIPort {
+                    record(.debug, SessionEvent.Debug("The guest's port 80 is forwarded from 127.0.0.1:\(port) (loopback only)"), for: id)
+                }
                 return
             } catch where error.code == .portInUse && attempt < Configuration.apiPortAttempts {
                 logger.notice("guest API port taken meanwhile; trying another", metadata: ["session": "\(id)", "port": "\(spec.hostAPIPort ?? 0)"])

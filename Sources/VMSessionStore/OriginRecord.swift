@@ -10,8 +10,14 @@ public struct OriginRecord: Codable, Equatable, Sendable {
     public var decidedAt: Date?
     /// Requests refused while the origin was not approved.
     public var requests: Int
+    /// Approved as privileged: its pages may also change the idle-aware controller (idle time, start, stop).
+    public var privileged: Bool
 
-    public init(origin: WebOrigin, status: WebOrigin.Status, firstSeen: Date, lastSeen: Date, decidedAt: Date? = nil, requests: Int = 0) {
+    public init(
+        origin: WebOrigin, status: WebOrigin.Status, firstSeen: Date, lastSeen: Date, decidedAt: Date? = nil, requests: Int = 0,
+        privileged: Bool = false
+    ) {
+        self.privileged = privileged
         self.origin = origin
         self.status = status
         self.firstSeen = firstSeen

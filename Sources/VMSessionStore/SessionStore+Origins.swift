@@ -13,8 +13,10 @@ struct OriginRow: Codable, FetchableRecord, PersistableRecord {
     var lastSeen: Date
     var decidedAt: Date?
     var requests: Int
+    var privileged: Bool
 
     init(_ record: OriginRecord) {
+        privileged = record.privileged
         origin = record.origin.value
         status = record.status.rawValue
         firstSeen = record.firstSeen
@@ -25,7 +27,9 @@ struct OriginRow: Codable, FetchableRecord, PersistableRecord {
 
     func record() -> OriginRecord? {
         guard let origin = WebOrigin(origin), let status = WebOrigin.Status(rawValue: status) else { return nil }
-        return OriginRecord(origin: origin, status: status, firstSeen: firstSeen, lastSeen: lastSeen, decidedAt: decidedAt, requests: requests)
+        return OriginRecord(
+            origin: origin, status: status, firstSeen: firstSeen, lastSeen: lastSeen, decidedAt: decidedAt, requests: requests,
+            privileged: privileged)
     }
 }
 
@@ -49,13 +53,15 @@ extension SessionStore {
         }
     }
 
-    /// Records the user's decision about an origin (creating it if it never asked).
+    /// Records the user's decision about an origin (creating it if it never asked); only an approved origin
+    /// can be privileged.
     @discardableResult
-    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status, at time: Date) throws -> OriginRecord {
+    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, at time: Date) throws -> OriginRecord {
         try write { db in
             var row = try OriginRow.fetchOne(db, key: origin.value)
                 ?? OriginRow(OriginRecord(origin: origin, status: status, firstSeen: time, lastSeen: time))
             row.status = status.rawValue
+            row.privileged = status == .approved && privileged
             row.decidedAt = time
             try row.save(db)
             guard let record = row.record() else { throw VMSessionError(.internalError, "An origin could not be stored.") }

@@ -6,8 +6,10 @@ struct OriginsApprove: AsyncParsableCommand {
 
     @OptionGroup var options: ControlOptions
     @Argument(help: "The origin, as scheme://host[:port].") var origin: String
+    @Flag(help: "Also let its pages change the idle-aware controller: the idle time, and stopping or starting it.")
+    var privileged = false
 
     func run() async throws {
-        try await OriginsCommand.decide("approve", origin: origin, options: options)
+        try await OriginsCommand.decide("approve", origin: origin, privileged: privileged, options: options)
     }
 }

@@ -12,10 +12,14 @@ struct OriginsCommand: AsyncParsableCommand {
 
 extension OriginsCommand {
     /// Sends the user's decision (`approve` or `deny`) about an origin and says what the daemon recorded.
-    static func decide(_ verb: String, origin: String, options: ControlOptions) async throws {
+    static func decide(_ verb: String, origin: String, privileged: Bool = false, options: ControlOptions) async throws {
         let client = try options.client()
-        if options.json { return try Output.printJSON(try await client.json("POST", "/api/v1/origins/\(verb)", body: ["origin": .string(origin)])) }
-        let record = try await client.decide(verb, origin: origin)
-        print("\(record.status) \(record.origin)")
+        if options.json {
+            var body: [String: JSONValue] = ["origin": .string(origin)]
+            if privileged { body["privileged"] = true }
+            return try Output.printJSON(try await client.json("POST", "/api/v1/origins/\(verb)", body: body))
+        }
+        let record = try await client.decide(verb, origin: origin, privileged: privileged)
+        print("\(record.status)\(record.privileged == true ? " (privileged)" : "") \(record.origin)")
     }
 }

@@ -55,6 +55,42 @@ struct DaemonRoutesTests {
         }
     }
 
+    @Test("an origin approved as privileged may change the idle time and stop and start the controller; a plain approved one may only read")
+    func privilegedOrigin() async throws {
+        try await APIFixture.run { client, fixture in
+            let plain = "http://plain.localhost:8000", privileged = "http://privileged.localhost:8000"
+            #expect(try await client.call(.post, "/api/v1/origins/approve", token: fixture.adminToken, body: #"{"origin":"\#(plain)"}"#).status == .ok)
+            let refusedFlag = try await client.call(
+                .post, "/api/v1/origins/deny", token: fixture.adminToken, body: #"{"origin":"\#(privileged)","privileged":true}"#)
+            #expect(refusedFlag.status == .badRequest, "only approve takes privileged")
+            let approved = try await client.call(
+                .post, "/api/v1/origins/approve", token: fixture.adminToken, body: #"{"origin":"\#(privileged)","privileged":true}"#)
+            #expect(approved["privileged"] as? Bool == true)
+
+            let read = try await client.call(.get, "/api/v1/daemon", origin: plain)
+            #expect(read.status == .ok && read["privileged"] as? Bool == false && read["path"] == nil)
+            let plainWrite = try await client.call(.put, "/api/v1/daemon", body: #"{"idleTime":9}"#, origin: plain)
+            #expect(plainWrite.status == .unauthorized)
+            #expect((plainWrite.error?["message"] as? String ?? "").contains("--privileged"))
+            #expect(try fixture.store.setting("idleTime") == nil)
+
+            let shown = try await client.call(.get, "/api/v1/daemon", origin: privileged)
+            #expect(shown["privileged"] as? Bool == true)
+            #expect((shown["path"] as? String ?? "").hasPrefix("/"))
+            let set = try await client.call(.put, "/api/v1/daemon", body: #"{"idleTime":9}"#, origin: privileged)
+            #expect(set.status == .ok && set["idleTime"] as? Int == 9)
+            let stopped = try await client.call(.put, "/api/v1/daemon", body: #"{"running":false}"#, origin: privileged)
+            #expect(stopped["isRunning"] as? Bool == false)
+            #expect(try fixture.store.setting("controllerEnabled") == "false", "stopping is stored")
+            let started = try await client.call(.put, "/api/v1/daemon", body: #"{"running":true}"#, origin: privileged)
+            #expect(started["isRunning"] as? Bool == true)
+
+            // Forgetting the origin takes the privilege with it.
+            #expect(try await client.call(.post, "/api/v1/origins/forget", token: fixture.adminToken, body: #"{"origin":"\#(privileged)"}"#).status == .noContent)
+            #expect(try await client.call(.put, "/api/v1/daemon", body: #"{"idleTime":3}"#, origin: privileged).status != .ok)
+        }
+    }
+
     @Test("an admin's activity report makes a headless desktop active, and its idle report idle again")
     func reportedActivity() async throws {
         try await APIFixture.run { client, fixture in
