@@ -27,6 +27,13 @@ public final class Connection: @unchecked Sendable {
         return String(cString: type)
     }
 
+    /// The hypervisor's version as `major.minor.release` (e.g. `7.2.0` for QEMU 7.2), from libvirt's packed number.
+    public func hypervisorVersion() throws(LibvirtError) -> String {
+        var version: UInt = 0
+        guard virConnectGetVersion(pointer, &version) == 0 else { throw LibvirtError.last("virConnectGetVersion") }
+        return "\(version / 1_000_000).\(version / 1000 % 1000).\(version % 1000)"
+    }
+
     /// Defines (or redefines) a persistent domain from its XML description.
     public func defineDomain(xml: String) throws(LibvirtError) -> Domain {
         guard let domain = virDomainDefineXML(pointer, xml) else { throw LibvirtError.last("virDomainDefineXML") }

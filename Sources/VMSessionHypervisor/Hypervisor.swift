@@ -58,8 +58,11 @@ public struct HypervisorDescription: Codable, Equatable, Sendable {
     public var driver: String
     public var accelerator: String
     public var supportsExecutionCap: Bool
+    /// The hypervisor's version as libvirt reports it (e.g. `7.2.0` for QEMU 7.2); the plugin's `hypervisorVersion`.
+    public var version: String?
 
-    public init(uri: String, driver: String, accelerator: String, supportsExecutionCap: Bool) {
+    public init(uri: String, driver: String, accelerator: String, supportsExecutionCap: Bool, version: String? = nil) {
+        self.version = version
         self.uri = uri
         self.driver = driver
         self.accelerator = accelerator

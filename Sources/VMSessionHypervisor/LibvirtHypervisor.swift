@@ -81,7 +81,7 @@ public final class LibvirtHypervisor: Hypervisor {
         description = HypervisorDescription(
             uri: configuration.resolvedURI, driver: driver,
             accelerator: driver == "QEMU" ? configuration.accelerator.resolved().rawValue : "none",
-            supportsExecutionCap: capMechanism.kind != .none)
+            supportsExecutionCap: capMechanism.kind != .none, version: try? connection.hypervisorVersion())
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         let continuation = changesContinuation
         let logger = logger
