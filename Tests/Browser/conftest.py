@@ -116,6 +116,34 @@ class Daemon:
                 self.process.wait(timeout=10)
 
 
+class RealDaemon(Daemon):
+    """vmsessiond on the embedded QEMU driver with the real appliance, guests under TCG."""
+
+    def __init__(self, appliance):
+        self.real_appliance = appliance
+        super().__init__()
+
+    def _start(self, listen):
+        start = os.path.getsize(self.log_path)
+        self.process = subprocess.Popen(
+            [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
+             "--appliance-dir", self.real_appliance, "--accelerator", "tcg", "--stop-grace", "5"],
+            stdout=self._log, stderr=self._log)
+        return self._wait_listening(start, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def real_daemon():
+    appliance = os.environ.get("VMSESSIOND_TEST_APPLIANCE") or os.path.join(ROOT, ".cache", "appliance")
+    if not os.path.exists(os.path.join(appliance, "vmlinuz")):
+        pytest.fail(f"no appliance in {appliance}; run `make appliance` (or set VMSESSIOND_TEST_APPLIANCE)")
+    daemon = RealDaemon(appliance)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass

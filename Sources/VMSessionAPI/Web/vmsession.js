@@ -78,6 +78,7 @@
   const EVENT_TYPES = Object.freeze([
     'sessionCreated', 'stateChanged', 'progress', 'operationStarted', 'operationCompleted', 'operationFailed',
     'executionCapChanged', 'propertyChanged', 'error', 'apiAvailable', 'apiUnavailable', 'debug',
+    'daemonControlChanged', 'idleChanged',
     // Not stored: sent first when a replay reaches into events the daemon's retention removed.
     'eventsDropped',
   ]);
@@ -139,8 +140,13 @@
       this._wrappers = new Map(); // listener -> Map(type -> wrapper)
     }
 
+    /** Whether `listener` on `type` is called with the plugin's positional arguments instead of an Event. */
+    _positional(type, listener) {
+      return listener.length >= 2 && positionalArguments(String(type), {}) !== null;
+    }
+
     addEventListener(type, listener, options) {
-      if (typeof listener === 'function' && listener.length >= 2 && positionalArguments(String(type), {}) !== null) {
+      if (typeof listener === 'function' && this._positional(type, listener)) {
         const byType = this._wrappers.get(listener) || new Map();
         let wrapper = byType.get(type);
         if (!wrapper) {
@@ -395,7 +401,14 @@
       if (view && typeof view === 'object') Object.assign(this._view, view);
     }
 
-    /** Starts an action and waits for its operation to end; rejects if it fails. */
+    /** Hooks for the plugin-compatible session: the daemon reported these fields, or a property. */
+    _daemonSaid(fields) { }
+    _propertyChanged(name) { }
+
+    /**
+     * Starts an action and waits for its operation to end; rejects if it fails. An operation's failure is
+     * marked `.fromOperation` (its `<action>Error` event comes from the event stream).
+     */
     async _act(action, body) {
       const reply = await this._call('POST', '/' + action, body);
       this._update(reply.session);
@@ -405,7 +418,11 @@
           { token: this._token });
       }
       try { await this.refresh(); } catch (ignored) { /* the operation's outcome is what the caller asked for */ }
-      if (operation.status === 'failed') throw VMSessionError.from(operation.error, 0);
+      if (operation.status === 'failed') {
+        const error = VMSessionError.from(operation.error, 0);
+        error.fromOperation = true;
+        throw error;
+      }
       return operation;
     }
 
@@ -426,9 +443,17 @@
     async _handle(message) {
       const data = message.data || {};
       switch (message.type) {
-        case 'stateChanged': this._update({ state: data.state, stateCode: data.stateCode }); break;
-        case 'executionCapChanged': this._update({ executionCap: data.cap }); break;
-        case 'propertyChanged': this._properties[data.name] = data.value; break;
+        case 'stateChanged':
+          this._update({ state: data.state, stateCode: data.stateCode });
+          // The guest's address means nothing once the VM neither runs nor is paused (hibernated, stopped, closed).
+          if (data.state !== 'running' && data.state !== 'paused') this._update({ apiURL: null, ip: null });
+          break;
+        case 'executionCapChanged': this._update({ executionCap: data.cap }); this._daemonSaid(['executionCap']); break;
+        case 'propertyChanged': this._properties[data.name] = data.value; this._propertyChanged(data.name); break;
+        case 'daemonControlChanged':
+          this._update({ daemonControlled: data.controlled, daemonMinCap: data.minCap, daemonMaxCap: data.maxCap, daemonFlags: data.flags });
+          this._daemonSaid(['daemonControlled', 'daemonMinCap', 'daemonMaxCap', 'daemonFlags']);
+          break;
         case 'apiAvailable': this._update({ ip: data.ip, apiURL: data.apiURL }); break;
         case 'apiUnavailable': this._update({ apiURL: null }); break;
         case 'operationCompleted':
@@ -444,6 +469,201 @@
         const error = Object.assign({ action: data.action, operation: data.operation }, data.error || {});
         this.dispatchEvent(makeEvent(data.action + 'Error', error, message));
       }
+    }
+  }
+
+  /** The states each action may start from (the daemon's state table, SessionTransition in its Core). */
+  const ALLOWED_FROM = Object.freeze({
+    open: ['closed', 'error'], start: ['open', 'saved', 'error'], pause: ['running'], resume: ['paused'],
+    reset: ['running'], stop: ['running', 'paused'], hibernate: ['running', 'paused'],
+    close: ['open', 'running', 'paused', 'saved', 'error'],
+  });
+
+  /** The state a long action puts the session in at once (the daemon does the same when it accepts it). */
+  const TRANSIENT = Object.freeze({ open: 'opening', start: 'starting', stop: 'stopping', hibernate: 'saving', close: 'closing' });
+
+  /** The plugin's return values (appendix A). */
+  const HVE_SCHEDULED = 1, HVE_OK = 0, HVE_INVALID_STATE = -8, HVE_USAGE_ERROR = -99;
+
+  /**
+   * A session that behaves as the plugin's did (its manual is the specification), for pages written for it.
+   * `daemon.requestSession(name, key, ok, fail)` hands one to `ok`.
+   *
+   * - Actions return at once: 1 when scheduled, or the plugin's negative code when the state the page already
+   *   holds does not allow them (-8); every failure is also an `<action>Error(message, code)` event.
+   * - Every listener on a plugin event name gets the plugin's positional arguments, whatever its arity
+   *   (`openError(message, code)`, `debug(message)`, `progress(done, total, message)`, …).
+   * - Properties are plain fields: `executionCap`, `daemonControlled`, `daemonMinCap`, `daemonMaxCap`,
+   *   `daemonFlags` may be assigned (the request is sent; reads show the written value until the daemon says
+   *   otherwise); `getProperty` answers at once from a copy kept current by `propertyChanged`.
+   */
+  class PluginSession extends Session {
+    constructor(daemon, view, token) {
+      super(daemon, view, token);
+      /** Values the page wrote that the daemon has not confirmed yet. */
+      this._written = {};
+      this._controlWrite = null;
+    }
+
+    _positional(type, listener) { return positionalArguments(String(type), {}) !== null; }
+
+    /** Reads the guest properties once, so that getProperty can answer at once from then on. */
+    async _loadProperties() {
+      const reply = await this._call('GET', '/properties');
+      Object.assign(this._properties, (reply && reply.properties) || {});
+    }
+
+    // Actions: 1 or a negative code, now; the outcome as events.
+    open(requirements) { return this._schedule('open', () => Session.prototype.open.call(this, requirements)); }
+    start(userData, params) { return this._schedule('start', () => Session.prototype.start.call(this, userData, params)); }
+    pause() { return this._schedule('pause'); }
+    resume() { return this._schedule('resume'); }
+    stop() { return this._schedule('stop'); }
+    hibernate() { return this._schedule('hibernate'); }
+    reset() { return this._schedule('reset'); }
+    close() { return this._schedule('close'); }
+
+    _schedule(action, run) {
+      const allowed = ALLOWED_FROM[action];
+      const state = this.stateName;
+      if (allowed && !allowed.includes(state)) {
+        const message = "'" + action + "' is not possible while the session is " + state + ' (it is possible when it is ' +
+          allowed.join(' or ') + ').';
+        this._fail(action + 'Error', message, HVE_INVALID_STATE, 'invalid_state');
+        return HVE_INVALID_STATE;
+      }
+      const before = { state: this._view.state, stateCode: this._view.stateCode };
+      if (TRANSIENT[action]) this._update({ state: TRANSIENT[action], stateCode: STATES[TRANSIENT[action]] });
+      const done = run ? run() : this._act(action);
+      done.catch(error => {
+        // An operation that failed has its <action>Error from the event stream; a refusal has none: say it
+        // here, with the state as the daemon kept it (a refused action changes nothing).
+        if (!error.fromOperation) {
+          if (this._view.state === TRANSIENT[action]) this._update(before);
+          this._fail(action + 'Error', error.message, error.legacyCode, error.code);
+        }
+        this.refresh().catch(() => {});
+      });
+      return HVE_SCHEDULED;
+    }
+
+    /** Fires a plugin error event after the current call returned (as the plugin did). */
+    _fail(type, message, legacyCode, code) {
+      setTimeout(() => this.dispatchEvent(makeEvent(type, { message, legacyCode, code })), 0);
+    }
+
+    // Properties as fields.
+    get executionCap() { return 'executionCap' in this._written ? this._written.executionCap : super.executionCap; }
+    set executionCap(cap) { this.setExecutionCap(cap); }
+    get daemonControlled() { return this._field('daemonControlled'); }
+    set daemonControlled(value) { this._writeControl('daemonControlled', !!value); }
+    get daemonMinCap() { return this._field('daemonMinCap'); }
+    set daemonMinCap(value) { this._writeControl('daemonMinCap', Number(value)); }
+    get daemonMaxCap() { return this._field('daemonMaxCap'); }
+    set daemonMaxCap(value) { this._writeControl('daemonMaxCap', Number(value)); }
+    get daemonFlags() { return this._field('daemonFlags'); }
+    set daemonFlags(value) { this._writeControl('daemonFlags', Number(value)); }
+    /** The plugin's display address: the daemon's page for this session's screen, once a display exists. */
+    get rdpURL() { return this.displayURL; }
+
+    _field(name) { return name in this._written ? this._written[name] : this._view[name]; }
+
+    _daemonSaid(fields) { for (const field of fields) delete this._written[field]; }
+
+    /** 0 when sent, -99 for a cap that is not 1 to 100; a refusal is an `error` event and the old value comes back. */
+    setExecutionCap(cap) {
+      const value = Number(cap);
+      if (!Number.isInteger(value) || value < 1 || value > 100) {
+        this._fail('error', 'The execution cap must be a whole number from 1 to 100; got ' + cap + '.', HVE_USAGE_ERROR, 'invalid_argument');
+        return HVE_USAGE_ERROR;
+      }
+      this._written.executionCap = value;
+      Session.prototype.setExecutionCap.call(this, value).then(
+        () => { delete this._written.executionCap; },
+        error => { delete this._written.executionCap; this._fail('error', error.message, error.legacyCode, error.code); });
+      return HVE_OK;
+    }
+
+    /** Assignments made in one go (the manual's three lines) are sent together, once. */
+    _writeControl(field, value) {
+      this._written[field] = value;
+      if (this._controlWrite) return;
+      this._controlWrite = Promise.resolve().then(() => {
+        this._controlWrite = null;
+        const names = { daemonControlled: 'controlled', daemonMinCap: 'minCap', daemonMaxCap: 'maxCap', daemonFlags: 'flags' };
+        const body = {};
+        for (const [name, key] of Object.entries(names)) if (name in this._written) body[key] = this._written[name];
+        return this._call('PATCH', '/daemon', body).then(
+          view => { this._update(view); this._daemonSaid(Object.keys(names)); },
+          error => { this._daemonSaid(Object.keys(names)); this._fail('error', error.message, error.legacyCode, error.code); });
+      });
+    }
+
+    /** The property's value as this page knows it ('' when it was never set). */
+    getProperty(name) {
+      const value = this._properties[name];
+      return value === undefined || value === null ? '' : value;
+    }
+
+    /** 0: the value is kept at once and sent; a refusal is an `error` event and the old value comes back. */
+    setProperty(name, value) {
+      const before = this._properties[name];
+      this._properties[name] = String(value);
+      this._call('PUT', '/properties/' + encodeURIComponent(name), { value: String(value) }).catch(error => {
+        if (this._properties[name] === String(value)) this._properties[name] = before;
+        this._fail('error', error.message, error.legacyCode, error.code);
+      });
+      return HVE_OK;
+    }
+  }
+
+  /**
+   * The plugin's daemon object (`o.requestDaemonAccess()`): the idle-aware controller as an approved page
+   * sees it, kept current by asking the daemon every few seconds. For an origin the user approved as
+   * privileged (`vmsessionctl origins approve --privileged ORIGIN`) it also has a writable `idleTime`,
+   * `path`, `start()` and `stop()`.
+   */
+  class DaemonAccess {
+    constructor(daemon, status) {
+      this._daemon = daemon;
+      this._status = status;
+      this._written = {};
+      const privileged = !!status.privileged;
+      Object.defineProperties(this, {
+        isRunning: { enumerable: true, get: () => this._status.isRunning },
+        isSystemIdle: { enumerable: true, get: () => this._status.isSystemIdle },
+        idleTime: privileged
+          ? { enumerable: true, get: () => ('idleTime' in this._written ? this._written.idleTime : this._status.idleTime),
+              set: value => this._change({ idleTime: Number(value) }, 'idleTime') }
+          : { enumerable: true, get: () => this._status.idleTime },
+        privileged: { enumerable: true, value: privileged },
+      });
+      if (privileged) {
+        Object.defineProperties(this, {
+          path: { enumerable: true, get: () => this._status.path },
+          start: { value: () => this._change({ running: true }) },
+          stop: { value: () => this._change({ running: false }) },
+        });
+      }
+      this._timer = setInterval(() => this.refresh().catch(() => {}), 5000);
+    }
+
+    /** Reads the controller's status again. */
+    async refresh() {
+      this._status = await this._daemon._request('GET', API + '/daemon');
+      return this;
+    }
+
+    /** Stops following the daemon. */
+    close() { clearInterval(this._timer); }
+
+    _change(body, field) {
+      if (field) this._written[field] = body[field];
+      this._daemon._request('PUT', API + '/daemon', { body }).then(
+        status => { this._status = status; },
+        error => { if (global.console) global.console.warn('vmsession.js: the daemon refused', body, error.message); })
+        .then(() => { if (field) delete this._written[field]; });
+      return HVE_SCHEDULED;
     }
   }
 
@@ -518,19 +738,37 @@
      * onFailure(legacyCode); without, it returns a Promise of the Session.
      */
     requestSession(name, secret, onSuccess, onFailure) {
-      const pending = this._requestSession(name, secret);
-      if (typeof onSuccess !== 'function' && typeof onFailure !== 'function') return pending;
-      pending.then(
+      if (typeof onSuccess !== 'function' && typeof onFailure !== 'function') return this._requestSession(name, secret, Session);
+      if (typeof name !== 'string' || typeof secret !== 'string' || !name || !secret) {
+        if (typeof onFailure === 'function') setTimeout(() => onFailure(HVE_USAGE_ERROR), 0);
+        return HVE_USAGE_ERROR;
+      }
+      this._requestSession(name, secret, PluginSession).then(
         session => { if (typeof onSuccess === 'function') onSuccess(session); },
         error => { if (typeof onFailure === 'function') onFailure(error.legacyCode); });
-      return 1;
+      return HVE_SCHEDULED;
     }
 
-    async _requestSession(name, secret) {
+    async _requestSession(name, secret, Kind) {
       const grant = await this._request('POST', API + '/sessions', { body: { name: String(name), secret: String(secret) } });
-      const session = new Session(this, grant.session, grant.token);
+      const session = new Kind(this, grant.session, grant.token);
+      if (session instanceof PluginSession) await session._loadProperties();
       await session._follow();
       return session;
+    }
+
+    /** The plugin's `hypervisorName` and `hypervisorVersion`: libvirt's driver (e.g. QEMU) and its version. */
+    get hypervisorName() { return this.info && this.info.hypervisor ? this.info.hypervisor.driver : undefined; }
+    get hypervisorVersion() { return this.info && this.info.hypervisor ? this.info.hypervisor.version : undefined; }
+
+    /**
+     * The plugin's daemon object, or the plugin's -7 when the daemon did not say how its controller is.
+     * See DaemonAccess.
+     */
+    requestDaemonAccess() {
+      if (!this._controller) return LOCAL_LEGACY_CODES.unreachable;
+      if (!this._daemonAccess) this._daemonAccess = new DaemonAccess(this, this._controller);
+      return this._daemonAccess;
     }
 
     /** The admin's view of the daemon (the token is in <stateDir>/admin-token). */
@@ -589,12 +827,14 @@
     const base = String(url || 'http://127.0.0.1:7011').replace(/\/+$/, '');
     const daemon = new Daemon(base);
     daemon.info = await daemon._request('GET', API);
+    // The controller's status, for requestDaemonAccess() to answer at once (as the plugin's did).
+    try { daemon._controller = await daemon._request('GET', API + '/daemon'); } catch (ignored) { daemon._controller = null; }
     return daemon;
   }
 
   const VMSession = Object.freeze({
     version: '1.0.0', connect, STATES, EVENT_TYPES, ACTIONS,
-    Error: VMSessionError, Session, Admin, Daemon,
+    Error: VMSessionError, Session, PluginSession, DaemonAccess, Admin, Daemon,
   });
   global.VMSession = VMSession;
   if (typeof module === 'object' && module && module.exports) module.exports = VMSession;

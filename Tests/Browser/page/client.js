@@ -51,13 +51,16 @@ async function run() {
   report.supportsExecutionCap = daemon.info.hypervisor.supportsExecutionCap;
   show();
 
-  // The plugin's callback style: returns 1 (scheduled), then success_callback(session).
-  const session = await new Promise((resolve, reject) => {
+  // The plugin's callback style: returns 1 (scheduled), then success_callback(session), a plugin-style session.
+  const pluginSession = await new Promise((resolve, reject) => {
     report.requestSessionReturned = daemon.requestSession(sessionName, 'page-secret', resolve,
       code => reject(new Error('failure_callback(' + code + ')')));
   });
+  pluginSession.disconnect();
+  report.callback = { id: pluginSession.id, name: pluginSession.name, state: pluginSession.state, stateName: pluginSession.stateName };
+  // The same session again, Promise style (no callbacks): the owner's secret opens it again.
+  const session = await daemon.requestSession(sessionName, 'page-secret');
   window.session = session;
-  report.callback = { id: session.id, name: session.name, state: session.state, stateName: session.stateName };
   report.wrongSecret = await new Promise(resolve =>
     daemon.requestSession(sessionName, 'not-the-secret', () => resolve('success_callback'), code => resolve(code)));
 
