@@ -93,6 +93,8 @@ let package = Package(
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                // The guest-API proxy (GuestProxyController).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             // vmsession.js and the daemon's own page, served as they are (no build step).
             resources: [.copy("Web")]

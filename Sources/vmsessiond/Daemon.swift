@@ -67,6 +67,7 @@ struct Daemon {
         let logger = self.logger
         let app = VMSessionAPI.buildApplication(routers: routers, host: host, port: settings.port, logger: logger, budget: budget) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
+            manager.address.listening(host: host, port: port)
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
             SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
         }

@@ -37,7 +37,8 @@ struct ContractTests {
         let documented = try Self.documentedRoutes()
         #expect(documented.count > 20, "the document's paths were read")
         try await APIFixture.run { _, fixture in
-            let served = Set(fixture.routes)
+            // A catch-all (`/guest/**`, the guest's API) is one path parameter in the document (`/guest/{path}`).
+            let served = Set(fixture.routes.map { $0.replacingOccurrences(of: "/**", with: "/{path}") })
             #expect(served.subtracting(documented).sorted() == [], "served but not in Schema/openapi.yaml")
             #expect(documented.subtracting(served).sorted() == [], "in Schema/openapi.yaml but not served")
         }
