@@ -28,6 +28,8 @@ struct GuestProxyController {
 
     func addRoutes(to router: Router<APIRequestContext>) {
         for method in Self.methods {
+            // The guest's root (`…/guest`, `…/guest/`) and every path below it (`**` needs one segment at least).
+            router.on("/api/v1/sessions/:id/guest", method: method, use: proxy)
             router.on("/api/v1/sessions/:id/guest/**", method: method, use: proxy)
         }
     }

@@ -50,6 +50,12 @@ struct GuestProxyRoutesTests {
                 #expect(reply.headers[.accessControlAllowCredentials] == nil)
                 #expect(reply.headers[.init("Keep-Alive")!] == nil)
                 #expect(guest.served == 1)
+                // The guest's root, with or without the slash, is its `/`.
+                for (root, target) in [("guest", "/"), ("guest/", "/"), ("guest?x=1", "/?x=1"), ("guest/?x=1", "/?x=1")] {
+                    let reply = try await Self.text(client, .get, "/api/v1/sessions/\(id)/\(root)", headers: Self.bearer(token))
+                    #expect(reply.status == .ok, "\(root)")
+                    #expect(reply.body == "root \(target)", "\(root)")
+                }
             }
         }
     }

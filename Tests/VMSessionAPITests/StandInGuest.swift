@@ -8,6 +8,7 @@ import Testing
 /// A real HTTP server on 127.0.0.1 standing in for a guest's API behind its forward, for the proxy's logic:
 /// - `GET /hello`: a greeting, with the headers a guest should not get past the daemon (its own CORS
 ///   answer, a cookie, a hop-by-hop header) and one it should (`X-Guest`);
+/// - `GET /`: `root ` and the target it was sent;
 /// - `GET /headers`: the request's target and headers as JSON (what the guest was sent);
 /// - `POST|PUT|PATCH|DELETE /echo`: the request body streamed back;
 /// - `GET /redirect`: a 302 to `/hello`;
@@ -37,6 +38,9 @@ final class StandInGuest: Sendable {
             headers[.init("X-Guest")!] = "yes"
             headers[.init("Keep-Alive")!] = "timeout=5"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "hello from the guest")))
+        }
+        router.get("/") { request, _ in
+            Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "root \(request.head.path ?? "")")))
         }
         router.get("/headers") { request, _ in
             var fields: [String: String] = ["target": request.head.path ?? ""]
