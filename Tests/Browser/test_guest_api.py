@@ -78,10 +78,10 @@ def test_the_guest_api_answers_a_page_through_the_daemon_and_not_a_wrong_token_o
     assert report["apiURL"] == f"{daemon.url}/api/v1/sessions/{session}/guest" == report["guestURL"]
     assert report["available"]["apiURL"] == report["apiURL"]
 
-    # The guest's answer, through the daemon, readable by the approved page (the daemon's CORS headers).
+    # The guest's answer, through the daemon, readable by the approved page.
     assert report["viaLibrary"]["status"] == 200, report["viaLibrary"]
     assert report["viaLibrary"]["body"].strip() == f"guest says {word}"
-    assert report["viaLibrary"]["allowOrigin"] == page_server
+    # (that the page could read it at all proves the daemon's CORS answer: the guest sends none)
     assert report["viaLibraryRelative"]["body"].strip() == f"guest says {word}"
     assert report["missing"]["status"] == 404, "the guest's own 404 passes through"
 
