@@ -7,7 +7,7 @@ import Testing
 /// runs it, and its API answers through the daemon's proxy (`apiURL`), to the session's token only.
 @Suite("Guest API on a real VM", .serialized)
 struct GuestAPITests {
-    @Test("start fills the user-data template; the guest API serves the parameter; pause and resume take it away and back")
+    @Test("start fills the user-data template; the guest API serves the parameter through the daemon, to the session's token only; pause and resume take it away and back")
     func guestAPIServesContextualizedValue() async throws {
         let appliance = DaemonProcess.applianceDirectory
         try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "build the appliance first (make appliance)")
