@@ -5,6 +5,7 @@ import NIOCore
 import Testing
 import VMSessionCore
 import VMSessionDaemon
+@testable import VMSessionAPI
 
 /// `…/sessions/{id}/guest/{path}` through the daemon's real router and session manager (libvirt's test
 /// driver), to a real HTTP server standing in for the guest behind its forward. The real appliance guest is
@@ -250,5 +251,24 @@ struct GuestProxyRoutesTests {
                 }
             }
         }
+    }
+
+    @Test("a body without a declared length (chunked) is cut off with payload_too_large once it passes the limit")
+    func streamedBodyBounded() async throws {
+        let (chunks, continuation) = AsyncStream.makeStream(of: ByteBuffer.self)
+        for _ in 0..<3 { continuation.yield(ByteBuffer(repeating: 0x61, count: 400)) }
+        continuation.finish()
+        var passed = 0
+        let error = await #expect(throws: VMSessionError.self) {
+            for try await chunk in BoundedBody(base: chunks, policy: Self.tight) { passed += chunk.readableBytes }
+        }
+        #expect(error?.code == .payloadTooLarge)
+        #expect(passed == 800, "what fit was passed on; the chunk that crossed 1024 bytes was not")
+        let (small, done) = AsyncStream.makeStream(of: ByteBuffer.self)
+        done.yield(ByteBuffer(repeating: 0x62, count: 1024))
+        done.finish()
+        var total = 0
+        for try await chunk in BoundedBody(base: small, policy: Self.tight) { total += chunk.readableBytes }
+        #expect(total == 1024, "exactly the limit passes")
     }
 }
