@@ -101,6 +101,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                // The guest-API proxy (GuestProxyController).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             // vmsession.js and the daemon's own page, served as they are (no build step).
             resources: [.copy("Web")]

@@ -70,6 +70,6 @@ struct AdminController {
     }
 
     @Sendable func listSessions(_ request: Request, context: APIRequestContext) async throws -> Response {
-        return JSONResponse.make(SessionList(sessions: await manager.allSessions().map { SessionView($0) }))
+        return JSONResponse.make(SessionList(sessions: await manager.allSessions().map { SessionView($0, address: manager.address) }))
     }
 }

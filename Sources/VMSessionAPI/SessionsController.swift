@@ -69,14 +69,14 @@ struct SessionsController {
         var headers = HTTPFields()
         headers[.location] = "/api/v1/sessions/\(grant.session.id)"
         return JSONResponse.make(
-            SessionGrantView(session: SessionView(grant.session), token: grant.token, created: grant.created),
+            SessionGrantView(session: SessionView(grant.session, address: manager.address), token: grant.token, created: grant.created),
             status: grant.created ? .created : .ok, headers: headers)
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
         let snapshot = try await manager.snapshot(of: try authorizedSession(request, context), token: Self.token(in: request))
         return JSONResponse.make(
-            SessionView(snapshot.session, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
+            SessionView(snapshot.session, address: manager.address, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
     }
 
     struct OpenRequest: Decodable {
@@ -113,7 +113,7 @@ struct SessionsController {
             input = .none
         }
         let receipt = try await manager.perform(action, on: id, input: input)
-        let view = ActionView(operation: receipt.operation, session: SessionView(receipt.session))
+        let view = ActionView(operation: receipt.operation, session: SessionView(receipt.session, address: manager.address))
         guard action.isLong else { return JSONResponse.make(view) }
         var headers = HTTPFields()
         headers[.location] = "/api/v1/operations/\(receipt.operation.id)"
@@ -132,7 +132,7 @@ struct SessionsController {
         let body = try await RequestBody.decode(CapRequest.self, from: &request, allowed: ["cap"])
         let cap = try ExecutionCap(percent: body.cap)
         let session = try await manager.setExecutionCap(cap, on: id)
-        return JSONResponse.make(SessionView(session))
+        return JSONResponse.make(SessionView(session, address: manager.address))
     }
 
     struct DaemonControlRequest: Decodable {
@@ -150,7 +150,7 @@ struct SessionsController {
             DaemonControlRequest.self, from: &request, allowed: ["controlled", "minCap", "maxCap", "flags"])
         let session = try await manager.updateDaemonControl(
             on: id, controlled: body.controlled, minCap: body.minCap, maxCap: body.maxCap, flags: body.flags)
-        return JSONResponse.make(SessionView(session))
+        return JSONResponse.make(SessionView(session, address: manager.address))
     }
 
     // MARK: Properties

@@ -31,7 +31,7 @@ public enum VMSessionAPI {
     public static func buildRouters(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
-        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults
     ) -> Routers {
         let router = Router(context: APIRequestContext.self)
         router.add(middleware: HostGuard())
@@ -46,6 +46,7 @@ public enum VMSessionAPI {
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
         sessions.addRoutes(to: router)
+        GuestProxyController(sessions: sessions, policy: guestProxy).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
             .addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
@@ -63,11 +64,11 @@ public enum VMSessionAPI {
     public static func buildRouter(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
-        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768)
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults
     ) -> Router<APIRequestContext> {
         buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor, controller: controller, mode: mode,
-            budget: budget
+            budget: budget, guestProxy: guestProxy
         ).http
     }
 

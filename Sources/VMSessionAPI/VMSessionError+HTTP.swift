@@ -14,14 +14,15 @@ extension VMSessionError.Code {
         case .methodNotAllowed: .methodNotAllowed
         case .invalidState, .operationInProgress: .conflict
         case .payloadTooLarge: .contentTooLarge
-        case .tooManyAttempts, .tooManyStreams, .tooManySessions: .tooManyRequests
+        case .tooManyAttempts, .tooManyStreams, .tooManySessions, .tooManyRequests: .tooManyRequests
         case .insufficientResources: .init(code: 507, reasonPhrase: "Insufficient Storage")
         case .originNotApproved: .forbidden
         case .notSupported: .unprocessableContent
         case .notImplemented: .notImplemented
         case .unavailable, .portInUse: .serviceUnavailable
         // The image server sent something wrong or nothing: the fault is upstream of the daemon.
-        case .checksumMismatch, .downloadFailed: .badGateway
+        case .checksumMismatch, .downloadFailed, .guestAPIFailed: .badGateway
+        case .guestAPITimeout: .gatewayTimeout
         default: .internalServerError
         }
     }

@@ -17,7 +17,8 @@ struct SessionView: Encodable {
     let daemonMinCap: Int
     let daemonMaxCap: Int
     let daemonFlags: Int
-    /// Where the guest's API is forwarded to, while the VM runs (or is paused) with one.
+    /// Where a page reaches the guest's API: the daemon's proxy route for the session (with the session's
+    /// token), while the VM runs (or is paused) with a forward.
     let apiURL: String?
     /// The daemon's page showing this session's display, while the VM has one (running or paused); relative
     /// to the daemon's address (`vmsession.js` makes it absolute). The plugin's `rdpURL` maps to it.
@@ -35,7 +36,9 @@ struct SessionView: Encodable {
     let createdAt: Date
     let updatedAt: Date
 
-    init(_ session: Session, cpuTime: UInt64? = nil, apiAvailable: Bool = false, appliedCap: ExecutionCap? = nil) {
+    init(
+        _ session: Session, address: DaemonAddress, cpuTime: UInt64? = nil, apiAvailable: Bool = false, appliedCap: ExecutionCap? = nil
+    ) {
         id = session.id.description
         name = session.name
         state = session.state.rawValue
@@ -50,7 +53,7 @@ struct SessionView: Encodable {
         daemonMaxCap = session.daemon.maxCap
         daemonFlags = session.daemon.flags
         // Only while a VM process holds the forward (a hibernated VM keeps its port for the restore).
-        apiURL = session.state.hasRunningMachine ? session.apiPort.map(SessionManager.apiURL(port:)) : nil
+        apiURL = session.state.hasRunningMachine && session.apiPort != nil ? address.guestAPIURL(for: session.id) : nil
         displayURL = session.state.hasRunningMachine ? "/#display=\(session.id)" : nil
         self.apiAvailable = apiAvailable
         ip = apiAvailable ? SessionManager.guestIP : nil

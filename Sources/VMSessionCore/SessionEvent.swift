@@ -10,7 +10,7 @@ public struct SessionEvent: Equatable, Sendable {
         /// The idle-aware controller: a session's settings changed; the desktop became idle or active.
         case daemonControlChanged, idleChanged
         /// What the daemon did on the session's behalf, in words (the plugin's `debug(message)`): the image a
-        /// version resolved to, the VM it defined, the port the guest's API is forwarded from.
+        /// version resolved to, the VM it defined, where the guest's API answers (through the daemon).
         case debug
     }
 

@@ -65,6 +65,12 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let methodNotAllowed = Code("method_not_allowed", legacyCode: -99)
         /// The port chosen for a guest's API was taken by another program before the VM could bind it.
         public static let portInUse = Code("port_in_use", legacyCode: -7)
+        /// The guest's API broke the connection or answered with something that is not HTTP (502).
+        public static let guestAPIFailed = Code("guest_api_failed", legacyCode: -7)
+        /// The guest's API did not answer within the proxy's time limit (504).
+        public static let guestAPITimeout = Code("guest_api_timeout", legacyCode: -7)
+        /// A session has as many proxied requests to its guest in flight as it may; one must end first.
+        public static let tooManyRequests = Code("too_many_requests", legacyCode: -10)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }

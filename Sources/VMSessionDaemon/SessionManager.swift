@@ -82,6 +82,7 @@ public actor SessionManager: Service {
     private var tokenOwners: [[UInt8]: SessionID] = [:]
     /// Whether each running session's guest API answered its last probes (see ``GuestAPIMonitor``).
     private var guestAPIUp: Set<SessionID> = []
+    private nonisolated let daemonAddress = DaemonAddress()
     var pending: [SessionID: SessionTransition] = [:]
     private var operations: [OperationID: SessionOperation] = [:]
     private let jobs: AsyncStream<Job>
@@ -389,8 +390,9 @@ public actor SessionManager: Service {
     /// sets it statically).
     public static let guestIP = "10.0.2.15"
 
-    /// The URL of a session's guest API, once its VM was started with a forwarded port.
-    public static func apiURL(port: Int) -> String { "http://127.0.0.1:\(port)" }
+    /// The daemon's own address: the base of a session's `apiURL`, its guest API through the daemon's
+    /// proxy. The raw forward (`apiPort`) is for the daemon alone and is not handed out.
+    public nonisolated var address: DaemonAddress { daemonAddress }
 
     /// Sessions whose guest API should be probed: running, with a forwarded port.
     public func guestAPITargets() -> [SessionID: Int] {
@@ -407,9 +409,9 @@ public actor SessionManager: Service {
     public func setGuestAPI(_ id: SessionID, available: Bool, reason: String) {
         guard let entry = sessions[id], available != guestAPIUp.contains(id) else { return }
         if available {
-            guard entry.session.state == .running, let port = entry.session.apiPort else { return }
+            guard entry.session.state == .running, entry.session.apiPort != nil else { return }
             guestAPIUp.insert(id)
-            record(.apiAvailable, SessionEvent.GuestAPIAvailable(apiURL: Self.apiURL(port: port), ip: Self.guestIP), for: id)
+            record(.apiAvailable, SessionEvent.GuestAPIAvailable(apiURL: address.guestAPIURL(for: id), ip: Self.guestIP), for: id)
         } else {
             guestAPIUp.remove(id)
             record(.apiUnavailable, SessionEvent.GuestAPIUnavailable(reason: reason), for: id)
@@ -707,8 +709,11 @@ public actor SessionManager: Service {
             progress(job, 2, of: 3, "Booting the VM")
             do {
                 try await hypervisor.start(id)
-                if let port = spec.hostAPIPort {
-                    record(.debug, SessionEvent.Debug("The guest's port 80 is forwarded from 127.0.0.1:\(port) (loopback only)"), for: id)
+                if spec.hostAPIPort != nil {
+                    // The raw forward is the daemon's own; pages only ever see the proxied URL.
+                    record(
+                        .debug, SessionEvent.Debug("The guest's port 80 is forwarded; it answers at \(address.guestAPIURL(for: id))"),
+                        for: id)
                 }
                 return
             } catch where error.code == .portInUse && attempt < Configuration.apiPortAttempts {

@@ -64,9 +64,12 @@ struct Daemon {
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
             controller: controller, mode: mode, budget: budget)
         let host = settings.host
+        // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
+        if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
         let logger = self.logger
         let app = VMSessionAPI.buildApplication(routers: routers, host: host, port: settings.port, logger: logger, budget: budget) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
+            manager.address.listening(host: host, port: port)
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
             SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
         }

@@ -64,7 +64,7 @@ def test_a_page_written_for_the_plugin_runs_a_session_as_the_manual_says(real_da
     debug = all_of(log, "debug")
     assert any("Image 'appliance' resolved to" in line for line in debug), debug
     assert any(line.startswith("Defined VM vms-") for line in debug), debug
-    assert any("forwarded from 127.0.0.1:" in line for line in debug), debug
+    assert any(f"answers at {real_daemon.url}/api/v1/sessions/" in line for line in debug), debug
 
     # progress(current, total, msg) with the manual's own handler.
     assert any(line.startswith("Performing: ") and " out of " in line for line in all_of(log, "console"))

@@ -32,7 +32,7 @@ struct ReadmeTests {
         script = script.replacingOccurrences(
             of: "act pause\n",
             with: """
-                for _ in $(seq 120); do curl -sf "$(curl -s -H "$AUTH" $API/sessions/$ID | json '["apiURL"]')" && break; sleep 1; done
+                for _ in $(seq 120); do curl -sf -H "$AUTH" "$(curl -s -H "$AUTH" $API/sessions/$ID | json '["apiURL"]')/" && break; sleep 1; done
                 act pause
 
                 """)

@@ -25,7 +25,12 @@ struct APIFixture {
     let controller: IdleController
 
     /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
-    static func run(source: (any IdleSource)? = nil, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void) async throws {
+    /// `apiPort` picks the port a started guest's API is forwarded to (a stand-in guest's, for the proxy's tests);
+    /// `guestProxy` is the proxy's policy.
+    static func run(
+        source: (any IdleSource)? = nil, apiPort: (@Sendable () -> Int)? = nil, guestProxy: GuestProxyPolicy = .defaults,
+        _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
+    ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -46,14 +51,19 @@ struct APIFixture {
             downloader: ImageDownloader(retry: .init(attempts: 3, firstDelay: .milliseconds(20)), logger: logger), logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
-            configuration: .init(stopGrace: .seconds(1)), hasher: hasher, adminToken: adminToken, logger: logger)
+            configuration: .init(stopGrace: .seconds(1), pickAPIPort: { () throws(VMSessionError) -> Int in
+                if let apiPort { return apiPort() }
+                return try LoopbackPort.free()
+            }),
+            hasher: hasher, adminToken: adminToken, logger: logger)
         try await manager.reconcile()
         let controller = try IdleController(
             manager: manager, events: events, store: store, source: source, noSourceReason: "no display in tests",
             idleTime: 30, logger: logger)
         let origins = try OriginRegistry(store: store, logger: logger)
         let router = VMSessionAPI.buildRouter(
-            manager: manager, events: events, origins: origins, hypervisor: hypervisor.description, controller: controller)
+            manager: manager, events: events, origins: origins, hypervisor: hypervisor.description, controller: controller,
+            guestProxy: guestProxy)
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(

@@ -37,7 +37,7 @@ struct ContractTests {
         let documented = try Self.documentedRoutes()
         #expect(documented.count > 20, "the document's paths were read")
         try await APIFixture.run { _, fixture in
-            // A recursive wildcard (`/lib/novnc/**`) is documented as one path parameter that may hold slashes.
+            // A catch-all (`/lib/novnc/**`, `/guest/**`) is one path parameter in the document (`/{path}`), which may hold slashes.
             let served = Set(fixture.routes.map { $0.replacingOccurrences(of: "/**", with: "/{path}") })
             #expect(served.subtracting(documented).sorted() == [], "served but not in Schema/openapi.yaml")
             #expect(documented.subtracting(served).sorted() == [], "in Schema/openapi.yaml but not served")

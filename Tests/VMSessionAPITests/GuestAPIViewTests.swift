@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 import VMSessionCore
+import VMSessionDaemon
 @testable import VMSessionAPI
 
 /// What the API shows of a session's guest API and of event times.
@@ -12,8 +13,11 @@ struct GuestAPIViewTests {
         let now = Date()
         for (state, shown) in [(SessionState.running, true), (.paused, true), (.saved, false), (.open, false), (.closed, false), (.error, false)] {
             let session = Session(id: SessionID(), name: "view", state: state, apiPort: 43_210, createdAt: now, updatedAt: now)
-            let view = SessionView(session)
-            #expect((view.apiURL != nil) == shown, "\(state)")
+            let address = DaemonAddress()
+            address.listening(host: "127.0.0.1", port: 7011)
+            let view = SessionView(session, address: address)
+            #expect(view.apiURL == (shown ? "http://127.0.0.1:7011/api/v1/sessions/\(session.id)/guest" : nil), "\(state)")
+            #expect(view.apiURL?.contains("43210") != true, "the raw forward's port is never shown")
             #expect(view.ip == nil, "no ip while the guest API has not answered")
         }
     }

@@ -46,7 +46,9 @@
  *     openError, startError, ... (msg, code)     fired on operationFailed of that action
  *     progress (done, total, msg)                the daemon's progress event
  *     error (msg, code, category)                the daemon's error event (category = its stable code)
- *     apiAvailable (ip, apiURL), apiUnavailable  the daemon's events of those names, when it sends them
+ *     apiAvailable (ip, apiURL), apiUnavailable  the daemon's events of those names, when it sends them;
+ *                                                apiURL is the daemon's proxy for the guest's API, which
+ *                                                needs the session's token: use s.guest.fetch(path, init)
  *
  *   A listener declared with two or more parameters on one of those plugin event names,
  *   e.g. s.addEventListener('progress', function (done, total, msg) {...}), is called with the plugin's
@@ -471,6 +473,43 @@
       }
     }
   }
+
+  // guest: the guest's own HTTP API (its port 80), reached through the daemon with the session's token.
+
+  /**
+   * session.guest: the guest's API through the daemon's proxy (`…/sessions/{id}/guest/{path}`), behind the
+   * same guards as the rest (this page's approved origin, the session's token). The guest's raw port is
+   * not reachable from a page.
+   */
+  class GuestAPI {
+    constructor(session) { this._session = session; }
+
+    /** The proxied base URL (the same as session.apiURL while the VM runs). */
+    get url() { return this._session._daemon.url + API + '/sessions/' + this._session.id + '/guest'; }
+
+    /**
+     * fetch(path, init) with the session's token added; resolves to the guest's Response (any status, as
+     * fetch does). The daemon's own refusals are JSON errors: 409 the VM does not run, 503 its API does not
+     * answer yet, 502 the guest broke the connection, 504 it was too slow, 413 the body is too large,
+     * 429 too many requests in flight. Rejects (TypeError) when the browser cannot reach the daemon.
+     */
+    fetch(path, init) {
+      const text = path === undefined || path === null ? '/' : String(path);
+      const options = Object.assign({ cache: 'no-store' }, init || {});
+      const headers = new Headers(options.headers || {});
+      headers.set('Authorization', 'Bearer ' + this._session._token);
+      options.headers = headers;
+      return fetch(this.url + (text.startsWith('/') ? text : '/' + text), options);
+    }
+  }
+
+  Object.defineProperty(Session.prototype, 'guest', {
+    get() {
+      if (!this._guest) this._guest = new GuestAPI(this);
+      return this._guest;
+    },
+  });
+
 
   /** The states each action may start from (the daemon's state table, SessionTransition in its Core). */
   const ALLOWED_FROM = Object.freeze({
