@@ -21,38 +21,30 @@
  * gives up on it (an HTTP error, the daemon restarting), it is reopened with ?since=<last event id>
  * after a back-off, so no event is lost, and none is delivered twice.
  *
- * Compatibility with the CernVM Web API plugin (its manual, appendices A-D):
+ * Compatibility with the CernVM Web API plugin (its manual, appendices A-D). A page written for the plugin
+ * runs with only its first lines changed: `VMSession.connect(url).then(function (o) { ... })` instead of
+ * the <embed> element, then the page as it was.
  *
- *   plugin                                       vmsession.js
- *   ------------------------------------------   ------------------------------------------------------
- *   o.requestSession(name, key, ok, fail)        d.requestSession(name, key, ok, fail) returns 1 and calls
- *                                                ok(session) or fail(legacyCode), e.g. fail(-20);
- *                                                without callbacks it returns a Promise of the Session
- *   sess.open({cpus, ram, disk, version})        the same (`memory` is accepted for `ram`); a Promise
- *   sess.start(userData), pause(), resume(),     the same names; Promises instead of 1 / a negative code
- *   stop(), hibernate(), reset(), close()        (a page that ignores the return value works unchanged)
- *   sess.setExecutionCap(cap)                    the same; a Promise
- *   sess.getProperty(name) -> string             a Promise of the string (null when it is not set)
- *   sess.setProperty(name, value)                the same; a Promise
- *   sess.state, ip, cpus, ram, disk, version,    the same, read-only, kept current from the event stream;
- *   executionCap, apiURL, daemonControlled,      plus id, name, stateName ('running'), memory (= ram)
- *   daemonMinCap, daemonMaxCap, daemonFlags
- *   state codes 0-6 (appendix D)                 the same numbers; also 7 saved, 8 stopping, 9 saving,
- *                                                10 closing (VMSession.STATES)
- *   error codes (appendix A)                     error.legacyCode; error.code is the daemon's name for it
- *   events (appendix B), addEventListener:
- *     open, start, close, pause, resume,         fired on operationCompleted of that action
- *     stop, hibernate, reset  ( )
- *     openError, startError, ... (msg, code)     fired on operationFailed of that action
- *     progress (done, total, msg)                the daemon's progress event
- *     error (msg, code, category)                the daemon's error event (category = its stable code)
- *     apiAvailable (ip, apiURL), apiUnavailable  the daemon's events of those names, when it sends them;
- *                                                apiURL is the daemon's proxy for the guest's API, which
- *                                                needs the session's token: use s.guest.fetch(path, init)
+ *   o.hypervisorName, o.hypervisorVersion        libvirt's driver (QEMU) and its version
+ *   o.requestSession(name, key, ok, fail)        returns 1 and calls ok(session) with a PluginSession (below)
+ *                                                or fail(legacyCode), e.g. fail(-20); without callbacks it
+ *                                                returns a Promise of a Promise-based Session
+ *   o.requestDaemonAccess()                      isRunning, isSystemIdle, idleTime (refreshed every 5 s); for
+ *                                                an origin approved as privileged also a writable idleTime,
+ *                                                path, start(), stop()
  *
- *   A listener declared with two or more parameters on one of those plugin event names,
- *   e.g. s.addEventListener('progress', function (done, total, msg) {...}), is called with the plugin's
- *   positional arguments instead of an Event; any other listener gets the CustomEvent.
+ * A PluginSession behaves as the manual says: open/start/pause/resume/stop/hibernate/reset/close return 1
+ * (scheduled) or a negative code at once (-8 when the state the page holds does not allow it), and every
+ * failure is also the <action>Error(message, code) event; every listener on a plugin event name (appendix B)
+ * gets positional arguments; executionCap and daemonControlled/MinCap/MaxCap/Flags are plain fields (writes
+ * send the request, reads show the written value until the daemon confirms); getProperty answers at once
+ * from a copy kept by propertyChanged; rdpURL is the daemon's page with the session's display.
+ *
+ * A Promise-based Session (requestSession without callbacks, and the admin's view) has the same fields,
+ * read-only, and methods that return Promises; a listener declared with two or more parameters on a plugin
+ * event name gets the positional arguments, any other the CustomEvent. Both: state numbers 0-6 as in
+ * appendix D plus 7 saved, 8 stopping, 9 saving, 10 closing; errors carry .legacyCode (appendix A) and
+ * .code (the daemon's name); apiURL is the daemon's proxy for the guest's API (s.guest.fetch(path, init)).
  *
  * Why connect() may say 'unreachable' or 'origin_not_approved': the daemon answers only pages whose
  * origin the user approved (`vmsessionctl origins approve ORIGIN`). Its refusal carries no CORS
