@@ -1,6 +1,7 @@
 """Fixtures of the browser tests: the real vmsessiond (libvirt's test driver), a static server for the
 test page on another loopback origin, and a headless Chromium. Each is torn down with everything it made."""
 
+import contextlib
 import functools
 import http.server
 import json
@@ -141,6 +142,10 @@ def real_daemon():
     try:
         yield daemon
     finally:
+        # Close every session it still has, so that no qemu outlives the tests.
+        status, listed = daemon.request("GET", "/api/v1/sessions", token=daemon.admin_token)
+        for session in (listed or {}).get("sessions", []) if status == 200 else []:
+            daemon.request("POST", f"/api/v1/sessions/{session['id']}/close", {}, token=daemon.admin_token)
         daemon.stop()
 
 
@@ -162,9 +167,9 @@ def daemon():
         daemon.stop()
 
 
-@pytest.fixture(scope="module")
-def page_server():
-    """The test page, served from 127.0.0.1 on another port: another origin than the daemon's."""
+@contextlib.contextmanager
+def serving_pages():
+    """The test pages, served from 127.0.0.1 on a port of their own: an origin other than the daemon's."""
     directory = os.path.join(os.path.dirname(__file__), "page")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=directory))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -175,6 +180,12 @@ def page_server():
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page_server():
+    with serving_pages() as origin:
+        yield origin
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ on another loopback origin shows through vmsession.js and noVNC, screenshots, an
 WebSocket refuses (wrong token, unapproved origin, oversized frames) without disturbing other viewers."""
 
 import json
-import os
 import struct
-import subprocess
 import socket
 import time
 import urllib.request
@@ -14,7 +12,6 @@ import uuid
 import pytest
 import websocket
 
-from conftest import ROOT, binary
 
 SECRET = "display secret"
 

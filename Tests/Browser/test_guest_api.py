@@ -2,69 +2,24 @@
 under TCG: it answers through the proxy (session.guest.fetch), and not to a wrong token or to a page whose
 origin the user never approved."""
 
-import functools
-import http.server
 import json
-import os
-import subprocess
-import threading
 import uuid
 
 import pytest
 
-from conftest import ROOT, Daemon, QuietHandler, binary
-
-
-class GuestDaemon(Daemon):
-    """The real vmsessiond booting the real appliance (TCG), instead of the test driver's pretend VMs."""
-
-    def __init__(self, appliance):
-        self.real_appliance = appliance
-        super().__init__()
-
-    def _start(self, listen):
-        start = os.path.getsize(self.log_path)
-        self.process = subprocess.Popen(
-            [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
-             "--accelerator", "tcg", "--appliance-dir", self.real_appliance, "--stop-grace", "5"],
-            stdout=self._log, stderr=self._log)
-        return self._wait_listening(start, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def guest_daemon():
-    appliance = os.environ.get("VMSESSIOND_TEST_APPLIANCE") or os.path.join(ROOT, ".cache", "appliance")
-    if not os.path.exists(os.path.join(appliance, "vmlinuz")):
-        pytest.fail(f"no appliance at {appliance}; run `make appliance` first")
-    daemon = GuestDaemon(appliance)
-    try:
-        yield daemon
-    finally:
-        # Close every session it still has, so that no qemu outlives the test.
-        status, listed = daemon.request("GET", "/api/v1/sessions", token=daemon.admin_token)
-        for session in (listed or {}).get("sessions", []) if status == 200 else []:
-            daemon.request("POST", f"/api/v1/sessions/{session['id']}/close", {}, token=daemon.admin_token)
-        daemon.stop()
+from conftest import serving_pages
 
 
 @pytest.fixture(scope="module")
 def stranger_server():
     """The same page files from yet another loopback origin, one the user never approves."""
-    directory = os.path.join(os.path.dirname(__file__), "page")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=directory))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving_pages() as origin:
+        yield origin
 
 
 def test_the_guest_api_answers_a_page_through_the_daemon_and_not_a_wrong_token_or_an_unapproved_origin(
-        guest_daemon, page_server, stranger_server, browser, artifact):
-    daemon = guest_daemon
+        real_daemon, page_server, stranger_server, browser, artifact):
+    daemon = real_daemon
     daemon.ctl("origins", "approve", page_server)
     word = uuid.uuid4().hex[:10]
     browser.navigate(f"{page_server}/guest.html?daemon={daemon.url}&name=guest-{word}&word={word}")

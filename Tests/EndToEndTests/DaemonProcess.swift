@@ -133,4 +133,12 @@ final class TemporaryDirectory {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    /// An appliance of empty files in `<path>/appliance`, for daemons on the test driver (which never boots it).
+    func standInAppliance() throws -> String {
+        let appliance = path + "/appliance"
+        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
+        for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+        return appliance
+    }
 }

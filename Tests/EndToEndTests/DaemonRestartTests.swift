@@ -7,9 +7,7 @@ struct DaemonRestartTests {
     @Test("a session and its whole event history survive a restart of the daemon")
     func sessionSurvivesRestart() async throws {
         let directory = try TemporaryDirectory("vms-e2e-restart")
-        let appliance = directory.path + "/appliance"
-        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
-        for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+        let appliance = try directory.standInAppliance()
         let daemon = DaemonProcess(
             stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance])
         try await daemon.start()

@@ -17,9 +17,7 @@ struct HostileInputTests {
 
         init(_ name: String, limits: [String] = []) async throws {
             directory = try TemporaryDirectory("vms-e2e-\(name)")
-            let appliance = directory.path + "/appliance"
-            try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
-            for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+            let appliance = try directory.standInAppliance()
             daemon = DaemonProcess(
                 stateDirectory: directory.path + "/state",
                 arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance] + limits.flatMap { ["--limit", $0] })

@@ -36,9 +36,7 @@ struct IdleSourceTests {
     static func daemon(
         _ directory: TemporaryDirectory, _ arguments: [String], environment: [String: String] = [:], user: String? = nil
     ) async throws -> DaemonProcess {
-        let appliance = directory.path + "/appliance"
-        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
-        for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+        let appliance = try directory.standInAppliance()
         let daemon = DaemonProcess(
             stateDirectory: directory.path + "/state",
             arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance, "--idle-time", "1"] + arguments,

@@ -9,9 +9,7 @@ struct StreamResilienceTests {
     static var soakSeconds: Int { Int(ProcessInfo.processInfo.environment["VMSESSIOND_SOAK_SECONDS"] ?? "") ?? 15 }
 
     static func testDriverDaemon(_ directory: TemporaryDirectory, descriptorLimit: Int? = nil) throws -> DaemonProcess {
-        let appliance = directory.path + "/appliance"
-        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
-        for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+        let appliance = try directory.standInAppliance()
         // prlimit sets the limit (soft and hard, as `ulimit -n` would) and execs the daemon: same process.
         return DaemonProcess(
             stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance],

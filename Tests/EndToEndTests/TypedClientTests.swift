@@ -9,10 +9,7 @@ struct TypedClientTests {
     @Test("session calls round-trip, and refusals carry the daemon's code, message and status")
     func sessionCallsAndRefusals() async throws {
         let directory = try TemporaryDirectory("vms-e2e-client")
-        // An appliance of empty files: the test driver never boots it.
-        let appliance = directory.path + "/appliance"
-        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
-        for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
+        let appliance = try directory.standInAppliance()
         let daemon = DaemonProcess(
             stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--appliance-dir", appliance])
         try await daemon.start()
