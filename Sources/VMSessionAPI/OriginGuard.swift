@@ -7,7 +7,7 @@ import VMSessionDaemon
 ///
 /// Every web page the user opens can send requests to 127.0.0.1, so the `Origin` header decides:
 /// - no `Origin` (curl, vmsessionctl, other local programs) or the daemon's own origin: allowed, no CORS;
-/// - a GET of public library code (`/vmsession.js`, noVNC under `/lib/novnc/`): allowed from anywhere, nothing recorded, since a page
+/// - a GET of public library code (`/vmsession.js`, noVNC and xterm.js under `/lib/`): allowed from anywhere, nothing recorded, since a page
 ///   needs the library to find out that it is not approved yet (see ``WebController``);
 /// - an approved origin: allowed, with CORS headers (and preflights answered, including Private Network Access);
 /// - anything else: refused with `origin_not_approved` and no CORS headers, and an unknown origin is recorded
@@ -18,7 +18,7 @@ struct OriginGuard<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let header = request.headers[.origin] else { return try await next(request, context) }
         if CORS.isSameOrigin(header, authority: request.head.authority) { return try await next(request, context) }
-        if request.method == .get, WebController.publicPaths.contains(request.uri.path) || request.uri.path.hasPrefix(NoVNCAssets.prefix) {
+        if request.method == .get, WebController.publicPaths.contains(request.uri.path) || request.uri.path.hasPrefix(WebController.libraryPrefix) {
             return try await next(request, context)
         }
         guard let origin = WebOrigin(header) else {

@@ -25,13 +25,14 @@ public enum VMSessionAPI {
         public let webSocket: Router<APIRequestContext>
     }
 
-    /// Every route (the API, `vmsession.js` and the daemon's page), behind the Host guard (DNS rebinding),
+    /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets), behind the Host guard (DNS rebinding),
     /// the Origin guard (approved web pages only, with CORS) and the error responder (one JSON error shape),
     /// in that order.
     public static func buildRouters(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
-        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
+        consoles: ConsoleHub? = nil
     ) -> Routers {
         let router = Router(context: APIRequestContext.self)
         router.add(middleware: HostGuard())
@@ -55,6 +56,10 @@ public enum VMSessionAPI {
         WebController().addRoutes(to: router)
         NoVNCAssets().addRoutes(to: router)
         DisplayController(manager: manager, viewers: DisplayViewers()).addRoutes(http: router, webSocket: webSocket)
+        // A hub that is not run as a service (some tests) shows the console but carries no keystrokes.
+        ConsoleController(manager: manager, hub: consoles ?? ConsoleHub(logger: Logger(label: "vmsessiond.console")))
+            .addRoutes(http: router, webSocket: webSocket)
+        XtermAssets().addRoutes(to: router)
         DaemonController(controller: controller, manager: manager, origins: origins).addRoutes(to: router)
         methods.set(router.routes.map { (path: $0.path, method: $0.method) })
         return Routers(http: router, webSocket: webSocket)

@@ -9,6 +9,9 @@ import VMSessionCore
 /// the daemon, with no build step and no third-party host.
 struct WebController {
     /// One file as served: its bytes and its type.
+    /// Where the libraries the daemon serves from Debian's packages live (noVNC, xterm.js): public code.
+    static let libraryPrefix = "/lib/"
+
     struct Asset: Sendable {
         let body: ByteBuffer
         let contentType: String

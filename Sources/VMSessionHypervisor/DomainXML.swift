@@ -7,7 +7,11 @@ struct DomainXML {
     var accelerator: Accelerator
     var diskPath: String
     var seedPath: String?
+    /// QEMU's log of the serial port: everything the guest printed, appended to across starts and restores.
     var consolePath: String
+    /// Where QEMU listens for the serial port's one client (the daemon's console multiplexer); nil for a
+    /// serial port that only writes the log.
+    var consoleSocketPath: String? = nil
     /// Where QEMU listens for VNC clients (a Unix socket: no TCP port that other local users could reach);
     /// nil for a VM without a display.
     var displaySocketPath: String? = nil
@@ -16,8 +20,11 @@ struct DomainXML {
 
     func render() throws(VMSessionError) -> String {
         try spec.requirementsCheck()
-        for path in [diskPath, consolePath] + (seedPath.map { [$0] } ?? []) + (displaySocketPath.map { [$0] } ?? []) {
+        for path in [diskPath, consolePath] + [seedPath, consoleSocketPath, displaySocketPath].compactMap({ $0 }) {
             try Self.checkPath(path)
+        }
+        for socket in [consoleSocketPath, displaySocketPath].compactMap({ $0 }) where socket.utf8.count > Self.maximumSocketPath {
+            throw VMSessionError(.invalidArgument, "The socket path '\(socket)' is too long for a Unix socket.")
         }
         var boot = ""
         switch spec.image {
@@ -48,9 +55,6 @@ struct DomainXML {
         }
         var display = ""
         if let displaySocketPath {
-            guard displaySocketPath.utf8.count <= Self.maximumSocketPath else {
-                throw VMSessionError(.invalidArgument, "The display socket path '\(displaySocketPath)' is too long for a Unix socket.")
-            }
             // A standard VGA card: the guest's text console (vgacon) and framebuffer show on it with no driver.
             display = """
                     <graphics type='vnc'>
@@ -59,6 +63,25 @@ struct DomainXML {
                     <video>
                       <model type='vga'/>
                     </video>
+
+                """
+        }
+        // The serial port: QEMU writes every byte to the log (append: the history outlives restarts and
+        // hibernation) and, while the daemon is connected, to the socket, whose input reaches the guest.
+        var serial = """
+                <serial type='file'>
+                  <source path='\(Self.escape(consolePath))'/>
+                  <target port='0'/>
+                </serial>
+
+            """
+        if let consoleSocketPath {
+            serial = """
+                    <serial type='unix'>
+                      <source mode='bind' path='\(Self.escape(consoleSocketPath))'/>
+                      <log file='\(Self.escape(consolePath))' append='on'/>
+                      <target port='0'/>
+                    </serial>
 
                 """
         }
@@ -102,11 +125,7 @@ struct DomainXML {
                   <source file='\(Self.escape(diskPath))'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
-            \(seedDisk)    <serial type='file'>
-                  <source path='\(Self.escape(consolePath))'/>
-                  <target port='0'/>
-                </serial>
-            \(display)    <memballoon model='none'/>
+            \(seedDisk)\(serial)\(display)    <memballoon model='none'/>
               </devices>
             \(network)</domain>
 

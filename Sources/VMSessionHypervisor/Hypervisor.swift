@@ -42,6 +42,8 @@ public protocol Hypervisor: Sendable {
     func displaySocket(of id: SessionID) -> String?
     /// A PNG of the running (or paused) VM's screen.
     func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8]
+    /// Where the VM's serial console is, or nil if this hypervisor gives VMs no console.
+    func console(of id: SessionID) -> ConsoleEndpoints?
 }
 
 extension Hypervisor {
@@ -49,6 +51,20 @@ extension Hypervisor {
     public func displaySocket(of id: SessionID) -> String? { nil }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
         throw VMSessionError(.notSupported, "This hypervisor gives VMs no display.")
+    }
+    public func console(of id: SessionID) -> ConsoleEndpoints? { nil }
+}
+
+/// A VM's serial console as QEMU gives it to the daemon: a log of every byte the guest wrote (kept across
+/// starts, restores and daemon restarts, so it is the console's history), and a Unix socket that takes the
+/// guest's input while the VM has a process (QEMU serves one client on it: the daemon).
+public struct ConsoleEndpoints: Equatable, Sendable {
+    public let log: String
+    public let socket: String
+
+    public init(log: String, socket: String) {
+        self.log = log
+        self.socket = socket
     }
 }
 

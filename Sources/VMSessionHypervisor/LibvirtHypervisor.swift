@@ -135,6 +135,7 @@ public final class LibvirtHypervisor: Hypervisor {
         "\(configuration.stateDirectory)/machines/\(id)"
     }
 
+    /// Everything the guest wrote to its serial port, across every start and restore (QEMU appends to it).
     public func consoleLogPath(for id: SessionID) -> String { machineDirectory(for: id) + "/console.log" }
 
     // MARK: Hypervisor
@@ -164,7 +165,8 @@ public final class LibvirtHypervisor: Hypervisor {
         let xml = try DomainXML(
             spec: spec, accelerator: configuration.accelerator, diskPath: diskPath,
             seedPath: spec.seed == nil ? nil : seedPath, consolePath: consoleLogPath(for: spec.id),
-            displaySocketPath: try prepareDisplaySocket(for: spec.id)
+            consoleSocketPath: try prepareSocket(consoleSocketPath(for: spec.id)),
+            displaySocketPath: try prepareSocket(displaySocketPath(for: spec.id))
         ).render()
         try await call("define the VM") { connection in _ = try connection.defineDomain(xml: xml) }
     }
@@ -253,6 +255,7 @@ public final class LibvirtHypervisor: Hypervisor {
             throw VMSessionError(.deletionFailed, "The VM is gone but its files in \(directory) could not be deleted.", cause: error)
         }
         try? FileManager.default.removeItem(atPath: displaySocketPath(for: id))
+        try? FileManager.default.removeItem(atPath: consoleSocketPath(for: id))
         if configuration.uri == nil {
             // QEMU's own log of the VM (stdio_handler = "file"); it names the VM, so it goes with it.
             try? FileManager.default.removeItem(atPath: "\(configuration.embeddedRoot)/log/qemu/\(id.machineName).log")

@@ -60,9 +60,10 @@ struct Daemon {
         logger.info(
             "connection budget",
             metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
+        let consoles = ConsoleHub(limits: settings.console, logger: logger)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
-            controller: controller, mode: mode, budget: budget)
+            controller: controller, mode: mode, budget: budget, consoles: consoles)
         let host = settings.host
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
@@ -77,7 +78,7 @@ struct Daemon {
             configuration: .init(
                 services: [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
-                    .init(service: controller),
+                    .init(service: controller), .init(service: consoles),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
                     .init(service: app),
                 ],

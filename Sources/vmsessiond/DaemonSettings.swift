@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import VMSessionCore
+import VMSessionDaemon
 import VMSessionHypervisor
 
 /// The daemon's settings, resolved from (highest first) command-line flags, `VMSESSIOND_*` environment
@@ -32,6 +33,8 @@ struct DaemonSettings: Sendable {
     var quota: SessionQuota
     /// Web origins that may wait for the user's decision at once (`limits.pendingOrigins`).
     var maximumPendingOrigins: Int
+    /// The serial console's history, per-client output bound and clients per console (`console.*`).
+    var console: ConsoleMultiplexer.Limits
 
     /// The names under `limits.` (config key `limits.NAME`, flag `--limit NAME=VALUE`).
     static let limitNames = [
@@ -133,6 +136,20 @@ struct DaemonSettings: Sendable {
                 cpus: try limit("cpusPerOrigin", defaults.resourcesPerClient.cpus),
                 memory: try limit("memoryPerOrigin", defaults.resourcesPerClient.memory),
                 disk: try limit("diskPerOrigin", defaults.resourcesPerClient.disk)))
+        let consoleDefaults = ConsoleMultiplexer.Limits.defaults
+        func consoleSetting(_ name: String, _ fallback: Int, _ range: ClosedRange<Int>) throws(VMSessionError) -> Int {
+            let text = config.string(forKey: ConfigKey(["console", name]), default: "\(fallback)")
+            guard let value = Int(text), range.contains(value) else {
+                throw VMSessionError(
+                    .invalidArgument, "console.\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound); got '\(text)'.")
+            }
+            return value
+        }
+        let console = ConsoleMultiplexer.Limits(
+            historyBytes: try consoleSetting("historyBytes", consoleDefaults.historyBytes, 1024...(64 << 20)),
+            viewerBufferBytes: try consoleSetting("viewerBufferBytes", consoleDefaults.viewerBufferBytes, 4096...(256 << 20)),
+            viewers: try consoleSetting("viewers", consoleDefaults.viewers, 1...4096),
+            inputBurst: consoleDefaults.inputBurst, inputBytesPerSecond: consoleDefaults.inputBytesPerSecond)
         let capMechanism = config.string(forKey: "capMechanism", default: "auto")
         guard ["auto", "libvirt", "cgroup", "none"].contains(capMechanism) else {
             throw VMSessionError(.invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(capMechanism)'.")
@@ -155,7 +172,7 @@ struct DaemonSettings: Sendable {
             display: display?.isEmpty == true ? nil : display, idleSource: idleSource, sessionVariables: sessionVariables,
             idleTime: idleTime,
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
-            maximumPendingOrigins: try limit("pendingOrigins", 64), capMechanism: capMechanism,
+            maximumPendingOrigins: try limit("pendingOrigins", 64), console: console, capMechanism: capMechanism,
             cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil)
     }
 

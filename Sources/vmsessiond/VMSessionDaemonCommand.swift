@@ -40,6 +40,10 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               limits.cpusPerOrigin, limits.memoryPerOrigin, limits.diskPerOrigin   default 16, 32768, 262144
               limits.pendingOrigins                      default 64 (web origins waiting for approval)
                 (variables VMSESSIOND_LIMITS_SESSIONS, …; flag --limit NAME=VALUE, e.g. --limit cpus=8)
+              console.historyBytes        default 262144 (serial output replayed to each new console client)
+              console.viewerBufferBytes   default 1048576 (output waiting for one client before it is dropped)
+              console.viewers             default 64 (clients of one console at once)
+                (variables VMSESSIOND_CONSOLE_HISTORYBYTES, …)
               capMechanism  VMSESSIOND_CAP_MECHANISM  default auto (libvirt if privileged, else a cgroup; or libvirt, cgroup, none)
               cgroupDir     VMSESSIOND_CGROUP_DIR     default the daemon's own cgroup (v2 with cpu delegated, or v1 cpu)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or

@@ -1,24 +1,32 @@
 import Foundation
 import VMSessionCore
 
-/// The VM's display: QEMU's VNC server on a Unix socket beside the VM's files, and screenshots.
+/// The VM's sockets, where QEMU listens for the daemon: its VNC display and its serial console's input.
+/// Both are Unix sockets in a directory only the daemon's user can enter, so no other local user (and no
+/// web page) reaches them; the daemon's guards stand in front of both.
 extension LibvirtHypervisor {
     public func displaySocket(of id: SessionID) -> String? { displaySocketPath(for: id) }
 
-    /// `<machine directory>/vnc.sock` when that fits in `sun_path` (107 bytes), else
-    /// `/tmp/vmsessiond-<uid>/<session>.vnc`: a deep state directory (a test's, a user's home) would
+    public func console(of id: SessionID) -> ConsoleEndpoints? {
+        ConsoleEndpoints(log: consoleLogPath(for: id), socket: consoleSocketPath(for: id))
+    }
+
+    func displaySocketPath(for id: SessionID) -> String { socketPath(for: id, named: "vnc") }
+    func consoleSocketPath(for id: SessionID) -> String { socketPath(for: id, named: "console") }
+
+    /// `<machine directory>/<name>.sock` when that fits in `sun_path` (107 bytes), else
+    /// `/tmp/vmsessiond-<uid>/<session>.<name>`: a deep state directory (a test's, a user's home) would
     /// otherwise make QEMU fail to bind. The choice depends only on the path, so it is the same after a restart.
-    func displaySocketPath(for id: SessionID) -> String {
-        let beside = machineDirectory(for: id) + "/vnc.sock"
+    func socketPath(for id: SessionID, named name: String) -> String {
+        let beside = machineDirectory(for: id) + "/\(name).sock"
         if beside.utf8.count <= DomainXML.maximumSocketPath { return beside }
-        return Self.shortSocketDirectory + "/\(id).vnc"
+        return Self.shortSocketDirectory + "/\(id).\(name)"
     }
 
     static var shortSocketDirectory: String { "/tmp/vmsessiond-\(geteuid())" }
 
     /// Makes sure the socket's directory exists and is ours alone (mode 0700), and returns the socket's path.
-    func prepareDisplaySocket(for id: SessionID) throws(VMSessionError) -> String {
-        let path = displaySocketPath(for: id)
+    func prepareSocket(_ path: String) throws(VMSessionError) -> String {
         let directory = (path as NSString).deletingLastPathComponent
         guard directory == Self.shortSocketDirectory else { return path }
         _ = mkdir(directory, 0o700)
@@ -27,7 +35,7 @@ extension LibvirtHypervisor {
             info.st_mode & 0o077 == 0
         else {
             throw VMSessionError(
-                .ioError, "\(directory) must be a directory of the daemon's user with mode 0700, for the VMs' display sockets.")
+                .ioError, "\(directory) must be a directory of the daemon's user with mode 0700, for the VMs' sockets.")
         }
         return path
     }

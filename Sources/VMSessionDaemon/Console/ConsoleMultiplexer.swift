@@ -1,0 +1,295 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import VMSessionCore
+import VMSessionHypervisor
+
+/// One session's serial console shared by every client that watches it: the output fanned out to all of
+/// them from one follower of the console log, the input of the writers merged into the one connection to
+/// QEMU's console socket.
+///
+/// - **History.** A new viewer first gets the ``ConsoleHistory`` (the tail of the log when the console was
+///   attached, then everything since), then live output, with no gap or repeat between the two: the history
+///   is taken and the viewer registered under one lock, and both are fed by the same follower.
+/// - **Nobody waits for a slow viewer.** Output is handed to each viewer's own queue; a viewer whose queue
+///   holds more than `viewerBufferBytes` not yet sent is dropped (``ConsoleClose/tooSlow(bufferedBytes:)``).
+/// - **Input.** Keystrokes go to QEMU in order, over a connection made when they come (QEMU takes one
+///   client on the socket; it is gone while the VM has no process, and back after a start or restore). When
+///   it cannot be reached, the writers are told (a `notice`) instead of the input being kept.
+///
+/// Locking: one `Mutex` over the viewers and the history; nothing is yielded, finished or called while it
+/// is held (fan-out takes a snapshot and delivers outside).
+public final class ConsoleMultiplexer: Sendable {
+    /// The sizes a console works within (`console.*` settings).
+    public struct Limits: Sendable, Equatable {
+        /// Bytes of output kept for new viewers.
+        public var historyBytes: Int
+        /// Output waiting for one viewer before that viewer is dropped.
+        public var viewerBufferBytes: Int
+        /// Clients of one console at once.
+        public var viewers: Int
+        /// What one writer may type: a burst, then a steady rate.
+        public var inputBurst: Int
+        public var inputBytesPerSecond: Int
+
+        public init(historyBytes: Int, viewerBufferBytes: Int, viewers: Int, inputBurst: Int, inputBytesPerSecond: Int) {
+            self.historyBytes = historyBytes
+            self.viewerBufferBytes = viewerBufferBytes
+            self.viewers = viewers
+            self.inputBurst = inputBurst
+            self.inputBytesPerSecond = inputBytesPerSecond
+        }
+
+        public static let defaults = Limits(
+            historyBytes: 256 * 1024, viewerBufferBytes: 1 << 20, viewers: 64, inputBurst: 64 * 1024, inputBytesPerSecond: 32 * 1024)
+    }
+
+    /// What a viewer's queue carries.
+    public enum Output: Sendable {
+        case bytes([UInt8])
+        case control(ConsoleControl)
+    }
+
+    /// One client of the console, as its connection's handler sees it.
+    public final class Viewer: Sendable {
+        public let mode: ConsoleProtocol.Mode
+        /// The history to send first, before ``output``.
+        public let history: [UInt8]
+        /// Live output and notices; it ends when the viewer is dropped or the console ends (see ``closeReason``).
+        public let output: AsyncStream<Output>
+        let id: Int
+        let continuation: AsyncStream<Output>.Continuation
+        private let queued = Mutex(0)
+        private let closing = Mutex<ConsoleClose?>(nil)
+        private let budget: Mutex<ConsoleInputBudget<ContinuousClock.Instant>>
+        let console: ConsoleMultiplexer
+
+        init(id: Int, mode: ConsoleProtocol.Mode, history: [UInt8], console: ConsoleMultiplexer, limits: Limits) {
+            self.id = id
+            self.mode = mode
+            self.history = history
+            self.console = console
+            budget = Mutex(ConsoleInputBudget(burst: limits.inputBurst, bytesPerSecond: limits.inputBytesPerSecond))
+            (output, continuation) = AsyncStream.makeStream(of: Output.self, bufferingPolicy: .unbounded)
+        }
+
+        /// The session whose console this is.
+        public var session: SessionID { console.session }
+
+        /// Why the console ended this viewer, once it has; nil while it is served.
+        public var closeReason: ConsoleClose? { closing.withLock { $0 } }
+
+        /// Bytes handed to the viewer and not yet sent; the handler calls ``sent(_:)`` after each write.
+        public var queuedBytes: Int { queued.withLock { $0 } }
+
+        /// The handler wrote `count` bytes of output to the client.
+        public func sent(_ count: Int) { queued.withLock { $0 -= count } }
+
+        /// Keystrokes from this client. Throws the close that the client must get when it may not type
+        /// (read-only) or types too fast; a VM that cannot take input is said as a notice instead.
+        public func type(_ bytes: [UInt8]) throws(ConsoleCloseError) {
+            guard mode == .write else { throw ConsoleCloseError(.readOnly) }
+            guard !bytes.isEmpty else { return }
+            let allowed = budget.withLock { $0.take(bytes.count, now: .now) }
+            // The queue to QEMU is bounded too (a flood of one-byte frames fits the byte budget).
+            guard allowed, case .enqueued = console.input.yield(bytes) else {
+                throw ConsoleCloseError(.typingTooFast(bytesPerSecond: console.limits.inputBytesPerSecond))
+            }
+        }
+
+        /// The client is gone (or was closed): it leaves the console.
+        public func leave() { console.leave(self) }
+
+        /// Queues output; false if output was already waiting and this took the viewer past its bound (a chunk
+        /// larger than the bound still goes to a viewer that has caught up).
+        func offer(_ bytes: [UInt8], limit: Int) -> Bool {
+            let (before, total) = queued.withLock { queued in
+                defer { queued += bytes.count }
+                return (queued, queued + bytes.count)
+            }
+            guard before == 0 || total <= limit else { return false }
+            continuation.yield(.bytes(bytes))
+            return true
+        }
+
+        /// Ends the viewer's queue, remembering why (the first reason wins).
+        func end(_ reason: ConsoleClose) {
+            closing.withLock { if $0 == nil { $0 = reason } }
+            continuation.finish()
+        }
+    }
+
+    private struct State: Sendable {
+        var history: ConsoleHistory
+        var viewers: [Int: Viewer] = [:]
+        var nextViewer = 0
+        var ended: ConsoleClose?
+        var lastNotice: ContinuousClock.Instant?
+    }
+
+    public let session: SessionID
+    let endpoints: ConsoleEndpoints
+    let limits: Limits
+    let logger: Logger
+    private let state: Mutex<State>
+    private let follower: Mutex<LogFollower?> = Mutex(nil)
+    /// Keystrokes on their way to QEMU, in order; read by ``pumpInput()`` alone.
+    let input: AsyncStream<[UInt8]>.Continuation
+    private let inputs: AsyncStream<[UInt8]>
+
+    /// Attaches to the console: reads the log's tail as history and starts following the log.
+    init(
+        session: SessionID, endpoints: ConsoleEndpoints, limits: Limits, logger: Logger
+    ) throws(VMSessionError) {
+        self.session = session
+        self.endpoints = endpoints
+        self.limits = limits
+        self.logger = logger
+        // A bounded input queue: what a writer may have in flight is bounded by its budget anyway.
+        (inputs, input) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingOldest(1024))
+        state = Mutex(State(history: ConsoleHistory(capacity: limits.historyBytes)))
+        // The follower starts where the tail ended, and reads to the end at once: what is written between the
+        // two is neither lost nor repeated.
+        let tail = try LogFollower.tail(of: endpoints.log, count: limits.historyBytes)
+        state.withLock { $0.history = ConsoleHistory(capacity: limits.historyBytes, tail: tail.bytes, complete: tail.complete) }
+        let follower = try LogFollower(
+            path: endpoints.log, from: tail.size,
+            deliver: { [weak self] bytes in self?.deliver(bytes) },
+            ended: { [weak self] ending in
+                switch ending {
+                case .removed: self?.end(.sessionClosed)
+                case .failed(let why):
+                    self?.logger.warning("console log unreadable", metadata: ["why": "\(why)"])
+                    self?.end(.failed)
+                }
+            })
+        self.follower.withLock { $0 = follower }
+    }
+
+    /// A new client: its history and its queue, registered together. Nil when the console is full or ended.
+    func join(_ mode: ConsoleProtocol.Mode) -> Viewer? {
+        state.withLock { state -> Viewer? in
+            guard state.ended == nil, state.viewers.count < limits.viewers else { return nil }
+            let viewer = Viewer(id: state.nextViewer, mode: mode, history: state.history.replay, console: self, limits: limits)
+            state.nextViewer += 1
+            state.viewers[viewer.id] = viewer
+            return viewer
+        }
+    }
+
+    var viewerCount: Int { state.withLock { $0.viewers.count } }
+    var hasEnded: Bool { state.withLock { $0.ended != nil } }
+
+    /// New output from the log: into the history, then to every viewer (outside the lock).
+    func deliver(_ bytes: [UInt8]) {
+        let viewers = state.withLock { state -> [Viewer] in
+            state.history.append(bytes)
+            return Array(state.viewers.values)
+        }
+        for viewer in viewers where !viewer.offer(bytes, limit: limits.viewerBufferBytes) {
+            remove(viewer, because: .tooSlow(bufferedBytes: limits.viewerBufferBytes))
+        }
+    }
+
+    /// Tells the writers something, at most once every few seconds (a notice per keystroke would be noise).
+    func notice(_ message: String) {
+        let now = ContinuousClock.now
+        let viewers = state.withLock { state -> [Viewer] in
+            if let last = state.lastNotice, last.duration(to: now) < .seconds(3) { return [] }
+            state.lastNotice = now
+            return state.viewers.values.filter { $0.mode == .write }
+        }
+        for viewer in viewers { viewer.continuation.yield(.control(.notice(message))) }
+    }
+
+    func leave(_ viewer: Viewer) { remove(viewer, because: nil) }
+
+    private func remove(_ viewer: Viewer, because reason: ConsoleClose?) {
+        let last = state.withLock { state -> Bool in
+            guard state.viewers.removeValue(forKey: viewer.id) != nil else { return false }
+            guard state.viewers.isEmpty, state.ended == nil else { return false }
+            state.ended = .sessionClosed
+            return true
+        }
+        if let reason { viewer.end(reason) } else { viewer.continuation.finish() }
+        if last { shutDown() }
+    }
+
+    /// Ends the console for every viewer (session closed, daemon stopping, log unreadable).
+    func end(_ reason: ConsoleClose) {
+        let viewers = state.withLock { state -> [Viewer] in
+            guard state.ended == nil else { return [] }
+            state.ended = reason
+            defer { state.viewers = [:] }
+            return Array(state.viewers.values)
+        }
+        for viewer in viewers { viewer.end(reason) }
+        shutDown()
+    }
+
+    private func shutDown() {
+        let follower = self.follower.withLock { follower in
+            defer { follower = nil }
+            return follower
+        }
+        follower?.stop()
+        input.finish()
+    }
+
+    // MARK: Input
+
+    /// Carries keystrokes to QEMU until the console ends. Run by the ``ConsoleHub``, one task per console.
+    func pumpInput() async {
+        var pending = inputs.makeAsyncIterator()
+        while let first = await pending.next() {
+            let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+            do {
+                channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connect(unixDomainSocketPath: endpoints.socket) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                        }
+                    }
+            } catch {
+                notice("The VM is not running: what was typed did not reach it. Start or resume the session first.")
+                continue
+            }
+            var unsent: [UInt8]? = first
+            do {
+                try await channel.executeThenClose { fromQEMU, toQEMU in
+                    // QEMU's copy of the output is read and dropped (the log is where viewers get it), so that
+                    // QEMU never blocks on a full socket.
+                    let drain = OneReader(stream: fromQEMU)
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask { for try await _ in drain.stream {} }
+                        while let bytes = unsent {
+                            try await toQEMU.write(ByteBuffer(bytes: bytes))
+                            unsent = await pending.next()
+                        }
+                        group.cancelAll()
+                    }
+                }
+            } catch {
+                // QEMU went away (the VM stopped or was hibernated): what was being sent is said to be lost,
+                // and the next keystroke connects again.
+                if unsent != nil {
+                    notice("The VM's console closed (the VM stopped or was hibernated): what was typed did not reach it.")
+                }
+                logger.debug("console input connection ended", metadata: ["session": "\(session)", "why": "\(error)"])
+            }
+        }
+    }
+}
+
+/// The close a console client must get, as an error thrown from ``ConsoleMultiplexer/Viewer/type(_:)``.
+public struct ConsoleCloseError: Error, Sendable {
+    public let close: ConsoleClose
+    init(_ close: ConsoleClose) { self.close = close }
+}
+
+/// Hands QEMU's inbound stream (not Sendable, since two readers would split its bytes) to the one task that reads it.
+private struct OneReader: @unchecked Sendable {
+    let stream: NIOAsyncChannelInboundStream<ByteBuffer>
+}
