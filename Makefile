@@ -14,7 +14,7 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
 	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium \
-	xvfb xdotool x11-utils novnc libjs-xterm \
+	xvfb xdotool x11-utils novnc libjs-xterm node-xterm \
 	libsystemd-dev libwayland-dev wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus
 # The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
 WAYLAND_IDLE := Sources/CWaylandIdle
@@ -118,7 +118,8 @@ else
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
 		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
-		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json
+		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json && \
+		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json
 endif
 
 bench-quick: appliance build-tests
@@ -126,7 +127,8 @@ bench-quick: appliance build-tests
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
 		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
-		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json
+		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json && \
+		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json
 
 # Chaos: the real daemon on the embedded driver with real appliance guests, killed with SIGKILL at random
 # points of open, start, pause, hibernate, restore, stop and close, and with its qemu killed; after every

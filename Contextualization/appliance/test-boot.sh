@@ -98,10 +98,11 @@ boot() {
 }
 
 # has_line LINE: the serial log holds exactly LINE (the tty adds \r). Output that comes after the
-# console shell has started may follow its prompt ("/ # ") on the same line; the prompt is not part of it.
+# console shell has started may follow its prompt ("/ # ", and the cursor query ESC[6n of busybox's line
+# editing) on the same line; the prompt is not part of it.
 has_line() {
     # Not grep -q: it stops at the first match, tr gets SIGPIPE, and pipefail turns a match into a failure.
-    tr -d '\r' <"$LOG" | sed -E 's/^([^ ]* # )+//' | grep -xF -- "$1" >/dev/null
+    tr -d '\r' <"$LOG" | sed -E 's/^([^ ]* # (\x1b\[6n)?)+//' | grep -xF -- "$1" >/dev/null
 }
 
 # wait_marker TEXT: wait until the line "$MARK TEXT" is in $LOG.

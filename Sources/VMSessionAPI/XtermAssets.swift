@@ -89,6 +89,14 @@ struct CommonJSBundle: Sendable {
             else { continue }
             modules.append((String(relative.dropLast(3)), source))
         }
+        // Addons named by path are read even where the enumeration did not reach them (node-xterm's `addons`
+        // is a symbolic link to libjs-xterm's directory, which an enumeration does not follow).
+        for addon in addons where !modules.contains(where: { $0.name == addon }) {
+            guard let data = manager.contents(atPath: directory + "/" + addon + ".js"), data.count <= Self.maximumModule,
+                let source = String(data: data, encoding: .utf8)
+            else { return nil }
+            modules.append((addon, source))
+        }
         guard modules.contains(where: { $0.name == entry }) else { return nil }
         modules.sort { $0.name < $1.name }
         var text = """

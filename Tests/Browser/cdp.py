@@ -130,6 +130,17 @@ class Chromium:
         console = "\n".join(self.console[-30:])
         raise BrowserError(f"timed out after {timeout} s waiting for {what}; last value {value!r}; console:\n{console}")
 
+    def type_text(self, text):
+        """Types `text` with Chromium's own key events into whatever has the focus, as a person's keyboard
+        would (keydown, keypress, keyup per character; a newline is the Enter key)."""
+        for character in text:
+            if character == "\n":
+                key = dict(key="Enter", code="Enter", windowsVirtualKeyCode=13, nativeVirtualKeyCode=13, text="\r")
+            else:
+                key = dict(key=character, text=character, unmodifiedText=character)
+            self.call("Input.dispatchKeyEvent", type="keyDown", **key)
+            self.call("Input.dispatchKeyEvent", type="keyUp", **{k: v for k, v in key.items() if k not in ("text", "unmodifiedText")})
+
     def screenshot(self, path):
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
         os.makedirs(os.path.dirname(path), exist_ok=True)

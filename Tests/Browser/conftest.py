@@ -120,8 +120,9 @@ class Daemon:
 class RealDaemon(Daemon):
     """vmsessiond on the embedded QEMU driver with the real appliance, guests under TCG."""
 
-    def __init__(self, appliance):
+    def __init__(self, appliance, environment=None):
         self.real_appliance = appliance
+        self.environment = dict(environment or {})
         super().__init__()
 
     def _start(self, listen):
@@ -129,16 +130,17 @@ class RealDaemon(Daemon):
         self.process = subprocess.Popen(
             [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
              "--appliance-dir", self.real_appliance, "--accelerator", "tcg", "--stop-grace", "5"],
-            stdout=self._log, stderr=self._log)
+            stdout=self._log, stderr=self._log, env={**os.environ, **self.environment})
         return self._wait_listening(start, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def real_daemon():
+@contextlib.contextmanager
+def running_real_daemon(environment=None):
+    """A RealDaemon for a module; at the end every session it still has is closed, so that no qemu outlives it."""
     appliance = os.environ.get("VMSESSIOND_TEST_APPLIANCE") or os.path.join(ROOT, ".cache", "appliance")
     if not os.path.exists(os.path.join(appliance, "vmlinuz")):
         pytest.fail(f"no appliance in {appliance}; run `make appliance` (or set VMSESSIOND_TEST_APPLIANCE)")
-    daemon = RealDaemon(appliance)
+    daemon = RealDaemon(appliance, environment)
     try:
         yield daemon
     finally:
@@ -147,6 +149,12 @@ def real_daemon():
         for session in (listed or {}).get("sessions", []) if status == 200 else []:
             daemon.request("POST", f"/api/v1/sessions/{session['id']}/close", {}, token=daemon.admin_token)
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def real_daemon():
+    with running_real_daemon() as daemon:
+        yield daemon
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

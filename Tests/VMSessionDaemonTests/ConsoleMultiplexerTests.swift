@@ -150,13 +150,18 @@ struct ConsoleMultiplexerTests {
     /// A stand-in for QEMU's console socket: accepts clients one after the other and keeps what they send.
     final class ConsoleSocket: Sendable {
         let received = Shared<[UInt8]>([])
+        /// Clients that connected, and those of them that have gone.
+        let connections = Shared<(opened: Int, closed: Int)>((0, 0))
         let channel: any Channel
 
         init(path: String) async throws {
             let received = received
+            let connections = connections
             channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Keeper(received: received)) }
+                    connections.withLock { $0.opened += 1 }
+                    channel.closeFuture.whenComplete { _ in connections.withLock { $0.closed += 1 } }
+                    return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Keeper(received: received)) }
                 }
                 .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
         }
@@ -220,6 +225,28 @@ struct ConsoleMultiplexerTests {
         let qemu = try await ConsoleSocket(path: fixture.endpoints.socket)
         try writer.viewer.type(Array("uptime\r".utf8))
         try await Self.eventually("QEMU (back after a restore) gets the next keystrokes") { qemu.text == "uptime\r" }
+        console.end(.sessionClosed)
+        await pump.value
+        try await qemu.close()
+    }
+
+    @Test("the connection to QEMU is up only while somebody types; a keystroke after it closed is sent on a new one")
+    func inputConnectionIdles() async throws {
+        let fixture = try Fixture()
+        var limits = ConsoleMultiplexer.Limits.defaults
+        limits.inputIdle = .milliseconds(300)
+        let console = try fixture.multiplexer(limits)
+        let pump = Task { await console.pumpInput() }
+        let qemu = try await ConsoleSocket(path: fixture.endpoints.socket)
+        let writer = Collector(try #require(console.join(.write)))
+        #expect(qemu.connections.withLock { $0.opened } == 0, "nobody typed: QEMU only writes its log")
+        try writer.viewer.type(Array("a".utf8))
+        try await Self.eventually("the first keystroke") { qemu.text == "a" }
+        try await Self.eventually("closed when idle") { qemu.connections.withLock { $0.closed } == 1 }
+        try writer.viewer.type(Array("b".utf8))
+        try await Self.eventually("the next keystroke, on a new connection") { qemu.text == "ab" }
+        #expect(qemu.connections.withLock { $0.opened } == 2)
+        #expect(writer.notices.isEmpty, "nothing was lost, so nothing is said")
         console.end(.sessionClosed)
         await pump.value
         try await qemu.close()

@@ -209,6 +209,11 @@ struct InterruptedRunTests {
         qemu.arguments = ["-c", "import time; time.sleep(60)", "guest=\(domain),debug-threads=on"]
         try qemu.run()
         defer { qemu.terminate() }
+        // Until the child has exec'd: before that its command line is still the test's own.
+        for _ in 0..<200 {
+            if EmbeddedRootRepair.isQEMU(qemu.processIdentifier, of: domain) { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let live = try Self.root(status: qemu.processIdentifier, domain: domain)
         defer { try? FileManager.default.removeItem(atPath: live) }
         #expect(EmbeddedRootRepair.repair(root: live).isEmpty)

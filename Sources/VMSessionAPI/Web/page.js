@@ -106,6 +106,7 @@
     row.dataset.sessionId = session.id;
     row.dataset.name = session.name;
     row.dataset.state = session.stateName;
+    decorateConsole(row, session);
     decorateDisplay(row, session);
     return row;
   }
@@ -197,6 +198,42 @@
     emptyRow(byId('origins'), 5, 'Enter the admin token to see the origins.');
     say('Token forgotten.');
   });
+
+  // console: a Console button per session whose VM has started, and its serial console (xterm.js) below the
+  // table. It stays open while the session is stopped, started, hibernated and restored.
+
+  const consoleView = { session: null, view: null };
+
+  function decorateConsole(row, session) {
+    const available = !['closed', 'opening', 'closing'].includes(session.stateName);
+    row.querySelector('td.actions').append(' ', element('button', {
+      type: 'button', textContent: 'console', className: 'console', disabled: !available, onclick: () => showConsole(session),
+    }));
+  }
+
+  async function showConsole(session) {
+    closeConsole();
+    consoleView.session = session;
+    byId('console-section').hidden = false;
+    byId('console-title').textContent = 'Console of ' + session.name;
+    try {
+      consoleView.view = await session.console(byId('console-screen'));
+      consoleView.view.terminal.focus();
+    } catch (error) {
+      say('Cannot open the console: ' + error.message, true);
+    }
+  }
+
+  function closeConsole() {
+    if (consoleView.view) consoleView.view.close();
+    consoleView.view = null;
+    consoleView.session = null;
+    byId('console-screen').replaceChildren();
+    byId('console-section').hidden = true;
+  }
+
+  byId('console-close').addEventListener('click', closeConsole);
+  window.consoleView = consoleView;  // for a look from the browser's developer tools (and the browser tests)
 
   // display: a Display button per running session, and the session's screen (noVNC) below the table.
   // `#display=<session id>` (a session's displayURL) opens that session's display once the token is in.

@@ -46,6 +46,10 @@
  * appendix D plus 7 saved, 8 stopping, 9 saving, 10 closing; errors carry .legacyCode (appendix A) and
  * .code (the daemon's name); apiURL is the daemon's proxy for the guest's API (s.guest.fetch(path, init)).
  *
+ * Seeing the VM. s.console(element, {readOnly}) shows the serial console in an xterm.js terminal (history,
+ * then live; typing reaches the guest), s.display(element, {readOnly}) the screen through noVNC,
+ * s.screenshot() a PNG Blob. Several tabs may watch at once; both libraries are Debian's, served by the daemon.
+ *
  * Why connect() may say 'unreachable' or 'origin_not_approved': the daemon answers only pages whose
  * origin the user approved (`vmsessionctl origins approve ORIGIN`). Its refusal carries no CORS
  * headers, so the browser hides it from the page: the fetch just fails, exactly as when nothing listens.
@@ -379,6 +383,24 @@
       return response.blob();
     }
 
+    // console
+
+    /**
+     * Shows the VM's serial console in `element` with xterm.js (Debian's, served by the daemon at
+     * /lib/xterm/): first what the guest printed before (the daemon's history), then live output; typing
+     * reaches the guest. {readOnly: true}: a viewer that only watches (the daemon refuses its input too).
+     * Several tabs may show one console at once, writers and viewers alike. The console stays open across
+     * pause, stop/start and hibernate/restore, and reconnects by itself when the daemon restarts. Resolves
+     * with a VMSession.Console once the first connection is up; rejects with a VMSession.Error if it cannot
+     * be opened (wrong token, origin not approved, a session that never started).
+     */
+    async console(element, options) {
+      const Terminal = await this._daemon._xterm();
+      const view = new SessionConsole(this, element, Terminal, options || {});
+      await view._connect(true);
+      return view;
+    }
+
     /** Stops following the session's events (the session itself goes on). */
     disconnect() {
       if (this._stream) this._stream.close();
@@ -467,6 +489,112 @@
   }
 
   // guest: the guest's own HTTP API (its port 80), reached through the daemon with the session's token.
+
+  /**
+   * A session's serial console on the page: .terminal (xterm.js's Terminal), .readOnly, send(text) to type,
+   * close() to leave. Events: 'notice' (detail.message: what the daemon tells the typist, e.g. that the VM
+   * is not running), 'closed' (detail.code and detail.reason: the daemon ended it for good, e.g. a read-only
+   * viewer that typed, a flood of input, a revoked token, a closed session).
+   */
+  class SessionConsole extends EventTarget {
+    constructor(session, element, Terminal, options) {
+      super();
+      this.session = session;
+      this.readOnly = !!options.readOnly;
+      this.terminal = new Terminal({ disableStdin: this.readOnly, scrollback: 5000, convertEol: false });
+      this.terminal.open(element);
+      if (typeof this.terminal.fit === 'function') { try { this.terminal.fit(); } catch (ignored) { /* not laid out yet */ } }
+      this.terminal.on('data', data => this.send(data));
+      this._socket = null;
+      this._closed = false;
+      this._retry = 1000;
+    }
+
+    /** Types `text` into the console (a writer's only; a read-only console ignores it). */
+    send(text) {
+      if (this.readOnly || !this._socket || this._socket.readyState !== WebSocket.OPEN) return false;
+      this._socket.send(text);
+      return true;
+    }
+
+    /** What the terminal holds (scrollback and screen), one line per line, trailing blanks trimmed. */
+    text() {
+      const t = this.terminal;
+      const lines = [];
+      if (t.buffer && t.buffer.active) {  // xterm.js 4 and later
+        const b = t.buffer.active;
+        for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));
+      } else if (t._core && t._core.buffer) {  // xterm.js 3 (Debian 12)
+        const b = t._core.buffer;
+        for (let i = 0; i < b.lines.length; i++) lines.push(b.translateBufferLineToString(i, true));
+      }
+      return lines.join('\n').replace(/\s+$/, '');
+    }
+
+    /** Leaves the console (the guest goes on). */
+    close() {
+      this._closed = true;
+      if (this._socket) this._socket.close(1000, 'the page closed the console');
+      this._socket = null;
+    }
+
+    _url() {
+      const s = this.session;
+      return s._daemon.url.replace(/^http/, 'ws') + API + '/sessions/' + s.id + '/console?token=' +
+        encodeURIComponent(s._token) + (this.readOnly ? '&mode=read' : '');
+    }
+
+    /** Opens the WebSocket; the first time, resolves once it is up or rejects with why it was refused. */
+    _connect(first) {
+      return new Promise((resolve, reject) => {
+        const socket = new WebSocket(this._url());
+        socket.binaryType = 'arraybuffer';
+        this._socket = socket;
+        const decoder = new TextDecoder('utf-8');
+        let opened = false;
+        socket.onopen = () => { opened = true; this._retry = 1000; resolve(this); };
+        socket.onmessage = message => {
+          if (typeof message.data === 'string') {
+            let control = null;
+            try { control = JSON.parse(message.data); } catch (ignored) { return; }
+            // A reconnection replays the history: start from a clean screen, so nothing shows twice.
+            if (control.type === 'hello') this.terminal.reset();
+            if (control.type === 'notice') {
+              this.terminal.write('\r\n\x1b[33m[vmsessiond] ' + control.message + '\x1b[0m\r\n');
+              this.dispatchEvent(new CustomEvent('notice', { detail: control }));
+            }
+            return;
+          }
+          this.terminal.write(decoder.decode(new Uint8Array(message.data), { stream: true }));
+        };
+        socket.onclose = async event => {
+          if (this._socket === socket) this._socket = null;
+          if (!opened && first) {
+            // The browser hides why a WebSocket was refused; the same URL without the upgrade says it.
+            try {
+              await this.session._call('GET', '/console' + (this.readOnly ? '?mode=read' : ''));
+            } catch (error) {
+              if (error.code !== 'invalid_usage') return reject(error);
+            }
+            return reject(new VMSessionError('unavailable', 'The console connection closed before it was ready.'));
+          }
+          if (this._closed) return;
+          // 1001 with a closed session, and 1008 (read-only input, flooding, a revoked token) are final;
+          // a daemon that went away (1006, or 1001 shutting down) is reconnected to, with a back-off.
+          const final = event.code === 1008 || event.code === 1011 || (event.code === 1001 && /closed/.test(event.reason));
+          if (final) {
+            this._closed = true;
+            this.terminal.write('\r\n\x1b[31m[vmsessiond] ' + (event.reason || 'the console closed') + '\x1b[0m\r\n');
+            this.dispatchEvent(new CustomEvent('closed', { detail: { code: event.code, reason: event.reason } }));
+            return;
+          }
+          await delay(this._retry);
+          this._retry = Math.min(this._retry * 2, 10000);
+          if (!this._closed) this._connect(false).catch(() => {});
+        };
+      });
+    }
+  }
 
   /**
    * session.guest: the guest's API through the daemon's proxy (`…/sessions/{id}/guest/{path}`), behind the
@@ -788,6 +916,30 @@
       return session;
     }
 
+    /**
+     * xterm.js's Terminal: the page's own if it has one, else Debian's, loaded from the daemon once
+     * (a classic script and its style sheet, public like vmsession.js).
+     */
+    _xterm() {
+      if (global.Terminal) return Promise.resolve(global.Terminal);
+      if (!this._xtermLoading) {
+        this._xtermLoading = new Promise((resolve, reject) => {
+          const style = document.createElement('link');
+          style.rel = 'stylesheet';
+          style.href = this.url + '/lib/xterm/xterm.css';
+          document.head.append(style);
+          const script = document.createElement('script');
+          script.src = this.url + '/lib/xterm/xterm.js';
+          script.onload = () => global.Terminal ? resolve(global.Terminal)
+            : reject(new VMSessionError('unavailable', 'xterm.js loaded but defines no Terminal.'));
+          script.onerror = () => { this._xtermLoading = null; reject(new VMSessionError('unavailable',
+            'xterm.js could not be loaded from the daemon (Debian packages libjs-xterm / node-xterm).')); };
+          document.head.append(script);
+        });
+      }
+      return this._xtermLoading;
+    }
+
     /** The plugin's `hypervisorName` and `hypervisorVersion`: libvirt's driver (e.g. QEMU) and its version. */
     get hypervisorName() { return this.info && this.info.hypervisor ? this.info.hypervisor.driver : undefined; }
     get hypervisorVersion() { return this.info && this.info.hypervisor ? this.info.hypervisor.version : undefined; }
@@ -865,7 +1017,7 @@
 
   const VMSession = Object.freeze({
     version: '1.0.0', connect, STATES, EVENT_TYPES, ACTIONS,
-    Error: VMSessionError, Session, PluginSession, DaemonAccess, Admin, Daemon,
+    Error: VMSessionError, Session, PluginSession, DaemonAccess, Admin, Daemon, Console: SessionConsole,
   });
   global.VMSession = VMSession;
   if (typeof module === 'object' && module && module.exports) module.exports = VMSession;

@@ -33,8 +33,16 @@ public final class ConsoleMultiplexer: Sendable {
         /// What one writer may type: a burst, then a steady rate.
         public var inputBurst: Int
         public var inputBytesPerSecond: Int
+        /// How long the connection to QEMU's console socket stays up after the last keystroke. While it is up,
+        /// QEMU writes every byte of output to it as well as to the log (the daemon drops that copy); without a
+        /// client QEMU only logs. So it is up only while somebody types.
+        public var inputIdle: Duration
 
-        public init(historyBytes: Int, viewerBufferBytes: Int, viewers: Int, inputBurst: Int, inputBytesPerSecond: Int) {
+        public init(
+            historyBytes: Int, viewerBufferBytes: Int, viewers: Int, inputBurst: Int, inputBytesPerSecond: Int,
+            inputIdle: Duration = .seconds(5)
+        ) {
+            self.inputIdle = inputIdle
             self.historyBytes = historyBytes
             self.viewerBufferBytes = viewerBufferBytes
             self.viewers = viewers
@@ -241,55 +249,87 @@ public final class ConsoleMultiplexer: Sendable {
     // MARK: Input
 
     /// Carries keystrokes to QEMU until the console ends. Run by the ``ConsoleHub``, one task per console.
+    ///
+    /// A connection is made for the first keystroke and closed after `limits.inputIdle` without one. A keystroke
+    /// whose write fails (the connection was closed for idleness, or QEMU restarted after a restore) is sent
+    /// again on a new connection; only when none can be made are the writers told that it did not arrive.
     func pumpInput() async {
         var pending = inputs.makeAsyncIterator()
         while let first = await pending.next() {
-            let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
-            do {
-                channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connect(unixDomainSocketPath: endpoints.socket) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                        }
-                    }
-            } catch {
-                notice("The VM is not running: what was typed did not reach it. Start or resume the session first.")
-                continue
-            }
             var unsent: [UInt8]? = first
-            do {
-                try await channel.executeThenClose { fromQEMU, toQEMU in
-                    // QEMU's copy of the output is read and dropped (the log is where viewers get it), so that
-                    // QEMU never blocks on a full socket.
-                    let drain = OneReader(stream: fromQEMU)
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask { for try await _ in drain.stream {} }
-                        while let bytes = unsent {
+            var attempts = 0
+            while let bytes = unsent {
+                attempts += 1
+                guard attempts <= 2, let channel = await connectInput() else {
+                    notice("The VM is not running: what was typed did not reach it. Start or resume the session first.")
+                    unsent = nil
+                    break
+                }
+                let lastInput = LastInput()
+                let connection = channel.channel
+                let idle = limits.inputIdle
+                do {
+                    try await channel.executeThenClose { _, toQEMU in
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            // Closes the connection once nobody has typed for a while; the next keystroke's
+                            // write then fails and is sent again on a new connection.
+                            group.addTask {
+                                while !Task.isCancelled {
+                                    try await Task.sleep(for: min(.seconds(1), idle / 2))
+                                    if lastInput.idle(longerThan: idle) {
+                                        try await connection.close()
+                                        return
+                                    }
+                                }
+                            }
                             try await toQEMU.write(ByteBuffer(bytes: bytes))
-                            unsent = await pending.next()
+                            unsent = nil
+                            attempts = 0
+                            while let next = await pending.next() {
+                                unsent = next
+                                try await toQEMU.write(ByteBuffer(bytes: next))
+                                unsent = nil
+                                lastInput.now()
+                            }
+                            group.cancelAll()
                         }
-                        group.cancelAll()
                     }
+                } catch {
+                    logger.debug("console input connection ended", metadata: ["session": "\(session)", "why": "\(error)"])
                 }
-            } catch {
-                // QEMU went away (the VM stopped or was hibernated): what was being sent is said to be lost,
-                // and the next keystroke connects again.
-                if unsent != nil {
-                    notice("The VM's console closed (the VM stopped or was hibernated): what was typed did not reach it.")
-                }
-                logger.debug("console input connection ended", metadata: ["session": "\(session)", "why": "\(error)"])
             }
         }
     }
+
+    /// A connection to QEMU's console socket whose inbound bytes (QEMU's copy of the output) are dropped as
+    /// they arrive, on the event loop, so QEMU never waits for the daemon (a full socket would stall the
+    /// guest's serial port); nil if nothing listens there (the VM has no process).
+    private func connectInput() async -> NIOAsyncChannel<ByteBuffer, ByteBuffer>? {
+        try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(unixDomainSocketPath: endpoints.socket) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(DiscardInbound())
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+    }
+}
+
+/// When the last keystroke went to QEMU, shared by the pump and its idle watch.
+private final class LastInput: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    func now() { instant.withLock { $0 = .now } }
+    func idle(longerThan limit: Duration) -> Bool { instant.withLock { $0.duration(to: .now) > limit } }
+}
+
+/// Drops what it reads; nothing reaches the handlers after it.
+private final class DiscardInbound: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// The close a console client must get, as an error thrown from ``ConsoleMultiplexer/Viewer/type(_:)``.
 public struct ConsoleCloseError: Error, Sendable {
     public let close: ConsoleClose
     init(_ close: ConsoleClose) { self.close = close }
-}
-
-/// Hands QEMU's inbound stream (not Sendable, since two readers would split its bytes) to the one task that reads it.
-private struct OneReader: @unchecked Sendable {
-    let stream: NIOAsyncChannelInboundStream<ByteBuffer>
 }
