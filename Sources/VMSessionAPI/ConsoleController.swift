@@ -50,7 +50,7 @@ struct ConsoleController {
                     viewer = try await hub.join(target.id, endpoints: target.endpoints, mode: target.mode)
                 } catch {
                     let reason = (error as? VMSessionError)?.message ?? "the console is not available"
-                    try? await outbound.close(.policyViolation, reason: String(reason.utf8.prefix(123)) ?? "")
+                    await outbound.close(.policyViolation, fitting: reason)
                     return
                 }
                 defer { viewer.leave() }
@@ -90,14 +90,7 @@ struct ConsoleController {
         /// Sends the close frame, bounded in time (a client that does not read cannot take even that).
         func close(_ outbound: WebSocketOutboundWriter) async {
             guard case .closed(let close) = self else { return }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    try? await outbound.close(WebSocketErrorCode(codeNumber: Int(close.code)), reason: close.reason)
-                }
-                group.addTask { try? await Task.sleep(for: .seconds(2)) }
-                await group.next()
-                group.cancelAll()
-            }
+            await outbound.close(WebSocketErrorCode(codeNumber: Int(close.code)), fitting: close.reason)
         }
     }
 

@@ -138,12 +138,7 @@ struct DisplayController {
             case .revoked: (code, reason) = (.policyViolation, "the token was revoked or the session deleted")
             case .failed: (code, reason) = (.unexpectedServerError, "the display connection failed")
             }
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { try? await outbound.close(code, reason: String(reason.utf8.prefix(123)) ?? "") }
-                group.addTask { try? await Task.sleep(for: .seconds(2)) }
-                await group.next()
-                group.cancelAll()
-            }
+            await outbound.close(code, fitting: reason)
         }
     }
 

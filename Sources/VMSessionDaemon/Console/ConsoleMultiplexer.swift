@@ -89,10 +89,7 @@ public final class ConsoleMultiplexer: Sendable {
         /// Why the console ended this viewer, once it has; nil while it is served.
         public var closeReason: ConsoleClose? { closing.withLock { $0 } }
 
-        /// Bytes handed to the viewer and not yet sent; the handler calls ``sent(_:)`` after each write.
-        public var queuedBytes: Int { queued.withLock { $0 } }
-
-        /// The handler wrote `count` bytes of output to the client.
+        /// The handler wrote `count` bytes of output to the client (they no longer count against its bound).
         public func sent(_ count: Int) { queued.withLock { $0 -= count } }
 
         /// Keystrokes from this client. Throws the close that the client must get when it may not type
