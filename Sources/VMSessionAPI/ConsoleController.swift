@@ -108,13 +108,19 @@ struct ConsoleController {
                         let end = min(start + frameBytes, viewer.history.count)
                         try await outbound.write(.binary(ByteBuffer(bytes: viewer.history[start..<end])))
                     }
-                    for await output in viewer.output.cancelOnGracefulShutdown() {
-                        switch output {
-                        case .bytes(let bytes):
-                            try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
-                            viewer.sent(bytes.count)
-                        case .control(let control):
-                            try await outbound.write(.text(String(decoding: try JSONEncoder().encode(control), as: UTF8.self)))
+                    // A batch is what came while the previous one was being written: its bytes go merged.
+                    for await batch in viewer.output.cancelOnGracefulShutdown() {
+                        for output in batch {
+                            switch output {
+                            case .bytes(let bytes):
+                                for start in stride(from: 0, to: bytes.count, by: frameBytes) {
+                                    let end = min(start + frameBytes, bytes.count)
+                                    try await outbound.write(.binary(ByteBuffer(bytes: bytes[start..<end])))
+                                }
+                                viewer.sent(bytes.count)
+                            case .control(let control):
+                                try await outbound.write(.text(String(decoding: try JSONEncoder().encode(control), as: UTF8.self)))
+                            }
                         }
                     }
                     if let reason = viewer.closeReason { return .closed(reason) }

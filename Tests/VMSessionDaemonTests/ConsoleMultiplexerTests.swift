@@ -59,13 +59,15 @@ struct ConsoleMultiplexerTests {
             let received = received
             reader = Task {
                 guard reads else { return }
-                for await output in viewer.output {
-                    switch output {
-                    case .bytes(let bytes):
-                        received.withLock { $0.bytes += bytes }
-                        viewer.sent(bytes.count)
-                    case .control(let control):
-                        received.withLock { $0.notices.append(control.message ?? "") }
+                for await batch in viewer.output {
+                    for output in batch {
+                        switch output {
+                        case .bytes(let bytes):
+                            received.withLock { $0.bytes += bytes }
+                            viewer.sent(bytes.count)
+                        case .control(let control):
+                            received.withLock { $0.notices.append(control.message ?? "") }
+                        }
                     }
                 }
                 received.withLock { $0.ended = true }
@@ -125,6 +127,44 @@ struct ConsoleMultiplexerTests {
         let lines = viewer.text.split(separator: "\n")
         #expect(lines == (0..<2000).map { "line \($0)" }[...].suffix(lines.count), "in order, none twice, none missing")
         #expect(lines.count == 2000)
+    }
+
+    @Test("what comes while a viewer's handler is busy reaches it as one batch: bytes merged in order, a notice in its place, nothing lost at the end")
+    func busyViewerGetsOneBatch() async throws {
+        let fixture = try Fixture()
+        let console = try fixture.multiplexer()
+        let viewer = try #require(console.join(.write))
+        // A byte at a time, as QEMU writes its log, while nobody takes the viewer's output.
+        let before = (0..<200).map { "\($0) " }.joined()
+        for byte in before.utf8 { console.deliver([byte]) }
+        console.notice("the VM is not running")
+        console.deliver(Array("after".utf8))
+        console.end(.sessionClosed)
+        var batches: [[ConsoleMultiplexer.Output]] = []
+        for await batch in viewer.output { batches.append(batch) }
+        #expect(batches == [[.bytes(Array(before.utf8)), .control(.notice("the VM is not running")), .bytes(Array("after".utf8))]])
+        #expect(viewer.closeReason == .sessionClosed)
+    }
+
+    @Test("a viewer dropped for being slow is not sent what was queued for it")
+    func slowViewerLosesItsQueue() async throws {
+        let fixture = try Fixture()
+        var limits = ConsoleMultiplexer.Limits.defaults
+        limits.viewerBufferBytes = 1024
+        let console = try fixture.multiplexer(limits)
+        defer { console.end(.sessionClosed) }
+        let slow = try #require(console.join(.read))
+        let other = try #require(console.join(.read))
+        console.deliver([UInt8](repeating: 65, count: 1000))
+        #expect(other.take() == [.bytes([UInt8](repeating: 65, count: 1000))])
+        other.sent(1000)  // the other viewer's handler wrote it
+        console.deliver([UInt8](repeating: 66, count: 1000))
+        #expect(slow.closeReason == .tooSlow(bufferedBytes: 1024))
+        var batches: [[ConsoleMultiplexer.Output]] = []
+        for await batch in slow.output { batches.append(batch) }
+        #expect(batches.isEmpty, "nothing more goes to a client that could not keep up")
+        #expect(other.closeReason == nil)
+        #expect(other.take() == [.bytes([UInt8](repeating: 66, count: 1000))])
     }
 
     @Test("a viewer that stops reading is dropped with a reason, and the others get every byte")

@@ -55,24 +55,48 @@ public final class ConsoleMultiplexer: Sendable {
     }
 
     /// What a viewer's queue carries.
-    public enum Output: Sendable {
+    public enum Output: Sendable, Equatable {
         case bytes([UInt8])
         case control(ConsoleControl)
     }
 
     /// One client of the console, as its connection's handler sees it.
+    ///
+    /// Its queue is a batch, not a stream of chunks: QEMU writes the log a few bytes at a time, and what came
+    /// while the handler was writing goes out merged, as one frame, on its next turn (a chunk per frame made
+    /// fifty viewers of one chatty guest cost the daemon a core). Controls keep their place between the bytes.
     public final class Viewer: Sendable {
         public let mode: ConsoleProtocol.Mode
         /// The history to send first, before ``output``.
         public let history: [UInt8]
-        /// Live output and notices; it ends when the viewer is dropped or the console ends (see ``closeReason``).
-        public let output: AsyncStream<Output>
+        /// Live output and notices, a batch at a time; it ends when the viewer is dropped or the console ends
+        /// (see ``closeReason``), after what was queued before the end.
+        public var output: Batches { Batches(viewer: self) }
         let id: Int
-        let continuation: AsyncStream<Output>.Continuation
-        private let queued = Mutex(0)
+        private let pending = Mutex(Pending())
+        /// Rung when output is queued, finished when the viewer ends; holds one ring at most.
+        private let doorbell: AsyncStream<Void>
+        private let bell: AsyncStream<Void>.Continuation
         private let closing = Mutex<ConsoleClose?>(nil)
         private let budget: Mutex<ConsoleInputBudget<ContinuousClock.Instant>>
         let console: ConsoleMultiplexer
+
+        /// What is waiting for the handler: the batches before the last control, and the bytes after it.
+        private struct Pending: Sendable {
+            var items: [Output] = []
+            var tail: [UInt8] = []
+            /// Bytes queued and not yet reported ``sent(_:)`` (taken ones count until the handler wrote them).
+            var unsent = 0
+
+            mutating func take() -> [Output] {
+                if !tail.isEmpty {
+                    items.append(.bytes(tail))
+                    tail = []
+                }
+                defer { items = [] }
+                return items
+            }
+        }
 
         init(id: Int, mode: ConsoleProtocol.Mode, history: [UInt8], console: ConsoleMultiplexer, limits: Limits) {
             self.id = id
@@ -80,7 +104,7 @@ public final class ConsoleMultiplexer: Sendable {
             self.history = history
             self.console = console
             budget = Mutex(ConsoleInputBudget(burst: limits.inputBurst, bytesPerSecond: limits.inputBytesPerSecond))
-            (output, continuation) = AsyncStream.makeStream(of: Output.self, bufferingPolicy: .unbounded)
+            (doorbell, bell) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         }
 
         /// The session whose console this is.
@@ -90,7 +114,7 @@ public final class ConsoleMultiplexer: Sendable {
         public var closeReason: ConsoleClose? { closing.withLock { $0 } }
 
         /// The handler wrote `count` bytes of output to the client (they no longer count against its bound).
-        public func sent(_ count: Int) { queued.withLock { $0 -= count } }
+        public func sent(_ count: Int) { pending.withLock { $0.unsent -= count } }
 
         /// Keystrokes from this client. Throws the close that the client must get when it may not type
         /// (read-only) or types too fast; a VM that cannot take input is said as a notice instead.
@@ -110,19 +134,62 @@ public final class ConsoleMultiplexer: Sendable {
         /// Queues output; false if output was already waiting and this took the viewer past its bound (a chunk
         /// larger than the bound still goes to a viewer that has caught up).
         func offer(_ bytes: [UInt8], limit: Int) -> Bool {
-            let (before, total) = queued.withLock { queued in
-                defer { queued += bytes.count }
-                return (queued, queued + bytes.count)
+            let queued = pending.withLock { pending -> Bool in
+                guard pending.unsent == 0 || pending.unsent + bytes.count <= limit else { return false }
+                pending.unsent += bytes.count
+                pending.tail += bytes
+                return true
             }
-            guard before == 0 || total <= limit else { return false }
-            continuation.yield(.bytes(bytes))
-            return true
+            if queued { bell.yield() }
+            return queued
         }
 
-        /// Ends the viewer's queue, remembering why (the first reason wins).
-        func end(_ reason: ConsoleClose) {
+        /// Queues a control after the output queued so far.
+        func offer(_ control: ConsoleControl) {
+            pending.withLock { pending in
+                if !pending.tail.isEmpty {
+                    pending.items.append(.bytes(pending.tail))
+                    pending.tail = []
+                }
+                pending.items.append(.control(control))
+            }
+            bell.yield()
+        }
+
+        /// Everything queued, in order, consecutive bytes merged; empty when nothing waits.
+        func take() -> [Output] { pending.withLock { $0.take() } }
+
+        /// Ends the viewer's queue, remembering why (the first reason wins). A viewer dropped for being slow
+        /// loses what was queued for it; otherwise the handler still gets it before the end.
+        func end(_ reason: ConsoleClose?) {
             closing.withLock { if $0 == nil { $0 = reason } }
-            continuation.finish()
+            if case .tooSlow = reason { pending.withLock { $0 = Pending() } }
+            bell.finish()
+        }
+
+        /// The viewer's output as an `AsyncSequence` of batches (one iterator at a time, as the handler's).
+        public struct Batches: AsyncSequence, Sendable {
+            let viewer: Viewer
+
+            public func makeAsyncIterator() -> Iterator { Iterator(viewer: viewer, doorbell: viewer.doorbell.makeAsyncIterator()) }
+
+            public struct Iterator: AsyncIteratorProtocol {
+                let viewer: Viewer
+                var doorbell: AsyncStream<Void>.Iterator
+
+                /// The next batch: waits while nothing is queued; nil once the viewer has ended (or the task was
+                /// cancelled) and what was queued before has been taken.
+                public mutating func next() async -> [Output]? {
+                    while true {
+                        let batch = viewer.take()
+                        if !batch.isEmpty { return batch }
+                        guard await doorbell.next() != nil else {
+                            let rest = viewer.take()
+                            return rest.isEmpty ? nil : rest
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -206,7 +273,7 @@ public final class ConsoleMultiplexer: Sendable {
             state.lastNotice = now
             return state.viewers.values.filter { $0.mode == .write }
         }
-        for viewer in viewers { viewer.continuation.yield(.control(.notice(message))) }
+        for viewer in viewers { viewer.offer(.notice(message)) }
     }
 
     func leave(_ viewer: Viewer) { remove(viewer, because: nil) }
@@ -218,7 +285,7 @@ public final class ConsoleMultiplexer: Sendable {
             state.ended = .sessionClosed
             return true
         }
-        if let reason { viewer.end(reason) } else { viewer.continuation.finish() }
+        viewer.end(reason)
         if last { shutDown() }
     }
 

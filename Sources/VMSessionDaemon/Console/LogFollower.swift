@@ -3,8 +3,9 @@ import Foundation
 import Synchronization
 import VMSessionCore
 
-/// Follows a file as it grows, the way `tail -f` does, with inotify: each chunk appended after `offset` is
-/// handed to `deliver` moments after it was written, and the follower costs nothing while the file is quiet.
+/// Follows a file as it grows, the way `tail -f` does, with inotify: what is appended after `offset` is
+/// handed to `deliver` a few milliseconds after it was written (writes close together come as one chunk),
+/// and the follower costs nothing while the file is quiet.
 ///
 /// It exists for the console: QEMU appends everything the guest prints to the console log, so the log is
 /// both the console's history (it outlives daemon restarts, hibernation and restores) and its live feed,
@@ -27,6 +28,8 @@ final class LogFollower: @unchecked Sendable {
     private struct State: Sendable {
         var offset: UInt64
         var stopped = false
+        /// A read is due (``coalescing`` after the first change since the last read).
+        var readScheduled = false
     }
 
     private let path: String
@@ -38,6 +41,9 @@ final class LogFollower: @unchecked Sendable {
     private let deliver: @Sendable ([UInt8]) -> Void
     private let ended: @Sendable (Ending) -> Void
     static let chunk = 64 * 1024
+    /// How long after a change the file is read: what is written meanwhile comes in the same chunk. Short
+    /// beside what a person notices of an echo; long beside QEMU's byte-at-a-time writes.
+    static let coalescing = DispatchTimeInterval.milliseconds(5)
 
     /// Starts following `path` from `offset`. The watch is in place before the caller reads what came before
     /// `offset`, so no write is missed.
@@ -94,11 +100,22 @@ final class LogFollower: @unchecked Sendable {
         // Drain the inotify events; what they say is re-read from the file itself.
         var events = [UInt8](repeating: 0, count: 4096)
         while read(notify, &events, events.count) > 0 {}
-        readToEnd()
-        guard !isStopped else { return }
-        var info = stat()
-        if fstat(file, &info) != 0 || info.st_nlink == 0 {
-            finish(.removed)
+        // QEMU appends a few bytes per write, each an event: the first one schedules a read a moment later,
+        // and the writes until then are read with it, as one chunk.
+        let first = state.withLock { state in
+            defer { state.readScheduled = true }
+            return !state.readScheduled
+        }
+        guard first else { return }
+        queue.asyncAfter(deadline: .now() + Self.coalescing) { [weak self] in
+            guard let self else { return }
+            state.withLock { $0.readScheduled = false }
+            readToEnd()
+            guard !isStopped else { return }
+            var info = stat()
+            if fstat(file, &info) != 0 || info.st_nlink == 0 {
+                finish(.removed)
+            }
         }
     }
 
