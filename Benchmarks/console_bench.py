@@ -8,7 +8,9 @@ clients (WebSocket, each in a thread of its own), it measures over a window:
     (the peer: reading QEMU's own log file directly, polled every 0.5 ms, in the same run);
   - latency from a line's appearance in the log (the peer's clock) to its arrival at each client:
     p50, p99, max; the ratio of 50 clients' p99 to one client's, in the same run;
-  - the daemon's CPU (% of a core) while it serves them, beside the guest's QEMU.
+  - the daemon's CPU (% of a core) while it serves them, beside the guest's QEMU;
+  - lines lost: a line of the window that a client never got (one that comes late, up to 15 s after the
+    window, counts in the latency instead). A lost line fails the run, QUICK or not: it is a bug, not a speed.
 Prints a table and writes --out as JSON. Everything it starts (daemon, VM, temp dirs) is torn down.
 """
 import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile, threading, time
@@ -114,11 +116,16 @@ def measure(port, session_id, token, log_path, daemon_pid, guest_pid, count):
     wall = time.monotonic() - wall
     peer.running = False
     end_bytes = [v.bytes for v in viewers]
-    time.sleep(1)  # what was in flight at the window's end arrives
-    for viewer in viewers:
-        viewer.close()
     peer.join(timeout=5)
     window_lines = sorted(peer.seen)[:-5]  # the last few may have reached the log only as the window closed
+    # What was in flight at the window's end arrives: a line that comes late counts in the latency; only a
+    # line that never comes (while the viewer got later ones) is lost.
+    drain = time.monotonic() + 15
+    while window_lines and time.monotonic() < drain and \
+            not all(window_lines[-1] in viewer.arrived for viewer in viewers):
+        time.sleep(0.05)
+    for viewer in viewers:
+        viewer.close()
     latencies, lost = [], 0
     for viewer in viewers:
         for line in window_lines:
