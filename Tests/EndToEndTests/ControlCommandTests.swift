@@ -9,8 +9,8 @@ struct ControlCommandTests {
     }
 
     /// Runs vmsessionctl; returns its exit status and what it printed (stdout and stderr).
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        try Command.run(binary, arguments)
+    static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await Command.run(binary, arguments)
     }
 
     @Test("global options go before or after the subcommand, sessions are named by id or name, JSON keeps its slashes")
@@ -22,28 +22,28 @@ struct ControlCommandTests {
         let (id, _) = try await api.newSession("my demo")
         let url = "http://127.0.0.1:\(daemon.port)"
 
-        let before = try Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "list"])
+        let before = try await Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "list"])
         #expect(before.status == 0, "\(before.output)")
         #expect(before.output.contains("my demo"))
-        let mixed = try Self.run(["--state-dir=\(daemon.stateDirectory)", "sessions", "list", "--url", url])
+        let mixed = try await Self.run(["--state-dir=\(daemon.stateDirectory)", "sessions", "list", "--url", url])
         #expect(mixed.status == 0, "\(mixed.output)")
         #expect(mixed.output.contains(id))
 
-        let byName = try Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "show", "my demo"])
+        let byName = try await Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "show", "my demo"])
         #expect(byName.status == 0, "\(byName.output)")
         #expect(byName.output.contains(#""id" : "\#(id)""#))
 
-        let origins = try Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "origins", "approve", "http://localhost:8000"])
+        let origins = try await Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "origins", "approve", "http://localhost:8000"])
         #expect(origins.status == 0, "\(origins.output)")
-        let listed = try Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "--json", "origins", "list"])
+        let listed = try await Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "--json", "origins", "list"])
         #expect(listed.output.contains("http://localhost:8000"), "no escaped slashes: \(listed.output)")
 
-        let unknown = try Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "close", "nobody"])
+        let unknown = try await Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "close", "nobody"])
         #expect(unknown.status != 0)
         #expect(unknown.output.contains("There is no session with the id or name 'nobody'"))
 
         // The name reaches the session: the daemon's own refusal comes back (a new session is already closed).
-        let closed = try Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "close", "my demo"])
+        let closed = try await Self.run(["--url", url, "--state-dir", daemon.stateDirectory, "sessions", "close", "my demo"])
         #expect(closed.status != 0)
         #expect(closed.output.contains("invalid_state"), "\(closed.output)")
         try await daemon.stop()

@@ -37,7 +37,7 @@ struct ReadmeTests {
 
                 """)
         // A block that hangs (a stream that never ends) fails here instead of stalling the suite.
-        let (status, output) = try Command.run("/usr/bin/timeout", ["600", "/bin/bash", "-c", script])
+        let (status, output) = try await Command.run("/usr/bin/timeout", ["600", "/bin/bash", "-c", script])
         #expect(status == 0, "the block failed:\n\(output)\n--- daemon log:\n\(daemon.log().suffix(3000))")
         for action in ["open", "start", "pause", "resume", "hibernate", "close"] {
             #expect(output.contains("\(action): succeeded"), "\(action) did not succeed:\n\(output)")

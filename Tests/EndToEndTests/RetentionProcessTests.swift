@@ -43,14 +43,8 @@ struct RetentionProcessTests {
 
     /// The first second of a replay from the start, as text.
     static func replay(port: Int, id: String, token: String) async throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["-sN", "--max-time", "1", "http://127.0.0.1:\(port)/api/v1/sessions/\(id)/events?since=0&token=\(token)"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        try await Command.run(
+            "/usr/bin/curl", ["-sN", "--max-time", "1", "http://127.0.0.1:\(port)/api/v1/sessions/\(id)/events?since=0&token=\(token)"]
+        ).output
     }
 }
