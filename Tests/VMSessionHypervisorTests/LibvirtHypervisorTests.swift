@@ -157,6 +157,15 @@ struct InterruptedRunTests {
         #expect(DomainState(state: Int32(VIR_DOMAIN_NOSTATE.rawValue), reason: 0) == .noState)
     }
 
+    /// Waits until a stand-in QEMU has exec'd: before that its command line is still the test's own (a
+    /// loaded machine takes a while; CI once ran the repair first and found no QEMU to kill).
+    static func untilExecuted(_ process: Process, as domain: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !EmbeddedRootRepair.isQEMU(process.processIdentifier, of: domain), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     /// A fake embedded root with one status file.
     static func root(status pid: Int32, domain: String) throws -> String {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("vms-root-\(UUID())").path
@@ -183,6 +192,7 @@ struct InterruptedRunTests {
         try qemu.run()
         defer { if qemu.isRunning { qemu.terminate() } }
         try "\(qemu.processIdentifier)\n".write(toFile: "\(root)/run/qemu/\(domain).pid", atomically: true, encoding: .utf8)
+        try await Self.untilExecuted(qemu, as: domain)
 
         let repairs = EmbeddedRootRepair.repair(root: root)
         #expect(repairs.count == 2, "\(repairs)")
@@ -209,11 +219,7 @@ struct InterruptedRunTests {
         qemu.arguments = ["-c", "import time; time.sleep(60)", "guest=\(domain),debug-threads=on"]
         try qemu.run()
         defer { qemu.terminate() }
-        // Until the child has exec'd: before that its command line is still the test's own.
-        for _ in 0..<200 {
-            if EmbeddedRootRepair.isQEMU(qemu.processIdentifier, of: domain) { break }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await Self.untilExecuted(qemu, as: domain)
         let live = try Self.root(status: qemu.processIdentifier, domain: domain)
         defer { try? FileManager.default.removeItem(atPath: live) }
         #expect(EmbeddedRootRepair.repair(root: live).isEmpty)
@@ -239,7 +245,8 @@ extension InterruptedRunTests {
         let theirs = try Self.fakeQEMU(qmp: "unix:/elsewhere-\(UUID())/lib/qemu/qmp-ABC/qmp.monitor,server=on,wait=off")
         defer { theirs.terminate() }
         // Until bash has exec'd python3 under the new name.
-        for _ in 0..<200 {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
             let name = (try? String(contentsOfFile: "/proc/\(ours.processIdentifier)/cmdline", encoding: .utf8)) ?? ""
             if name.hasPrefix("qemu-system") { break }
             try await Task.sleep(for: .milliseconds(10))
