@@ -22,10 +22,13 @@ enum Command {
     /// process: a README block holding one for 20 s beside another blocked test stalled every timer of the
     /// rest (a console test's 300 ms idle close timed out after 5 s).
     static func run(_ program: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await onThread { try run(program, arguments) as (status: Int32, output: String) }
+    }
+
+    /// Runs blocking work (waiting for a program, reading its pipe) on a thread of its own and awaits it.
+    static func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(with: Result { try run(program, arguments) as (status: Int32, output: String) })
-            }.start()
+            Thread { continuation.resume(with: Result { try work() }) }.start()
         }
     }
 }

@@ -183,7 +183,7 @@ final class MutterCompositor: TestDesktop, @unchecked Sendable {
         }
         // The remote-desktop service is on the bus shortly after the Wayland socket (the client waits for it).
         try pointer.run()
-        if readLine(from: pointerOutput) == "ready" { return }
+        if try await Self.readLine(from: pointerOutput) == "ready" { return }
         stop()
         throw DaemonError("mutter's RemoteDesktop session could not be started")
     }
@@ -191,10 +191,15 @@ final class MutterCompositor: TestDesktop, @unchecked Sendable {
     /// Real input: Mutter's virtual pointer moves.
     func input() throws {
         pointerInput.fileHandleForWriting.write(Data("move\n".utf8))
-        guard readLine(from: pointerOutput) == "moved" else { throw DaemonError("mutter's virtual pointer did not move") }
+        guard Self.blockingReadLine(from: pointerOutput) == "moved" else { throw DaemonError("mutter's virtual pointer did not move") }
     }
 
-    private func readLine(from pipe: Pipe) -> String? {
+    /// The helper's next line, read on a thread of its own (its first, "ready", may take seconds).
+    private static func readLine(from pipe: Pipe) async throws -> String? {
+        try await Command.onThread { blockingReadLine(from: pipe) }
+    }
+
+    private static func blockingReadLine(from pipe: Pipe) -> String? {
         var bytes: [UInt8] = []
         while true {
             let chunk = pipe.fileHandleForReading.readData(ofLength: 1)
