@@ -49,6 +49,8 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // fallocate(2), which Swift's Glibc module does not declare: the console log's head is freed with it.
+        .systemLibrary(name: "CFileHoles"),
         .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver", "CWaylandIdle", "CSystemdBus"]),
         .target(name: "VMSessionCore"),
         .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
@@ -81,6 +83,7 @@ let package = Package(
                 "VMSessionStore",
                 "VMSessionContext",
                 "VMSessionHypervisor",
+                "CFileHoles",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -20,3 +20,11 @@ extension SessionManager {
         return endpoints
     }
 }
+
+extension SessionManager {
+    /// The console logs of the sessions that may have one (all but closed ones): what ``ConsoleLogTrimmer``
+    /// keeps within bounds. A log that does not exist yet is in the list too.
+    public func consoleLogs() -> [String] {
+        allSessions().filter { $0.state != .closed }.compactMap { hypervisor.console(of: $0.id)?.log }
+    }
+}

@@ -79,6 +79,7 @@ struct Daemon {
                 services: [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
                     .init(service: controller), .init(service: consoles),
+                    .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
                     .init(service: app),
                 ],

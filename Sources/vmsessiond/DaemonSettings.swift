@@ -35,6 +35,8 @@ struct DaemonSettings: Sendable {
     var maximumPendingOrigins: Int
     /// The serial console's history, per-client output bound and clients per console (`console.*`).
     var console: ConsoleMultiplexer.Limits
+    /// How much of each console log stays on disk (`console.logBytes`); older output is freed.
+    var consoleLog: ConsoleLogBound
 
     /// The names under `limits.` (config key `limits.NAME`, flag `--limit NAME=VALUE`).
     static let limitNames = [
@@ -46,6 +48,7 @@ struct DaemonSettings: Sendable {
     var cgroupDirectory: String?
 
     static let defaultListen = "127.0.0.1:7011"
+    static let defaultConsoleLogBytes = 8 << 20
     static let systemConfigFile = "/etc/vmsessiond/config.json"
 
     /// The default config file: /etc/vmsessiond/config.json for root, `$XDG_CONFIG_HOME/vmsessiond/config.json`
@@ -150,6 +153,12 @@ struct DaemonSettings: Sendable {
             viewerBufferBytes: try consoleSetting("viewerBufferBytes", consoleDefaults.viewerBufferBytes, 4096...(256 << 20)),
             viewers: try consoleSetting("viewers", consoleDefaults.viewers, 1...4096),
             inputBurst: consoleDefaults.inputBurst, inputBytesPerSecond: consoleDefaults.inputBytesPerSecond)
+        let logBytes = try consoleSetting("logBytes", max(Self.defaultConsoleLogBytes, console.historyBytes), (64 << 10)...(1 << 40))
+        guard logBytes >= console.historyBytes else {
+            throw VMSessionError(
+                .invalidArgument,
+                "console.logBytes (\(logBytes)) must be at least console.historyBytes (\(console.historyBytes)): the history is read from the log.")
+        }
         let capMechanism = config.string(forKey: "capMechanism", default: "auto")
         guard ["auto", "libvirt", "cgroup", "none"].contains(capMechanism) else {
             throw VMSessionError(.invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(capMechanism)'.")
@@ -172,7 +181,8 @@ struct DaemonSettings: Sendable {
             display: display?.isEmpty == true ? nil : display, idleSource: idleSource, sessionVariables: sessionVariables,
             idleTime: idleTime,
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
-            maximumPendingOrigins: try limit("pendingOrigins", 64), console: console, capMechanism: capMechanism,
+            maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,
+            consoleLog: ConsoleLogBound(keepBytes: UInt64(logBytes)), capMechanism: capMechanism,
             cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil)
     }
 

@@ -43,7 +43,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               console.historyBytes        default 262144 (serial output replayed to each new console client)
               console.viewerBufferBytes   default 1048576 (output waiting for one client before it is dropped)
               console.viewers             default 64 (clients of one console at once)
-                (variables VMSESSIOND_CONSOLE_HISTORYBYTES, …)
+              console.logBytes            default 8388608 (newest serial output kept on disk; older is freed)
+                (variables VMSESSIOND_CONSOLE_HISTORY_BYTES, …)
               capMechanism  VMSESSIOND_CAP_MECHANISM  default auto (libvirt if privileged, else a cgroup; or libvirt, cgroup, none)
               cgroupDir     VMSESSIOND_CGROUP_DIR     default the daemon's own cgroup (v2 with cpu delegated, or v1 cpu)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or

@@ -1,9 +1,11 @@
 """The VM's serial console: a real appliance guest (libvirt's embedded QEMU driver, TCG) whose console pages
 on another loopback origin show with vmsession.js and xterm.js, typed into with Chromium's own key events;
 a second page that comes later sees the history; read-only viewers cannot type; and what the console's
-WebSocket refuses (oversized frames, floods) without disturbing the others. The console also outlives hibernate/restore and a daemon restart."""
+WebSocket refuses (oversized frames, floods) without disturbing the others. The console also outlives hibernate/restore and a daemon restart,
+and its log on disk stays within console.logBytes while the guest prints on."""
 
 import json
+import os
 import re
 import struct
 import time
@@ -20,11 +22,16 @@ SECRET = "console secret"
 # Tests/VMSessionDaemonTests/ConsoleMultiplexerTests.swift on a real log file: the serial port of a TCG guest
 # is too slow to fill the loopback socket buffers in a test's time.) Set here so the setting is exercised.
 VIEWER_BUFFER = 64 * 1024
+# How much of the console log stays on disk: the history's default (256 KiB), the least it may be, so that
+# a guest's flood of output passes it in a test's time.
+LOG_BYTES = 256 * 1024
 
 
 @pytest.fixture(scope="module")
 def console_daemon():
-    with running_real_daemon({"VMSESSIOND_CONSOLE_VIEWERBUFFERBYTES": str(VIEWER_BUFFER)}) as daemon:
+    with running_real_daemon(
+        {"VMSESSIOND_CONSOLE_VIEWER_BUFFER_BYTES": str(VIEWER_BUFFER), "VMSESSIOND_CONSOLE_LOG_BYTES": str(LOG_BYTES)}
+    ) as daemon:
         yield daemon
 
 
@@ -296,3 +303,50 @@ def test_the_console_outlives_hibernate_restore_and_a_daemon_restart(console_dae
             again.close()
     finally:
         client.close()
+
+
+def test_the_console_log_stays_within_its_bound_while_the_guest_prints_on(console_daemon, guest):
+    _, session_id, token = guest
+    log = os.path.join(console_daemon.state_dir, "machines", session_id, "console.log")
+    client = Client(console_url(console_daemon, session_id, f"token={token}"))
+    try:
+        prompt(client)
+        # About 700 KB through the serial port (with the tty's \r), mostly with nobody watching: the client
+        # leaves once the guest has begun.
+        client.type("seq 1 100000; echo flood-$((50+50))-done\r")
+        client.read_until(r"^1000$")
+    finally:
+        client.close()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        with open(log, "rb") as f:
+            f.seek(max(0, os.path.getsize(log) - 4096))
+            if b"flood-100-done" in f.read():
+                break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"the guest never finished printing; the log is {os.path.getsize(log)} bytes")
+    # The daemon frees the log's head every 10 s once it is a quarter (at least 64 KiB) past its bound.
+    slack = max(LOG_BYTES // 4, 64 * 1024)
+    deadline = time.monotonic() + 60
+    while os.stat(log).st_blocks * 512 > LOG_BYTES + slack and time.monotonic() < deadline:
+        time.sleep(1)
+    info = os.stat(log)
+    assert info.st_blocks * 512 <= LOG_BYTES + slack, (info.st_blocks * 512, console_daemon.log()[-2000:])
+    assert info.st_size > 600_000, "the file keeps its size: QEMU appends where it did, and offsets stay"
+    with open(log, "rb") as f:
+        assert f.read(4096) == bytes(4096), "the head is a hole"
+        f.seek(info.st_size - LOG_BYTES)
+        newest = f.read().replace(b"\r", b"")
+    assert b"\0" not in newest and b"99999\n100000\nflood-100-done" in newest, newest[-200:]
+
+    # A newcomer's history is whole lines of what the guest printed last, and QEMU goes on appending.
+    again = Client(console_url(console_daemon, session_id, f"token={token}"))
+    try:
+        again.read_until(r"^flood-100-done$", timeout=30)
+        assert "\0" not in again.text and re.match(r"^\d+\n", again.text), again.text[:100]
+        prompt(again)
+        again.type("echo after-trim-$((5*5))\r")
+        again.read_until(r"^after-trim-25$")
+    finally:
+        again.close()

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+
+/// The daemon's settings as a user sets them: through the variables the README names. A setting out of
+/// its range stops the daemon at start with a message that names the setting, before anything is touched.
+@Suite("Settings (daemon process, test driver)")
+struct SettingsTests {
+    /// Starts the daemon with `variables` and returns its exit status and output; it is expected to refuse.
+    static func refusedStart(_ variables: [String]) async throws -> (status: Int32, output: String) {
+        let directory = try TemporaryDirectory("vms-e2e-settings")
+        let result = try await Command.run(
+            "/usr/bin/env",
+            variables + [DaemonProcess.binary, "--libvirt-uri", "test:///default", "--listen", "127.0.0.1:0", "--state-dir", directory.path + "/state"])
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/state/vmsessiond.sqlite"), "nothing was made")
+        return result
+    }
+
+    @Test("each console setting is read from the variable the README names, and one out of range is refused by name")
+    func consoleVariables() async throws {
+        let readme = try String(contentsOfFile: DaemonProcess.packageRoot + "/README.md", encoding: .utf8)
+        for variable in ["VMSESSIOND_CONSOLE_HISTORY_BYTES", "VMSESSIOND_CONSOLE_VIEWER_BUFFER_BYTES", "VMSESSIOND_CONSOLE_LOG_BYTES"] {
+            #expect(readme.contains(variable), "the README names \(variable)")
+        }
+        for (variable, key) in [
+            ("VMSESSIOND_CONSOLE_HISTORY_BYTES", "console.historyBytes"), ("VMSESSIOND_CONSOLE_VIEWER_BUFFER_BYTES", "console.viewerBufferBytes"),
+            ("VMSESSIOND_CONSOLE_VIEWERS", "console.viewers"), ("VMSESSIOND_CONSOLE_LOG_BYTES", "console.logBytes"),
+        ] {
+            let (status, output) = try await Self.refusedStart(["\(variable)=0"])
+            #expect(status != 0, "\(variable)=0 is refused")
+            #expect(output.contains("\(key) must be a whole number"), "the refusal names \(key): \(output.prefix(300))")
+        }
+    }
+
+    @Test("a console log bound smaller than the console's history is refused, saying what to change")
+    func logBoundBelowHistory() async throws {
+        let (status, output) = try await Self.refusedStart(["VMSESSIOND_CONSOLE_HISTORY_BYTES=200000", "VMSESSIOND_CONSOLE_LOG_BYTES=100000"])
+        #expect(status != 0)
+        #expect(output.contains("console.logBytes (100000) must be at least console.historyBytes (200000)"), "\(output.prefix(300))")
+    }
+}
