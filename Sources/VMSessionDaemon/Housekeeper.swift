@@ -31,10 +31,7 @@ public struct Housekeeper: Service {
     }
 
     public func run() async throws {
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
-            await sweep(now: Date())
-            do { try await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) } } catch { return }
-        }
+        await repeatUntilShutdown(every: interval, on: clock) { await sweep(now: Date()) }
     }
 
     /// One pass over everything the policy bounds. Failures are logged; the next pass tries again.
@@ -63,6 +60,15 @@ public struct Housekeeper: Service {
         } catch {
             logger.error("retention pass failed", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+/// The loop of the daemon's periodic services: `pass` at once, then every `interval` of `clock`, until the
+/// task is cancelled or graceful shutdown begins (which also ends a wait under way).
+func repeatUntilShutdown(every interval: Duration, on clock: any Clock<Duration>, _ pass: () async -> Void) async {
+    while !Task.isCancelled, !Task.isShuttingDownGracefully {
+        await pass()
+        do { try await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) } } catch { return }
     }
 }
 

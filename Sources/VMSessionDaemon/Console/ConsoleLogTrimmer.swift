@@ -34,9 +34,9 @@ public struct ConsoleLogTrimmer: Service {
     public func run() async throws {
         // Logs that could not be trimmed: said once, not every pass, until trimming works again.
         var failing: Set<String> = []
-        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+        let bound = self.bound
+        await repeatUntilShutdown(every: interval, on: clock) {
             for log in await manager.consoleLogs() {
-                let bound = self.bound
                 do {
                     let freed = try await offPool { try Self.trim(log, to: bound) }
                     failing.remove(log)
@@ -47,7 +47,6 @@ public struct ConsoleLogTrimmer: Service {
                     }
                 }
             }
-            do { try await cancelWhenGracefulShutdown { try await clock.sleep(for: interval) } } catch { return }
         }
     }
 
@@ -57,11 +56,11 @@ public struct ConsoleLogTrimmer: Service {
         let file = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         if file < 0 {
             if errno == ENOENT { return 0 }  // not started yet, or closed meanwhile
-            throw failure("open", path, errno)
+            throw .consoleLog("open", path, errno)
         }
         defer { close(file) }
         var before = stat()
-        guard fstat(file, &before) == 0 else { throw failure("stat", path, errno) }
+        guard fstat(file, &before) == 0 else { throw .consoleLog("stat", path, errno) }
         guard before.st_mode & S_IFMT == S_IFREG else {
             throw VMSessionError(.ioError, "The console log \(path) is not a regular file.")
         }
@@ -77,14 +76,10 @@ public struct ConsoleLogTrimmer: Service {
                     "The file system of \(path) cannot free the start of a file (fallocate PUNCH_HOLE), so this console log grows "
                         + "without bound; put the state directory on ext4, XFS, Btrfs or tmpfs.")
             }
-            throw failure("free the start of", path, code)
+            throw .consoleLog("free the start of", path, code)
         }
         var after = stat()
-        guard fstat(file, &after) == 0 else { throw failure("stat", path, errno) }
+        guard fstat(file, &after) == 0 else { throw .consoleLog("stat", path, errno) }
         return UInt64(max(0, Int64(before.st_blocks) - Int64(after.st_blocks))) * 512
-    }
-
-    private static func failure(_ what: String, _ path: String, _ code: Int32) -> VMSessionError {
-        VMSessionError(.ioError, "Cannot \(what) the console log \(path): \(String(cString: strerror(code))).")
     }
 }

@@ -55,18 +55,18 @@ final class LogFollower: @unchecked Sendable {
         self.deliver = deliver
         self.ended = ended
         let notify = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard notify >= 0 else { throw Self.failure("watch", path, errno) }
+        guard notify >= 0 else { throw .consoleLog("watch", path, errno) }
         // IN_ATTRIB: an unlink changes the link count (IN_DELETE_SELF waits until every descriptor is closed).
         guard inotify_add_watch(notify, path, UInt32(IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)) >= 0 else {
             let error = errno
             close(notify)
-            throw Self.failure("watch", path, error)
+            throw .consoleLog("watch", path, error)
         }
         let file = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard file >= 0 else {
             let error = errno
             close(notify)
-            throw Self.failure("open", path, error)
+            throw .consoleLog("open", path, error)
         }
         self.notify = notify
         self.file = file
@@ -156,10 +156,10 @@ final class LogFollower: @unchecked Sendable {
     /// The last `count` bytes of the file before `size`, read once when a console is attached.
     static func tail(of path: String, count: Int) throws(VMSessionError) -> (bytes: [UInt8], size: UInt64, complete: Bool) {
         let file = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard file >= 0 else { throw failure("open", path, errno) }
+        guard file >= 0 else { throw .consoleLog("open", path, errno) }
         defer { close(file) }
         var info = stat()
-        guard fstat(file, &info) == 0 else { throw failure("read", path, errno) }
+        guard fstat(file, &info) == 0 else { throw .consoleLog("read", path, errno) }
         let size = UInt64(info.st_size)
         let start = size > UInt64(count) ? size - UInt64(count) : 0
         var bytes = [UInt8](repeating: 0, count: Int(size - start))
@@ -177,8 +177,9 @@ final class LogFollower: @unchecked Sendable {
     }
 }
 
-extension LogFollower {
-    static func failure(_ what: String, _ path: String, _ code: Int32) -> VMSessionError {
+extension VMSessionError {
+    /// A system call on a console log failed (the follower's and the trimmer's): what, where, and errno's words.
+    static func consoleLog(_ what: String, _ path: String, _ code: Int32) -> VMSessionError {
         VMSessionError(.ioError, "Cannot \(what) the console log \(path): \(String(cString: strerror(code))).")
     }
 }
