@@ -12,7 +12,7 @@ ACCELERATOR ?= tcg
 BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils \
+APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils passt socat iproute2 \
 	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium \
 	xvfb xdotool x11-utils novnc libjs-xterm node-xterm \
 	libsystemd-dev libwayland-dev wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus
