@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Synchronization
 import VMSessionCore
@@ -26,10 +27,26 @@ public final class DaemonAddress: Sendable {
     }
 }
 
-/// Where the proxy finds a session's guest.
-public struct GuestAPIRoute: Sendable, Equatable {
+/// Where the daemon finds a session's guest API: the one place that knows how a guest is reached, for the
+/// proxy and the probe alike (``url(pathAndQuery:)``), so that changing the transport (a forward on the
+/// loopback today) changes nothing else.
+public struct GuestAPIRoute: Sendable, Hashable {
     /// The forward on the loopback that only the daemon should use.
     public let port: Int
+
+    public init(port: Int) { self.port = port }
+
+    /// The URL of `pathAndQuery` (starting with `/`) on the guest, for ``client``.
+    public func url(pathAndQuery: String) -> String {
+        "http://127.0.0.1:\(port)\(pathAndQuery)"
+    }
+
+    /// The one HTTP client for every guest (proxy and probes): it follows no redirect (a guest's redirect is
+    /// the page's business, and a probe counts any answer), leaves bodies compressed as they came, and gives
+    /// a guest 5 s to accept the connection; each caller bounds the whole exchange itself.
+    public static let client = HTTPClient(
+        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+        configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)), decompression: .disabled))
 }
 
 extension SessionManager {

@@ -394,11 +394,11 @@ public actor SessionManager: Service {
     /// proxy. The raw forward (`apiPort`) is for the daemon alone and is not handed out.
     public nonisolated var address: DaemonAddress { daemonAddress }
 
-    /// Sessions whose guest API should be probed: running, with a forwarded port.
-    public func guestAPITargets() -> [SessionID: Int] {
-        var targets: [SessionID: Int] = [:]
+    /// Sessions whose guest API should be probed, and where: running, with a forwarded port.
+    public func guestAPITargets() -> [SessionID: GuestAPIRoute] {
+        var targets: [SessionID: GuestAPIRoute] = [:]
         for (id, entry) in sessions where entry.session.state == .running && pending[id] == nil {
-            if let port = entry.session.apiPort { targets[id] = port }
+            if let port = entry.session.apiPort { targets[id] = GuestAPIRoute(port: port) }
         }
         return targets
     }
