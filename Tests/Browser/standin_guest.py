@@ -102,13 +102,31 @@ def make_handler(record_path, stop):
     return Handler
 
 
+class UnixHTTPServer(http.server.ThreadingHTTPServer):
+    """The same server on a Unix socket (a guest forward that is a socket path rather than a port)."""
+    address_family = socket.AF_UNIX
+
+    def server_bind(self):
+        socket.socket.bind(self.socket, self.server_address)
+        self.server_name, self.server_port = "guest", 80
+
+    def get_request(self):
+        connection, _ = self.socket.accept()
+        return connection, ("guest", 0)
+
+
 class StandInGuest:
-    """The server on 127.0.0.1:`port` (and the display socket), in threads of this process."""
+    """The server on 127.0.0.1:`port`, or on the Unix socket at `port` if it is a path (and the display
+    socket), in threads of this process."""
 
     def __init__(self, port, record_path=None, vnc_path=None):
         self.stop_event = threading.Event()
         self.record_path = record_path
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), make_handler(record_path, self.stop_event))
+        handler = make_handler(record_path, self.stop_event)
+        if isinstance(port, str) and not port.isdigit():
+            self.server = UnixHTTPServer(port, handler)
+        else:
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
         self.server.daemon_threads = True
         self.threads = [threading.Thread(target=self.server.serve_forever, daemon=True)]
         self.vnc = None
@@ -151,7 +169,7 @@ if __name__ == "__main__":
     # A parent that blocks SIGTERM in the thread that started us (a test runner's) passes the mask on.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("port", type=int)
+    parser.add_argument("port", help="a TCP port on 127.0.0.1, or a Unix socket's path")
     parser.add_argument("--record")
     parser.add_argument("--vnc")
     arguments = parser.parse_args()
