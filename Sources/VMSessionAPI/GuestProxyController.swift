@@ -81,6 +81,8 @@ struct GuestProxyController {
         for header in policy.responseHeaders(response.headers.map { ($0.name, $0.value) }, base: base, target: target) {
             if let name = HTTPField.Name(header.name) { headers.append(HTTPField(name: name, value: header.value)) }
         }
+        // Watching the page's connection (below) ends it with the answer: say so, so that no client reuses it.
+        if !sendsBody { headers[.connection] = "close" }
         let length = response.headers.first(name: "content-length").flatMap { Int($0) }
         let body = response.body
         let logger = context.logger
