@@ -69,6 +69,9 @@ struct WebController {
             let path = route.path
             router.get(RouterPath(path)) { request, _ in
                 guard let asset else { throw VMSessionError(.notFound, "\(path) is missing from this installation of vmsessiond.") }
+                if path == "/", let moved = Self.namedAddress(authority: request.head.authority) {
+                    return Response(status: .permanentRedirect, headers: [.location: moved, .cacheControl: "no-store"])
+                }
                 return Self.response(asset, authority: request.head.authority)
             }
         }
@@ -77,6 +80,15 @@ struct WebController {
     /// The asset as served. The daemon's own page and script also get `Cross-Origin-Opener-Policy:
     /// same-origin` (a page that opened the daemon's page keeps no handle on its tab, so it cannot steer it
     /// to guest content later) and `Referrer-Policy: no-referrer` (nothing of its URL leaves with a request).
+    /// The page at `localhost` when it was asked for at the IPv6 loopback (`[::1]:PORT`): Chromium takes no
+    /// IPv6 literal in a CSP source, so the page's exact-path script list cannot name `[::1]` (its scripts
+    /// would all be refused), and `'self'` would let guest pages in. `localhost` reaches the same daemon
+    /// (the browser tries `::1` too). Nil for any other address.
+    static func namedAddress(authority: String?) -> String? {
+        guard let authority, authority.hasPrefix("["), let close = authority.firstIndex(of: "]") else { return nil }
+        return "http://localhost" + authority[authority.index(after: close)...] + "/"
+    }
+
     static let referrerPolicy = HTTPField.Name("Referrer-Policy")
     static let crossOriginOpenerPolicy = HTTPField.Name("Cross-Origin-Opener-Policy")
 
