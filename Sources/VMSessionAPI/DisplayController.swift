@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOWebSocket
+import ServiceLifecycle
 import Synchronization
 import VMSessionCore
 import VMSessionDaemon
@@ -112,6 +113,7 @@ struct DisplayController {
         case refused(String)
         case tooSlow
         case revoked
+        case shuttingDown
         case failed(String)
 
         var description: String {
@@ -122,6 +124,7 @@ struct DisplayController {
             case .refused(let why): "refused: \(why)"
             case .tooSlow: "too slow"
             case .revoked: "token revoked"
+            case .shuttingDown: "the daemon is shutting down"
             case .failed(let why): "failed: \(why)"
             }
         }
@@ -136,6 +139,7 @@ struct DisplayController {
             case .refused(let why): (code, reason) = (.policyViolation, why)
             case .tooSlow: (code, reason) = (.policyViolation, "viewer too slow: it read nothing for 10 s")
             case .revoked: (code, reason) = (.policyViolation, "the token was revoked or the session deleted")
+            case .shuttingDown: (code, reason) = (.goingAway, "the daemon is shutting down (the VM goes on)")
             case .failed: (code, reason) = (.unexpectedServerError, "the display connection failed")
             }
             await outbound.close(code, fitting: reason)
@@ -203,6 +207,15 @@ struct DisplayController {
                             if tick % 5 == 0, !Task.isCancelled, await !stillAllowed() { return .revoked }
                         }
                         return .viewerLeft
+                    }
+                    // Graceful shutdown waits for every connection: a viewer ends with it (the VM goes on).
+                    group.addTask {
+                        do {
+                            try await gracefulShutdown()
+                            return .shuttingDown
+                        } catch {
+                            return .viewerLeft
+                        }
                     }
                     let first = await group.next() ?? .viewerLeft
                     group.cancelAll()

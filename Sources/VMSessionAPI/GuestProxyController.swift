@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOHTTP1
+import ServiceLifecycle
 import Synchronization
 import VMSessionCore
 import VMSessionDaemon
@@ -12,7 +13,14 @@ import VMSessionDaemon
 /// Why: the guest's server on port 80 knows nothing of sessions, tokens or web origins, and its raw forward
 /// on the loopback answers anyone. Through this route a request passes the same guards as every other
 /// session route (Host, approved Origin with the daemon's CORS, the session's token), within the limits of
-/// a ``GuestProxyPolicy``; bodies stream both ways, and the guest's headers are filtered on the way back.
+/// a ``GuestProxyPolicy``; bodies stream both ways, and the guest's headers are filtered on the way back,
+/// its content sandboxed off the daemon's origin.
+///
+/// The policy's deadline covers the whole exchange: the request body's upload and the guest's head (the
+/// client's deadline), then the guest's body as it is passed on (a race against the same instant). A slot
+/// is held until the exchange ends, and given back at once when the daemon begins to shut down, or when
+/// the page's connection closes while the guest's body is awaited (for a request without a body; see
+/// the response's writer).
 struct GuestProxyController {
     let sessions: SessionsController
     let policy: GuestProxyPolicy
@@ -34,52 +42,115 @@ struct GuestProxyController {
         }
     }
 
-    /// One client for every guest: redirects and compressed bodies are the page's business, passed through as they are.
-    static let client = HTTPClient(
-        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-        configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)), decompression: .disabled))
-
     @Sendable func proxy(_ request: Request, context: APIRequestContext) async throws -> Response {
-        // Every refusal comes before the guest is touched: token, path, declared size, guest state, slot.
+        // Every refusal comes before the guest is touched: token, path, headers, declared size, guest state, slot.
         let id = try await sessions.authorizedSession(request, context)
         let (path, query) = Self.split(request.head.path ?? "/")
         let target = try GuestProxyPolicy.guestTarget(rest: Self.rest(after: path), query: query)
+        let incoming = request.headers.map { ($0.name.rawName, $0.value) }
+        try policy.checkRequest(incoming)
         try policy.checkDeclaredLength(request.headers[.contentLength])
         let route = try await sessions.manager.guestAPIRoute(id)
         let slot = try gate.admit(id, policy: policy)
+        let deadline = ContinuousClock.now + policy.timeout
 
         var outgoing = HTTPClientRequest(url: route.url(pathAndQuery: target))
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
-        for header in policy.requestHeaders(request.headers.map { ($0.name.rawName, $0.value) }) {
+        for header in policy.requestHeaders(incoming, secret: SessionsController.token(in: request)) {
             outgoing.headers.add(name: header.name, value: header.value)
         }
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }) {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > 0 {
             outgoing.body = .stream(BoundedBody(base: request.body, policy: policy), length: .known(Int64(length)))
         } else if request.headers[.transferEncoding] != nil {
             outgoing.body = .stream(BoundedBody(base: request.body, policy: policy), length: .unknown)
         }
+        let sendsBody = outgoing.body != nil
         let response: HTTPClientResponse
         do {
-            response = try await Self.client.execute(outgoing, deadline: .now() + Self.timeAmount(policy.timeout))
+            let clientDeadline = NIODeadline.now() + Self.timeAmount(policy.timeout)
+            let sending = outgoing
+            response = try await cancelWhenGracefulShutdown {
+                try await GuestAPIRoute.client.execute(sending, deadline: clientDeadline)
+            }
         } catch {
             slot.release()
             throw Self.mapped(error, policy: policy)
         }
         var headers = HTTPFields()
         let base = "/api/v1/sessions/\(id)/guest"
-        for header in policy.responseHeaders(response.headers.map { ($0.name, $0.value) }, base: base) {
+        for header in policy.responseHeaders(response.headers.map { ($0.name, $0.value) }, base: base, target: target) {
             if let name = HTTPField.Name(header.name) { headers.append(HTTPField(name: name, value: header.value)) }
         }
+        // Watching the page's connection (below) ends it with the answer: say so, so that no client reuses it.
+        if !sendsBody { headers[.connection] = "close" }
         let length = response.headers.first(name: "content-length").flatMap { Int($0) }
         let body = response.body
-        // The slot is held until the guest's last byte was passed on (or the client went away).
+        let logger = context.logger
+        let timeout = policy.timeout
         return Response(
             status: .init(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase), headers: headers,
             body: ResponseBody(contentLength: length) { writer in
                 defer { slot.release() }
-                for try await chunk in body { try await writer.write(chunk) }
+                do {
+                    // The page's connection is watched only when the request had no body: Hummingbird watches it
+                    // by reading the request's own stream, which the upload to the guest has read already
+                    // otherwise. A page that leaves mid-upload breaks the upload, which ends the exchange; one
+                    // that leaves after sending a body, while the guest's answer stalls, holds its slot until
+                    // the deadline.
+                    let current = WriterBox(writer: writer)
+                    if !sendsBody {
+                        writer = try await request.body.consumeWithCancellationOnInboundClose { _ in
+                            try await Self.pass(body, to: current, until: deadline)
+                        }.writer
+                    } else {
+                        writer = try await Self.pass(body, to: current, until: deadline).writer
+                    }
+                } catch {
+                    // The head is gone: all that is left is to cut the body short (the page sees a broken response).
+                    logger.info(
+                        "guest answer cut", metadata: ["session": "\(id)", "why": "\(Self.cutReason(error, timeout: timeout))"])
+                    throw error
+                }
                 try await writer.finish(nil)
             })
+    }
+
+    /// Why a guest's body was cut short, for the log.
+    static func cutReason(_ error: any Error, timeout: Duration) -> String {
+        switch error {
+        case is BodyDeadline: "the exchange passed its \(timeout.components.seconds) s limit"
+        case is ShuttingDown: "the daemon is shutting down"
+        case is CancellationError: "the page left"
+        default: "\(error)"
+        }
+    }
+
+    struct BodyDeadline: Error {}
+    struct ShuttingDown: Error {}
+
+    /// Copies the guest's body to the page until it ends, the deadline passes, or graceful shutdown begins
+    /// (whichever comes first); the writer is used by one task at a time and handed back.
+    static func pass(
+        _ body: HTTPClientResponse.Body, to box: WriterBox, until deadline: ContinuousClock.Instant
+    ) async throws -> WriterBox {
+        return try await withThrowingTaskGroup(of: WriterBox?.self) { group in
+            group.addTask {
+                var writer = box.writer
+                for try await chunk in body { try await writer.write(chunk) }
+                return WriterBox(writer: writer)
+            }
+            group.addTask {
+                try await Task.sleep(until: deadline)
+                throw BodyDeadline()
+            }
+            group.addTask {
+                try await gracefulShutdown()
+                throw ShuttingDown()
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let done = first else { throw CancellationError() }
+            return done
+        }
     }
 
     /// The raw request target as path and query (percent-encoding kept, so the guest sees what the page sent).
@@ -104,8 +175,12 @@ struct GuestProxyController {
         return .seconds(seconds) + .nanoseconds(attoseconds / 1_000_000_000)
     }
 
-    /// The client's failures as the daemon's errors: too slow is 504, anything else the guest did is 502.
+    /// The client's failures as the daemon's errors: too slow is 504, anything else the guest did is 502,
+    /// and a request cut by the daemon's shutdown is 503.
     static func mapped(_ error: any Error, policy: GuestProxyPolicy) -> any Error {
+        if Task.isShuttingDownGracefully {
+            return VMSessionError(.unavailable, "The daemon is shutting down; try again once it is back.", retryAfterSeconds: 5)
+        }
         switch error {
         case let error as VMSessionError: return error
         case is CancellationError: return error
@@ -178,4 +253,9 @@ struct BoundedBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable wher
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: base.makeAsyncIterator(), policy: policy) }
+}
+
+/// A response's writer moved into the one child task that writes with it, and back (the parent only waits).
+struct WriterBox: @unchecked Sendable {
+    var writer: any ResponseBodyWriter
 }

@@ -25,9 +25,9 @@ public enum VMSessionAPI {
         public let webSocket: Router<APIRequestContext>
     }
 
-    /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets), behind the Host guard (DNS rebinding),
-    /// the Origin guard (approved web pages only, with CORS) and the error responder (one JSON error shape),
-    /// in that order.
+    /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets), behind
+    /// the security headers every response carries, the Host guard (DNS rebinding), the Origin guard (approved
+    /// web pages only, with CORS) and the error responder (one JSON error shape), in that order.
     public static func buildRouters(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
@@ -35,12 +35,14 @@ public enum VMSessionAPI {
         consoles: ConsoleHub? = nil
     ) -> Routers {
         let router = Router(context: APIRequestContext.self)
+        router.add(middleware: SecurityHeaders())
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins))
         router.add(middleware: ErrorResponder())
         let methods = MethodGuard<APIRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
         let webSocket = Router(context: APIRequestContext.self)
+        webSocket.add(middleware: SecurityHeaders())
         webSocket.add(middleware: HostGuard())
         webSocket.add(middleware: OriginGuard(origins: origins))
         webSocket.add(middleware: ErrorResponder())

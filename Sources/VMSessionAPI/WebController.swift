@@ -32,10 +32,20 @@ struct WebController {
     /// The paths any origin may GET without being approved.
     static let publicPaths: Set<String> = Set(routes.filter(\.isPublic).map(\.path))
 
-    /// The page may only run its own scripts and talk to its own origin, and may not be framed (an
-    /// Approve button in a frame could be clicked by a page the user did not mean to trust).
-    static let pagePolicy =
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+    /// The scripts the daemon's page may run: the daemon's own files, by exact path (noVNC's modules by their
+    /// directory). Not `'self'`: that would include every guest page and script behind the proxy
+    /// (`/api/v1/sessions/{id}/guest/…`), which share the daemon's origin.
+    static let pageScripts = ["/vmsession.js", "/page.js", NoVNCAssets.prefix + "core/", NoVNCAssets.prefix + "vendor/", "/lib/xterm/xterm.js"]
+
+    /// The page may only run the daemon's own scripts (``pageScripts``, also as workers) and talk to its own
+    /// origin, may not be framed (an Approve button in a frame could be clicked by a page the user did not
+    /// mean to trust), frames nothing and submits no form anywhere. `origin` is `http://` and the request's
+    /// Host, which the Host guard already held to the loopback.
+    static func pagePolicy(origin: String) -> String {
+        let scripts = pageScripts.map { origin + $0 }.joined(separator: " ")
+        return "default-src 'self'; script-src \(scripts); worker-src \(scripts); style-src 'unsafe-inline' \(origin)/lib/xterm/xterm.css; "
+            + "img-src 'self' data: blob:; object-src 'none'; frame-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    }
 
     let assets: [String: Asset]
 
@@ -57,23 +67,43 @@ struct WebController {
         for route in Self.routes {
             let asset = assets[route.path]
             let path = route.path
-            router.get(RouterPath(path)) { _, _ in
+            router.get(RouterPath(path)) { request, _ in
                 guard let asset else { throw VMSessionError(.notFound, "\(path) is missing from this installation of vmsessiond.") }
-                return Self.response(asset)
+                if path == "/", let moved = Self.namedAddress(authority: request.head.authority) {
+                    return Response(status: .permanentRedirect, headers: [.location: moved, .cacheControl: "no-store"])
+                }
+                return Self.response(asset, authority: request.head.authority)
             }
         }
     }
 
-    static func response(_ asset: Asset) -> Response {
+    /// The asset as served. The daemon's own page and script also get `Cross-Origin-Opener-Policy:
+    /// same-origin` (a page that opened the daemon's page keeps no handle on its tab, so it cannot steer it
+    /// to guest content later) and `Referrer-Policy: no-referrer` (nothing of its URL leaves with a request).
+    /// The page at `localhost` when it was asked for at the IPv6 loopback (`[::1]:PORT`): Chromium takes no
+    /// IPv6 literal in a CSP source, so the page's exact-path script list cannot name `[::1]` (its scripts
+    /// would all be refused), and `'self'` would let guest pages in. `localhost` reaches the same daemon
+    /// (the browser tries `::1` too). Nil for any other address.
+    static func namedAddress(authority: String?) -> String? {
+        guard let authority, authority.hasPrefix("["), let close = authority.firstIndex(of: "]") else { return nil }
+        return "http://localhost" + authority[authority.index(after: close)...] + "/"
+    }
+
+    static let referrerPolicy = HTTPField.Name("Referrer-Policy")
+    static let crossOriginOpenerPolicy = HTTPField.Name("Cross-Origin-Opener-Policy")
+
+    static func response(_ asset: Asset, authority: String? = nil) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = asset.contentType
         // Revalidated on each load, so a page never runs a library older than the daemon it talks to.
         headers[.cacheControl] = "no-cache"
         headers[.xContentTypeOptions] = "nosniff"
+        if let name = referrerPolicy { headers[name] = "no-referrer" }
         if asset.isPublic {
             headers[.accessControlAllowOrigin] = "*"
         } else {
-            headers[.contentSecurityPolicy] = pagePolicy
+            headers[.contentSecurityPolicy] = pagePolicy(origin: "http://" + (authority ?? "127.0.0.1"))
+            if let name = crossOriginOpenerPolicy { headers[name] = "same-origin" }
         }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: asset.body))
     }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Synchronization
 import VMSessionCore
@@ -27,15 +28,23 @@ public final class DaemonAddress: Sendable {
     }
 }
 
-/// Where the proxy and the probe find a session's guest.
-public struct GuestAPIRoute: Sendable, Equatable {
-    /// A Unix socket only the daemon's user can open (or a stand-in's port in tests).
+/// Where the daemon finds a session's guest API: the one place that knows how a guest is reached, for the
+/// proxy and the probe alike (``url(pathAndQuery:)``).
+public struct GuestAPIRoute: Sendable, Hashable {
+    /// A Unix socket only the daemon's user can open (or a stand-in's loopback port in tests).
     public let address: GuestAPIAddress
 
     public init(address: GuestAPIAddress) { self.address = address }
 
-    /// The URL of `pathAndQuery` (which starts with `/`) on the guest: the one place URLs to guests are made.
+    /// The URL of `pathAndQuery` (starting with `/`) on the guest, for ``client``.
     public func url(pathAndQuery: String) -> String { address.url(pathAndQuery) }
+
+    /// The one HTTP client for every guest (proxy and probes): it follows no redirect (a guest's redirect is
+    /// the page's business, and a probe counts any answer), leaves bodies compressed as they came, and gives
+    /// a guest 5 s to accept the connection; each caller bounds the whole exchange itself.
+    public static let client = HTTPClient(
+        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+        configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(5)), decompression: .disabled))
 }
 
 extension SessionManager {

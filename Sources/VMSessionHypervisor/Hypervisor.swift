@@ -63,7 +63,7 @@ extension Hypervisor {
 /// Where the daemon reaches a guest's API: a Unix socket only the daemon's user can open (a real guest,
 /// see ``GuestNetwork``), or a port on the loopback (a stand-in guest that tests run beside a driver with
 /// no QEMU, such as `test:///default`).
-public enum GuestAPIAddress: Sendable, Equatable {
+public enum GuestAPIAddress: Sendable, Hashable {
     case unixSocket(String)
     case loopbackPort(Int)
 

@@ -11,9 +11,12 @@ extension LibvirtHypervisor {
         ConsoleEndpoints(log: consoleLogPath(for: id), socket: consoleSocketPath(for: id))
     }
 
+    /// The Unix socket of the guest's port 80 (see ``GuestNetwork``). On a driver that runs no QEMU, nothing
+    /// listens there unless a test's stand-in guest does (or the configured stand-in port is used).
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? {
-        if let network { return .unixSocket(network.apiSocketPath(for: id)) }
-        return configuration.standInGuestAPIPort?(id).map(GuestAPIAddress.loopbackPort)
+        if network == nil, let port = configuration.standInGuestAPIPort?(id) { return .loopbackPort(port) }
+        let directory = Self.networkDirectory(stateDirectory: configuration.stateDirectory, id: id)
+        return .unixSocket(directory + "/" + GuestNetwork.apiSocket)
     }
 
     func displaySocketPath(for id: SessionID) -> String { socketPath(for: id, named: "vnc") }

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import UnixSignals
 import VMSessionAPI
 import VMSessionCore
 import VMSessionDaemon
@@ -79,8 +80,7 @@ struct Daemon {
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
             SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
         }
-        let group = ServiceGroup(
-            configuration: .init(
+        var configuration = ServiceGroupConfiguration(
                 services: [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
                     .init(service: controller), .init(service: consoles),
@@ -89,9 +89,35 @@ struct Daemon {
                     .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        try await group.run()
+                logger: logger)
+        // Past the grace, graceful shutdown becomes cancellation (see run(_:grace:logger:) for the last resort).
+        configuration.maximumGracefulShutdownDuration = .seconds(settings.shutdownGraceSeconds)
+        let group = ServiceGroup(configuration: configuration)
+        try await Self.run(group, grace: .seconds(settings.shutdownGraceSeconds), logger: logger)
         SystemdNotifier.notify("STOPPING=1")
         logger.notice("vmsessiond stopped")
+    }
+
+    /// Runs the service group, and bounds its shutdown: from the first SIGTERM/SIGINT, services and
+    /// connections have `grace` to end (viewers, event streams and proxied bodies end at once; an operation
+    /// under way is left pending and settled at the next start), then the group cancels them; should anything
+    /// still ignore that, the process exits `lastResort` later, as it would on a normal stop. VMs keep running
+    /// either way: QEMU does not depend on the daemon's process.
+    static func run(_ group: ServiceGroup, grace: Duration, logger: Logger) async throws {
+        let lastResort: Duration = .seconds(3)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    logger.notice("stopping", metadata: ["signal": "\(signal)", "grace": "\(grace)"])
+                    try await Task.sleep(for: grace + lastResort)
+                    logger.critical("vmsessiond did not stop within its shutdown grace; exiting now (VMs keep running)")
+                    exit(0)
+                }
+            }
+            // The group's end (after a signal or a failure) ends the watch too.
+            try await tasks.next()
+            tasks.cancelAll()
+        }
     }
 }

@@ -14,6 +14,9 @@ struct DaemonSettings: Sendable {
     var accelerator: Accelerator
     var applianceDirectory: String
     var stopGraceSeconds: Int
+    /// Seconds the daemon gives its open connections (viewers, event streams, proxied bodies) and services to
+    /// end after SIGTERM/SIGINT before it stops them and, failing that, exits anyway (`shutdownGrace`).
+    var shutdownGraceSeconds: Int
     var logLevel: String
     /// The X display whose idle time drives the controller (`display`, else `$DISPLAY`); nil if none.
     var display: String?
@@ -50,6 +53,8 @@ struct DaemonSettings: Sendable {
     var guestEgress: EgressPolicy = .internet
 
     static let defaultListen = "127.0.0.1:7011"
+    /// Within the 60 s systemd's units allow a stop (`TimeoutStopSec`), with room to spare.
+    static let defaultShutdownGrace = 10
     static let defaultConsoleLogBytes = 8 << 20
     static let systemConfigFile = "/etc/vmsessiond/config.json"
 
@@ -104,6 +109,10 @@ struct DaemonSettings: Sendable {
         let grace = config.string(forKey: "stopGrace", default: "30")
         guard let stopGrace = Int(grace), (0...3600).contains(stopGrace) else {
             throw VMSessionError(.invalidArgument, "stopGrace must be 0 to 3600 seconds; got '\(grace)'.")
+        }
+        let shutdownText = config.string(forKey: "shutdownGrace", default: "\(defaultShutdownGrace)")
+        guard let shutdownGrace = Int(shutdownText), (1...300).contains(shutdownGrace) else {
+            throw VMSessionError(.invalidArgument, "shutdownGrace must be 1 to 300 seconds; got '\(shutdownText)'.")
         }
         let uri = config.string(forKey: "libvirtUri")
         let idleText = config.string(forKey: "idleTime", default: "30")
@@ -179,7 +188,7 @@ struct DaemonSettings: Sendable {
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
             applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
-            stopGraceSeconds: stopGrace,
+            stopGraceSeconds: stopGrace, shutdownGraceSeconds: shutdownGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
             display: display?.isEmpty == true ? nil : display, idleSource: idleSource, sessionVariables: sessionVariables,
             idleTime: idleTime,

@@ -24,6 +24,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               accelerator   VMSESSIOND_ACCELERATOR    default auto (kvm if /dev/kvm is usable, else tcg)
               applianceDir  VMSESSIOND_APPLIANCE_DIR  default <stateDir>/appliance
               stopGrace     VMSESSIOND_STOP_GRACE     default 30 (seconds)
+              shutdownGrace VMSESSIOND_SHUTDOWN_GRACE default 10 (seconds, 1-300: after SIGTERM, open connections
+                                                      end; past it the daemon exits anyway; VMs keep running)
               logLevel      VMSESSIOND_LOG_LEVEL      default info
               display       VMSESSIOND_DISPLAY        default $DISPLAY (X display for idle detection; none: VMs at max)
               idleSource    VMSESSIOND_IDLE_SOURCE    default auto (from WAYLAND_DISPLAY, DISPLAY, XDG_*; or xscreensaver,
@@ -70,6 +72,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("stop-grace"), help: "Seconds a guest gets to power off on 'stop' before it is powered off hard.")
     var stopGrace: String?
 
+    @Option(name: .customLong("shutdown-grace"), help: "Seconds (1-300) the daemon takes at most to stop on SIGTERM; VMs keep running.")
+    var shutdownGrace: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
@@ -109,6 +114,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["accelerator"] = accelerator
         flags["applianceDir"] = applianceDir
         flags["stopGrace"] = stopGrace
+        flags["shutdownGrace"] = shutdownGrace
         flags["logLevel"] = logLevel
         flags["display"] = display
         flags["idleTime"] = idleTime

@@ -131,8 +131,8 @@ struct GuestEgressTests {
         }
     }
 
-    /// User-data that tries each target from inside the guest and prints `EGRESS name reached|blocked`.
-    /// Each try gets 3 s and is then ended: the guest's busybox `nc` has no timeout for reads.
+    /// User-data that tries each target from inside the guest and prints `EGRESS name reached|blocked`: reached
+    /// when anything answered HTTP. Each try gets 3 s and is then ended (busybox `nc` has no read timeout).
     static func probeUserData(_ targets: [Target]) -> String {
         var script = """
             #!/bin/sh
@@ -142,7 +142,7 @@ struct GuestEgressTests {
                 pid=$!
                 sleep 3
                 kill "$pid" 2>/dev/null
-                if grep -q reached /tmp/answer; then echo "EGRESS $1 reached"; else echo "EGRESS $1 blocked"; fi
+                if grep -q HTTP/ /tmp/answer; then echo "EGRESS $1 reached"; else echo "EGRESS $1 blocked"; fi
             }
 
             """
@@ -173,10 +173,12 @@ struct GuestEgressTests {
         try await RealGuestSuites.RealVMTests.waitForConsole(console, containing: "EGRESS done")
         let text = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
         var reached: [String: Bool] = [:]
+        // A line may follow the console shell's prompt.
         for line in text.split(whereSeparator: \.isNewline) {
-            let words = line.split(separator: " ")
-            guard let at = words.firstIndex(of: "EGRESS"), words.count > at + 2 else { continue }
-            reached[String(words[at + 1])] = words[at + 2].hasPrefix("reached")
+            guard let at = line.range(of: "EGRESS ") else { continue }
+            let words = line[at.upperBound...].split(separator: " ")
+            guard words.count >= 2 else { continue }
+            reached[String(words[0])] = words[1].hasPrefix("reached")
         }
         return reached
     }

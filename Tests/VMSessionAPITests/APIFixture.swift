@@ -26,10 +26,10 @@ struct APIFixture {
 
     /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
     /// `apiPort` is the loopback port of the stand-in server that plays every started guest's API (the proxy's tests);
-    /// `guestProxy` is the proxy's policy.
+    /// `guestProxy` is the proxy's policy; `testing` `.live` serves on a real loopback port (the client's `port`).
     static func run(
         source: (any IdleSource)? = nil, apiPort: (@Sendable () -> Int)? = nil, guestProxy: GuestProxyPolicy = .defaults,
-        _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
+        testing: TestingSetup = .router, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
@@ -72,7 +72,7 @@ struct APIFixture {
             group.addTask { try await manager.run() }
             group.addTask { try await images.run() }
             group.addTask { try await controller.run() }
-            try await app.test(.router) { client in try await body(client, fixture) }
+            try await app.test(testing) { client in try await body(client, fixture) }
             group.cancelAll()
         }
     }

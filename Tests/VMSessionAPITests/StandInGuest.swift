@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -13,7 +14,12 @@ import Testing
 /// - `POST|PUT|PATCH|DELETE /echo`: the request body streamed back;
 /// - `GET /redirect`: a 302 to `/hello`;
 /// - `GET /slow`: answers after a minute (cancelled when the client leaves);
-/// - `GET /hold`: answers once the test calls ``release()``.
+/// - `GET /hold`: answers once the test calls ``release()``;
+/// - `GET /dribble`: its head at once, then a body of one byte a second for a minute;
+/// - `GET /stall`: its head and a first chunk at once, then nothing until the test ends;
+/// - `GET /page.html`: a page with the headers a guest could use to act on the daemon's origin;
+/// - `GET /away`: a 302 to `//evil.example/`.
+/// With `dribbleRoot`, `GET /` dribbles too: a guest whose probe answer never completes in time.
 final class StandInGuest: Sendable {
     let requests = Mutex(0)
     private let gate: AsyncStream<Void>
@@ -25,11 +31,46 @@ final class StandInGuest: Sendable {
     var served: Int { requests.withLock { $0 } }
 
     /// Runs the server for the duration of `body`, which gets it and its port.
-    static func run(_ body: @Sendable (StandInGuest, Int) async throws -> Void) async throws {
+    static func run(dribbleRoot: Bool = false, _ body: @Sendable (StandInGuest, Int) async throws -> Void) async throws {
         let guest = StandInGuest()
         defer { guest.release() }
         let router = Router()
         router.add(middleware: Counter(guest: guest))
+        let dribble = { @Sendable () -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain"],
+                body: ResponseBody { writer in
+                    for _ in 0..<60 {
+                        try await writer.write(ByteBuffer(string: "."))
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                    try await writer.finish(nil)
+                })
+        }
+        router.get("/dribble") { _, _ in dribble() }
+        router.get("/stall") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain"],
+                body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(string: "first chunk;"))
+                    for await _ in guest.gate {}
+                    try await writer.finish(nil)
+                })
+        }
+        router.get("/page.html") { _, _ in
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            headers[.contentSecurityPolicy] = "default-src *"
+            for (name, value) in [
+                ("Service-Worker-Allowed", "/"), ("Clear-Site-Data", "\"*\""), ("Refresh", "0; url=http://evil.example/"),
+                ("Origin-Agent-Cluster", "?1"), ("Link", "</sw.js>; rel=serviceworker"), ("WWW-Authenticate", "Basic realm=guest"),
+            ] {
+                headers[HTTPField.Name(name)!] = value
+            }
+            headers[.setCookie] = "guest=1; Path=/"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "<h1>guest page</h1>")))
+        }
+        router.get("/away") { _, _ in Response(status: .found, headers: [.location: "//evil.example/"]) }
         router.get("/hello") { _, _ in
             var headers = HTTPFields()
             headers[.accessControlAllowOrigin] = "*"
@@ -40,7 +81,8 @@ final class StandInGuest: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "hello from the guest")))
         }
         router.get("/") { request, _ in
-            Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "root \(request.head.path ?? "")")))
+            if dribbleRoot { return dribble() }
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "root \(request.head.path ?? "")")))
         }
         router.get("/headers") { request, _ in
             var fields: [String: String] = ["target": request.head.path ?? ""]

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import Testing
 import VMSessionCore
+@testable import VMSessionAPI
 
 @Suite("vmsession.js and the daemon's page")
 struct WebAssetsTests {
@@ -23,10 +24,28 @@ struct WebAssetsTests {
             #expect(index.body.contains(#"<script src="/vmsession.js"></script>"#))
             #expect(index.headers[.contentSecurityPolicy]?.contains("frame-ancestors 'none'") == true)
 
+            // Its scripts are the daemon's own files by exact path, never 'self' (which includes guest pages).
+            let policy = try #require(index.headers[.contentSecurityPolicy])
+            let scripts = try #require(policy.split(separator: ";").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("script-src ") })
+            #expect(!scripts.contains("'self'") && scripts.contains("http://localhost/page.js"), "\(scripts)")
+            #expect(!scripts.contains("/api/"))
+            #expect(index.headers[HTTPField.Name("Cross-Origin-Opener-Policy")!] == "same-origin")
+            #expect(index.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer")
+            #expect(index.headers[.xContentTypeOptions] == "nosniff")
+
             let script = try await client.text(.get, "/page.js")
             #expect(script.headers[.contentType] == "text/javascript; charset=utf-8")
             #expect(script.body.contains("sessionStorage"))
         }
+    }
+
+    @Test("the page asked for at [::1] moves to localhost (Chromium takes no IPv6 literal in a CSP source); other addresses stay")
+    func ipv6PageMovesToLocalhost() {
+        #expect(WebController.namedAddress(authority: "[::1]:7011") == "http://localhost:7011/")
+        #expect(WebController.namedAddress(authority: "[::1]") == "http://localhost/")
+        #expect(WebController.namedAddress(authority: "127.0.0.1:7011") == nil)
+        #expect(WebController.namedAddress(authority: "localhost:7011") == nil)
+        #expect(WebController.namedAddress(authority: nil) == nil)
     }
 
     @Test("any origin may load vmsession.js (public code) without being recorded; the page stays for approved origins")

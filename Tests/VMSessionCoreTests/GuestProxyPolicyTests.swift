@@ -9,18 +9,38 @@ struct GuestProxyPolicyTests {
 
     func names(_ headers: [(name: String, value: String)]) -> [String] { headers.map { $0.name.lowercased() } }
 
-    @Test("the guest is sent no credentials, cookies, Host, Origin or hop-by-hop header, nor one that Connection lists")
+    @Test("the guest is sent no credentials, cookies, Referer, Host, Origin or hop-by-hop header, nor one that Connection lists")
     func requestHeadersFiltered() {
         let sent = policy.requestHeaders([
             ("Authorization", "Bearer secret"), ("Cookie", "a=b"), ("Host", "127.0.0.1:7011"), ("Origin", "http://page"),
             ("Connection", "keep-alive, X-Private"), ("X-Private", "1"), ("Keep-Alive", "5"), ("TE", "trailers"),
             ("Transfer-Encoding", "chunked"), ("Upgrade", "websocket"), ("Proxy-Authorization", "x"), ("Content-Length", "3"),
-            ("Expect", "100-continue"), ("Content-Type", "application/json"), ("Accept", "*/*"), ("X-Request", "kept"),
+            ("Expect", "100-continue"), ("Referer", "http://127.0.0.1:7011/api/v1/sessions/S/guest/x.html?token=t0k"),
+            ("Forwarded", "for=1.2.3.4"), ("X-Forwarded-For", "1.2.3.4"),
+            ("Content-Type", "application/json"), ("Accept", "*/*"), ("X-Request", "kept"),
         ])
         #expect(names(sent) == ["content-type", "accept", "x-request"])
     }
 
-    @Test("the page gets no guest CORS header, cookie, HSTS or hop-by-hop header; the rest as the guest sent it")
+    @Test("a header that carries the request's token under any name is withheld; without a token nothing more is")
+    func tokenInAnyHeaderWithheld() {
+        let headers: [(name: String, value: String)] = [("X-Mine", "Bearer t0k3n"), ("X-Other", "fine"), ("X-Echo", "t0k3n")]
+        #expect(names(policy.requestHeaders(headers, secret: "t0k3n")) == ["x-other"])
+        #expect(names(policy.requestHeaders(headers, secret: nil)) == ["x-mine", "x-other", "x-echo"])
+        #expect(names(policy.requestHeaders(headers, secret: "")) == ["x-mine", "x-other", "x-echo"], "an empty token matches nothing")
+    }
+
+    @Test("a service worker's script is refused with not_allowed; other requests, and other workers' values, pass")
+    func serviceWorkerRefused() throws {
+        for refused: (name: String, value: String) in [("Service-Worker", "script"), ("service-worker", " Script "), ("Sec-Fetch-Dest", "serviceworker")] {
+            let error = #expect(throws: VMSessionError.self) { try policy.checkRequest([("Accept", "*/*"), refused]) }
+            #expect(error?.code == .notAllowed, "\(refused)")
+        }
+        try policy.checkRequest([("Sec-Fetch-Dest", "script"), ("Sec-Fetch-Dest", "document"), ("Service-Worker-Navigation-Preload", "true")])
+        try policy.checkRequest([])
+    }
+
+    @Test("the page gets no guest CORS header, cookie, HSTS or hop-by-hop header; the rest as the guest sent it, sandboxed")
     func responseHeadersFiltered() {
         let kept = policy.responseHeaders(
             [
@@ -29,18 +49,60 @@ struct GuestProxyPolicyTests {
                 ("Transfer-Encoding", "chunked"), ("Content-Length", "5"), ("Vary", "Origin"), ("Content-Type", "text/plain"),
                 ("ETag", "\"1\""), ("X-Guest", "yes"),
             ], base: "/api/v1/sessions/S/guest")
-        #expect(names(kept) == ["content-type", "etag", "x-guest"])
+        #expect(names(kept) == ["content-type", "etag", "x-guest", "content-security-policy", "referrer-policy"])
         #expect(kept.first { $0.name == "X-Guest" }?.value == "yes")
     }
 
-    @Test("a redirect to the guest's own path is rewritten under the proxy; one to another host or protocol-relative is not")
+    @Test("nothing the guest says may act on the daemon's origin: those headers are dropped and the guest's CSP replaced")
+    func originWideHeadersDropped() {
+        let dropped: [(name: String, value: String)] = [
+            ("Service-Worker-Allowed", "/"), ("Clear-Site-Data", "\"*\""), ("Refresh", "0; url=http://evil.example/"),
+            ("Content-Security-Policy", "default-src *"), ("Content-Security-Policy-Report-Only", "default-src 'none'; report-uri /r"),
+            ("Reporting-Endpoints", "a=\"http://evil.example/\""), ("Report-To", "{}"), ("NEL", "{}"),
+            ("Origin-Agent-Cluster", "?1"), ("Accept-CH", "Sec-CH-UA"), ("Critical-CH", "Sec-CH-UA"), ("Set-Login", "logged-in"),
+            ("Speculation-Rules", "\"/rules\""), ("Permissions-Policy", "camera=*"), ("Feature-Policy", "camera *"),
+            ("Document-Policy", "x"), ("Cross-Origin-Opener-Policy", "unsafe-none"), ("WWW-Authenticate", "Basic realm=x"),
+            ("Authentication-Info", "x"), ("Sec-Session-Registration", "x"), ("Referrer-Policy", "unsafe-url"),
+            ("X-Content-Type-Options", "sniff"), ("Set-Cookie2", "a=b"), ("Alt-Svc", "h3=\":443\""),
+            ("Link", "</evil.js>; rel=preload; as=script"), ("Link", "</sw.js>; rel=serviceworker"), ("Link", "<//evil.example>; rel=preconnect"),
+        ]
+        let kept = policy.responseHeaders(dropped + [("Link", "</items?page=2>; rel=\"next\""), ("X-Frame-Options", "DENY")], base: "/b")
+        #expect(names(kept) == ["link", "x-frame-options", "content-security-policy", "referrer-policy"])
+        #expect(kept.first { $0.name == "Content-Security-Policy" }?.value == GuestProxyPolicy.contentSecurityPolicy)
+        #expect(kept.first { $0.name == "Referrer-Policy" }?.value == "no-referrer")
+        #expect(GuestProxyPolicy.contentSecurityPolicy.hasPrefix("sandbox "))
+        #expect(!GuestProxyPolicy.contentSecurityPolicy.contains("allow-same-origin"), "an opaque origin, never the daemon's")
+        #expect(!GuestProxyPolicy.contentSecurityPolicy.contains("allow-top-navigation"))
+        #expect(!GuestProxyPolicy.contentSecurityPolicy.contains("escape-sandbox"))
+    }
+
+    @Test("a redirect that stays on the guest is rewritten under the proxy, resolved as a browser would; one that leaves it is withheld")
     func locationRewritten() {
         let base = "/api/v1/sessions/S/guest"
-        let rewrite = { (value: String) in policy.responseHeaders([("Location", value)], base: base).first?.value }
-        #expect(rewrite("/login?next=%2F") == base + "/login?next=%2F")
-        #expect(rewrite("//evil.example/x") == "//evil.example/x")
-        #expect(rewrite("https://example.org/") == "https://example.org/")
-        #expect(rewrite("relative") == "relative")
+        let rewrite = { (value: String, target: String) in
+            policy.responseHeaders([("Location", value)], base: base, target: target).first { $0.name == "Location" }?.value
+        }
+        #expect(rewrite("/login?next=%2F", "/") == base + "/login?next=%2F")
+        #expect(rewrite("relative", "/") == base + "/relative")
+        #expect(rewrite("c?x=1#f", "/a/b?q") == base + "/a/c?x=1#f")
+        #expect(rewrite("?page=2", "/list?page=1") == base + "/list?page=2")
+        #expect(rewrite("", "/list?page=1") == base + "/list?page=1")
+        #expect(rewrite("./", "/a/b") == base + "/a/")
+        // Climbing out of the prefix, plainly or percent-encoded, stops at the guest's root.
+        #expect(rewrite("../../../../../close", "/a/b") == base + "/close")
+        #expect(rewrite("/../../..", "/") == base + "/")
+        #expect(rewrite("/%2e%2E/%2e./.%2e/x", "/") == base + "/x")
+        // Off the guest: another scheme or host, scheme-relative in any spelling a browser accepts.
+        for away in [
+            "//evil.example/x", "https://example.org/", "http://10.0.2.15/x", "/\\evil.example", "\\\\evil.example", "\\/evil.example",
+            "/\t/evil.example", " //evil.example", "javascript:alert(1)", "JavaScript:alert(1)", "data:text/html,x", "/é",
+        ] {
+            #expect(rewrite(away, "/a") == nil, "\(away)")
+        }
+        // Content-Location the same way.
+        let content = policy.responseHeaders([("Content-Location", "https://elsewhere/")], base: base)
+        #expect(!names(content).contains("content-location"))
+        #expect(policy.responseHeaders([("Content-Location", "x.json")], base: base, target: "/d/").first?.value == base + "/d/x.json")
     }
 
     @Test("a declared body up to the limit passes; above it is payload_too_large, a non-number invalid_argument")
