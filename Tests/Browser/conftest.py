@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -157,9 +158,19 @@ def real_daemon():
         yield daemon
 
 
+# The client as a site vendors it: the file of the source tree (VMSESSION_JS: another copy, e.g. an older one).
+CLIENT = os.environ.get("VMSESSION_JS") or os.path.join(ROOT, "Sources", "VMSessionAPI", "Web", "vmsession.js")
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
+
+    def translate_path(self, path):
+        # The test pages' own copy of vmsession.js, served from their origin.
+        if path.split("?", 1)[0] == "/vmsession.js":
+            return CLIENT
+        return super().translate_path(path)
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")
@@ -188,6 +199,46 @@ def serving_pages():
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serving_public_pages():
+    """The test pages over HTTPS (a self-signed certificate) and over plain HTTP, each on a port of its own
+    that Chromium is told is a public address: a site on the internet, as far as Local Network Access goes.
+    Yields (https origin, http origin, Chromium's arguments); the pages are reached as `page.test`, mapped to
+    127.0.0.1, so that they are not on the loopback by name either."""
+    directory = os.path.join(os.path.dirname(__file__), "page")
+    scratch = tempfile.mkdtemp(prefix="vms-public-")
+    key, certificate = os.path.join(scratch, "key.pem"), os.path.join(scratch, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
+                    "-days", "2", "-subj", "/CN=page.test"], check=True, capture_output=True, timeout=60)
+    handler = functools.partial(QuietHandler, directory=directory)
+    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threads = [threading.Thread(target=server.serve_forever, daemon=True) for server in (secure, plain)]
+    for thread in threads:
+        thread.start()
+    ports = secure.server_address[1], plain.server_address[1]
+    arguments = ["--ignore-certificate-errors", "--host-resolver-rules=MAP page.test 127.0.0.1",
+                 f"--ip-address-space-overrides=127.0.0.1:{ports[0]}=public,127.0.0.1:{ports[1]}=public"]
+    try:
+        yield f"https://page.test:{ports[0]}", f"http://page.test:{ports[1]}", arguments
+    finally:
+        for server in (secure, plain):
+            server.shutdown()
+            server.server_close()
+        for thread in threads:
+            thread.join(timeout=10)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def public_site():
+    with serving_public_pages() as site:
+        yield site
 
 
 @pytest.fixture(scope="module")
