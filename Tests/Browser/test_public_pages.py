@@ -74,6 +74,16 @@ def test_a_public_page_refused_the_local_network_says_so_with_a_client_from_its_
     assert second["when"] == "click" and second["outcome"] == "local_network_denied" and second["isVMSessionError"], second
     assert "Local Network Access" in second["message"]
     assert public_browser.evaluate("VMSession.localNetworkPermission()") == "denied"
+    # Every other way to the daemon says the same, as a VMSession.Error (never a bare TypeError).
+    failures = public_browser.evaluate(f"""(async () => {{
+      const session = new VMSession.Session(new VMSession.Daemon({daemon.url!r}), {{ id: 'x' }}, 'token');
+      const codes = [];
+      for (const call of [() => session.screenshot(), () => session.guest.fetch('/'), () => session.refresh()]) {{
+        try {{ await call(); codes.push('resolved'); }} catch (e) {{ codes.push((e instanceof VMSession.Error) + ' ' + e.code); }}
+      }}
+      return codes;
+    }})()""")
+    assert failures == ["true local_network_denied"] * 3, failures
 
 
 def test_a_plain_http_public_page_is_told_it_cannot_work(daemon, public_site, public_browser):

@@ -745,7 +745,9 @@
         try { json = await response.json(); } catch (ignored) { /* not JSON: said below */ }
         throw VMSessionError.from(json && json.error, response.status);
       }
-      return response.blob();
+      try { return await response.blob(); } catch (cause) {
+        throw new VMSessionError('unavailable', 'The screenshot was cut off (' + (cause && cause.message) + ').', undefined, response.status);
+      }
     }
 
     // console
@@ -1320,7 +1322,20 @@
     }
 
     async _requestSession(name, secret, Kind) {
-      const grant = await this._request('POST', API + '/sessions', { body: { name: String(name), secret: String(secret) } });
+      const body = { name: String(name), secret: String(secret) };
+      let grant;
+      const giveUp = Date.now() + 60000;
+      for (;;) {
+        try {
+          grant = await this._request('POST', API + '/sessions', { body });
+          break;
+        } catch (error) {
+          // The daemon checks one secret at a time per site (many tabs reloaded together ask at once): wait as
+          // told, for a minute at most. A lock-out after wrong secrets asks for longer waits: not retried.
+          if (error.code !== 'too_many_attempts' || Date.now() > giveUp || !(error.retryAfter <= 2)) throw error;
+          await delay(error.retryAfter * 1000 + Math.random() * 250);
+        }
+      }
       const session = new Kind(this, grant.session, grant.token);
       if (session instanceof PluginSession) await session._loadProperties();
       await session._follow();
