@@ -36,7 +36,8 @@ def binary(variable, name):
 class Daemon:
     """The real vmsessiond on a free port, with libvirt's test driver and a stand-in appliance."""
 
-    def __init__(self):
+    def __init__(self, environment=None):
+        self.environment = {**os.environ, **(environment or {})}
         self.directory = tempfile.mkdtemp(prefix="vms-browser-")
         self.state_dir = os.path.join(self.directory, "state")
         appliance = os.path.join(self.directory, "appliance")
@@ -57,7 +58,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
              "--libvirt-uri", "test:///default", "--appliance-dir", self.appliance],
-            stdout=self._log, stderr=self._log)
+            stdout=self._log, stderr=self._log, env=self.environment)
         return self._wait_listening(start, timeout=60)
 
     def restart(self):
@@ -123,15 +124,14 @@ class RealDaemon(Daemon):
 
     def __init__(self, appliance, environment=None):
         self.real_appliance = appliance
-        self.environment = dict(environment or {})
-        super().__init__()
+        super().__init__(environment)
 
     def _start(self, listen):
         start = os.path.getsize(self.log_path)
         self.process = subprocess.Popen(
             [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
              "--appliance-dir", self.real_appliance, "--accelerator", "tcg", "--stop-grace", "5"],
-            stdout=self._log, stderr=self._log, env={**os.environ, **self.environment})
+            stdout=self._log, stderr=self._log, env=self.environment)
         return self._wait_listening(start, timeout=60)
 
 
@@ -173,7 +173,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         return super().translate_path(path)
 
     def end_headers(self):
-        self.send_header("Cache-Control", "no-store")
+        # no-cache (revalidated) for the page of the back/forward cache test: Chromium keeps no no-store page.
+        self.send_header("Cache-Control", "no-cache" if self.path.startswith("/tabs.html") else "no-store")
         super().end_headers()
 
 
