@@ -90,8 +90,9 @@ def cached_page_test(daemon, page_server, browser):
     # Away to another page of the site, and back: Chromium restores the page from its back/forward cache.
     browser.navigate(f"{page_server}/ordering.html")
     browser.wait_for("location.pathname === '/ordering.html'", 30, "the other page")
-    # The cached page let its stream go (the daemon frees the slot once it notices, within its 15 s heartbeat).
-    wait_until(lambda: stream_slot_free(daemon), 30, "the cached page to let its event stream go")
+    # The cached page let its stream go. The daemon frees the slot once a write fails: the second heartbeat
+    # (every 15 s) after the close at the latest.
+    wait_until(lambda: stream_slot_free(daemon), 75, "the cached page to let its event stream go")
     for session_id in ids:
         status, _ = daemon.request("PUT", f"/api/v1/sessions/{session_id}/properties/p", {"value": "while away"},
                                    token=daemon.admin_token)
