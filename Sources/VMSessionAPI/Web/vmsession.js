@@ -493,7 +493,8 @@
 
     _reopenIfChanged() {
       const key = Array.from(this._all().keys()).sort().join(' ');
-      if (key !== this._streamKey || (!this.stream && key)) this._reopen(20);
+      // A short wait gathers the changes of many tabs (reloaded together) into one reopening.
+      if (key !== this._streamKey || (!this.stream && key)) this._reopen(150);
     }
 
     _reopen(wait) {
