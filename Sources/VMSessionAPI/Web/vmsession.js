@@ -1,4 +1,4 @@
-/*! vmsession.js 1.1.0 | the client of vmsessiond for web pages | https://github.com/vmsessiond */
+/*! vmsession.js 1.1.0 | the web-page client of vmsessiond, the local VM session daemon */
 /*
  * vmsession.js: use a local vmsessiond from a web page. One file, no dependency, no build step. The daemon
  * serves it at /vmsession.js, but a page on a public site loads it from ITS OWN origin (a copy of this file,
