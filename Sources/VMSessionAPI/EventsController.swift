@@ -34,14 +34,42 @@ struct EventsController {
         return try stream(of: id, request, owner: Self.owner(caller.role, token: caller.token))
     }
 
-    /// Every session the token may see: all of them for the admin token, its own for a session token.
+    /// How many tokens one stream may carry (a page follows at most `limits.sessionsPerOrigin` sessions;
+    /// this bounds the work and the URL of one request, whatever the limits are set to).
+    static let maxTokensPerStream = 256
+
+    /// Every session the tokens may see, in one stream: all of them for the admin token; with session
+    /// tokens (`?token=` repeated, and/or `Authorization: Bearer`), the union of their sessions. A page that
+    /// follows many sessions holds one connection for all of them instead of one each (browsers allow six
+    /// per origin over HTTP/1.1). Event ids are the daemon's, so `Last-Event-ID` resumes the whole stream.
     @Sendable func allStream(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let token = SessionsController.token(in: request)
-        let caller = try await sessions.manager.caller(token: token)
-        switch caller {
-        case .admin: return try stream(of: nil, request, owner: Self.owner(caller, token: token))
-        case .session(let id): return try stream(of: id, request, owner: Self.owner(caller, token: token))
+        let tokens = Self.tokens(in: request)
+        guard tokens.count <= Self.maxTokensPerStream else {
+            throw VMSessionError(
+                .invalidArgument, "One event stream carries at most \(Self.maxTokensPerStream) tokens; got \(tokens.count).")
         }
+        // Every token must be valid (401 names none of them: the refusal is the same whichever it is).
+        var owners: [EventHub.Owner] = []
+        var scope: Set<SessionID>? = []
+        for token in tokens.isEmpty ? [nil] : tokens.map(Optional.some) {
+            let caller = try await sessions.manager.caller(token: token)
+            owners.append(Self.owner(caller, token: token))
+            switch caller {
+            case .admin: scope = nil
+            case .session(let id): scope?.insert(id)
+            }
+        }
+        return try stream(ofAny: scope, request, owners: owners)
+    }
+
+    /// The tokens of a request: the bearer token, then each `token` query value, without repeats.
+    static func tokens(in request: Request) -> [String] {
+        var tokens: [String] = []
+        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
+            tokens.append(String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+        }
+        for value in request.uri.queryParameters.getAll("token") where !tokens.contains(value) { tokens.append(value) }
+        return tokens
     }
 
     /// Whose stream this is: revoking that token ends it (``SessionManager/revokeTokens(of:token:)``).
@@ -54,11 +82,17 @@ struct EventsController {
     }
 
     func stream(of id: SessionID?, _ request: Request, owner: EventHub.Owner) throws -> Response {
+        try stream(ofAny: id.map { [$0] }, request, owners: [owner])
+    }
+
+    /// The stream of the events of any of `scope` (nil: every session): replay, then live, each event
+    /// encoded once for the stream.
+    func stream(ofAny scope: Set<SessionID>?, _ request: Request, owners: [EventHub.Owner]) throws -> Response {
         let since = try Self.replayStart(request)
         // Every stream takes a slot of the daemon's total; web pages are also capped per origin.
         let streamKey = request.headers[.origin]
         try limiter.acquire(streamKey)
-        let live = events.subscribe(to: id, owner: owner)
+        let live = events.subscribe(toAny: scope, owners: owners)
         let store = events.store
         let heartbeat = self.heartbeat
         let limiter = self.limiter
@@ -73,11 +107,11 @@ struct EventsController {
                 var lastSent = since ?? 0
                 if let since {
                     // Retention may have pruned what the client asks for: say so instead of replaying a hole.
-                    let pruned = try store.prunedThrough(id)
+                    let pruned = try store.prunedThrough(anyOf: scope)
                     if since < pruned { try await writer.write(Self.droppedFrame(after: since, through: pruned)) }
                     var cursor = since
                     while true {
-                        let page = try store.events(for: id, after: cursor, limit: 1000)
+                        let page = try store.events(forAny: scope, after: cursor, limit: 1000)
                         for event in page { try await writer.write(Self.frame(event)) }
                         guard let last = page.last else { break }
                         cursor = last.id

@@ -39,9 +39,14 @@ public final class EventHub: Sendable {
     }
 
     private struct Subscriber {
-        let sessionID: SessionID?
-        let owner: Owner
+        /// The sessions whose events it gets; nil for every session.
+        let sessions: Set<SessionID>?
+        /// Whose access it stands on: one owner per token that opened it (a page's one stream carries the
+        /// token of each session it follows). Ending any of them ends the stream.
+        let owners: [Owner]
         let continuation: AsyncStream<SessionEvent>.Continuation
+
+        func wants(_ event: SessionEvent) -> Bool { sessions?.contains(event.sessionID) ?? true }
     }
 
     private struct State {
@@ -92,7 +97,7 @@ public final class EventHub: Sendable {
             guard let next else { return }
             var overflowed: [UInt64] = []
             for (key, subscriber) in next.subscribers {
-                for event in next.batch where subscriber.sessionID == nil || subscriber.sessionID == event.sessionID {
+                for event in next.batch where subscriber.wants(event) {
                     if case .dropped = subscriber.continuation.yield(event) {
                         overflowed.append(key)
                         break
@@ -105,6 +110,13 @@ public final class EventHub: Sendable {
 
     /// Live events from now on, for one session or (nil) all, on behalf of `owner`.
     public func subscribe(to sessionID: SessionID?, owner: Owner = .daemon) -> AsyncStream<SessionEvent> {
+        subscribe(toAny: sessionID.map { [$0] }, owners: [owner])
+    }
+
+    /// Live events from now on, of any of `sessions` (nil: all), in one stream: what a page that follows
+    /// several sessions holds instead of one connection per session. Each event is yielded to it once.
+    /// It ends when the access of any of `owners` goes (``end(where:)``).
+    public func subscribe(toAny sessions: Set<SessionID>?, owners: [Owner]) -> AsyncStream<SessionEvent> {
         let key = nextSubscriber.add(1, ordering: .relaxed).newValue
         let (stream, continuation) = AsyncStream.makeStream(
             of: SessionEvent.self, bufferingPolicy: .bufferingOldest(Self.subscriberBuffer))
@@ -113,14 +125,14 @@ public final class EventHub: Sendable {
         continuation.onTermination = { [weak self] _ in
             _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
         }
-        state.withLock { $0.subscribers[key] = Subscriber(sessionID: sessionID, owner: owner, continuation: continuation) }
+        state.withLock { $0.subscribers[key] = Subscriber(sessions: sessions, owners: owners, continuation: continuation) }
         return stream
     }
 
-    /// Ends every subscription whose owner matches (a revoked token's streams). Returns how many ended.
+    /// Ends every subscription one of whose owners matches (a revoked token's streams). Returns how many ended.
     @discardableResult
     public func end(where matches: (Owner) -> Bool) -> Int {
-        let keys = state.withLock { state in state.subscribers.filter { matches($0.value.owner) }.map(\.key) }
+        let keys = state.withLock { state in state.subscribers.filter { $0.value.owners.contains(where: matches) }.map(\.key) }
         return end(keys: keys)
     }
 

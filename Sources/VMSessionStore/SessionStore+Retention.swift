@@ -45,6 +45,18 @@ extension SessionStore {
         }
     }
 
+    /// The highest event id pruned from any of these sessions' streams (nil: the daemon-wide one); 0 if none was.
+    public func prunedThrough(anyOf ids: Set<SessionID>?) throws -> Int64 {
+        guard let ids else { return try prunedThrough(nil) }
+        guard !ids.isEmpty else { return 0 }
+        let placeholders = Array(repeating: "?", count: ids.count).joined(separator: ",")
+        return try read { db in
+            try Int64.fetchOne(
+                db, sql: "SELECT MAX(pruned_through) FROM event_watermarks WHERE stream IN (\(placeholders))",
+                arguments: StatementArguments(ids.map(\.description))) ?? 0
+        }
+    }
+
     /// Deletes finished operations last updated before `cutoff` (never one a session still points at).
     @discardableResult
     public func pruneOperations(finishedBefore cutoff: Date) throws -> Int {

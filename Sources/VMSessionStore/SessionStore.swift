@@ -150,6 +150,17 @@ public final class SessionStore: Sendable {
         }
     }
 
+    /// Events after `afterID` (exclusive), oldest first, of any of `ids` (nil: all): the replay of one stream
+    /// that follows several sessions.
+    public func events(forAny ids: Set<SessionID>?, after afterID: Int64, limit: Int = 10_000) throws -> [SessionEvent] {
+        guard let ids else { return try events(for: nil, after: afterID, limit: limit) }
+        if ids.count == 1, let id = ids.first { return try events(for: id, after: afterID, limit: limit) }
+        return try read { db in
+            try EventRow.filter(Column("id") > afterID).filter(ids.map(\.description).contains(Column("session_id")))
+                .order(Column("id")).limit(limit).fetchAll(db).compactMap { $0.event() }
+        }
+    }
+
     static func append(
         _ kind: SessionEvent.Kind, _ payload: String, for id: SessionID, at time: Date, in db: Database
     ) throws -> SessionEvent {

@@ -18,64 +18,15 @@ class BrowserError(AssertionError):
     """The browser did not do what the test waited for; carries the page's console output."""
 
 
-class Chromium:
-    """One headless Chromium process with a throw-away profile, and its first page over CDP."""
+class Tab:
+    """One page target over its own DevTools WebSocket: navigate, evaluate, wait, click."""
 
-    def __init__(self, executable=None, window=(1280, 1000)):
-        self.executable = executable or os.environ.get("CHROMIUM") or shutil.which("chromium") or "chromium"
-        self.profile = tempfile.mkdtemp(prefix="vms-chromium-")
-        self.log_path = os.path.join(self.profile, "chromium.log")
+    def __init__(self, socket_url):
         self.console = []
-        arguments = [
-            self.executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-            f"--user-data-dir={self.profile}", "--remote-debugging-port=0", f"--window-size={window[0]},{window[1]}",
-            "about:blank",
-        ]
-        self._log = open(self.log_path, "wb")
-        # Its own process group, so that closing it ends its helper processes too.
-        self.process = subprocess.Popen(arguments, stdout=self._log, stderr=self._log, start_new_session=True)
-        try:
-            self.port = self._devtools_port(timeout=60)
-            self.ws = websocket.create_connection(self._page_socket(timeout=30), timeout=30, suppress_origin=True)
-            self._next_id = 0
-            self.call("Runtime.enable")
-            self.call("Page.enable")
-        except BaseException:
-            self.close()
-            raise
-
-    def _devtools_port(self, timeout):
-        marker = os.path.join(self.profile, "DevToolsActivePort")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.path.exists(marker):
-                with open(marker) as f:
-                    first = f.readline().strip()
-                if first.isdigit():
-                    return int(first)
-            if self.process.poll() is not None:
-                raise BrowserError(f"chromium exited with {self.process.returncode}; see {self.log_path}:\n{self._log_tail()}")
-            time.sleep(0.1)
-        raise BrowserError(f"chromium did not open its DevTools port within {timeout} s; see {self.log_path}")
-
-    def _page_socket(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=5) as response:
-                targets = json.load(response)
-            pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl")]
-            if pages:
-                return pages[0]["webSocketDebuggerUrl"]
-            time.sleep(0.1)
-        raise BrowserError(f"chromium showed no page target within {timeout} s")
-
-    def _log_tail(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-4000:].decode(errors="replace")
-        except OSError:
-            return ""
+        self._next_id = 0
+        self.ws = websocket.create_connection(socket_url, timeout=30, suppress_origin=True)
+        self.call("Runtime.enable")
+        self.call("Page.enable")
 
     def call(self, method, timeout=30, **params):
         """Sends one CDP command and returns its result; events that arrive meanwhile are kept as console lines."""
@@ -149,6 +100,89 @@ class Chromium:
         return path
 
     def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+    def click(self, selector):
+        """A real mouse click (the page gets a user activation) in the middle of the element `selector`."""
+        box = self.wait_for(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+                            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()",
+                            30, f"{selector} on the page")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
+
+
+class Chromium(Tab):
+    """One headless Chromium process with a throw-away profile, and its first page over CDP."""
+
+    def __init__(self, executable=None, window=(1280, 1000), arguments=()):
+        self.executable = executable or os.environ.get("CHROMIUM") or shutil.which("chromium") or "chromium"
+        self.profile = tempfile.mkdtemp(prefix="vms-chromium-")
+        self.log_path = os.path.join(self.profile, "chromium.log")
+        self.console = []
+        arguments = [
+            self.executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
+            f"--user-data-dir={self.profile}", "--remote-debugging-port=0", f"--window-size={window[0]},{window[1]}",
+            *arguments, "about:blank",
+        ]
+        self._log = open(self.log_path, "wb")
+        # Its own process group, so that closing it ends its helper processes too.
+        self.process = subprocess.Popen(arguments, stdout=self._log, stderr=self._log, start_new_session=True)
+        try:
+            self.port = self._devtools_port(timeout=60)
+            Tab.__init__(self, self._page_socket(timeout=30))
+            self.tabs = []
+        except BaseException:
+            self.close()
+            raise
+
+    def open_tab(self, url):
+        """Another tab (a page target of its own) showing `url`."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?{url}", method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            target = json.load(response)
+        tab = Tab(target["webSocketDebuggerUrl"])
+        self.tabs.append(tab)
+        return tab
+
+    def _devtools_port(self, timeout):
+        marker = os.path.join(self.profile, "DevToolsActivePort")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(marker):
+                with open(marker) as f:
+                    first = f.readline().strip()
+                if first.isdigit():
+                    return int(first)
+            if self.process.poll() is not None:
+                raise BrowserError(f"chromium exited with {self.process.returncode}; see {self.log_path}:\n{self._log_tail()}")
+            time.sleep(0.1)
+        raise BrowserError(f"chromium did not open its DevTools port within {timeout} s; see {self.log_path}")
+
+    def _page_socket(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=5) as response:
+                targets = json.load(response)
+            pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl")]
+            if pages:
+                return pages[0]["webSocketDebuggerUrl"]
+            time.sleep(0.1)
+        raise BrowserError(f"chromium showed no page target within {timeout} s")
+
+    def _log_tail(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-4000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def close(self):
+        for tab in getattr(self, "tabs", []):
+            tab.close()
         ws = getattr(self, "ws", None)
         if ws is not None:
             try:

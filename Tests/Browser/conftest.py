@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -35,7 +36,8 @@ def binary(variable, name):
 class Daemon:
     """The real vmsessiond on a free port, with libvirt's test driver and a stand-in appliance."""
 
-    def __init__(self):
+    def __init__(self, environment=None):
+        self.environment = {**os.environ, **(environment or {})}
         self.directory = tempfile.mkdtemp(prefix="vms-browser-")
         self.state_dir = os.path.join(self.directory, "state")
         appliance = os.path.join(self.directory, "appliance")
@@ -56,7 +58,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
              "--libvirt-uri", "test:///default", "--appliance-dir", self.appliance],
-            stdout=self._log, stderr=self._log)
+            stdout=self._log, stderr=self._log, env=self.environment)
         return self._wait_listening(start, timeout=60)
 
     def restart(self):
@@ -122,15 +124,14 @@ class RealDaemon(Daemon):
 
     def __init__(self, appliance, environment=None):
         self.real_appliance = appliance
-        self.environment = dict(environment or {})
-        super().__init__()
+        super().__init__(environment)
 
     def _start(self, listen):
         start = os.path.getsize(self.log_path)
         self.process = subprocess.Popen(
             [binary("VMSESSIOND_BINARY", "vmsessiond"), "--listen", listen, "--state-dir", self.state_dir,
              "--appliance-dir", self.real_appliance, "--accelerator", "tcg", "--stop-grace", "5"],
-            stdout=self._log, stderr=self._log, env={**os.environ, **self.environment})
+            stdout=self._log, stderr=self._log, env=self.environment)
         return self._wait_listening(start, timeout=60)
 
 
@@ -157,12 +158,23 @@ def real_daemon():
         yield daemon
 
 
+# The client as a site vendors it: the file of the source tree (VMSESSION_JS: another copy, e.g. an older one).
+CLIENT = os.environ.get("VMSESSION_JS") or os.path.join(ROOT, "Sources", "VMSessionAPI", "Web", "vmsession.js")
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
+    def translate_path(self, path):
+        # The test pages' own copy of vmsession.js, served from their origin.
+        if path.split("?", 1)[0] == "/vmsession.js":
+            return CLIENT
+        return super().translate_path(path)
+
     def end_headers(self):
-        self.send_header("Cache-Control", "no-store")
+        # no-cache (revalidated) for the page of the back/forward cache test: Chromium keeps no no-store page.
+        self.send_header("Cache-Control", "no-cache" if self.path.startswith("/tabs.html") else "no-store")
         super().end_headers()
 
 
@@ -188,6 +200,46 @@ def serving_pages():
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serving_public_pages():
+    """The test pages over HTTPS (a self-signed certificate) and over plain HTTP, each on a port of its own
+    that Chromium is told is a public address: a site on the internet, as far as Local Network Access goes.
+    Yields (https origin, http origin, Chromium's arguments); the pages are reached as `page.test`, mapped to
+    127.0.0.1, so that they are not on the loopback by name either."""
+    directory = os.path.join(os.path.dirname(__file__), "page")
+    scratch = tempfile.mkdtemp(prefix="vms-public-")
+    key, certificate = os.path.join(scratch, "key.pem"), os.path.join(scratch, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
+                    "-days", "2", "-subj", "/CN=page.test"], check=True, capture_output=True, timeout=60)
+    handler = functools.partial(QuietHandler, directory=directory)
+    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threads = [threading.Thread(target=server.serve_forever, daemon=True) for server in (secure, plain)]
+    for thread in threads:
+        thread.start()
+    ports = secure.server_address[1], plain.server_address[1]
+    arguments = ["--ignore-certificate-errors", "--host-resolver-rules=MAP page.test 127.0.0.1",
+                 f"--ip-address-space-overrides=127.0.0.1:{ports[0]}=public,127.0.0.1:{ports[1]}=public"]
+    try:
+        yield f"https://page.test:{ports[0]}", f"http://page.test:{ports[1]}", arguments
+    finally:
+        for server in (secure, plain):
+            server.shutdown()
+            server.server_close()
+        for thread in threads:
+            thread.join(timeout=10)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def public_site():
+    with serving_public_pages() as site:
+        yield site
 
 
 @pytest.fixture(scope="module")

@@ -231,6 +231,44 @@ def test_session_event_stream_replays_and_follows_as_documented(daemon, spec):
         event.validate(data)
 
 
+def test_one_stream_carries_the_sessions_of_several_tokens_and_resumes(daemon, spec):
+    grants = [requests.post(daemon.api("/api/v1/sessions"), json={"name": f"contract mux {i}", "secret": "s"}, timeout=30).json()
+              for i in range(3)]
+    followed, other = grants[:2], grants[2]
+    event = jsonschema.Draft202012Validator(schema(spec, "Event"), format_checker=jsonschema.FormatChecker())
+    params = [("token", g["token"]) for g in followed]
+
+    def write(grant, value):
+        reply = requests.put(daemon.api(f"/api/v1/sessions/{grant['session']['id']}/properties/p"), json={"value": value},
+                             headers={"Authorization": f"Bearer {grant['token']}"}, timeout=10)
+        assert reply.status_code == 200
+
+    with requests.get(daemon.api("/api/v1/events"), params=params, stream=True, timeout=(10, 30)) as stream:
+        assert stream.status_code == 200
+        lines = sse_lines(stream)
+        for round in range(3):
+            for grant in (other, *followed):
+                write(grant, f"v{round}")
+        frames = sse_events(lines, 6)
+    sessions = [data["sessionId"] for _, _, data in frames]
+    assert sessions == [g["session"]["id"] for _ in range(3) for g in followed], "each followed session's events, no other's"
+    ids = [data["eventId"] for _, _, data in frames]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    for _, _, data in frames:
+        event.validate(data)
+    # Resumed after the second event: the other four, in order.
+    with requests.get(daemon.api("/api/v1/events"), params=params, headers={"Last-Event-ID": str(ids[1])},
+                      stream=True, timeout=(10, 30)) as stream:
+        assert [data["eventId"] for _, _, data in sse_events(sse_lines(stream), 4)] == ids[2:]
+    # One bad token refuses the whole stream; more than 256 tokens is a bad request.
+    bad = requests.get(daemon.api("/api/v1/events"), params=params + [("token", "not-a-token")], timeout=10)
+    assert bad.status_code == 401
+    jsonschema.validate(bad.json(), schema(spec, "Error"))
+    many = requests.get(daemon.api("/api/v1/events"), params=[("token", followed[0]["token"])] + [("token", f"t{i}") for i in range(256)],
+                        timeout=10)
+    assert many.status_code == 400 and many.json()["error"]["code"] == "invalid_argument"
+
+
 @pytest.mark.parametrize("path, params, headers, status", [
     ("/api/v1/events", {"since": "-1"}, "admin", 400),
     ("/api/v1/events", {"since": "x"}, "admin", 400),

@@ -124,4 +124,34 @@ struct EventHubTests {
         #expect(hub.end { $0.session == session } == 1)
         #expect(hub.subscriberCount == 1)
     }
+
+    @Test("one subscription to several sessions gets each of their events once, in id order, and no other's")
+    func severalSessionsInOneStream() async throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let now = Date()
+        let ids = (0..<3).map { _ in SessionID() }
+        for (index, id) in ids.enumerated() {
+            let stored = StoredSession(session: Session(id: id, name: "s\(index)", createdAt: now, updatedAt: now), secret: .init(kdf: "k", salt: [], hash: []))
+            try hub.record { [try store.createSession(stored, tokenHash: [UInt8(index)], event: (.sessionCreated, "{}"))] }
+        }
+        let owners = [EventHub.Owner(session: ids[0], tokenHash: [0]), EventHub.Owner(session: ids[1], tokenHash: [1])]
+        let both = hub.subscribe(toAny: [ids[0], ids[1]], owners: owners)
+        for round in 0..<30 { try hub.record { [try store.append(.progress, payload: "{}", for: ids[round % 3], at: Date())] } }
+        var received: [SessionEvent] = []
+        for await event in both {
+            received.append(event)
+            if received.count == 20 { break }
+        }
+        #expect(received.allSatisfy { $0.sessionID != ids[2] })
+        #expect(received.map(\.id) == received.map(\.id).sorted() && Set(received.map(\.id)).count == 20)
+        // The replay of such a stream reads the same events back from the store.
+        let replayed = try store.events(forAny: [ids[0], ids[1]], after: 0).filter { $0.kind == .progress }
+        #expect(replayed.map(\.id) == received.map(\.id))
+        // Revoking either token ends the whole stream (the page reconnects with the tokens it still has).
+        let again = hub.subscribe(toAny: [ids[0], ids[1]], owners: owners)
+        #expect(hub.end { $0 == owners[1] } == 2, "both subscriptions stood on that token")
+        var iterator = again.makeAsyncIterator()
+        #expect(await iterator.next() == nil)
+    }
 }

@@ -1,6 +1,9 @@
+/*! vmsession.js 1.1.0 | the web-page client of vmsessiond, the local VM session daemon */
 /*
- * vmsession.js: use a local vmsessiond from a web page. One file, no dependency, no build step;
- * the daemon serves it at /vmsession.js (load it with <script src="http://127.0.0.1:7011/vmsession.js">).
+ * vmsession.js: use a local vmsessiond from a web page. One file, no dependency, no build step. The daemon
+ * serves it at /vmsession.js, but a page on a public site loads it from ITS OWN origin (a copy of this file,
+ * with its integrity hash: see the README, "Pages on public sites"), since a browser may block the page's
+ * requests to 127.0.0.1 until the user allows them (Local Network Access).
  *
  *   const d = await VMSession.connect('http://127.0.0.1:7011');
  *   const s = await d.requestSession('my-app', 'a secret only my app knows');
@@ -50,11 +53,31 @@
  * then live; typing reaches the guest), s.display(element, {readOnly}) the screen through noVNC,
  * s.screenshot() a PNG Blob. Several tabs may watch at once; both libraries are Debian's, served by the daemon.
  *
- * Why connect() may say 'unreachable' or 'origin_not_approved': the daemon answers only pages whose
- * origin the user approved (`vmsessionctl origins approve ORIGIN`). Its refusal carries no CORS
- * headers, so the browser hides it from the page: the fetch just fails, exactly as when nothing listens.
- * connect() then asks for /vmsession.js in no-cors mode (public, never refused): if that answers, the
- * daemon is there and refused this origin ('origin_not_approved'); if not, nothing is there ('unreachable').
+ * What connect(url) tells the page (a VMSession.Error's .code when it rejects; on a public site, call it
+ * from a click, since the browser may ask the user first):
+ *   local_network_prompt  the browser would ask the user to let this site reach the local network: show
+ *                         your explanation, then call connect() again from a user gesture (no request was
+ *                         sent, so no prompt was shown)
+ *   local_network_denied  the user (or the browser) refused this site access to the local network: tell
+ *                         the user how to allow it for this site (site settings, "Local network access")
+ *   insecure_context      a page served over plain HTTP from an address that is not local: Chromium never
+ *                         lets it reach 127.0.0.1, whatever the user does; serve the page over HTTPS
+ *   not_running           nothing answers at the daemon's address (before 1.1.0: 'unreachable')
+ *   origin_not_approved   the daemon answers, but not to this origin: the user approves it once
+ *                         (`vmsessionctl origins approve ORIGIN`, or on the daemon's page)
+ * The daemon's refusal of an origin carries no CORS headers, so the browser hides it: the fetch fails as if
+ * nothing listened. connect() then asks for /vmsession.js in no-cors mode (public, never refused): if that
+ * answers, the daemon refused this origin; if not, nothing is there. Every failure this library reports (a
+ * rejected Promise, an event's detail) is a VMSession.Error with a .code, never a bare TypeError.
+ *
+ * Order. Replies and events are applied in the order they were produced: each object numbers the requests
+ * it sends, a reply older than one already applied (or than an event that changed the same object since it
+ * was sent) is dropped, and writes to the daemon's settings are sent one after the other.
+ *
+ * Connections. A page holds ONE event stream to the daemon however many sessions it follows (and however
+ * many tabs of the same site are open: the tabs elect one that holds it and pass the events on with a
+ * BroadcastChannel), because browsers open at most six HTTP/1.1 connections per site. Streams and sockets
+ * are closed on `pagehide` and reopened on `pageshow` (back/forward cache), replaying what was missed.
  */
 (function (global) {
   'use strict';
@@ -69,7 +92,8 @@
 
   /** The legacy numbers of the errors this library raises itself (appendix A: -7 external, -13 not trusted). */
   const LOCAL_LEGACY_CODES = Object.freeze({
-    unreachable: -7, origin_not_approved: -13, invalid_response: -7, invalid_usage: -99,
+    not_running: -7, unreachable: -7, origin_not_approved: -13, invalid_response: -7, invalid_usage: -99,
+    local_network_prompt: -13, local_network_denied: -13, insecure_context: -13, unavailable: -7,
   });
 
   /** The daemon's event types the stream listens for (EventSource only delivers the names it is given). */
@@ -116,6 +140,99 @@
   }
 
   function delay(ms) { return new Promise(resolve => setTimeout(resolve, ms)); }
+
+  /**
+   * Numbers the requests one object sends, so that a reply that arrives late never overwrites what a newer
+   * reply, an event, or the page's own change already set.
+   */
+  class Sequence {
+    constructor() { this.sent = 0; this.applied = 0; }
+    /** A ticket for a request about to be sent. */
+    take() { return ++this.sent; }
+    /** Whether the reply to `ticket` is newer than everything applied so far (it is then applied). */
+    accept(ticket) {
+      if (ticket <= this.applied) return false;
+      this.applied = ticket;
+      return true;
+    }
+    /** Something newer than every reply in flight was applied (an event, a local change): drop those replies. */
+    supersede() { this.applied = this.sent; }
+  }
+
+  /** What holds a connection open: closed on `pagehide`, reopened on `pageshow` (back/forward cache). */
+  const lifecycle = new Set();
+  if (typeof global.addEventListener === 'function') {
+    global.addEventListener('pagehide', () => { for (const held of Array.from(lifecycle)) held._suspend(); });
+    global.addEventListener('pageshow', event => {
+      if (event.persisted) for (const held of Array.from(lifecycle)) held._resume();
+    });
+  }
+
+  // Local Network Access: browsers gate requests from a public (or private) page to 127.0.0.1.
+
+  /** The permission's names, newest first: Chromium's `loopback-network`, then earlier and other browsers' names. */
+  const LOCAL_NETWORK_PERMISSIONS = Object.freeze(['loopback-network', 'local-network-access', 'local-network']);
+
+  /**
+   * This page's Local Network Access permission: 'granted', 'prompt' or 'denied'; null when the browser has
+   * no such permission (it does not gate requests to the loopback: Firefox, Safari today).
+   */
+  async function localNetworkPermission() {
+    const permissions = global.navigator && global.navigator.permissions;
+    if (!permissions || typeof permissions.query !== 'function') return null;
+    for (const name of LOCAL_NETWORK_PERMISSIONS) {
+      try { return (await permissions.query({ name })).state; } catch (ignored) { /* not this browser's name */ }
+    }
+    return null;
+  }
+
+  /** Whether the page itself is on the loopback (then nothing gates its requests to the daemon). */
+  function pageIsLoopback() {
+    const host = global.location ? String(global.location.hostname).toLowerCase() : 'localhost';
+    return host === 'localhost' || host.endsWith('.localhost') || /^127\./.test(host) || host === '[::1]' || host === '::1';
+  }
+
+  /** Whether the page is handling a user gesture (unknown: assume so, and let the browser decide). */
+  function userIsActive() {
+    const activation = global.navigator && global.navigator.userActivation;
+    return activation ? !!activation.isActive : true;
+  }
+
+  /** Whether fetch() takes `targetAddressSpace` here (an unknown value of a known option throws). */
+  const TARGET_LOOPBACK = (() => {
+    try { new Request('http://127.0.0.1/', { targetAddressSpace: 'loopback' }); return true; } catch (e) { return false; }
+  })();
+
+  /** fetch() options for the daemon: `targetAddressSpace: 'loopback'` where the browser knows it. */
+  function toDaemon(init) {
+    const options = Object.assign({}, init || {});
+    if (TARGET_LOOPBACK) options.targetAddressSpace = 'loopback';
+    return options;
+  }
+
+  /**
+   * Why a request to the daemon failed, when the browser's Local Network Access is the reason; null when it
+   * is not (the page is on the loopback, the browser does not gate it, or the user allowed it).
+   */
+  async function localNetworkRefusal() {
+    if (pageIsLoopback()) return null;
+    const state = await localNetworkPermission();
+    if (state === null || state === 'granted') return null;
+    const origin = global.location ? global.location.origin : 'this page';
+    if (!global.isSecureContext) {
+      return new VMSessionError('insecure_context',
+        'This page (' + origin + ') is served over plain HTTP from an address that is not local; the browser does not ' +
+        'let such a page reach the local network (127.0.0.1), whatever the user does. Serve the page over HTTPS.');
+    }
+    if (state === 'prompt' && !userIsActive()) {
+      return new VMSessionError('local_network_prompt',
+        'The browser will ask the user to let ' + origin + ' reach apps on this device (Local Network Access). Explain ' +
+        'why first, then call VMSession.connect() again from a click.');
+    }
+    return new VMSessionError('local_network_denied',
+      'The browser did not let ' + origin + ' reach apps on this device (Local Network Access was refused). The user can ' +
+      'allow it in the site\'s settings (the lock icon in the address bar, "Local network access"), then reload the page.');
+  }
 
   /** A CustomEvent with the daemon event's data as detail and its id, time and session alongside. */
   function makeEvent(type, detail, message) {
@@ -167,14 +284,18 @@
    * One EventSource with replay: EventSource reconnects by itself after a dropped connection and sends
    * Last-Event-ID; when it gives up (readyState CLOSED: an HTTP error, a refused origin), this reopens it
    * with &since=<last id> after a back-off (0.5 s doubling to 30 s). Events at or below the last id seen
-   * are dropped, so a replay that overlaps delivers nothing twice.
+   * are dropped, so a replay that overlaps delivers nothing twice. Closed on pagehide, reopened (with the
+   * events missed meanwhile) on pageshow.
    */
   class ReplayingStream {
-    constructor(url, onMessage, onReopen) {
+    constructor(url, onMessage, onReopen, options) {
+      const opts = options || {};
       this.url = url;
-      this.lastEventId = 0;
+      this.lastEventId = opts.since || 0;
       this._onMessage = onMessage;
       this._onReopen = onReopen;
+      this._onOpen = opts.onOpen || null;
+      this._beforeRetry = opts.beforeRetry || null;
       this._failures = 0;
       this._closed = false;
       this._opened = false;
@@ -193,7 +314,7 @@
 
     _open() {
       if (this._closed) return;
-      const since = this.lastEventId > 0 ? '&since=' + this.lastEventId : '';
+      const since = this.lastEventId > 0 ? (this.url.includes('?') ? '&' : '?') + 'since=' + this.lastEventId : '';
       const source = new EventSource(this.url + since);
       this._source = source;
       const deliver = event => this._deliver(event);
@@ -207,6 +328,7 @@
       source.addEventListener('open', () => {
         this._failures = 0;
         if (this._ready) { this._ready(); this._ready = null; }
+        if (this._onOpen) this._onOpen();
         if (this._opened && this._onReopen) this._onReopen();
         this._opened = true;
       });
@@ -214,6 +336,7 @@
 
     _retry(source) {
       source.close();
+      if (this._beforeRetry) this._beforeRetry();
       const wait = Math.min(30000, 500 * Math.pow(2, this._failures));
       this._failures += 1;
       this._timer = setTimeout(() => { this._timer = null; this._open(); }, wait);
@@ -231,10 +354,237 @@
       this._onMessage(message);
     }
 
+    /** pagehide: let the connection go, keep the place. */
+    _suspend() {
+      if (this._timer) { clearTimeout(this._timer); this._timer = null; }
+      if (this._source) this._source.close();
+      this._source = null;
+    }
+
+    /** pageshow: reopen after the last event seen (what was missed is replayed). */
+    _resume() {
+      if (!this._closed && !this._source && !this._timer) { this._opened = true; this._open(); }
+    }
+
     close() {
       this._closed = true;
+      lifecycle.delete(this);
       if (this._timer) clearTimeout(this._timer);
       if (this._source) this._source.close();
+    }
+  }
+
+  /** The relays of this page, one per daemon address. */
+  const relays = new Map();
+  let relayMembers = 0;
+
+  /**
+   * ONE event stream for every session this page follows, and for every tab of this site that follows
+   * sessions of the same daemon: browsers open at most six HTTP/1.1 connections per site, and a stream per
+   * session (or per tab) stalls the seventh and every request after it. The tabs elect one holder with a Web
+   * Lock; it opens `GET /api/v1/events?token=…&token=…` with every tab's tokens and passes each event on
+   * over a BroadcastChannel. When the holder goes (closed, reloaded, hidden), another tab gets the lock and
+   * reopens the stream after the last event id every tab saw. Without Web Locks or BroadcastChannel, each
+   * tab holds its own one stream.
+   */
+  class EventRelay {
+    static of(daemon) {
+      let relay = relays.get(daemon.url);
+      if (!relay) { relay = new EventRelay(daemon); relays.set(daemon.url, relay); }
+      return relay;
+    }
+
+    constructor(daemon) {
+      this._daemon = daemon;
+      this.tab = Math.random().toString(36).slice(2) + Date.now().toString(36);
+      this.members = new Map();  // key -> {sessionId, token, receive, reopened, lastId, resolve}
+      this.remote = new Map();   // (the holder's) tab -> [{id, token}]
+      this.lastEventId = 0;
+      this.leader = false;
+      this.stream = null;
+      this._streamKey = '';
+      this._pending = null;
+      this._suspended = false;
+      this._channel = null;
+      this._abort = null;
+      this._release = null;
+      lifecycle.add(this);
+      this._join();
+    }
+
+    /** Follows `sessionId` with `token`; resolves once the stream carries it (at most 5 s). */
+    add(sessionId, token, receive, reopened) {
+      const key = ++relayMembers;
+      const member = { sessionId, token, receive, reopened, lastId: 0, resolve: null };
+      const ready = new Promise(resolve => { member.resolve = resolve; setTimeout(resolve, 5000); });
+      this.members.set(key, member);
+      this._changed();
+      return { key, ready };
+    }
+
+    remove(key) {
+      if (this.members.delete(key)) this._changed();
+    }
+
+    _changed() {
+      if (this.leader) this._reopenIfChanged(); else this._announce();
+    }
+
+    // Taking part: the channel and the lock.
+
+    _join() {
+      const locks = global.navigator && global.navigator.locks;
+      if (typeof BroadcastChannel !== 'function' || !locks || typeof locks.request !== 'function') { this._lead(); return; }
+      this._channel = new BroadcastChannel('vmsession.js events ' + this._daemon.url);
+      this._channel.onmessage = event => this._message(event.data || {});
+      this._abort = typeof AbortController === 'function' ? new AbortController() : null;
+      const options = this._abort ? { signal: this._abort.signal } : {};
+      locks.request('vmsession.js events ' + this._daemon.url, options, () => new Promise(release => {
+        if (this._suspended) { release(); return; }
+        this._release = release;
+        this._lead();
+      })).catch(() => { /* aborted on pagehide */ });
+      this._announce();
+    }
+
+    _post(message) { if (this._channel) this._channel.postMessage(message); }
+
+    _lead() {
+      this.leader = true;
+      this.remote.clear();
+      this._post({ t: 'hello' });  // every other tab says which sessions it follows
+      this._reopen(100);
+    }
+
+    _announce() {
+      if (this.leader || !this._channel) return;
+      this._post({ t: 'members', tab: this.tab, members: this._own(), lastEventId: this.lastEventId });
+    }
+
+    _own() {
+      return Array.from(this.members.values(), m => ({ id: m.sessionId, token: m.token }));
+    }
+
+    _message(data) {
+      switch (data.t) {
+        case 'hello': this._announce(); break;
+        case 'members':
+          if (!this.leader) break;
+          this.remote.set(data.tab, data.members || []);
+          this.lastEventId = Math.max(this.lastEventId, data.lastEventId || 0);
+          this._reopenIfChanged();
+          break;
+        case 'bye': if (this.leader && this.remote.delete(data.tab)) this._reopenIfChanged(); break;
+        case 'event': this._deliver(data.message); break;
+        case 'open': this._ready(data.ids || []); break;
+        case 'reopened': this._reopened(); break;
+        default: break;
+      }
+    }
+
+    // The holder's stream.
+
+    _all() {
+      const tokens = new Map();  // token -> session id
+      for (const m of this._own()) tokens.set(m.token, m.id);
+      for (const list of this.remote.values()) for (const m of list) tokens.set(m.token, m.id);
+      return tokens;
+    }
+
+    _reopenIfChanged() {
+      const key = Array.from(this._all().keys()).sort().join(' ');
+      // A short wait gathers the changes of many tabs (reloaded together) into one reopening.
+      if (key !== this._streamKey || (!this.stream && key)) this._reopen(150);
+    }
+
+    _reopen(wait) {
+      if (!this.leader || this._suspended || this._pending) return;
+      this._pending = setTimeout(() => { this._pending = null; this._open(); }, wait);
+    }
+
+    _open() {
+      if (this.stream) {
+        this.lastEventId = Math.max(this.lastEventId, this.stream.lastEventId);
+        this.stream.close();
+        this.stream = null;
+      }
+      const all = this._all();
+      this._streamKey = Array.from(all.keys()).sort().join(' ');
+      if (!all.size) return;
+      const ids = Array.from(new Set(all.values()));
+      const query = Array.from(all.keys(), token => 'token=' + encodeURIComponent(token)).join('&');
+      const stream = new ReplayingStream(this._daemon.url + API + '/events?' + query,
+        message => { this._deliver(message); this._post({ t: 'event', message }); },
+        () => { this._reopened(); this._post({ t: 'reopened' }); },
+        { since: this.lastEventId, onOpen: () => { this._ready(ids); this._post({ t: 'open', ids }); },
+          beforeRetry: () => this._dropInvalid(all) });
+      this.stream = stream;
+      stream.start(5000);
+    }
+
+    /**
+     * The stream was refused: one of its tokens may be revoked, or its session deleted (any of them refuses
+     * the whole stream). Asks the daemon about each session and drops those it no longer grants.
+     */
+    async _dropInvalid(all) {
+      const gone = new Set();
+      await Promise.all(Array.from(all, async ([token, id]) => {
+        try {
+          const response = await fetch(this._daemon.url + API + '/sessions/' + id,
+            toDaemon({ headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' }));
+          if ([401, 403, 404].includes(response.status)) gone.add(token);
+        } catch (ignored) { /* the daemon is away: nothing to drop */ }
+      }));
+      if (!gone.size) return;
+      for (const [key, m] of Array.from(this.members)) if (gone.has(m.token)) this.members.delete(key);
+      for (const [tab, list] of this.remote) this.remote.set(tab, list.filter(m => !gone.has(m.token)));
+      this._reopenIfChanged();
+    }
+
+    // Every tab: events to its own sessions.
+
+    _deliver(message) {
+      if (!message) return;
+      if (message.eventId) this.lastEventId = Math.max(this.lastEventId, message.eventId);
+      for (const m of Array.from(this.members.values())) {
+        if (message.type !== 'eventsDropped' && m.sessionId !== message.sessionId) continue;
+        if (message.eventId) {
+          if (message.eventId <= m.lastId) continue;
+          m.lastId = message.eventId;
+        }
+        m.receive(message);
+      }
+    }
+
+    _ready(ids) {
+      for (const m of this.members.values()) if (ids.includes(m.sessionId) && m.resolve) { m.resolve(); m.resolve = null; }
+    }
+
+    _reopened() { for (const m of this.members.values()) m.reopened(); }
+
+    // pagehide / pageshow.
+
+    _suspend() {
+      this._suspended = true;
+      if (this._pending) { clearTimeout(this._pending); this._pending = null; }
+      if (this.stream) {
+        this.lastEventId = Math.max(this.lastEventId, this.stream.lastEventId);
+        this.stream.close();
+        this.stream = null;
+      }
+      this._streamKey = '';
+      this._post({ t: 'bye', tab: this.tab });
+      this.leader = false;
+      if (this._release) { this._release(); this._release = null; }
+      if (this._abort) this._abort.abort();
+      if (this._channel) { this._channel.close(); this._channel = null; }
+    }
+
+    _resume() {
+      if (!this._suspended) return;
+      this._suspended = false;
+      this._join();
+      for (const m of this.members.values()) m.reopened();
     }
   }
 
@@ -246,7 +596,8 @@
       this._token = token;
       this._view = Object.assign({}, view);
       this._properties = {};
-      this._stream = null;
+      this._relay = null;
+      this._seq = new Sequence();
       this._queue = Promise.resolve();
     }
 
@@ -307,8 +658,9 @@
 
     /** 1 to 100 % of a core per vCPU; resolves with the new cap. */
     async setExecutionCap(cap) {
+      const ticket = this._seq.take();
       const view = await this._call('PUT', '/execution-cap', { cap: Number(cap) });
-      this._update(view);
+      this._update(view, ticket);
       return this.executionCap;
     }
 
@@ -332,7 +684,8 @@
 
     /** Reads the session again from the daemon. */
     async refresh() {
-      this._update(await this._call('GET', ''));
+      const ticket = this._seq.take();
+      this._update(await this._call('GET', ''), ticket);
       return this;
     }
 
@@ -352,7 +705,13 @@
      */
     async display(element, options) {
       const readOnly = !!(options && options.readOnly);
-      const { default: RFB } = await import(this._daemon.url + '/lib/novnc/core/rfb.js');
+      let RFB;
+      try {
+        ({ default: RFB } = await import(this._daemon.url + '/lib/novnc/core/rfb.js'));
+      } catch (cause) {
+        throw (await localNetworkRefusal()) || new VMSessionError('unavailable',
+          'noVNC could not be loaded from the daemon (' + (cause && cause.message) + '; Debian package novnc).');
+      }
       const url = this._daemon.url.replace(/^http/, 'ws') + API + '/sessions/' + this.id + '/display?token=' +
         encodeURIComponent(this._token) + (readOnly ? '&mode=read' : '');
       const rfb = new RFB(element, url, { shared: true });
@@ -364,23 +723,32 @@
           try { await this._call('GET', '/display' + (readOnly ? '?mode=read' : '')); } catch (error) {
             if (error.code !== 'invalid_usage') return reject(error);
           }
-          reject(new VMSessionError('unavailable', 'The display connection closed before it was ready.'));
+          reject((await localNetworkRefusal()) || new VMSessionError('unavailable', 'The display connection closed before it was ready.'));
         };
-        rfb.addEventListener('connect', () => { rfb.removeEventListener('disconnect', refused); resolve(rfb); }, { once: true });
+        // pagehide closes the display (noVNC cannot resume a connection): call display() again on pageshow.
+        const held = { _suspend: () => { try { rfb.disconnect(); } catch (ignored) { /* already closed */ } }, _resume() {} };
+        rfb.addEventListener('connect', () => {
+          rfb.removeEventListener('disconnect', refused);
+          lifecycle.add(held);
+          rfb.addEventListener('disconnect', () => lifecycle.delete(held), { once: true });
+          resolve(rfb);
+        }, { once: true });
         rfb.addEventListener('disconnect', refused, { once: true });
       });
     }
 
     /** A PNG of the VM's screen, as a Blob; rejects with a VMSession.Error (invalid_state if it does not run). */
     async screenshot() {
-      const response = await fetch(this._daemon.url + API + '/sessions/' + this.id + '/screenshot',
+      const response = await this._daemon._fetch(this._daemon.url + API + '/sessions/' + this.id + '/screenshot',
         { headers: { Authorization: 'Bearer ' + this._token }, cache: 'no-store' });
       if (!response.ok) {
         let json = null;
         try { json = await response.json(); } catch (ignored) { /* not JSON: said below */ }
         throw VMSessionError.from(json && json.error, response.status);
       }
-      return response.blob();
+      try { return await response.blob(); } catch (cause) {
+        throw new VMSessionError('unavailable', 'The screenshot was cut off (' + (cause && cause.message) + ').', undefined, response.status);
+      }
     }
 
     // console
@@ -403,8 +771,8 @@
 
     /** Stops following the session's events (the session itself goes on). */
     disconnect() {
-      if (this._stream) this._stream.close();
-      this._stream = null;
+      if (this._relay) this._relay.relay.remove(this._relay.key);
+      this._relay = null;
     }
 
     // Internals.
@@ -413,8 +781,14 @@
       return this._daemon._request(method, API + '/sessions/' + this.id + path, { token: this._token, body });
     }
 
-    _update(view) {
-      if (view && typeof view === 'object') Object.assign(this._view, view);
+    /**
+     * Applies what the daemon said. With a `ticket` (a reply), only if nothing newer was applied since the
+     * request was sent; without (an event, the page's own change), always, and replies in flight lose.
+     */
+    _update(view, ticket) {
+      if (!view || typeof view !== 'object') return;
+      if (ticket !== undefined) { if (!this._seq.accept(ticket)) return; } else this._seq.supersede();
+      Object.assign(this._view, view);
     }
 
     /** Hooks for the plugin-compatible session: the daemon reported these fields, or a property. */
@@ -426,8 +800,9 @@
      * marked `.fromOperation` (its `<action>Error` event comes from the event stream).
      */
     async _act(action, body) {
+      const ticket = this._seq.take();
       const reply = await this._call('POST', '/' + action, body);
-      this._update(reply.session);
+      this._update(reply.session, ticket);
       let operation = reply.operation;
       while (operation.status === 'running') {
         operation = await this._daemon._request('GET', API + '/operations/' + operation.id + '/wait?timeout=60',
@@ -442,11 +817,12 @@
       return operation;
     }
 
-    /** Follows the session's own event stream; resolves once connected (at most 5 s). */
+    /** Follows the session's events on the page's one stream; resolves once it carries them (at most 5 s). */
     _follow() {
-      const url = this._daemon.url + API + '/sessions/' + this.id + '/events?token=' + encodeURIComponent(this._token);
-      this._stream = new ReplayingStream(url, message => this._receive(message), () => this.refresh().catch(() => {}));
-      return this._stream.start(5000);
+      const relay = EventRelay.of(this._daemon);
+      const { key, ready } = relay.add(this.id, this._token, message => this._receive(message), () => this.refresh().catch(() => {}));
+      this._relay = { relay, key };
+      return ready;
     }
 
     /** Events are handled one after the other, in id order, even when one needs a refresh. */
@@ -507,7 +883,23 @@
       this.terminal.on('data', data => this.send(data));
       this._socket = null;
       this._closed = false;
+      this._hidden = false;
       this._retry = 1000;
+      lifecycle.add(this);
+    }
+
+    /** pagehide: the socket goes (the page may be kept in the back/forward cache). */
+    _suspend() {
+      this._hidden = true;
+      if (this._socket) this._socket.close(1000, 'the page was hidden');
+      this._socket = null;
+    }
+
+    /** pageshow: back, with the history replayed from a clean screen. */
+    _resume() {
+      if (!this._hidden) return;
+      this._hidden = false;
+      if (!this._closed) this._connect(false).catch(() => {});
     }
 
     /** Types `text` into the console (a writer's only; a read-only console ignores it). */
@@ -534,6 +926,7 @@
     /** Leaves the console (the guest goes on). */
     close() {
       this._closed = true;
+      lifecycle.delete(this);
       if (this._socket) this._socket.close(1000, 'the page closed the console');
       this._socket = null;
     }
@@ -576,9 +969,10 @@
             } catch (error) {
               if (error.code !== 'invalid_usage') return reject(error);
             }
-            return reject(new VMSessionError('unavailable', 'The console connection closed before it was ready.'));
+            return reject((await localNetworkRefusal()) ||
+              new VMSessionError('unavailable', 'The console connection closed before it was ready.'));
           }
-          if (this._closed) return;
+          if (this._closed || this._hidden) return;
           // 1001 with a closed session, and 1008 (read-only input, flooding, a revoked token) are final;
           // a daemon that went away (1006, or 1001 shutting down) is reconnected to, with a back-off.
           const final = event.code === 1008 || event.code === 1011 || (event.code === 1001 && /closed/.test(event.reason));
@@ -611,7 +1005,8 @@
      * fetch(path, init) with the session's token added; resolves to the guest's Response (any status, as
      * fetch does). The daemon's own refusals are JSON errors: 409 the VM does not run, 503 its API does not
      * answer yet, 502 the guest broke the connection, 504 it was too slow, 413 the body is too large,
-     * 429 too many requests in flight. Rejects (TypeError) when the browser cannot reach the daemon.
+     * 429 too many requests in flight. Rejects with a VMSession.Error when the browser cannot reach the
+     * daemon (local_network_denied, origin_not_approved, not_running, …).
      */
     fetch(path, init) {
       const text = path === undefined || path === null ? '/' : String(path);
@@ -619,7 +1014,7 @@
       const headers = new Headers(options.headers || {});
       headers.set('Authorization', 'Bearer ' + this._session._token);
       options.headers = headers;
-      return fetch(this.url + (text.startsWith('/') ? text : '/' + text), options);
+      return this._session._daemon._fetch(this.url + (text.startsWith('/') ? text : '/' + text), options);
     }
   }
 
@@ -692,7 +1087,7 @@
         return HVE_INVALID_STATE;
       }
       const before = { state: this._view.state, stateCode: this._view.stateCode };
-      if (TRANSIENT[action]) this._update({ state: TRANSIENT[action], stateCode: STATES[TRANSIENT[action]] });
+      if (TRANSIENT[action]) this._update({ state: TRANSIENT[action], stateCode: STATES[TRANSIENT[action]] });  // replies in flight lose
       const done = run ? run() : this._act(action);
       done.catch(error => {
         // An operation that failed has its <action>Error from the event stream; a refusal has none: say it
@@ -752,8 +1147,9 @@
         const names = { daemonControlled: 'controlled', daemonMinCap: 'minCap', daemonMaxCap: 'maxCap', daemonFlags: 'flags' };
         const body = {};
         for (const [name, key] of Object.entries(names)) if (name in this._written) body[key] = this._written[name];
+        const ticket = this._seq.take();
         return this._call('PATCH', '/daemon', body).then(
-          view => { this._update(view); this._daemonSaid(Object.keys(names)); },
+          view => { this._update(view, ticket); this._daemonSaid(Object.keys(names)); },
           error => { this._daemonSaid(Object.keys(names)); this._fail('error', error.message, error.legacyCode, error.code); });
       });
     }
@@ -804,12 +1200,29 @@
           stop: { value: () => this._change({ running: false }) },
         });
       }
+      this._seq = new Sequence();
+      this._queue = Promise.resolve();
       this._timer = setInterval(() => this.refresh().catch(() => {}), 5000);
+    }
+
+    /**
+     * One request, after the ones before it have been answered (so the daemon sees them in the page's
+     * order), whose reply is applied only if no newer one was.
+     */
+    _send(method, body) {
+      const ticket = this._seq.take();
+      const run = () => this._daemon._request(method, API + '/daemon', body === undefined ? {} : { body });
+      const reply = this._queue.then(run, run);
+      this._queue = reply.catch(() => {});
+      return reply.then(status => {
+        if (this._seq.accept(ticket)) this._status = status;
+        return this._status;
+      });
     }
 
     /** Reads the controller's status again. */
     async refresh() {
-      this._status = await this._daemon._request('GET', API + '/daemon');
+      await this._send('GET');
       return this;
     }
 
@@ -818,10 +1231,9 @@
 
     _change(body, field) {
       if (field) this._written[field] = body[field];
-      this._daemon._request('PUT', API + '/daemon', { body }).then(
-        status => { this._status = status; },
-        error => { if (global.console) global.console.warn('vmsession.js: the daemon refused', body, error.message); })
-        .then(() => { if (field) delete this._written[field]; });
+      this._send('PUT', body).catch(
+        error => { if (global.console) global.console.warn('vmsession.js: the daemon refused', body, error); })
+        .then(() => { if (field && this._written[field] === body[field]) delete this._written[field]; });
       return HVE_SCHEDULED;
     }
   }
@@ -846,12 +1258,13 @@
 
     /** Every session, as Session objects acting with the admin token. */
     async sessions() {
+      const tickets = new Map(Array.from(this._sessions, ([id, session]) => [id, session._seq.take()]));
       const reply = await this._request('GET', '/sessions');
       const seen = new Set();
       const sessions = reply.sessions.map(view => {
         seen.add(view.id);
         let session = this._sessions.get(view.id);
-        if (session) session._update(view);
+        if (session) session._update(view, tickets.has(view.id) ? tickets.get(view.id) : session._seq.take());
         else { session = new Session(this._daemon, view, this._token); this._sessions.set(view.id, session); }
         return session;
       });
@@ -874,6 +1287,7 @@
         if (session) session._receive(message);
         this.dispatchEvent(makeEvent(message.type, message.data || {}, message));
       }, () => this.dispatchEvent(new CustomEvent('reconnected')));
+      lifecycle.add(this._stream);
       return this._stream.start(5000);
     }
 
@@ -909,7 +1323,20 @@
     }
 
     async _requestSession(name, secret, Kind) {
-      const grant = await this._request('POST', API + '/sessions', { body: { name: String(name), secret: String(secret) } });
+      const body = { name: String(name), secret: String(secret) };
+      let grant;
+      const giveUp = Date.now() + 60000;
+      for (;;) {
+        try {
+          grant = await this._request('POST', API + '/sessions', { body });
+          break;
+        } catch (error) {
+          // The daemon checks one secret at a time per site (many tabs reloaded together ask at once): wait as
+          // told, for a minute at most. A lock-out after wrong secrets asks for longer waits: not retried.
+          if (error.code !== 'too_many_attempts' || Date.now() > giveUp || !(error.retryAfter <= 2)) throw error;
+          await delay(error.retryAfter * 1000 + Math.random() * 250);
+        }
+      }
       const session = new Kind(this, grant.session, grant.token);
       if (session instanceof PluginSession) await session._loadProperties();
       await session._follow();
@@ -949,7 +1376,7 @@
      * See DaemonAccess.
      */
     requestDaemonAccess() {
-      if (!this._controller) return LOCAL_LEGACY_CODES.unreachable;
+      if (!this._controller) return LOCAL_LEGACY_CODES.not_running;
       if (!this._daemonAccess) this._daemonAccess = new DaemonAccess(this, this._controller);
       return this._daemonAccess;
     }
@@ -967,13 +1394,11 @@
         headers['Content-Type'] = 'application/json';
         init.body = JSON.stringify(opts.body);
       }
-      let response;
-      try {
-        response = await fetch(this.url + path, init);
-      } catch (cause) {
-        throw await this._whyUnreadable(cause);
+      const response = await this._fetch(this.url + path, init);
+      let text;
+      try { text = await response.text(); } catch (cause) {
+        throw new VMSessionError('unavailable', 'The daemon\'s answer was cut off (' + (cause && cause.message) + ').', undefined, response.status);
       }
-      const text = await response.text();
       let json = null;
       if (text) {
         try { json = JSON.parse(text); } catch (e) {
@@ -985,13 +1410,27 @@
       return json;
     }
 
-    /** A fetch the browser failed: a refused origin (the daemon answers a no-cors probe) or no daemon. */
+    /** fetch() to the daemon; a failure rejects with a VMSession.Error that says why, never a TypeError. */
+    async _fetch(url, init) {
+      try {
+        return await fetch(url, toDaemon(init));
+      } catch (cause) {
+        throw await this._whyUnreadable(cause);
+      }
+    }
+
+    /**
+     * A fetch the browser failed: Local Network Access refused, a refused origin (the daemon answers a
+     * no-cors probe), or no daemon.
+     */
     async _whyUnreadable(cause) {
+      const refusal = await localNetworkRefusal();
+      if (refusal) return refusal;
       const origin = global.location ? global.location.origin : 'this page\'s origin';
       try {
-        await fetch(this.url + '/vmsession.js', { mode: 'no-cors', cache: 'no-store' });
+        await fetch(this.url + '/vmsession.js', toDaemon({ mode: 'no-cors', cache: 'no-store' }));
       } catch (probeFailed) {
-        return new VMSessionError('unreachable',
+        return new VMSessionError('not_running',
           'vmsessiond does not answer at ' + this.url + ' (' + (cause && cause.message) + '). Is it running? ' +
           '(A daemon that refuses this page\'s origin looks the same to a page, since the browser hides its answer.)');
       }
@@ -1004,11 +1443,21 @@
 
   /**
    * Connects to the daemon at `url` (default http://127.0.0.1:7011) and checks that it answers this page.
-   * Rejects with .code 'origin_not_approved' or 'unreachable' (see the top of this file).
+   * Rejects with a VMSession.Error whose .code is local_network_prompt, local_network_denied,
+   * insecure_context, not_running or origin_not_approved (see the top of this file).
+   * {prompt: true}: send the request even without a user gesture when the browser would ask (by default a
+   * page on a public site that has not been allowed yet gets local_network_prompt without any prompt).
    */
-  async function connect(url) {
+  async function connect(url, options) {
     const base = String(url || 'http://127.0.0.1:7011').replace(/\/+$/, '');
+    const opts = options || {};
     const daemon = new Daemon(base);
+    // No prompt the user did not ask for: outside a gesture, say that the browser would ask, and send nothing.
+    if (!opts.prompt && !pageIsLoopback() && global.isSecureContext && !userIsActive() &&
+        (await localNetworkPermission()) === 'prompt') {
+      const refusal = await localNetworkRefusal();
+      if (refusal) throw refusal;
+    }
     daemon.info = await daemon._request('GET', API);
     // The controller's status, for requestDaemonAccess() to answer at once (as the plugin's did).
     try { daemon._controller = await daemon._request('GET', API + '/daemon'); } catch (ignored) { daemon._controller = null; }
@@ -1016,7 +1465,7 @@
   }
 
   const VMSession = Object.freeze({
-    version: '1.0.0', connect, STATES, EVENT_TYPES, ACTIONS,
+    version: '1.1.0', connect, localNetworkPermission, STATES, EVENT_TYPES, ACTIONS,
     Error: VMSessionError, Session, PluginSession, DaemonAccess, Admin, Daemon, Console: SessionConsole,
   });
   global.VMSession = VMSession;
