@@ -30,6 +30,9 @@ struct GuestNetwork: Sendable {
     static let policyFile = "egress"
     static let netSocket = "net.sock"
     static let apiSocket = "api.sock"
+    /// The longest socket path passt takes: Debian 12's passt cuts `--socket` at 98 bytes (not `sun_path`'s 107),
+    /// so a longer one would make it listen somewhere QEMU never looks.
+    static let maximumSocketPath = 96
     /// The port on the namespace's own loopback that passt forwards to the guest's port 80.
     static let namespaceAPIPort = 8080
 
@@ -192,7 +195,7 @@ struct GuestNetwork: Sendable {
 
     /// Runs as root of the new user namespace, inside the new network namespace. Its arguments are the
     /// daemon's own (the directory, `dns` or `nodns`, then the CIDRs to make unreachable): no page's
-    /// string reaches it. It records its pid (the namespace's holder), waits for pasta to give the namespace
+    /// string reaches it. Protocols are numbers (17 UDP, 6 TCP): a minimal system may have no /etc/protocols. It records its pid (the namespace's holder), waits for pasta to give the namespace
     /// its link, sets the policy's routes, then starts the API relay and passt, which QEMU connects to.
     static let namespaceScript = #"""
         set -u
@@ -212,8 +215,8 @@ struct GuestNetwork: Sendable {
         done
         if [ "$dns" = dns ]; then
             ip route add 10.0.2.3/32 dev "$link" table 100 &&
-            ip rule add to 10.0.2.3 ipproto udp dport 53 lookup 100 &&
-            ip rule add to 10.0.2.3 ipproto tcp dport 53 lookup 100 || { echo "vmsessiond: cannot route DNS"; exit 1; }
+            ip rule add to 10.0.2.3 ipproto 17 dport 53 lookup 100 &&
+            ip rule add to 10.0.2.3 ipproto 6 dport 53 lookup 100 || { echo "vmsessiond: cannot route DNS"; exit 1; }
         fi
         socat UNIX-LISTEN:"$dir/api.sock",fork,mode=600,unlink-early TCP4:127.0.0.1:8080 &
         exec passt -f -q -4 --runas 0 --no-map-gw -a 10.0.2.15 -n 24 -g 10.0.2.2 -D 10.0.2.3 --dns-forward 10.0.2.3 \

@@ -143,11 +143,12 @@ public final class LibvirtHypervisor: Hypervisor {
         func contains(_ id: SessionID) -> Bool { ids.withLock { $0.contains(id) } }
     }
 
-    /// `<machine directory>/network` when its sockets fit in `sun_path`, else `/tmp/vmsessiond-<uid>/<session>.net`
-    /// (as for the console's and display's sockets).
+    /// `<machine directory>/network` when its sockets' paths are short enough for passt (see
+    /// ``GuestNetwork/maximumSocketPath``), else `/tmp/vmsessiond-<uid>/<session>.net` (as for the console's and
+    /// display's sockets): a user's state directory under a long home would otherwise break the network.
     static func networkDirectory(stateDirectory: String, id: SessionID) -> String {
         let beside = "\(stateDirectory)/machines/\(id)/network"
-        if (beside + "/" + GuestNetwork.apiSocket).utf8.count <= DomainXML.maximumSocketPath { return beside }
+        if (beside + "/" + GuestNetwork.netSocket).utf8.count <= GuestNetwork.maximumSocketPath { return beside }
         return shortSocketDirectory + "/\(id).net"
     }
 
@@ -215,7 +216,8 @@ public final class LibvirtHypervisor: Hypervisor {
         var networkSocketPath: String?
         if let network {
             if let egress = spec.egress {
-                _ = try prepareSocket(network.netSocketPath(for: spec.id))
+                // A network directory under the short socket directory needs that one to be ours (mode 0700).
+                _ = try prepareSocket(network.directory(spec.id))
                 try network.prepare(spec.id, policy: egress)
                 networkSocketPath = network.netSocketPath(for: spec.id)
             } else {

@@ -29,7 +29,7 @@ def running_session(daemon):
     # The test driver boots nothing: the stand-in listens where the daemon reaches a guest's port 80 (a Unix
     # socket in the session's network directory, or under /tmp/vmsessiond-UID when that path is too long).
     directory = f"{daemon.state_dir}/machines/{session}/network"
-    if len(f"{directory}/api.sock".encode()) > 107:
+    if len(f"{directory}/net.sock".encode()) > 96:
         directory = f"/tmp/vmsessiond-{os.geteuid()}/{session}.net"
     os.makedirs(directory, exist_ok=True)
     record = os.path.join(daemon.directory, f"guest-{session}.jsonl")

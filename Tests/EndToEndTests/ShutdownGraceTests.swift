@@ -103,7 +103,7 @@ final class StandInGuestProcess: @unchecked Sendable {
     /// test driver boots no guest, so the stand-in listens there), its directory made.
     static func guestSocket(state: String, session: String) throws -> String {
         let beside = "\(state)/machines/\(session)/network"
-        let directory = (beside + "/api.sock").utf8.count <= 107 ? beside : "/tmp/vmsessiond-\(geteuid())/\(session).net"
+        let directory = (beside + "/net.sock").utf8.count <= 96 ? beside : "/tmp/vmsessiond-\(geteuid())/\(session).net"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         return directory + "/api.sock"
     }

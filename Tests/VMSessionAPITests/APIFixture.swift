@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -39,9 +40,15 @@ struct APIFixture {
         }
         let logger = Logger(label: "test")
         let store = try SessionStore.inMemory()
+        let assigned = PortAssignments()
         let hypervisor = try LibvirtHypervisor(
             configuration: .init(
-                uri: "test:///default", stateDirectory: directory, accelerator: .tcg, standInGuestAPIPort: { _ in apiPort?() }),
+                uri: "test:///default", stateDirectory: directory, accelerator: .tcg,
+                standInGuestAPIPort: { id in
+                    // Each session keeps the port it was first given (the hypervisor is asked at every probe).
+                    guard let apiPort else { return nil }
+                    return assigned.port(for: id, picking: apiPort)
+                }),
             logger: logger)
         let events = EventHub(store: store)
         var hasher = SecretHasher()
@@ -121,5 +128,21 @@ extension TestClientProtocol {
         }
         Issue.record("session \(id) did not settle")
         return [:]
+    }
+}
+
+/// The stand-in port each session of an ``APIFixture`` was given, so that it keeps it.
+final class PortAssignments: Sendable {
+    private let ports = Mutex<[SessionID: Int]>([:])
+
+    /// The session's port, picked (outside the lock) the first time it is asked for.
+    func port(for id: SessionID, picking pick: () -> Int) -> Int {
+        if let port = ports.withLock({ $0[id] }) { return port }
+        let picked = pick()
+        return ports.withLock { ports in
+            if let port = ports[id] { return port }
+            ports[id] = picked
+            return picked
+        }
     }
 }
