@@ -243,7 +243,7 @@ tarball:
 # cached in $(CACHE)/package-test), where the installed daemon boots the appliance as an unprivileged user;
 # then `dpkg -r` must leave none of its files behind (packaging/test-package.sh).
 test-package: deps-test deb
-	bash packaging/test-package.sh $(DEB_DIR) $(CACHE)/package-test
+	$(SUDO) bash packaging/test-package.sh $(DEB_DIR) $(CACHE)/package-test
 
 clean:
 	rm -rf .build $(RELEASE_SCRATCH) $(CACHE)

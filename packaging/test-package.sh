@@ -127,8 +127,10 @@ as_user() {
     chroot --userspec="$USER_UID:$USER_GID" "$ROOT" \
         env -i PATH=/usr/bin:/bin HOME=/home/vmspkgtest USER=vmspkgtest LANG=C.UTF-8 "$@"
 }
-# No --appliance-dir, no --state-dir: the defaults an installed daemon runs with.
-as_user vmsessiond --listen "127.0.0.1:$PORT" --accelerator tcg >"$WORK/daemon.log" 2>&1 &
+# No --appliance-dir, no --state-dir: the defaults an installed daemon runs with. A plain command (not
+# the function) in the background, so that $! is the daemon itself (chroot and env exec it).
+chroot --userspec="$USER_UID:$USER_GID" "$ROOT" env -i PATH=/usr/bin:/bin HOME=/home/vmspkgtest USER=vmspkgtest LANG=C.UTF-8 \
+    vmsessiond --listen "127.0.0.1:$PORT" --accelerator tcg >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
 python3 - "$PORT" "$VERSION" "$WORK/session" <<'PY' || fail "the installed daemon did not serve a session"
 import json, sys, time, urllib.request, urllib.error
@@ -202,7 +204,13 @@ listing=$(as_user vmsessionctl --url "http://127.0.0.1:$PORT" sessions list) || 
 echo "$listing"
 echo "$listing" | grep "package-test" | grep -q running || fail "vmsessionctl does not list the session as running"
 as_user vmsessionctl --url "http://127.0.0.1:$PORT" sessions close "$SESSION" >/dev/null || fail "vmsessionctl sessions close failed"
+[ "$(readlink "/proc/$DAEMON_PID/exe")" = "$ROOT/usr/lib/vmsessiond/vmsessiond" ] || fail "process $DAEMON_PID is not the installed daemon"
 kill "$DAEMON_PID"
+for _ in $(seq 300); do
+    case "$(ps -o stat= -p "$DAEMON_PID" 2>/dev/null)" in "" | Z*) break ;; esac
+    sleep 0.1
+done
+case "$(ps -o stat= -p "$DAEMON_PID" 2>/dev/null)" in "" | Z*) ;; *) fail "the daemon did not stop within 30 s of SIGTERM" ;; esac
 wait "$DAEMON_PID" || true
 DAEMON_PID=
 STATE=$ROOT/home/vmspkgtest/.local/state/vmsessiond
