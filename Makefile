@@ -131,15 +131,15 @@ test-e2e: appliance build-tests
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
 # TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 and on Wayland (sway), the daemon's CPU while idle, cap accuracy).
-# `make bench` measures a release build; QUICK=1 (and `make test`, through bench-quick) runs a few of each
+# `make bench` measures the release build that installs ship (`make release`'s, with the benchmark's peer); QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
 bench: appliance deps-test
 ifeq ($(QUICK),1)
 	$(MAKE) --no-print-directory bench-quick
 else
-	$(SWIFT) build -c release
-	bin=$$($(SWIFT) build -c release --show-bin-path); \
+	$(SWIFT) build $(RELEASE_FLAGS)
+	bin=$(RELEASE_BIN); \
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
 		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
