@@ -2,14 +2,15 @@
 # The Debian package as a user gets it, in a clean Debian 12 root (mmdebstrap + chroot; the base root is
 # cached as a tarball, the .debs apt downloads in an archive directory, both under CACHE_DIR):
 #   1. `apt-get install ./vmsessiond_<version>_amd64.deb` pulls its dependencies from Debian (no recommends:
-#      Depends alone must be enough) and its postinst creates the libvirt-qemu user;
+#      Depends alone must be enough) and its postinst creates the libvirt-qemu user and group;
 #   2. the installed `vmsessiond --version` prints the package's version, the binaries need no Swift
 #      toolchain (ldd), and both installed units pass `systemd-analyze verify` (no systemd runs as PID 1
 #      here, so no real `systemctl --user` start is possible);
-#   3. the installed daemon, run as an unprivileged user created in the root, with no appliance setting,
-#      serves GET /api/v1 (user mode, embedded libvirt), its bundled resources (vmsession.js, openapi.yaml),
-#      and boots the packaged appliance under TCG: a session opened and started is `running`, its guest's
-#      API answers with what its user-data wrote, the installed vmsessionctl lists it, and it closes;
+#   3. the system unit's command line, run as root, serves GET /api/v1 in system mode; the user unit's,
+#      run as an unprivileged user created in the root, with no appliance setting, serves GET /api/v1 (user
+#      mode, embedded libvirt), its bundled resources (vmsession.js, openapi.yaml), and boots the packaged
+#      appliance under TCG: a session opened and started is `running`, its guest's API answers with what
+#      its user-data wrote, the installed vmsessionctl lists it, and it closes;
 #   4. `dpkg -r vmsessiond` leaves none of the package's files (every path `dpkg-deb -c` lists is gone,
 #      but for directories other installed packages own) and leaves the user's state alone.
 #
@@ -85,6 +86,19 @@ mount --rbind /sys "$ROOT/sys" && mount --make-rslave "$ROOT/sys"
 mount -t tmpfs -o mode=0755 tmpfs "$ROOT/run"
 mount --bind "$ARCHIVES" "$ROOT/var/cache/apt/archives"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# SIGTERM to the daemon started last ($! of a plain background command: chroot and env exec it), which
+# must be the installed binary and must stop within 30 s.
+stop_daemon() {
+    [ "$(readlink "/proc/$DAEMON_PID/exe")" = "$ROOT/usr/lib/vmsessiond/vmsessiond" ] || fail "process $DAEMON_PID is not the installed daemon"
+    kill "$DAEMON_PID"
+    for _ in $(seq 300); do
+        case "$(ps -o stat= -p "$DAEMON_PID" 2>/dev/null)" in "" | Z*) break ;; esac
+        sleep 0.1
+    done
+    case "$(ps -o stat= -p "$DAEMON_PID" 2>/dev/null)" in "" | Z*) ;; *) fail "the daemon did not stop within 30 s of SIGTERM" ;; esac
+    wait "$DAEMON_PID" || true
+    DAEMON_PID=
+}
 in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"; }
 
 step "apt-get install ./$(basename "$DEB") (its Depends from Debian's mirror, no recommends)"
@@ -94,6 +108,7 @@ in_root apt-get install -y -qq --no-install-recommends -o Dpkg::Use-Pty=0 "/tmp/
     { tail -n 30 "$WORK/apt.log" >&2; fail "apt-get install of the package failed"; }
 in_root dpkg-query -W -f='${Status}\n' vmsessiond | grep -qx "install ok installed" || fail "vmsessiond is not installed"
 in_root getent passwd libvirt-qemu >/dev/null || fail "postinst did not create the libvirt-qemu user"
+in_root getent group libvirt-qemu >/dev/null || fail "postinst did not create the libvirt-qemu group"
 
 step "the installed binaries"
 got=$(in_root vmsessiond --version) || fail "vmsessiond --version failed"
@@ -118,19 +133,50 @@ systemd-analyze verify "$WORK/system/vmsessiond.service" || fail "the system uni
 mkdir -m 0700 "$WORK/xdg"
 XDG_RUNTIME_DIR=$WORK/xdg systemd-analyze --user verify "$WORK/user/vmsessiond.service" || fail "the user unit does not verify"
 
-step "the installed daemon as an unprivileged user boots the packaged appliance"
+step "the system unit's command line, as root (its StateDirectory= given as systemd would)"
+SYSTEM_EXEC=$(sed -n 's/^ExecStart=//p' "$ROOT/usr/lib/systemd/system/vmsessiond.service")
+USER_EXEC=$(sed -n 's/^ExecStart=//p' "$ROOT/usr/lib/systemd/user/vmsessiond.service")
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+# The listen address comes from the environment (over /etc/vmsessiond/config.json, which the package does
+# not ship), so that the test never takes the machine's own 7011.
+# shellcheck disable=SC2086 # ExecStart is a command line
+chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 STATE_DIRECTORY=/var/lib/vmsessiond \
+    VMSESSIOND_LISTEN="127.0.0.1:$PORT" VMSESSIOND_ACCELERATOR=tcg $SYSTEM_EXEC >"$WORK/daemon.log" 2>&1 &
+DAEMON_PID=$!
+python3 - "$PORT" <<'PY' || fail "the system unit's daemon did not answer"
+import json, sys, time, urllib.request
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/v1", timeout=10) as reply:
+            info = json.load(reply)
+            break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit("GET /api/v1 did not answer within 60 s")
+        time.sleep(0.3)
+runtime = info["runtime"]
+print("system daemon:", json.dumps(runtime)[:120])
+assert runtime["mode"] == "system" and runtime["libvirt"] == "embedded", runtime
+PY
+stop_daemon
+[ -s "$ROOT/var/lib/vmsessiond/admin-token" ] || fail "the system daemon kept no state in /var/lib/vmsessiond"
+
+step "the user unit's command line, as an unprivileged user, boots the packaged appliance"
 in_root useradd --create-home --shell /bin/sh vmspkgtest
 USER_UID=$(in_root id -u vmspkgtest)
 USER_GID=$(in_root id -g vmspkgtest)
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 as_user() {
     chroot --userspec="$USER_UID:$USER_GID" "$ROOT" \
         env -i PATH=/usr/bin:/bin HOME=/home/vmspkgtest USER=vmspkgtest LANG=C.UTF-8 "$@"
 }
 # No --appliance-dir, no --state-dir: the defaults an installed daemon runs with. A plain command (not
 # the function) in the background, so that $! is the daemon itself (chroot and env exec it).
+# shellcheck disable=SC2086 # ExecStart is a command line
 chroot --userspec="$USER_UID:$USER_GID" "$ROOT" env -i PATH=/usr/bin:/bin HOME=/home/vmspkgtest USER=vmspkgtest LANG=C.UTF-8 \
-    vmsessiond --listen "127.0.0.1:$PORT" --accelerator tcg >"$WORK/daemon.log" 2>&1 &
+    $USER_EXEC --listen "127.0.0.1:$PORT" --accelerator tcg >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
 python3 - "$PORT" "$VERSION" "$WORK/session" <<'PY' || fail "the installed daemon did not serve a session"
 import json, sys, time, urllib.request, urllib.error
@@ -204,15 +250,7 @@ listing=$(as_user vmsessionctl --url "http://127.0.0.1:$PORT" sessions list) || 
 echo "$listing"
 echo "$listing" | grep "package-test" | grep -q running || fail "vmsessionctl does not list the session as running"
 as_user vmsessionctl --url "http://127.0.0.1:$PORT" sessions close "$SESSION" >/dev/null || fail "vmsessionctl sessions close failed"
-[ "$(readlink "/proc/$DAEMON_PID/exe")" = "$ROOT/usr/lib/vmsessiond/vmsessiond" ] || fail "process $DAEMON_PID is not the installed daemon"
-kill "$DAEMON_PID"
-for _ in $(seq 300); do
-    case "$(ps -o stat= -p "$DAEMON_PID" 2>/dev/null)" in "" | Z*) break ;; esac
-    sleep 0.1
-done
-case "$(ps -o stat= -p "$DAEMON_PID" 2>/dev/null)" in "" | Z*) ;; *) fail "the daemon did not stop within 30 s of SIGTERM" ;; esac
-wait "$DAEMON_PID" || true
-DAEMON_PID=
+stop_daemon
 STATE=$ROOT/home/vmspkgtest/.local/state/vmsessiond
 [ -s "$STATE/admin-token" ] || fail "the daemon kept no state in ~/.local/state/vmsessiond"
 
@@ -234,5 +272,5 @@ while read -r path; do
     left=$((left + 1))
 done < "$WORK/package-paths"
 [ $left -eq 0 ] || fail "$left path(s) of the package remain after dpkg -r"
-[ -s "$STATE/admin-token" ] || fail "dpkg -r removed the user's state"
+[ -s "$STATE/admin-token" ] && [ -s "$ROOT/var/lib/vmsessiond/admin-token" ] || fail "dpkg -r removed the users' state"
 step "PASS: $(basename "$DEB") installs from apt, runs as a user with its appliance, and removes cleanly"
