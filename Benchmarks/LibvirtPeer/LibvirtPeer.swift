@@ -34,7 +34,7 @@ struct ApplianceOptions: ParsableArguments {
         return MachineSpec(
             id: id, sessionName: "bench", requirements: .init(cpus: 1, memory: 256, disk: 64, version: "appliance"),
             image: .kernel(kernelPath: appliance + "/vmlinuz", initrdPath: appliance + "/initrd.img", commandLine: commandLine),
-            hostAPIPort: try LoopbackPort.free())
+            egress: .internet)
     }
 }
 

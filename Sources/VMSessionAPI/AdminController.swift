@@ -30,6 +30,8 @@ struct AdminController {
         let origin: String
         /// Approve as privileged: the origin's pages may also change the idle-aware controller.
         var privileged: Bool?
+        /// What the origin's guests may reach (`none`, `internet`, `open`); absent: the daemon's default.
+        var egress: String?
     }
 
     @Sendable func listOrigins(_ request: Request, context: APIRequestContext) async throws -> Response {
@@ -38,12 +40,16 @@ struct AdminController {
 
     func decide(_ status: WebOrigin.Status, _ request: Request, _ context: APIRequestContext) async throws -> Response {
         var request = request
-        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged"])
+        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged", "egress"])
         let origin = try Self.origin(body.origin)
+        let egress = try body.egress.map { text throws(VMSessionError) in try EgressPolicy.parse(text) }
+        if egress != nil, status != .approved {
+            throw VMSessionError(.invalidArgument, "Only an approved origin has an egress policy; 'egress' goes with approve.")
+        }
         if body.privileged == true, status != .approved {
             throw VMSessionError(.invalidArgument, "Only an approved origin can be privileged; 'privileged' goes with approve.")
         }
-        return JSONResponse.make(try origins.decide(origin, status, privileged: body.privileged ?? false))
+        return JSONResponse.make(try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress))
     }
 
     @Sendable func forget(_ request: Request, context: APIRequestContext) async throws -> Response {

@@ -48,7 +48,7 @@ struct GuestProxyController {
         let route = try await sessions.manager.guestAPIRoute(id)
         let slot = try gate.admit(id, policy: policy)
 
-        var outgoing = HTTPClientRequest(url: "http://127.0.0.1:\(route.port)\(target)")
+        var outgoing = HTTPClientRequest(url: route.url(pathAndQuery: target))
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
         for header in policy.requestHeaders(request.headers.map { ($0.name.rawName, $0.value) }) {
             outgoing.headers.add(name: header.name, value: header.value)

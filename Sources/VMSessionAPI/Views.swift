@@ -18,8 +18,11 @@ struct SessionView: Encodable {
     let daemonMaxCap: Int
     let daemonFlags: Int
     /// Where a page reaches the guest's API: the daemon's proxy route for the session (with the session's
-    /// token), while the VM runs (or is paused) with a forward.
+    /// token), while the VM runs (or is paused) with a network.
     let apiURL: String?
+    /// What the guest may reach on the network (`none`, `internet`, `open`), as its VM was last started;
+    /// set by the admin per daemon and per origin, never by a page.
+    let egress: String?
     /// The daemon's page showing this session's display, while the VM has one (running or paused); relative
     /// to the daemon's address (`vmsession.js` makes it absolute). The plugin's `rdpURL` maps to it.
     let displayURL: String?
@@ -52,8 +55,9 @@ struct SessionView: Encodable {
         daemonMinCap = session.daemon.minCap
         daemonMaxCap = session.daemon.maxCap
         daemonFlags = session.daemon.flags
-        // Only while a VM process holds the forward (a hibernated VM keeps its port for the restore).
-        apiURL = session.state.hasRunningMachine && session.apiPort != nil ? address.guestAPIURL(for: session.id) : nil
+        // Only while a VM process runs with a network.
+        apiURL = session.state.hasRunningMachine && session.egress != nil ? address.guestAPIURL(for: session.id) : nil
+        egress = session.egress?.rawValue
         displayURL = session.state.hasRunningMachine ? "/#display=\(session.id)" : nil
         self.apiAvailable = apiAvailable
         ip = apiAvailable ? SessionManager.guestIP : nil

@@ -55,6 +55,8 @@ public struct SessionInfo: Decodable, Sendable {
     public let executionCap: Int
     public let daemonControlled: Bool
     public let apiURL: String?
+    /// What the guest may reach on the network, as its VM was last started.
+    public let egress: String?
     public let apiAvailable: Bool
     public let lastError: String?
     public let createdAt: Date
@@ -90,6 +92,8 @@ public struct OriginInfo: Decodable, Sendable {
     public let origin: String
     public let status: String
     public let privileged: Bool?
+    /// What the origin's guests may reach, if the admin chose it (else the daemon's default).
+    public let egress: String?
 }
 
 public struct ImageInfo: Decodable, Sendable {

@@ -14,17 +14,18 @@ public struct Session: Codable, Equatable, Sendable {
     public var lastError: String?
     /// The operation running on the session, if any.
     public var operationID: OperationID?
-    /// The port on 127.0.0.1 forwarded to the guest's API, once the VM was started with one.
-    public var apiPort: Int?
+    /// What the guest may reach on the network, as its VM was last started with; nil before a start
+    /// (and for a VM with no network).
+    public var egress: EgressPolicy?
     public var createdAt: Date
     public var updatedAt: Date
 
     public init(
         id: SessionID, name: String, state: SessionState = .closed, requirements: Requirements? = nil,
         executionCap: ExecutionCap = .unlimited, daemon: DaemonControl = .init(), lastError: String? = nil,
-        operationID: OperationID? = nil, apiPort: Int? = nil, createdAt: Date, updatedAt: Date
+        operationID: OperationID? = nil, egress: EgressPolicy? = nil, createdAt: Date, updatedAt: Date
     ) {
-        self.apiPort = apiPort
+        self.egress = egress
         self.id = id
         self.name = name
         self.state = state

@@ -23,7 +23,7 @@ public actor GuestAPIMonitor: Service {
     }
 
     struct Probe {
-        var port: Int
+        var route: GuestAPIRoute
         var next: ContinuousClock.Instant
         var failures = 0
     }
@@ -51,15 +51,15 @@ public actor GuestAPIMonitor: Service {
     func tick() async {
         let targets = await manager.guestAPITargets()
         for id in probes.keys where targets[id] == nil { probes[id] = nil }
-        for (id, port) in targets where probes[id]?.port != port {
-            probes[id] = Probe(port: port, next: clock.now)
+        for (id, route) in targets where probes[id]?.route != route {
+            probes[id] = Probe(route: route, next: clock.now)
         }
         let now = clock.now
         let due = probes.filter { $0.value.next <= now }
         await withTaskGroup(of: (SessionID, Bool).self) { group in
             for (id, probe) in due {
                 let timeout = configuration.probeTimeout
-                group.addTask { (id, await Self.answers(port: probe.port, timeout: timeout)) }
+                group.addTask { (id, await Self.answers(route: probe.route, timeout: timeout)) }
             }
             for await (id, answered) in group {
                 await settle(id, answered: answered)
@@ -85,9 +85,9 @@ public actor GuestAPIMonitor: Service {
         }
     }
 
-    /// Whether anything answers HTTP on 127.0.0.1:`port` (any status counts: the API is up).
-    static func answers(port: Int, timeout: Duration) async -> Bool {
-        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/")
+    /// Whether anything answers HTTP at the guest's `route` (any status counts: the API is up).
+    static func answers(route: GuestAPIRoute, timeout: Duration) async -> Bool {
+        let request = HTTPClientRequest(url: route.url(pathAndQuery: "/"))
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout / .milliseconds(1))))
             _ = try? await response.body.collect(upTo: 1 << 20)

@@ -21,6 +21,8 @@ public final class OriginRegistry: Sendable {
     private struct State {
         var statuses: [WebOrigin: WebOrigin.Status]
         var privileged: Set<WebOrigin>
+        /// The admin's egress policy per approved origin (absent: the daemon's default).
+        var egress: [WebOrigin: EgressPolicy] = [:]
         var pendingCount: Int
         var refusals: [WebOrigin: Refusals] = [:]
         var overflowLoggedAt: Date?
@@ -49,6 +51,7 @@ public final class OriginRegistry: Sendable {
         state = Mutex(
             State(
                 statuses: known, privileged: Set(records.filter(\.privileged).map(\.origin)),
+                egress: Dictionary(records.compactMap { record in record.egress.map { (record.origin, $0) } }, uniquingKeysWith: { _, last in last }),
                 pendingCount: known.values.count { $0 == .pending }))
     }
 
@@ -60,6 +63,11 @@ public final class OriginRegistry: Sendable {
     /// Whether the user approved `origin` as privileged (it may change the idle-aware controller).
     public func isPrivileged(_ origin: WebOrigin) -> Bool {
         state.withLock { $0.statuses[origin] == .approved && $0.privileged.contains(origin) }
+    }
+
+    /// The egress policy the admin chose for an approved origin's guests; nil: the daemon's default.
+    public func egress(of origin: WebOrigin) -> EgressPolicy? {
+        state.withLock { $0.statuses[origin] == .approved ? $0.egress[origin] : nil }
     }
 
     /// Records a refused request; an unknown origin becomes pending (and is logged once, for the user).
@@ -116,10 +124,12 @@ public final class OriginRegistry: Sendable {
     }
 
     /// Approves (optionally as privileged) or denies an origin.
-    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false) throws(VMSessionError) -> OriginRecord {
+    public func decide(
+        _ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, egress: EgressPolicy? = nil
+    ) throws(VMSessionError) -> OriginRecord {
         let record: OriginRecord
         do {
-            record = try store.decide(origin, status, privileged: privileged, at: Date())
+            record = try store.decide(origin, status, privileged: privileged, egress: egress, at: Date())
         } catch let error as VMSessionError {
             throw error
         } catch {
@@ -128,6 +138,7 @@ public final class OriginRegistry: Sendable {
         state.withLock {
             Self.set(origin, status, in: &$0)
             if record.privileged { $0.privileged.insert(origin) } else { $0.privileged.remove(origin) }
+            $0.egress[origin] = record.egress
         }
         logger.notice("origin \(status.rawValue)\(record.privileged ? " as privileged" : "")", metadata: ["origin": "\(origin)"])
         return record
@@ -154,6 +165,9 @@ public final class OriginRegistry: Sendable {
         if status == .pending { state.pendingCount += 1 }
         state.statuses[origin] = status
         state.refusals[origin] = nil
-        if status == nil { state.privileged.remove(origin) }
+        if status == nil {
+            state.privileged.remove(origin)
+            state.egress[origin] = nil
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import VMSessionCore
+import VMSessionHypervisor
 
 /// Where the daemon itself is reached, once its server listens: the base of the URLs it hands out for a
 /// guest's API (`apiURL`), which are the daemon's proxy routes, never the guest's raw forward.
@@ -26,10 +27,15 @@ public final class DaemonAddress: Sendable {
     }
 }
 
-/// Where the proxy finds a session's guest.
+/// Where the proxy and the probe find a session's guest.
 public struct GuestAPIRoute: Sendable, Equatable {
-    /// The forward on the loopback that only the daemon should use.
-    public let port: Int
+    /// A Unix socket only the daemon's user can open (or a stand-in's port in tests).
+    public let address: GuestAPIAddress
+
+    public init(address: GuestAPIAddress) { self.address = address }
+
+    /// The URL of `pathAndQuery` (which starts with `/`) on the guest: the one place URLs to guests are made.
+    public func url(pathAndQuery: String) -> String { address.url(pathAndQuery) }
 }
 
 extension SessionManager {
@@ -38,7 +44,7 @@ extension SessionManager {
     /// The caller has authorized the request already.
     public func guestAPIRoute(_ id: SessionID) throws(VMSessionError) -> GuestAPIRoute {
         guard let entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
-        guard entry.session.state == .running, let port = entry.session.apiPort else {
+        guard entry.session.state == .running, entry.session.egress != nil, let address = hypervisor.guestAPIAddress(of: id) else {
             throw VMSessionError(
                 .invalidState, "The session's VM is \(entry.session.state.rawValue), not running: its guest API cannot be reached.")
         }
@@ -46,6 +52,6 @@ extension SessionManager {
             throw VMSessionError(
                 .unavailable, "The guest's API does not answer yet; wait for the apiAvailable event.", retryAfterSeconds: 2)
         }
-        return GuestAPIRoute(port: port)
+        return GuestAPIRoute(address: address)
     }
 }

@@ -20,18 +20,17 @@ public actor SessionManager: Service {
         public var stopGrace: Duration
         /// How many sessions, and how much cpu, memory and disk in open ones, each client and the daemon may hold.
         public var quota: SessionQuota
-        /// Picks the 127.0.0.1 port forwarded to a guest's API (tests choose their own).
-        public var pickAPIPort: @Sendable () throws(VMSessionError) -> Int
-        /// How often a start is tried with a new port when the one picked was taken meanwhile.
-        public static let apiPortAttempts = 3
+        /// What a guest started for `client` (a web origin, or `local`) may reach: the admin's choice for
+        /// that origin, else the daemon's default (see ``EgressPolicy``).
+        public var egress: @Sendable (_ client: String) -> EgressPolicy
 
         public init(
             stopGrace: Duration = .seconds(30), quota: SessionQuota = .defaults,
-            pickAPIPort: @escaping @Sendable () throws(VMSessionError) -> Int = LoopbackPort.free
+            egress: @escaping @Sendable (_ client: String) -> EgressPolicy = { _ in .internet }
         ) {
             self.stopGrace = stopGrace
             self.quota = quota
-            self.pickAPIPort = pickAPIPort
+            self.egress = egress
         }
     }
 
@@ -391,14 +390,14 @@ public actor SessionManager: Service {
     public static let guestIP = "10.0.2.15"
 
     /// The daemon's own address: the base of a session's `apiURL`, its guest API through the daemon's
-    /// proxy. The raw forward (`apiPort`) is for the daemon alone and is not handed out.
+    /// proxy. Where the daemon itself reaches the guest (a Unix socket) is never handed out.
     public nonisolated var address: DaemonAddress { daemonAddress }
 
-    /// Sessions whose guest API should be probed: running, with a forwarded port.
-    public func guestAPITargets() -> [SessionID: Int] {
-        var targets: [SessionID: Int] = [:]
-        for (id, entry) in sessions where entry.session.state == .running && pending[id] == nil {
-            if let port = entry.session.apiPort { targets[id] = port }
+    /// Sessions whose guest API should be probed: running, with a network.
+    public func guestAPITargets() -> [SessionID: GuestAPIRoute] {
+        var targets: [SessionID: GuestAPIRoute] = [:]
+        for (id, entry) in sessions where entry.session.state == .running && pending[id] == nil && entry.session.egress != nil {
+            if let address = hypervisor.guestAPIAddress(of: id) { targets[id] = GuestAPIRoute(address: address) }
         }
         return targets
     }
@@ -409,7 +408,7 @@ public actor SessionManager: Service {
     public func setGuestAPI(_ id: SessionID, available: Bool, reason: String) {
         guard let entry = sessions[id], available != guestAPIUp.contains(id) else { return }
         if available {
-            guard entry.session.state == .running, entry.session.apiPort != nil else { return }
+            guard entry.session.state == .running, entry.session.egress != nil else { return }
             guestAPIUp.insert(id)
             record(.apiAvailable, SessionEvent.GuestAPIAvailable(apiURL: address.guestAPIURL(for: id), ip: Self.guestIP), for: id)
         } else {
@@ -689,37 +688,28 @@ public actor SessionManager: Service {
         }
     }
 
-    /// Defines the VM with a guest-API port and boots it. The port is picked before QEMU binds it (QEMU's
-    /// user network cannot be handed a bound socket), so another program may take it in between: QEMU then
-    /// refuses to start (`port_in_use`), and the boot is tried again with a new port.
+    /// Defines the VM with its network (the egress policy of the session's client) and boots it.
     private func boot(_ job: Job, _ spec: MachineSpec) async throws(VMSessionError) {
         let id = job.sessionID
-        var attempt = 1
-        while true {
-            var spec = spec
-            spec.hostAPIPort = try configuration.pickAPIPort()
-            try await hypervisor.define(spec)
-            // Kept at once, so that a start left for reconciliation still knows its port.
-            if var entry = sessions[id] {
-                entry.session.apiPort = spec.hostAPIPort
-                sessions[id] = entry
-                let toStore = entry
-                recordOrLog("the guest API's port", session: id) { try store.update(toStore, events: []) }
-            }
-            progress(job, 2, of: 3, "Booting the VM")
-            do {
-                try await hypervisor.start(id)
-                if spec.hostAPIPort != nil {
-                    // The raw forward is the daemon's own; pages only ever see the proxied URL.
-                    record(
-                        .debug, SessionEvent.Debug("The guest's port 80 is forwarded; it answers at \(address.guestAPIURL(for: id))"),
-                        for: id)
-                }
-                return
-            } catch where error.code == .portInUse && attempt < Configuration.apiPortAttempts {
-                logger.notice("guest API port taken meanwhile; trying another", metadata: ["session": "\(id)", "port": "\(spec.hostAPIPort ?? 0)"])
-                attempt += 1
-            }
+        var spec = spec
+        guard let client = sessions[id]?.client else { throw VMSessionError(.notFound, "There is no session \(id).") }
+        spec.egress = configuration.egress(client)
+        try await hypervisor.define(spec)
+        // Kept at once, so that a start left for reconciliation still knows its network.
+        if var entry = sessions[id] {
+            entry.session.egress = spec.egress
+            sessions[id] = entry
+            let toStore = entry
+            recordOrLog("the guest's network", session: id) { try store.update(toStore, events: []) }
+        }
+        progress(job, 2, of: 3, "Booting the VM")
+        try await hypervisor.start(id)
+        if let egress = spec.egress {
+            // Where the daemon reaches the guest is its own; pages only ever see the proxied URL.
+            record(
+                .debug,
+                SessionEvent.Debug("The guest's network allows '\(egress.rawValue)'; its port 80 answers at \(address.guestAPIURL(for: id))"),
+                for: id)
         }
     }
 
@@ -763,8 +753,8 @@ public actor SessionManager: Service {
         entry.session.state = lifecycle.state
         entry.session.operationID = nil
         entry.session.lastError = failure?.message
-        // A closed session has no guest API, and a fresh definition gets a port when it starts.
-        if lifecycle.state == .closed || job.transition.action == .open { entry.session.apiPort = nil }
+        // A closed session has no guest API, and a fresh definition gets its network when it starts.
+        if lifecycle.state == .closed || job.transition.action == .open { entry.session.egress = nil }
         entry.session.updatedAt = now
         entry.pendingAction = nil
         var announcements: [(SessionEvent.Kind, String)] = []

@@ -15,12 +15,14 @@ struct DomainXML {
     /// Where QEMU listens for VNC clients (a Unix socket: no TCP port that other local users could reach);
     /// nil for a VM without a display.
     var displaySocketPath: String? = nil
+    /// passt's socket, which the guest's network card connects to; nil for a VM with no network.
+    var networkSocketPath: String? = nil
 
     static let metadataNamespace = "https://vmsessiond.invalid/xmlns/session/1"
 
     func render() throws(VMSessionError) -> String {
         try spec.requirementsCheck()
-        for path in [diskPath, consolePath] + [seedPath, consoleSocketPath, displaySocketPath].compactMap({ $0 }) {
+        for path in [diskPath, consolePath] + [seedPath, consoleSocketPath, displaySocketPath, networkSocketPath].compactMap({ $0 }) {
             try Self.checkPath(path)
         }
         for socket in [consoleSocketPath, displaySocketPath].compactMap({ $0 }) where socket.utf8.count > Self.maximumSocketPath {
@@ -86,16 +88,19 @@ struct DomainXML {
                 """
         }
         var network = ""
-        if let port = spec.hostAPIPort {
-            guard (1024...65535).contains(port) else {
-                throw VMSessionError(.invalidArgument, "The guest API port \(port) cannot be used.")
+        if let networkSocketPath {
+            // QEMU's option syntax reads a comma as the next option.
+            guard networkSocketPath.utf8.count <= Self.maximumSocketPath, !networkSocketPath.contains(",") else {
+                throw VMSessionError(.invalidArgument, "The socket path '\(networkSocketPath)' cannot be given to QEMU.")
             }
-            // libvirt 9.0 has no <portForward> for user networking, so QEMU's own user network carries the
-            // forward (127.0.0.1:PORT -> guest :80), on a q35 root-port slot libvirt leaves free.
+            // The guest's network card talks to passt over a Unix socket (see GuestNetwork). libvirt 9.0 can
+            // only start passt itself, in the host's network namespace, and has no <interface> for QEMU
+            // 7.2's `-netdev stream`: so the card is given to QEMU directly, on a q35 root-port slot libvirt
+            // leaves free (libvirt marks the domain "tainted: custom-argv").
             network = """
                   <qemu:commandline>
                     <qemu:arg value='-netdev'/>
-                    <qemu:arg value='user,id=vmsnet0,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:\(port)-:\(MachineSpec.guestAPIPort)'/>
+                    <qemu:arg value='stream,id=vmsnet0,server=off,addr.type=unix,addr.path=\(Self.escape(networkSocketPath))'/>
                     <qemu:arg value='-device'/>
                     <qemu:arg value='virtio-net-pci,netdev=vmsnet0,bus=pcie.0,addr=0x1e'/>
                   </qemu:commandline>

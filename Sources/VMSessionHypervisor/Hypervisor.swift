@@ -1,3 +1,4 @@
+import Foundation
 import VMSessionContext
 import VMSessionCore
 
@@ -44,6 +45,9 @@ public protocol Hypervisor: Sendable {
     func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8]
     /// Where the VM's serial console is, or nil if this hypervisor gives VMs no console.
     func console(of id: SessionID) -> ConsoleEndpoints?
+    /// Where the daemon reaches the guest's port 80 while the VM runs with a network (a VM defined with an
+    /// ``MachineSpec/egress`` policy), or nil if it has none.
+    func guestAPIAddress(of id: SessionID) -> GuestAPIAddress?
 }
 
 extension Hypervisor {
@@ -53,6 +57,26 @@ extension Hypervisor {
         throw VMSessionError(.notSupported, "This hypervisor gives VMs no display.")
     }
     public func console(of id: SessionID) -> ConsoleEndpoints? { nil }
+    public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { nil }
+}
+
+/// Where the daemon reaches a guest's API: a Unix socket only the daemon's user can open (a real guest,
+/// see ``GuestNetwork``), or a port on the loopback (a stand-in guest that tests run beside a driver with
+/// no QEMU, such as `test:///default`).
+public enum GuestAPIAddress: Sendable, Equatable {
+    case unixSocket(String)
+    case loopbackPort(Int)
+
+    /// The URL of `pathAndQuery` (which starts with `/`) on the guest, as AsyncHTTPClient takes it.
+    public func url(_ pathAndQuery: String) -> String {
+        switch self {
+        case .unixSocket(let path):
+            let socket = path.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "-._~"))) ?? path
+            return "http+unix://\(socket)\(pathAndQuery)"
+        case .loopbackPort(let port):
+            return "http://127.0.0.1:\(port)\(pathAndQuery)"
+        }
+    }
 }
 
 /// A VM's serial console as QEMU gives it to the daemon: a log of every byte the guest wrote (kept across

@@ -11,6 +11,11 @@ extension LibvirtHypervisor {
         ConsoleEndpoints(log: consoleLogPath(for: id), socket: consoleSocketPath(for: id))
     }
 
+    public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? {
+        if let network { return .unixSocket(network.apiSocketPath(for: id)) }
+        return configuration.standInGuestAPIPort?(id).map(GuestAPIAddress.loopbackPort)
+    }
+
     func displaySocketPath(for id: SessionID) -> String { socketPath(for: id, named: "vnc") }
     func consoleSocketPath(for id: SessionID) -> String { socketPath(for: id, named: "console") }
 

@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Libvirt
 import Logging
+import Synchronization
 import VMSessionContext
 import VMSessionCore
 
@@ -23,11 +24,15 @@ public final class LibvirtHypervisor: Hypervisor {
         public var capMechanism: String
         /// A cgroup (v1 `cpu` or v2 with `cpu` delegated) to make the VMs' cgroups in, instead of the daemon's own.
         public var cgroupDirectory: String?
+        /// For drivers that run no QEMU (`test:///default`): the loopback port of a stand-in server that plays
+        /// a session's guest API. QEMU guests are always reached through their ``GuestNetwork``.
+        public var standInGuestAPIPort: (@Sendable (SessionID) -> Int?)?
 
         public init(
             uri: String? = nil, stateDirectory: String, accelerator: Accelerator = .auto, capMechanism: String = "auto",
-            cgroupDirectory: String? = nil
+            cgroupDirectory: String? = nil, standInGuestAPIPort: (@Sendable (SessionID) -> Int?)? = nil
         ) {
+            self.standInGuestAPIPort = standInGuestAPIPort
             self.uri = uri
             self.stateDirectory = stateDirectory
             self.accelerator = accelerator
@@ -50,6 +55,10 @@ public final class LibvirtHypervisor: Hypervisor {
     private let changesContinuation: AsyncStream<SessionID>.Continuation
     private let eventHandlerID: Int32
     private let queue = DispatchQueue(label: "vmsessiond.libvirt", attributes: .concurrent)
+    /// Each QEMU guest's network sandbox (nil for drivers that run no QEMU).
+    let network: GuestNetwork?
+    /// Sessions whose VM is being started: a late "stopped" event must not take their new network down.
+    private let starting = SessionSet()
 
     public init(configuration: Configuration, logger: Logger) throws(VMSessionError) {
         self.configuration = configuration
@@ -83,13 +92,23 @@ public final class LibvirtHypervisor: Hypervisor {
             accelerator: driver == "QEMU" ? configuration.accelerator.resolved().rawValue : "none",
             supportsExecutionCap: capMechanism.kind != .none, version: try? connection.hypervisorVersion())
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
+        let stateDirectory = configuration.stateDirectory
+        let network = driver == "QEMU" ? GuestNetwork(directory: { Self.networkDirectory(stateDirectory: stateDirectory, id: $0) }) : nil
+        self.network = network
         let continuation = changesContinuation
         let logger = logger
+        let queue = queue
+        let starting = starting
+        let connection = connection
         do {
             eventHandlerID = try connection.addLifecycleHandler { event in
                 guard let id = SessionID(machineName: event.domainName) else { return }
                 logger.debug("libvirt event", metadata: ["session": "\(id)", "event": "\(event)"])
                 continuation.yield(id)
+                // A VM that stopped on its own (the guest powered off, QEMU died) has no use for its network.
+                if let network, event.eventName == "stopped" {
+                    queue.async { Self.releaseNetworkIfStopped(id, network: network, connection: connection, starting: starting) }
+                }
             }
         } catch {
             throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events: \(error.message)", cause: error)
@@ -99,6 +118,37 @@ public final class LibvirtHypervisor: Hypervisor {
         if let running = try? connection.allDomains().filter({ (try? $0.state().isActive) == true }) {
             mechanism.reattach(running: running.filter { SessionID(machineName: $0.name) != nil })
         }
+        // The networks of VMs that stopped while the daemon was away go too.
+        if let network, let all = try? connection.allDomains() {
+            for domain in all where (try? domain.state().isActive) != true {
+                if let id = SessionID(machineName: domain.name) { network.down(id) }
+            }
+        }
+    }
+
+    /// Takes a session's network down if its VM has no process (and is not being started right now).
+    private static func releaseNetworkIfStopped(
+        _ id: SessionID, network: GuestNetwork, connection: Connection, starting: SessionSet
+    ) {
+        guard !starting.contains(id) else { return }
+        guard let domain = try? connection.domain(named: id.machineName), (try? domain.state().isActive) == false else { return }
+        network.down(id)
+    }
+
+    /// A set of sessions shared with libvirt's event thread.
+    final class SessionSet: Sendable {
+        private let ids = Mutex<Set<SessionID>>([])
+        func insert(_ id: SessionID) { ids.withLock { _ = $0.insert(id) } }
+        func remove(_ id: SessionID) { ids.withLock { _ = $0.remove(id) } }
+        func contains(_ id: SessionID) -> Bool { ids.withLock { $0.contains(id) } }
+    }
+
+    /// `<machine directory>/network` when its sockets fit in `sun_path`, else `/tmp/vmsessiond-<uid>/<session>.net`
+    /// (as for the console's and display's sockets).
+    static func networkDirectory(stateDirectory: String, id: SessionID) -> String {
+        let beside = "\(stateDirectory)/machines/\(id)/network"
+        if (beside + "/" + GuestNetwork.apiSocket).utf8.count <= DomainXML.maximumSocketPath { return beside }
+        return shortSocketDirectory + "/\(id).net"
     }
 
     deinit {
@@ -162,25 +212,40 @@ public final class LibvirtHypervisor: Hypervisor {
         } else {
             try? FileManager.default.removeItem(atPath: seedPath)
         }
+        var networkSocketPath: String?
+        if let network {
+            if let egress = spec.egress {
+                _ = try prepareSocket(network.netSocketPath(for: spec.id))
+                try network.prepare(spec.id, policy: egress)
+                networkSocketPath = network.netSocketPath(for: spec.id)
+            } else {
+                network.remove(spec.id)
+            }
+        }
         let xml = try DomainXML(
             spec: spec, accelerator: configuration.accelerator, diskPath: diskPath,
             seedPath: spec.seed == nil ? nil : seedPath, consolePath: consoleLogPath(for: spec.id),
             consoleSocketPath: try prepareSocket(consoleSocketPath(for: spec.id)),
-            displaySocketPath: try prepareSocket(displaySocketPath(for: spec.id))
+            displaySocketPath: try prepareSocket(displaySocketPath(for: spec.id)),
+            networkSocketPath: networkSocketPath
         ).render()
         try await call("define the VM") { connection in _ = try connection.defineDomain(xml: xml) }
     }
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
         await releaseCap(id)  // a cgroup left by a VM that powered off on its own
+        starting.insert(id)
+        defer { starting.remove(id) }
+        // The guest's network comes up first: QEMU connects to it as it starts (or restores).
+        try await network?.up(id)
         do {
             try await withDomain(id, "start the VM") { try $0.start() }
         } catch {
-            // QEMU 7.2's user network cannot take a listening socket from us, so the guest-API port is
-            // chosen before QEMU binds it; if another program took it meanwhile, QEMU refuses to start.
-            // Said as `port_in_use`, so that the caller picks another port and tries again.
-            if error.message.contains("host forwarding rule") {
-                throw VMSessionError(.portInUse, "The guest API's port was taken before the VM could bind it.", cause: error)
+            if let network {
+                switch try? await status(of: id) {
+                case .running, .paused, .shuttingDown, .suspendedByGuest: break
+                default: network.down(id)
+                }
             }
             throw error
         }
@@ -215,11 +280,13 @@ public final class LibvirtHypervisor: Hypervisor {
             } catch {
                 logger.info("paused guest could not be woken; powering off", metadata: ["session": "\(id)", "error": "\(error)"])
                 try await destroyIfActive(id)
+                network?.down(id)
                 return
             }
         case .suspendedByGuest, .unknown:
             // Asleep or unknown: no ACPI request can be seen.
             try await destroyIfActive(id)
+            network?.down(id)
             return
         default:
             break
@@ -229,22 +296,26 @@ public final class LibvirtHypervisor: Hypervisor {
             case .running, .paused, .shuttingDown: try? await Task.sleep(for: .milliseconds(200))
             default:
                 await releaseCap(id)
+                network?.down(id)
                 return
             }
         }
         logger.info("guest did not power off in time; powering off", metadata: ["session": "\(id)"])
         try await destroyIfActive(id)
         await releaseCap(id)
+        network?.down(id)
     }
 
     public func hibernate(_ id: SessionID) async throws(VMSessionError) {
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
         await releaseCap(id)
+        network?.down(id)
     }
 
     public func remove(_ id: SessionID) async throws(VMSessionError) {
         try await destroyIfActive(id)
         await releaseCap(id)
+        network?.remove(id)
         try await call("remove the VM") { connection in
             try connection.domain(named: id.machineName)?.undefine()
         }

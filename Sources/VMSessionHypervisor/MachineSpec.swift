@@ -11,16 +11,16 @@ public struct MachineSpec: Equatable, Sendable {
     public var image: MachineImage
     /// Contextualization for the guest, attached as a read-only disk; nil for none.
     public var seed: ContextSeed?
-    /// The port on 127.0.0.1 forwarded to the guest's API (its port ``guestAPIPort``); nil for no network.
-    public var hostAPIPort: Int?
+    /// What the guest may reach on the network (see ``GuestNetwork``); nil for a VM with no network card.
+    public var egress: EgressPolicy?
     /// The guest's port that serves its API.
     public static let guestAPIPort = 80
 
     public init(
         id: SessionID, sessionName: String, requirements: Requirements, image: MachineImage, seed: ContextSeed? = nil,
-        hostAPIPort: Int? = nil
+        egress: EgressPolicy? = nil
     ) {
-        self.hostAPIPort = hostAPIPort
+        self.egress = egress
         self.id = id
         self.sessionName = sessionName
         self.cpus = requirements.cpus

@@ -12,11 +12,14 @@ public struct OriginRecord: Codable, Equatable, Sendable {
     public var requests: Int
     /// Approved as privileged: its pages may also change the idle-aware controller (idle time, start, stop).
     public var privileged: Bool
+    /// What its pages' guests may reach, as the admin chose when approving it; nil: the daemon's default.
+    public var egress: EgressPolicy?
 
     public init(
         origin: WebOrigin, status: WebOrigin.Status, firstSeen: Date, lastSeen: Date, decidedAt: Date? = nil, requests: Int = 0,
-        privileged: Bool = false
+        privileged: Bool = false, egress: EgressPolicy? = nil
     ) {
+        self.egress = egress
         self.privileged = privileged
         self.origin = origin
         self.status = status

@@ -27,7 +27,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
     var daemonFlags: Int
     var lastError: String?
     var operationId: String?
-    var apiPort: Int?
+    var egress: String?
     var client: String
     var createdAt: Date
     var updatedAt: Date
@@ -52,7 +52,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
         daemonFlags = session.daemon.flags
         lastError = session.lastError
         operationId = session.operationID?.description
-        apiPort = session.apiPort
+        egress = session.egress?.rawValue
         client = stored.client
         createdAt = session.createdAt
         updatedAt = session.updatedAt
@@ -70,7 +70,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
             id: id, name: name, state: state, requirements: requirements,
             executionCap: (try? ExecutionCap(percent: executionCap)) ?? .unlimited,
             daemon: DaemonControl(controlled: daemonControlled, minCap: daemonMinCap, maxCap: daemonMaxCap, flags: daemonFlags),
-            lastError: lastError, operationID: operationId.flatMap(OperationID.init), apiPort: apiPort,
+            lastError: lastError, operationID: operationId.flatMap(OperationID.init), egress: egress.flatMap(EgressPolicy.init(rawValue:)),
             createdAt: createdAt, updatedAt: updatedAt)
         return StoredSession(
             session: session, secret: SecretDigest(kdf: secretKdf, salt: Array(secretSalt), hash: Array(secretHash)),

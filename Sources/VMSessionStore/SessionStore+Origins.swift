@@ -14,9 +14,11 @@ struct OriginRow: Codable, FetchableRecord, PersistableRecord {
     var decidedAt: Date?
     var requests: Int
     var privileged: Bool
+    var egress: String?
 
     init(_ record: OriginRecord) {
         privileged = record.privileged
+        egress = record.egress?.rawValue
         origin = record.origin.value
         status = record.status.rawValue
         firstSeen = record.firstSeen
@@ -29,7 +31,7 @@ struct OriginRow: Codable, FetchableRecord, PersistableRecord {
         guard let origin = WebOrigin(origin), let status = WebOrigin.Status(rawValue: status) else { return nil }
         return OriginRecord(
             origin: origin, status: status, firstSeen: firstSeen, lastSeen: lastSeen, decidedAt: decidedAt, requests: requests,
-            privileged: privileged)
+            privileged: privileged, egress: egress.flatMap(EgressPolicy.init(rawValue:)))
     }
 }
 
@@ -54,14 +56,17 @@ extension SessionStore {
     }
 
     /// Records the user's decision about an origin (creating it if it never asked); only an approved origin
-    /// can be privileged.
+    /// can be privileged or have an egress policy of its own.
     @discardableResult
-    public func decide(_ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, at time: Date) throws -> OriginRecord {
+    public func decide(
+        _ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, egress: EgressPolicy? = nil, at time: Date
+    ) throws -> OriginRecord {
         try write { db in
             var row = try OriginRow.fetchOne(db, key: origin.value)
                 ?? OriginRow(OriginRecord(origin: origin, status: status, firstSeen: time, lastSeen: time))
             row.status = status.rawValue
             row.privileged = status == .approved && privileged
+            row.egress = status == .approved ? egress?.rawValue : nil
             row.decidedAt = time
             try row.save(db)
             guard let record = row.record() else { throw VMSessionError(.internalError, "An origin could not be stored.") }

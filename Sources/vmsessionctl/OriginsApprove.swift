@@ -8,8 +8,10 @@ struct OriginsApprove: AsyncParsableCommand {
     @Argument(help: "The origin, as scheme://host[:port].") var origin: String
     @Flag(help: "Also let its pages change the idle-aware controller: the idle time, and stopping or starting it.")
     var privileged = false
+    @Option(help: "What its pages' guests may reach: none, internet or open (default: the daemon's guestEgress).")
+    var egress: String?
 
     func run() async throws {
-        try await OriginsCommand.decide("approve", origin: origin, privileged: privileged, options: options)
+        try await OriginsCommand.decide("approve", origin: origin, privileged: privileged, egress: egress, options: options)
     }
 }

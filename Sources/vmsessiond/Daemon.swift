@@ -44,7 +44,12 @@ struct Daemon {
             downloader: ImageDownloader(logger: logger), logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
-            configuration: .init(stopGrace: .seconds(settings.stopGraceSeconds), quota: settings.quota), adminToken: adminToken, logger: logger)
+            configuration: .init(
+                stopGrace: .seconds(settings.stopGraceSeconds), quota: settings.quota,
+                egress: { [defaultEgress = settings.guestEgress] client in
+                    WebOrigin(client).flatMap { origins.egress(of: $0) } ?? defaultEgress
+                }),
+            adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
         let source = DesktopIdleSource(variables: settings.sessionVariables, preference: settings.idleSource)

@@ -46,6 +46,8 @@ struct DaemonSettings: Sendable {
     var capMechanism: String
     /// A cgroup directory to make the VMs' cgroups in instead of the daemon's own; nil: the daemon's own.
     var cgroupDirectory: String?
+    /// What guests may reach unless the admin chose otherwise for their origin (`guestEgress`).
+    var guestEgress: EgressPolicy = .internet
 
     static let defaultListen = "127.0.0.1:7011"
     static let defaultConsoleLogBytes = 8 << 20
@@ -164,6 +166,7 @@ struct DaemonSettings: Sendable {
             throw VMSessionError(.invalidArgument, "capMechanism must be auto, libvirt, cgroup or none; got '\(capMechanism)'.")
         }
         let cgroupDirectory = config.string(forKey: "cgroupDir")
+        let guestEgress = try EgressPolicy.parse(config.string(forKey: "guestEgress", default: EgressPolicy.internet.rawValue))
         let sourceText = config.string(forKey: "idleSource", default: "auto")
         guard let idleSource = IdleSourceChoice.Preference(rawValue: sourceText) else {
             let names = IdleSourceChoice.Preference.allCases.map(\.rawValue).joined(separator: ", ")
@@ -186,7 +189,7 @@ struct DaemonSettings: Sendable {
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
             maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,
             consoleLog: ConsoleLogBound(keepBytes: UInt64(logBytes)), capMechanism: capMechanism,
-            cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil)
+            cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil, guestEgress: guestEgress)
     }
 
     private static func boundedInt(_ config: ConfigReader, _ key: String, default value: Int, in range: ClosedRange<Int>) throws(VMSessionError) -> Int {

@@ -48,6 +48,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
                 (variables VMSESSIOND_CONSOLE_HISTORY_BYTES, …)
               capMechanism  VMSESSIOND_CAP_MECHANISM  default auto (libvirt if privileged, else a cgroup; or libvirt, cgroup, none)
               cgroupDir     VMSESSIOND_CGROUP_DIR     default the daemon's own cgroup (v2 with cpu delegated, or v1 cpu)
+              guestEgress   VMSESSIOND_GUEST_EGRESS   default internet (none: no network; open: the host's loopback too)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or
             $XDG_CONFIG_HOME/vmsessiond/config.json (a user), if it exists.
             """,
@@ -96,6 +97,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("cgroup-dir"), help: "A writable cgroup (v1 cpu, or v2 with cpu delegated) for the VMs' cgroups.")
     var cgroupDir: String?
 
+    @Option(name: .customLong("guest-egress"), help: "What guests may reach: none, internet (default) or open (the host's loopback too).")
+    var guestEgress: String?
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -120,6 +124,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         }
         flags["capMechanism"] = capMechanism
         flags["cgroupDir"] = cgroupDir
+        flags["guestEgress"] = guestEgress
         flags["idleSource"] = idleSource
         flags["waylandDisplay"] = waylandDisplay
         let settings: DaemonSettings

@@ -25,7 +25,7 @@ struct APIFixture {
     let controller: IdleController
 
     /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
-    /// `apiPort` picks the port a started guest's API is forwarded to (a stand-in guest's, for the proxy's tests);
+    /// `apiPort` is the loopback port of the stand-in server that plays every started guest's API (the proxy's tests);
     /// `guestProxy` is the proxy's policy.
     static func run(
         source: (any IdleSource)? = nil, apiPort: (@Sendable () -> Int)? = nil, guestProxy: GuestProxyPolicy = .defaults,
@@ -40,7 +40,9 @@ struct APIFixture {
         let logger = Logger(label: "test")
         let store = try SessionStore.inMemory()
         let hypervisor = try LibvirtHypervisor(
-            configuration: .init(uri: "test:///default", stateDirectory: directory, accelerator: .tcg), logger: logger)
+            configuration: .init(
+                uri: "test:///default", stateDirectory: directory, accelerator: .tcg, standInGuestAPIPort: { _ in apiPort?() }),
+            logger: logger)
         let events = EventHub(store: store)
         var hasher = SecretHasher()
         hasher.rounds = 1 << 10  // keep the tests quick; the production cost is tested in SecretHasherTests
@@ -51,10 +53,7 @@ struct APIFixture {
             downloader: ImageDownloader(retry: .init(attempts: 3, firstDelay: .milliseconds(20)), logger: logger), logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
-            configuration: .init(stopGrace: .seconds(1), pickAPIPort: { () throws(VMSessionError) -> Int in
-                if let apiPort { return apiPort() }
-                return try LoopbackPort.free()
-            }),
+            configuration: .init(stopGrace: .seconds(1)),
             hasher: hasher, adminToken: adminToken, logger: logger)
         try await manager.reconcile()
         let controller = try IdleController(

@@ -12,12 +12,12 @@ struct GuestAPIViewTests {
     func apiURLOnlyWithAProcess() {
         let now = Date()
         for (state, shown) in [(SessionState.running, true), (.paused, true), (.saved, false), (.open, false), (.closed, false), (.error, false)] {
-            let session = Session(id: SessionID(), name: "view", state: state, apiPort: 43_210, createdAt: now, updatedAt: now)
+            let session = Session(id: SessionID(), name: "view", state: state, egress: .internet, createdAt: now, updatedAt: now)
             let address = DaemonAddress()
             address.listening(host: "127.0.0.1", port: 7011)
             let view = SessionView(session, address: address)
             #expect(view.apiURL == (shown ? "http://127.0.0.1:7011/api/v1/sessions/\(session.id)/guest" : nil), "\(state)")
-            #expect(view.apiURL?.contains("43210") != true, "the raw forward's port is never shown")
+            #expect(view.egress == "internet", "the policy the VM was started with is shown")
             #expect(view.ip == nil, "no ip while the guest API has not answered")
         }
     }

@@ -42,11 +42,11 @@ struct SessionManagerRaceTests {
         }
 
         /// Stores a session in `state`, opened with the appliance.
-        func session(_ state: SessionState, pending: SessionAction? = nil, apiPort: Int? = nil) throws -> SessionID {
+        func session(_ state: SessionState, pending: SessionAction? = nil, egress: EgressPolicy? = nil) throws -> SessionID {
             let now = Date()
             var session = Session(id: SessionID(), name: "s-\(UUID().uuidString.prefix(6))", state: state, createdAt: now, updatedAt: now)
             session.requirements = Requirements(cpus: 1, memory: 128, disk: 64, version: "appliance")
-            session.apiPort = apiPort
+            session.egress = egress
             let stored = StoredSession(
                 session: session, secret: SecretDigest(kdf: "scrypt:1024:8:1", salt: [1], hash: [2]), pendingAction: pending)
             _ = try store.createSession(stored, tokenHash: Array(UUID().uuidString.utf8), event: (.sessionCreated, "{}"))
@@ -101,7 +101,7 @@ struct SessionManagerRaceTests {
         let fixture = try Fixture()
         let id = try fixture.session(.open)
         await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
-        let manager = fixture.manager(configuration: .init(pickAPIPort: { 40_123 }))
+        let manager = fixture.manager(configuration: .init())
         try await manager.reconcile()
         let stream = fixture.events.subscribe(to: id)
         try await Self.running(manager) {
@@ -139,7 +139,7 @@ struct SessionManagerRaceTests {
         let fixture = try Fixture()
         let id = try fixture.session(.open)
         await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
-        let manager = fixture.manager(configuration: .init(pickAPIPort: { 40_124 }))
+        let manager = fixture.manager(configuration: .init(egress: { _ in .open }))
         try await manager.reconcile()
         let gate = await fixture.hypervisor.hold(.start)
         let operation: OperationID = try await testGracefulShutdown { trigger in
@@ -156,7 +156,7 @@ struct SessionManagerRaceTests {
         let stored = try #require(try fixture.store.session(id))
         #expect(stored.session.state == .starting)
         #expect(stored.pendingAction == .start)
-        #expect(stored.session.apiPort == 40_124, "the port the VM was defined with is kept")
+        #expect(stored.session.egress == .open, "the network the VM was defined with is kept")
         #expect(try fixture.store.operation(operation)?.status == .running)
         #expect(try fixture.store.events(for: id, after: 0).allSatisfy { $0.kind != .operationFailed && $0.kind != .error })
 
@@ -167,14 +167,16 @@ struct SessionManagerRaceTests {
         #expect(try fixture.store.operation(operation)?.status == .succeeded)
     }
 
-    @Test("a start whose guest-API port was taken meanwhile is tried again with a new port")
-    func takenPortRetried() async throws {
+    @Test("a start gives the VM the egress policy of the session's client, and the session shows it")
+    func startUsesTheClientsEgress() async throws {
         let fixture = try Fixture()
         let id = try fixture.session(.open)
         await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
-        await fixture.hypervisor.takePorts([41_000])
-        let ports = Mutex([41_000, 41_001])
-        let manager = fixture.manager(configuration: .init(pickAPIPort: { ports.withLock { $0.removeFirst() } }))
+        let asked = Mutex<[String]>([])
+        let manager = fixture.manager(configuration: .init(egress: { client in
+            asked.withLock { $0.append(client) }
+            return .none
+        }))
         try await manager.reconcile()
         let stream = fixture.events.subscribe(to: id)
         let end = try await Self.running(manager) {
@@ -182,28 +184,10 @@ struct SessionManagerRaceTests {
             return await Self.end(of: receipt.operation.id, in: stream)
         }
         #expect(end?.kind == .operationCompleted)
-        let session = try await manager.session(id)
-        #expect(session.state == .running)
-        #expect(session.apiPort == 41_001)
-        #expect(await fixture.hypervisor.callCount(.start) == 2)
-    }
-
-    @Test("a port taken on every try fails the start with port_in_use after a bounded number of tries")
-    func takenPortGivesUp() async throws {
-        let fixture = try Fixture()
-        let id = try fixture.session(.open)
-        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
-        await fixture.hypervisor.takePorts([41_100])
-        let manager = fixture.manager(configuration: .init(pickAPIPort: { 41_100 }))
-        try await manager.reconcile()
-        let stream = fixture.events.subscribe(to: id)
-        let end = try await Self.running(manager) {
-            let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
-            return await Self.end(of: receipt.operation.id, in: stream)
-        }
-        #expect(end?.kind == .operationFailed)
-        #expect(end?.payload.contains("port_in_use") == true)
-        #expect(await fixture.hypervisor.callCount(.start) == SessionManager.Configuration.apiPortAttempts)
+        #expect(asked.withLock { $0 } == ["local"], "the policy is asked for the session's own client")
+        #expect(await fixture.hypervisor.specs[id]?.egress == EgressPolicy.none, "the VM is defined with it")
+        #expect(try await manager.session(id).egress == EgressPolicy.none)
+        #expect(try fixture.store.session(id)?.session.egress == EgressPolicy.none, "and it is stored")
     }
 
     @Test("a guest that suspends itself or is shutting down is not shown as paused, and the controller leaves it be")
@@ -225,10 +209,10 @@ struct SessionManagerRaceTests {
         }
     }
 
-    @Test("the guest API's port is forgotten when the session closes")
-    func closeForgetsPort() async throws {
+    @Test("the guest's network is forgotten when the session closes")
+    func closeForgetsNetwork() async throws {
         let fixture = try Fixture()
-        let id = try fixture.session(.saved, apiPort: 42_000)
+        let id = try fixture.session(.saved, egress: .internet)
         await fixture.hypervisor.set(id, to: .shutOff(reason: .saved, hasSavedState: true), announce: false)
         let manager = fixture.manager()
         try await manager.reconcile()
@@ -238,8 +222,8 @@ struct SessionManagerRaceTests {
             _ = await Self.end(of: receipt.operation.id, in: stream)
         }
         #expect(try await manager.session(id).state == .closed)
-        #expect(try await manager.session(id).apiPort == nil)
-        #expect(try fixture.store.session(id)?.session.apiPort == nil)
+        #expect(try await manager.session(id).egress == nil)
+        #expect(try fixture.store.session(id)?.session.egress == nil)
     }
 
     @Test("waiting for an operation ends when the manager's clock passes the timeout, with no real waiting")
@@ -248,7 +232,7 @@ struct SessionManagerRaceTests {
         let id = try fixture.session(.open)
         await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
         let clock = ManualClock()
-        let manager = fixture.manager(configuration: .init(pickAPIPort: { 40_125 }), clock: clock)
+        let manager = fixture.manager(configuration: .init(), clock: clock)
         try await manager.reconcile()
         let gate = await fixture.hypervisor.hold(.start)
         try await Self.running(manager) {

@@ -277,45 +277,75 @@ struct EmbeddedDriverTests {
         ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
             + "/.cache/appliance"
 
-    /// A socket listening on a port the kernel picked on 127.0.0.1, as another program would hold it.
-    static func listeningSocket() throws -> (fd: Int32, port: Int) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
-                bind(fd, generic, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, generic, &length) == 0
-            }
+    /// Sends a plain HTTP/1.0 GET over the Unix socket at `path` and returns the whole answer.
+    static func get(unixSocket path: String) throws -> String {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
         }
-        try #require(ok)
-        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+        try #require(connected, "connect to \(path): errno \(errno)")
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("GET / HTTP/1.0\r\nHost: guest\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            answer += buffer[0..<count]
+        }
+        return String(decoding: answer, as: UTF8.self)
     }
 
     @Test(
-        "QEMU refusing a guest-API port another program holds is reported as port_in_use",
+        "a QEMU guest's port 80 answers on the daemon's Unix socket only, and its network goes with the VM",
         .enabled(if: FileManager.default.fileExists(atPath: appliance + "/vmlinuz")))
-    func takenPortIsPortInUse() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-e-\(UUID().uuidString.prefix(6))").path
+    func guestNetworkLivesWithTheVM() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-n-\(UUID().uuidString.prefix(6))").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let hypervisor = try LibvirtHypervisor(
             configuration: .init(stateDirectory: directory, accelerator: .tcg), logger: Logger(label: "test"))
-        let (fd, port) = try Self.listeningSocket()
-        defer { close(fd) }
         let id = SessionID()
         let commandLine = (try? String(contentsOfFile: Self.appliance + "/cmdline", encoding: .utf8)) ?? "console=ttyS0"
         try await hypervisor.define(
             MachineSpec(
-                id: id, sessionName: "port", requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"),
+                id: id, sessionName: "net", requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"),
                 image: .kernel(kernelPath: Self.appliance + "/vmlinuz", initrdPath: Self.appliance + "/initrd.img", commandLine: commandLine),
-                hostAPIPort: port))
-        do {
-            try await hypervisor.start(id)
-            Issue.record("the VM started although its port was taken")
-        } catch {
-            #expect(error.code == .portInUse, "\(error)")
+                egress: .internet))
+        try await hypervisor.start(id)
+        let network = try #require(hypervisor.network)
+        #expect(network.isUp(id), "passt, pasta and the relay run while the VM does")
+        guard case .unixSocket(let socket)? = hypervisor.guestAPIAddress(of: id) else {
+            Issue.record("a QEMU guest is reached on a Unix socket")
+            return
         }
+        // The appliance starts busybox httpd a few seconds into its boot.
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(90)
+        var answer = ""
+        while clock.now < deadline {
+            answer = (try? Self.get(unixSocket: socket)) ?? ""
+            if answer.hasPrefix("HTTP/1") { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(answer.hasPrefix("HTTP/1.") && answer.contains("vmsession appliance"), "\(answer.prefix(200))")
+        var info = stat()
+        #expect(lstat(socket, &info) == 0 && info.st_mode & 0o077 == 0, "the socket is the daemon's user's alone")
+
+        try await hypervisor.stop(id, grace: .seconds(1))
+        #expect(!network.isUp(id), "a stopped VM has no network helpers")
+        #expect(!FileManager.default.fileExists(atPath: socket))
+        try await hypervisor.start(id)
+        #expect(network.isUp(id), "a new start brings it back")
         try await hypervisor.remove(id)
+        #expect(!network.isUp(id))
+        #expect(!FileManager.default.fileExists(atPath: network.directory(id)), "nothing is left")
     }
 }

@@ -21,8 +21,6 @@ public actor ScriptedHypervisor: Hypervisor {
     public private(set) var machines: [SessionID: MachineStatus] = [:]
     public private(set) var specs: [SessionID: MachineSpec] = [:]
     public private(set) var calls: [(Call, SessionID)] = []
-    /// Ports other programs hold: a start whose spec forwards one of them fails with `port_in_use`.
-    public var takenPorts: Set<Int> = []
     /// Stale state to report from ``repairInterrupted()`` (it clears the saved flag of a live VM).
     public private(set) var savedBesideProcess: Set<SessionID> = []
     private var failures: [Call: [VMSessionError]] = [:]
@@ -58,11 +56,6 @@ public actor ScriptedHypervisor: Hypervisor {
         savedBesideProcess.insert(id)
     }
 
-    /// Other programs hold `ports` from now on.
-    public func takePorts(_ ports: Set<Int>) {
-        takenPorts.formUnion(ports)
-    }
-
     public func callCount(_ call: Call) -> Int { calls.filter { $0.0 == call }.count }
 
     // MARK: Hypervisor
@@ -79,9 +72,6 @@ public actor ScriptedHypervisor: Hypervisor {
         try await perform(.start, id) { () throws(VMSessionError) in
             guard case .shutOff = machines[id] ?? .absent else {
                 throw VMSessionError(.invalidState, "Could not start the VM: it is \(machines[id] ?? .absent).")
-            }
-            if let port = specs[id]?.hostAPIPort, takenPorts.contains(port) {
-                throw VMSessionError(.portInUse, "The guest API's port was taken before the VM could bind it.")
             }
             machines[id] = .running
         }
