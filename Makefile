@@ -15,19 +15,21 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # What the daemon runs with: libvirt's embedded QEMU driver (libvirt-daemon brings its helpers, e.g.
-# libvirt_iohelper), QEMU, qemu-img, xorriso (seed ISOs), passt (the guests' network sandbox), noVNC and
-# xterm.js (served to pages). packaging/deb/control names the same for the .deb.
-RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils xorriso passt \
+# libvirt_iohelper), QEMU, qemu-img, xorriso (seed ISOs), the guests' network sandbox (passt and pasta,
+# socat, ip from iproute2, which reads protocol names from netbase's /etc/protocols), noVNC and xterm.js
+# (served to pages). packaging/deb/control.in names the same.
+RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils xorriso passt socat iproute2 netbase \
 	novnc libjs-xterm node-xterm
 # What building needs: the C libraries' headers (libcurl's: Foundation's URLSession, linked statically in the
 # release build, takes libcurl from the system), and the appliance's tools (Contextualization/appliance/build.sh).
 BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
 	busybox-static kmod cpio
 # What only the tests and benchmarks need: Chromium, X11/Wayland sessions to drive idle detection, load
-# tools, the protocol XML for `make wayland-protocols`, and the package test's tools (mmdebstrap, systemd-analyze).
+# tools, the protocol XML for `make wayland-protocols`, and the package test's tools (mmdebstrap, bwrap,
+# systemd-analyze).
 TEST_PACKAGES := curl procps wrk python3 python3-pip chromium xvfb xdotool x11-utils \
 	wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus \
-	mmdebstrap dpkg-dev fakeroot systemd
+	mmdebstrap bubblewrap systemd
 APT_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES)
 # The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
 WAYLAND_IDLE := Sources/CWaylandIdle
