@@ -1,5 +1,7 @@
 # vmsessiond: the two commands a newcomer needs are `make run` and `make test`.
-# Everything they need is installed by `make deps` (Debian packages, the libvirt-qemu user).
+# `make run` installs what building and running need (`make deps`: Debian packages, the libvirt-qemu user);
+# `make test` adds the test tooling (`make deps-test`: more Debian packages and the tests' PyPI packages).
+# No install path (`make install`, `make install-user`, `make deb`) installs test tooling or touches pip.
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -12,10 +14,23 @@ ACCELERATOR ?= tcg
 BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-APT_PACKAGES := libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils passt socat iproute2 \
-	libsqlite3-dev libxss-dev libx11-dev busybox-static kmod cpio xorriso curl procps wrk python3 python3-pip chromium \
-	xvfb xdotool x11-utils novnc libjs-xterm node-xterm \
-	libsystemd-dev libwayland-dev wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus
+# What the daemon runs with: libvirt's embedded QEMU driver (libvirt-daemon brings its helpers, e.g.
+# libvirt_iohelper), QEMU, qemu-img, xorriso (seed ISOs), the guests' network sandbox (passt and pasta,
+# socat, ip from iproute2, which reads protocol names from netbase's /etc/protocols), noVNC and xterm.js
+# (served to pages). packaging/deb/control.in names the same.
+RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils xorriso passt socat iproute2 netbase \
+	novnc libjs-xterm node-xterm
+# What building needs: the C libraries' headers (libcurl's: Foundation's URLSession, linked statically in the
+# release build, takes libcurl from the system), and the appliance's tools (Contextualization/appliance/build.sh).
+BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
+	busybox-static kmod cpio
+# What only the tests and benchmarks need: Chromium, X11/Wayland sessions to drive idle detection, load
+# tools, the protocol XML for `make wayland-protocols`, and the package test's tools (mmdebstrap, bwrap,
+# systemd-analyze).
+TEST_PACKAGES := curl procps wrk python3 python3-pip chromium xvfb xdotool x11-utils \
+	wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus \
+	mmdebstrap bubblewrap systemd
+APT_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES)
 # The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
 WAYLAND_IDLE := Sources/CWaylandIdle
 PYTHON ?= python3
@@ -23,7 +38,16 @@ PYTHON ?= python3
 CONTRACT_REQUIREMENTS := Tests/Contract/requirements.txt
 BROWSER_TESTS := Tests/Browser
 
-.PHONY: wayland-protocols all deps appliance build build-tests run test test-unit test-e2e test-contract test-browser bench bench-quick chaos chaos-quick install install-user clean help
+# Installs the Debian packages in $(1) that are missing.
+define apt_install
+@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+.PHONY: wayland-protocols all deps deps-test appliance build build-tests release stage run test test-unit test-e2e test-contract test-browser test-package bench bench-quick chaos chaos-quick install install-user deb tarball clean help
 
 all: build
 
@@ -31,19 +55,21 @@ help:
 	@echo "make run    install what is missing, build, and start vmsessiond on $(LISTEN)"
 	@echo "make test   install what is missing, build, and run every test"
 	@echo "make bench  what the daemon costs over libvirt, and the idle controller on Xvfb + a real guest (QUICK=1: few runs)"
+	@echo "make deb    the Debian package, artifacts/vmsessiond_<version>_amd64.deb (make tarball: for other distributions)"
 	@echo "make install       system mode: root, /usr/local and /etc, the system unit"
 	@echo "make install-user  user mode: no root, ~/.local and the systemd user unit bound to the graphical session"
 	@echo "make chaos  kill -9 the daemon and its qemu at random points, check what survives (CHAOS_ROUNDS=50)"
-	@echo "make deps | appliance | build | test-unit | test-e2e | test-contract | test-browser | bench | chaos-quick | wayland-protocols | clean"
+	@echo "make deps | deps-test | appliance | build | release | test-unit | test-e2e | test-contract | test-browser | test-package | bench | chaos-quick | wayland-protocols | clean"
 
-# Debian packages, the system user the embedded QEMU driver insists on, and the browser tests' PyPI packages.
+# The Debian packages building and running need, and the system user the embedded QEMU driver insists on.
 deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "Installing:" $$missing; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(APT_PACKAGES))
 	@getent passwd libvirt-qemu >/dev/null || $(SUDO) useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
+
+# The tests' own tooling: more Debian packages, and the contract and browser tests' PyPI packages
+# (into this Python; on Debian 12 that takes --break-system-packages). Only test and benchmark targets use it.
+deps-test: deps
+	$(call apt_install,$(TEST_PACKAGES))
 	@$(PYTHON) -c 'import pytest, openapi_spec_validator, schemathesis' 2>/dev/null || \
 		$(PYTHON) -m pip install -q -r $(CONTRACT_REQUIREMENTS) || \
 		$(PYTHON) -m pip install -q --break-system-packages -r $(CONTRACT_REQUIREMENTS)
@@ -51,7 +77,7 @@ deps:
 		$(PYTHON) -m pip install -q --break-system-packages -r $(BROWSER_TESTS)/requirements.txt
 
 # Regenerates the committed Wayland protocol glue from Debian's XML (committed so that a build needs no scanner).
-wayland-protocols: deps
+wayland-protocols: deps-test
 	cp /usr/share/plasma-wayland-protocols/idle.xml $(WAYLAND_IDLE)/protocols/kde-idle.xml
 	cp /usr/share/wayland-protocols/staging/ext-idle-notify/ext-idle-notify-v1.xml $(WAYLAND_IDLE)/protocols/
 	for p in kde-idle ext-idle-notify-v1; do \
@@ -79,7 +105,7 @@ run: appliance build
 TEST_ENV = BIN=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
 	export VMSESSIOND_BINARY=$$BIN/vmsessiond VMSESSIONCTL_BINARY=$$BIN/vmsessionctl VMSESSIOND_TEST_APPLIANCE=$(APPLIANCE_DIR);
 
-build-tests: deps
+build-tests: deps-test
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 
 # The browser tests: a headless Chromium loads vmsession.js from the real daemon into a page of another
@@ -91,6 +117,7 @@ test: appliance build-tests
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
 	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
 	$(TEST_ENV) $(PYTEST)
+	$(MAKE) --no-print-directory test-package
 	$(MAKE) --no-print-directory chaos-quick
 	$(MAKE) --no-print-directory bench-quick
 
@@ -106,15 +133,15 @@ test-e2e: appliance build-tests
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
 # TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 and on Wayland (sway), the daemon's CPU while idle, cap accuracy).
-# `make bench` measures a release build; QUICK=1 (and `make test`, through bench-quick) runs a few of each
+# `make bench` measures the release build that installs ship (`make release`'s, with the benchmark's peer); QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
-bench: appliance
+bench: appliance deps-test
 ifeq ($(QUICK),1)
 	$(MAKE) --no-print-directory bench-quick
 else
-	$(SWIFT) build -c release
-	bin=$$($(SWIFT) build -c release --show-bin-path); \
+	$(SWIFT) build $(RELEASE_FLAGS)
+	bin=$(RELEASE_BIN); \
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
 		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
@@ -148,43 +175,77 @@ chaos-quick: appliance build-tests
 test-contract: build-tests
 	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
 
-# A release build installed for systemd: the binary with its resource bundle in $(PREFIX)/lib/vmsessiond,
-# the unit, a config file with every default (kept if present), and the appliance in the state directory.
+# The release build every install path ships: the Swift runtime linked statically, so an installed
+# vmsessiond needs no toolchain (only Debian's libvirt, SQLite, X11, Wayland and systemd libraries).
+# Its own scratch path, so that it and the debug build (`make run`, `make test`) never rebuild each other.
+RELEASE_SCRATCH ?= $(CURDIR)/.build-release
+RELEASE_FLAGS = -c release --static-swift-stdlib --scratch-path $(RELEASE_SCRATCH)
+RELEASE_BIN = $$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)
+release: deps
+	$(SWIFT) build $(RELEASE_FLAGS) --product vmsessiond
+	$(SWIFT) build $(RELEASE_FLAGS) --product vmsessionctl
+
+# What every install path lays out under $(DESTDIR)$(PREFIX): the binaries (stripped of their debug
+# information, which is most of their size) with their resource bundles in
+# lib/vmsessiond (linked from bin), the test appliance in share/vmsessiond/appliance (where the daemon
+# looks first, from its own path), the docs and an example config with every
+# default in share/doc/vmsessiond.
+stage: release appliance
+	install -d $(DESTDIR)$(PREFIX)/lib/vmsessiond $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/vmsessiond/appliance \
+		$(DESTDIR)$(PREFIX)/share/doc/vmsessiond
+	bin=$(RELEASE_BIN); \
+		install --strip -m 0755 $$bin/vmsessiond $$bin/vmsessionctl $(DESTDIR)$(PREFIX)/lib/vmsessiond/ && \
+		for r in $$bin/vmsessiond_*.resources; do \
+			rm -rf $(DESTDIR)$(PREFIX)/lib/vmsessiond/$$(basename $$r) && cp -R --no-preserve=mode,ownership $$r $(DESTDIR)$(PREFIX)/lib/vmsessiond/ || exit 1; \
+		done
+	ln -sfn ../lib/vmsessiond/vmsessiond $(DESTDIR)$(PREFIX)/bin/vmsessiond
+	ln -sfn ../lib/vmsessiond/vmsessionctl $(DESTDIR)$(PREFIX)/bin/vmsessionctl
+	install -m 0644 $(APPLIANCE_DIR)/vmlinuz $(APPLIANCE_DIR)/initrd.img $(APPLIANCE_DIR)/cmdline $(DESTDIR)$(PREFIX)/share/vmsessiond/appliance/
+	install -m 0644 README.md Schema/openapi.yaml $(DESTDIR)$(PREFIX)/share/doc/vmsessiond/
+	install -m 0644 systemd/config.json $(DESTDIR)$(PREFIX)/share/doc/vmsessiond/config.example.json
+
+# System mode: the staged layout under $(PREFIX), the system unit, and /etc/vmsessiond/config.json (kept if present).
 PREFIX ?= /usr/local
-install: appliance
-	$(SWIFT) build -c release
-	install -d $(DESTDIR)$(PREFIX)/lib/vmsessiond $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/vmsessiond \
-		$(DESTDIR)/etc/systemd/system $(DESTDIR)/var/lib/vmsessiond/appliance
-	bin=$$($(SWIFT) build -c release --show-bin-path); \
-		install -m 0755 $$bin/vmsessiond $$bin/vmsessionctl $(DESTDIR)$(PREFIX)/lib/vmsessiond/; \
-		cp -R $$bin/vmsessiond_*.resources $(DESTDIR)$(PREFIX)/lib/vmsessiond/
-	ln -sf ../lib/vmsessiond/vmsessiond $(DESTDIR)$(PREFIX)/bin/vmsessiond
-	ln -sf ../lib/vmsessiond/vmsessionctl $(DESTDIR)$(PREFIX)/bin/vmsessionctl
-	install -m 0644 systemd/vmsessiond.service $(DESTDIR)/etc/systemd/system/vmsessiond.service
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vmsessiond/README.md
+install: stage
+	install -d $(DESTDIR)/etc/vmsessiond $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local/|$(PREFIX)/|g' systemd/vmsessiond.service > $(DESTDIR)/etc/systemd/system/vmsessiond.service
 	[ -f $(DESTDIR)/etc/vmsessiond/config.json ] || install -m 0644 systemd/config.json $(DESTDIR)/etc/vmsessiond/config.json
-	install -m 0644 $(APPLIANCE_DIR)/vmlinuz $(APPLIANCE_DIR)/initrd.img $(APPLIANCE_DIR)/cmdline $(DESTDIR)/var/lib/vmsessiond/appliance/
 	@echo "Installed. Start it with: systemctl daemon-reload && systemctl enable --now vmsessiond"
 
-# User mode, no root: the same build for the desktop user, under ~/.local, with the systemd *user* unit
-# (bound to the graphical session) and the appliance in the user's XDG state directory.
+# User mode, no root: the same layout under ~/.local, with the systemd *user* unit (bound to the graphical
+# session). The daemon keeps its state in $$XDG_STATE_HOME/vmsessiond.
 USER_PREFIX ?= $(HOME)/.local
 USER_UNIT_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/systemd/user
-USER_STATE_DIR ?= $(or $(XDG_STATE_HOME),$(HOME)/.local/state)/vmsessiond
-install-user: appliance
-	$(SWIFT) build -c release
-	install -d $(USER_PREFIX)/lib/vmsessiond $(USER_PREFIX)/bin $(USER_UNIT_DIR) $(USER_STATE_DIR)/appliance
-	bin=$$($(SWIFT) build -c release --show-bin-path); \
-		install -m 0755 $$bin/vmsessiond $$bin/vmsessionctl $(USER_PREFIX)/lib/vmsessiond/; \
-		cp -R $$bin/vmsessiond_*.resources $(USER_PREFIX)/lib/vmsessiond/
-	ln -sf ../lib/vmsessiond/vmsessiond $(USER_PREFIX)/bin/vmsessiond
-	ln -sf ../lib/vmsessiond/vmsessionctl $(USER_PREFIX)/bin/vmsessionctl
-	sed 's|%h/.local/lib/vmsessiond/vmsessiond|$(USER_PREFIX)/lib/vmsessiond/vmsessiond|' systemd/user/vmsessiond.service \
-		> $(USER_UNIT_DIR)/vmsessiond.service
-	install -D -m 0644 README.md $(USER_PREFIX)/share/doc/vmsessiond/README.md
-	chmod 0700 $(USER_STATE_DIR)
-	install -m 0644 $(APPLIANCE_DIR)/vmlinuz $(APPLIANCE_DIR)/initrd.img $(APPLIANCE_DIR)/cmdline $(USER_STATE_DIR)/appliance/
+install-user:
+	$(MAKE) --no-print-directory stage PREFIX=$(USER_PREFIX) DESTDIR=
+	install -d $(USER_UNIT_DIR)
+	sed 's|%h/.local/|$(USER_PREFIX)/|g' systemd/user/vmsessiond.service > $(USER_UNIT_DIR)/vmsessiond.service
 	@echo "Installed for $$USER. Start it with: systemctl --user daemon-reload && systemctl --user enable --now vmsessiond"
 
+# The Debian package (packaging/deb): the layout under /usr, both units, maintainer scripts, and the
+# dependencies dpkg-shlibdeps reads from the binaries plus the programs the daemon runs.
+# Written to $(DEB_DIR)/vmsessiond_<version>_amd64.deb, the version being `vmsessiond --version`.
+DEB_DIR ?= $(CURDIR)/artifacts
+DEB_STAGE := $(CACHE)/deb-root
+PACKAGING_PACKAGES := dpkg-dev
+deb:
+	$(call apt_install,$(PACKAGING_PACKAGES))
+	rm -rf $(DEB_STAGE)
+	$(MAKE) --no-print-directory stage PREFIX=/usr DESTDIR=$(DEB_STAGE)
+	bash packaging/deb/build.sh $(DEB_STAGE) $(DEB_DIR)
+
+# A tarball for other distributions: the same /usr/local layout with both units, unpacked with
+# `tar -C / -xzf` (what the system must provide is in its share/doc/vmsessiond/INSTALL.txt).
+tarball:
+	rm -rf $(CACHE)/tar-root
+	$(MAKE) --no-print-directory stage PREFIX=/usr/local DESTDIR=$(CACHE)/tar-root
+	bash packaging/tarball.sh $(CACHE)/tar-root $(DEB_DIR)
+
+# The package as a user gets it: `make deb`, installed with apt into a clean Debian 12 root (mmdebstrap,
+# cached in $(CACHE)/package-test), where the installed daemon boots the appliance as an unprivileged user;
+# then `dpkg -r` must leave none of its files behind (packaging/test-package.sh).
+test-package: deps-test deb
+	$(SUDO) bash packaging/test-package.sh $(DEB_DIR) $(CACHE)/package-test
+
 clean:
-	rm -rf .build $(CACHE)
+	rm -rf .build $(RELEASE_SCRATCH) $(CACHE)

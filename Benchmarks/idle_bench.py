@@ -93,7 +93,7 @@ def main():
     args = parser.parse_args()
     for desktop in args.desktops.split(","):
         if desktop == "wayland" and not shutil.which("sway"):
-            print("\nWayland: sway is not installed (make deps); skipped")
+            print("\nWayland: sway is not installed (make deps-test); skipped")
             continue
         run(args, desktop)
     return 0

@@ -187,7 +187,10 @@ struct DaemonSettings: Sendable {
         return DaemonSettings(
             host: host, port: port, stateDirectory: absolute(stateDirectory), libvirtURI: uri?.isEmpty == true ? nil : uri,
             accelerator: accelerator,
-            applianceDirectory: absolute(config.string(forKey: "applianceDir", default: stateDirectory + "/appliance")),
+            applianceDirectory: absolute(
+                config.string(
+                    forKey: "applianceDir",
+                    default: InstalledLayout.defaultApplianceDirectory(stateDirectory: absolute(stateDirectory), executable: InstalledLayout.executable))),
             stopGraceSeconds: stopGrace, shutdownGraceSeconds: shutdownGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
             display: display?.isEmpty == true ? nil : display, idleSource: idleSource, sessionVariables: sessionVariables,

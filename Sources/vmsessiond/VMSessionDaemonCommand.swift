@@ -22,7 +22,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               stateDir      VMSESSIOND_STATE_DIR      default /var/lib/vmsessiond (root), $XDG_STATE_HOME/vmsessiond
               libvirtUri    VMSESSIOND_LIBVIRT_URI    default qemu:///embed?root=<stateDir>/libvirt
               accelerator   VMSESSIOND_ACCELERATOR    default auto (kvm if /dev/kvm is usable, else tcg)
-              applianceDir  VMSESSIOND_APPLIANCE_DIR  default <stateDir>/appliance
+              applianceDir  VMSESSIOND_APPLIANCE_DIR  default the one installed with the binary
+                                                      (<prefix>/share/vmsessiond/appliance), else <stateDir>/appliance
               stopGrace     VMSESSIOND_STOP_GRACE     default 30 (seconds)
               shutdownGrace VMSESSIOND_SHUTDOWN_GRACE default 10 (seconds, 1-300: after SIGTERM, open connections
                                                       end; past it the daemon exits anyway; VMs keep running)
@@ -52,7 +53,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               guestEgress   VMSESSIOND_GUEST_EGRESS   default internet (none: no network; open: the host's loopback too)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or
             $XDG_CONFIG_HOME/vmsessiond/config.json (a user), if it exists.
-            """)
+            """,
+        // `vmsessiond --version`; the one place the version is written (`make deb` names the package after it).
+        version: VMSessionAPI.version)
 
     @Option(help: "Address and port to listen on; loopback only.")
     var listen: String?
