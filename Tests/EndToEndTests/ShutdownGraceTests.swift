@@ -128,20 +128,9 @@ final class HeldConnection: @unchecked Sendable {
 
     static func open(port: Int, _ request: String, until marker: String) async throws -> HeldConnection {
         try await Command.onThread {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let descriptor = try RawStream.connect(port: port)
             var timeout = timeval(tv_sec: 30, tv_usec: 0)
             setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else {
-                Glibc.close(descriptor)
-                throw DaemonError("cannot connect to the daemon on port \(port)")
-            }
             _ = request.withCString { send(descriptor, $0, strlen($0), 0) }
             var received = [UInt8]()
             var buffer = [UInt8](repeating: 0, count: 4096)

@@ -173,18 +173,27 @@ final class RawStream: @unchecked Sendable {
     private var socket: Int32
 
     init(port: Int, path: String) throws {
-        socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw DaemonError("socket() failed: errno \(errno)") }
+        socket = try Self.connect(port: port)
+        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n"
+        _ = request.withCString { send(socket, $0, strlen($0), 0) }
+    }
+
+    /// A blocking TCP socket connected to 127.0.0.1:`port` (closed again if it cannot connect).
+    static func connect(port: Int) throws -> Int32 {
+        let descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw DaemonError("socket() failed: errno \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw DaemonError("connect() failed: errno \(errno)") }
-        let request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n"
-        _ = request.withCString { send(socket, $0, strlen($0), 0) }
+        guard connected == 0 else {
+            Glibc.close(descriptor)
+            throw DaemonError("cannot connect to 127.0.0.1:\(port): errno \(errno)")
+        }
+        return descriptor
     }
 
     /// The response's status code, or nil if none came within `timeout`.
