@@ -6,7 +6,7 @@ qemu killed. After each restart it checks that:
 - every event a client had received is still there, in order, with the same type and time (?since=0);
 - every session's state matches the VM: one qemu for running/paused, a managed-save file and no qemu for
   saved, no qemu for open/error, nothing at all (qemu, domain, files) for closed;
-- there is no orphan qemu, domain or machine directory;
+- there is no orphan qemu, domain, machine directory or guest network helper (passt, pasta, socat);
 - `PRAGMA integrity_check` says ok;
 - the next action works.
 
@@ -195,6 +195,29 @@ def probe_pids(state_dir):
     return pids
 
 
+def network_helpers():
+    """Live passt, pasta and socat processes of our guests' networks, by session id: their command lines name
+    the session's network directory (<state>/machines/<id>/network, or /tmp/vmsessiond-<uid>/<id>.net)."""
+    found = {}
+    for proc in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(proc + "/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+            with open(proc + "/stat") as f:
+                if ") Z " in f.read():
+                    continue
+        except OSError:
+            continue
+        if not args or os.path.basename(args[0]) not in (b"passt", b"pasta", b"socat", b"passt.avx2"):
+            continue
+        for arg in args:
+            m = re.search(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:/network/|\.net/)", arg)
+            if m:
+                found.setdefault(m.group(1).decode(), []).append(int(proc[6:]))
+                break
+    return found
+
+
 def reality(state_dir, sid):
     name = f"vms-{sid}"
     root = os.path.join(state_dir, "libvirt")
@@ -331,6 +354,11 @@ def main():
                     continue
                 if len(pids) > 1:
                     counts.note("orphans", f"{name} has {len(pids)} qemu processes")
+            # A guest's network lives as long as its VM's process: none without one.
+            helpers = network_helpers()
+            for s in sessions:
+                if helpers.get(s) and reality(state_dir, s)["qemu"] == 0:
+                    counts.note("orphans", f"{s[:8]} has network helpers {helpers[s]} but no VM process")
             for pid in probe_pids(state_dir):
                 counts.note("orphans", f"qemu {pid} (a capability probe) outlived the daemon that started it")
             for directory in glob.glob(os.path.join(state_dir, "machines", "*")):
