@@ -8,7 +8,9 @@ import Testing
 /// a documentation address, in a network namespace of its own), a private network (10.200.0.2 in another),
 /// a service on the host's loopback only, a service on every host address (reached through the host's own
 /// address), and the daemon's own port. Every address is on the loopback, the host itself, or in a
-/// namespace the test made: nothing leaves the machine.
+/// namespace the test made: nothing leaves the machine. Serialized with the other suites that boot guests
+/// and measure CPU shares, which a parallel TCG boot would disturb.
+extension RealGuestSuites {
 @Suite("Guest egress on real VMs", .serialized)
 struct GuestEgressTests {
     /// A service the guest tries, and the line the guest prints for it.
@@ -78,8 +80,25 @@ struct GuestEgressTests {
             for link in links { _ = try? Command.run("/sbin/ip", ["link", "del", link]) }
         }
 
+        /// Removes what a killed run of this suite left (its namespaces and veths hold the same addresses).
+        static func removeLeftovers() {
+            let (_, namespaces) = (try? Command.run("/sbin/ip", ["netns", "list"])) ?? (0, "")
+            for line in namespaces.split(separator: "\n") {
+                let name = String(line.split(separator: " ").first ?? "")
+                if name.hasPrefix("vmspub") || name.hasPrefix("vmslan") { _ = try? Command.run("/sbin/ip", ["netns", "del", name]) }
+            }
+            let (_, links) = (try? Command.run("/sbin/ip", ["-o", "link", "show"])) ?? (0, "")
+            for line in links.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count > 1 else { continue }
+                let name = String(fields[1].split(separator: "@").first ?? "").replacingOccurrences(of: ":", with: "")
+                if name.hasPrefix("vpub") || name.hasPrefix("vlan") { _ = try? Command.run("/sbin/ip", ["link", "del", name]) }
+            }
+        }
+
         /// Builds it all; waits until every server answers from the host.
         static func make() async throws -> World {
+            removeLeftovers()
             let world = try World()
             do {
                 try world.namespace("pub", host: "198.51.100.1", inside: "198.51.100.2")
@@ -170,7 +189,7 @@ struct GuestEgressTests {
             _ = try await log.state("running")
         }
         let console = try Self.consoleLog(state: state, id: id)
-        try await RealGuestSuites.RealVMTests.waitForConsole(console, containing: "EGRESS done")
+        try await RealVMTests.waitForConsole(console, containing: "EGRESS done")
         let text = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
         var reached: [String: Bool] = [:]
         // A line may follow the console shell's prompt.
@@ -256,8 +275,9 @@ struct GuestEgressTests {
         let daemon = try user.daemon(
             in: directory.path, cgroup: cgroup.path, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "2"])
         try await daemon.start()
-        defer { RealGuestSuites.UnprivilegedCapTests.keepLog(of: daemon, as: "user-egress") }
+        defer { UnprivilegedCapTests.keepLog(of: daemon, as: "user-egress") }
         try await Self.checkPolicies(daemon, world: world)
         try await daemon.stop()
     }
+}
 }
