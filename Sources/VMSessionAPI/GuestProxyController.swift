@@ -10,8 +10,8 @@ import VMSessionDaemon
 
 /// `…/api/v1/sessions/{id}/guest/{path}`: the guest's own HTTP API, reached through the daemon.
 ///
-/// Why: the guest's server on port 80 knows nothing of sessions, tokens or web origins, and its raw forward
-/// on the loopback answers anyone. Through this route a request passes the same guards as every other
+/// Why: the guest's server on port 80 knows nothing of sessions, tokens or web origins, and only the daemon
+/// reaches it (a Unix socket of the daemon's user, see `GuestNetwork`). Through this route a request passes the same guards as every other
 /// session route (Host, approved Origin with the daemon's CORS, the session's token), within the limits of
 /// a ``GuestProxyPolicy``; bodies stream both ways, and the guest's headers are filtered on the way back,
 /// its content sandboxed off the daemon's origin.

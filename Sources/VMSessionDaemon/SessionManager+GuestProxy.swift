@@ -5,7 +5,7 @@ import VMSessionCore
 import VMSessionHypervisor
 
 /// Where the daemon itself is reached, once its server listens: the base of the URLs it hands out for a
-/// guest's API (`apiURL`), which are the daemon's proxy routes, never the guest's raw forward.
+/// guest's API (`apiURL`), which are the daemon's proxy routes, never where the daemon itself reaches the guest.
 ///
 /// It exists because the port is known only after the server bound it (`--listen 127.0.0.1:0` in tests),
 /// while the session manager announces `apiAvailable` with the URL in it.

@@ -29,7 +29,7 @@ def test_the_guest_api_answers_a_page_through_the_daemon_and_not_a_wrong_token_o
     assert report["phase"] == "done", report.get("failure")
     session = report["session"]
 
-    # apiURL (the plugin's) is the daemon's proxy route, not the raw forward.
+    # apiURL (the plugin's) is the daemon's proxy route, not where the daemon reaches the guest.
     assert report["apiURL"] == f"{daemon.url}/api/v1/sessions/{session}/guest" == report["guestURL"]
     assert report["available"]["apiURL"] == report["apiURL"]
 
