@@ -113,15 +113,13 @@ public final class LibvirtHypervisor: Hypervisor {
         } catch {
             throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events: \(error.message)", cause: error)
         }
-        // VMs that kept running while the daemon was away keep their caps; leftovers of the others go.
-        let mechanism = capMechanism
-        if let running = try? connection.allDomains().filter({ (try? $0.state().isActive) == true }) {
-            mechanism.reattach(running: running.filter { SessionID(machineName: $0.name) != nil })
-        }
-        // The networks of VMs that stopped while the daemon was away go too.
-        if let network, let all = try? connection.allDomains() {
-            for domain in all where (try? domain.state().isActive) != true {
-                if let id = SessionID(machineName: domain.name) { network.down(id) }
+        // VMs that kept running while the daemon was away keep their caps; leftovers of the others go, and so
+        // do the networks of VMs that stopped meanwhile. One listing, one state read per VM.
+        if let all = try? connection.allDomains().filter({ SessionID(machineName: $0.name) != nil }) {
+            let active = all.map { (try? $0.state().isActive) == true }
+            capMechanism.reattach(running: zip(all, active).filter(\.1).map(\.0))
+            for (domain, isActive) in zip(all, active) where !isActive {
+                if let network, let id = SessionID(machineName: domain.name) { network.down(id) }
             }
         }
     }

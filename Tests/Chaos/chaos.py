@@ -159,9 +159,8 @@ class Follower(threading.Thread):
             pass
 
 
-def qemu_pids(name=None):
-    """Live qemu processes of our guests (by the guest name on their command line)."""
-    found = {}
+def live_processes():
+    """(pid, argument vector) of every process that runs (zombies left out)."""
     for proc in glob.glob("/proc/[0-9]*"):
         try:
             with open(proc + "/cmdline", "rb") as f:
@@ -171,12 +170,20 @@ def qemu_pids(name=None):
                     continue
         except OSError:
             continue
-        if not args or b"qemu-system" not in args[0]:
+        if args and args[0]:
+            yield int(proc[6:]), args
+
+
+def qemu_pids(name=None):
+    """Live qemu processes of our guests (by the guest name on their command line)."""
+    found = {}
+    for pid, args in live_processes():
+        if b"qemu-system" not in args[0]:
             continue
         for arg in args:
             m = re.match(rb"guest=(vms-[0-9a-f-]+)", arg)
             if m:
-                found.setdefault(m.group(1).decode(), []).append(int(proc[6:]))
+                found.setdefault(m.group(1).decode(), []).append(pid)
     return found if name is None else found.get(name, [])
 
 
@@ -199,21 +206,13 @@ def network_helpers():
     """Live passt, pasta and socat processes of our guests' networks, by session id: their command lines name
     the session's network directory (<state>/machines/<id>/network, or /tmp/vmsessiond-<uid>/<id>.net)."""
     found = {}
-    for proc in glob.glob("/proc/[0-9]*"):
-        try:
-            with open(proc + "/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-            with open(proc + "/stat") as f:
-                if ") Z " in f.read():
-                    continue
-        except OSError:
-            continue
-        if not args or os.path.basename(args[0]) not in (b"passt", b"pasta", b"socat", b"passt.avx2"):
+    for pid, args in live_processes():
+        if os.path.basename(args[0]) not in (b"passt", b"pasta", b"socat", b"passt.avx2"):
             continue
         for arg in args:
             m = re.search(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:/network/|\.net/)", arg)
             if m:
-                found.setdefault(m.group(1).decode(), []).append(int(proc[6:]))
+                found.setdefault(m.group(1).decode(), []).append(pid)
                 break
     return found
 
