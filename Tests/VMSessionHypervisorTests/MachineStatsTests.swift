@@ -34,17 +34,17 @@ struct MachineStatsTests {
         #expect(stats.interfaces.first?.transmitPackets == 3)
     }
 
-    @Test("the test driver answers the bulk call for a session's running VM, and not for a domain of no session")
+    @Test("the test driver answers the bulk call for a session's running VM, and leaves it out once it is removed")
     func testDriverAnswers() async throws {
         let fixture = try LibvirtHypervisorTests.Fixture()
         let id = SessionID()
         try await fixture.hypervisor.define(fixture.spec(id))
         try await fixture.hypervisor.start(id)
         let stats = try await fixture.hypervisor.machineStats()
-        // test:///default also holds its own domain "test", which belongs to no session.
-        #expect(Array(stats.keys) == [id])
+        // test:///default is one driver for the whole process: other tests' VMs may be there too.
+        #expect(stats[id] != nil)
         try await fixture.hypervisor.remove(id)
-        #expect(try await fixture.hypervisor.machineStats().isEmpty)
+        #expect(try await fixture.hypervisor.machineStats()[id] == nil)
     }
 
     @Test("a caller that stops waiting for a libvirt call that hangs gets control back at once, and no second call piles up behind it")
