@@ -245,6 +245,16 @@ struct MetricsRoutesTests {
         }
     }
 
+    @Test("the scrape listener takes IP addresses and localhost in Host, never a DNS name (rebinding)")
+    func scrapeListenerHosts() {
+        for host in ["127.0.0.1:9711", "10.1.2.3:9711", "192.168.0.7", "[::1]:9711", "[fd00::5]:9711", "localhost:9711"] {
+            #expect(ScrapeHostGuard<BasicRequestContext>.isAddress(authority: host), "\(host)")
+        }
+        for host in ["evil.example:9711", "127.0.0.1.nip.io:9711", "1.2.3:9711", "[::1]x", "10.0.0.1:port", ""] {
+            #expect(!ScrapeHostGuard<BasicRequestContext>.isAddress(authority: host), "\(host)")
+        }
+    }
+
     @Test("every family has one type, one help text and one label set, and none collides with what Hummingbird's MetricsMiddleware registers")
     func noFamilyCollides() async throws {
         // Declared names: unique, conventional, and apart from the HTTP ones.
