@@ -29,7 +29,7 @@ BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libx11-dev libsystemd-de
 # systemd-analyze).
 TEST_PACKAGES := curl procps wrk python3 python3-pip chromium xvfb xdotool x11-utils \
 	wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus \
-	mmdebstrap bubblewrap systemd
+	mmdebstrap bubblewrap systemd prometheus
 APT_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES)
 # The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
 WAYLAND_IDLE := Sources/CWaylandIdle

@@ -2,7 +2,7 @@
 import PackageDescription
 
 /// vmsessiond: a local daemon that runs virtual machines as password-keyed sessions for web pages.
-/// Dependencies point one way: Core <- Store, Idle, Hypervisor (<- Libvirt) <- Daemon <- API <- executables.
+/// Dependencies point one way: Core <- Store, Idle, Hypervisor (<- Libvirt), Metrics <- Daemon <- API <- executables.
 let package = Package(
     name: "vmsessiond",
     platforms: [.macOS(.v15)],
@@ -25,6 +25,10 @@ let package = Package(
         // connects to QEMU's VNC socket, CompressNIO (zlib) deflates screenshots into PNG.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
+        // GET /metrics: swift-metrics is the API Hummingbird's MetricsMiddleware records through, swift-prometheus
+        // the registry that holds every series and writes the text format (VMSessionMetrics).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(
@@ -63,6 +67,16 @@ let package = Package(
             ]
         ),
         .target(name: "VMSessionContext", dependencies: ["VMSessionCore"]),
+        // The daemon's Prometheus series: one registry, the counters the daemon's parts increment, and the
+        // exposition of what is read at scrape time. Depends on Core only, so Daemon and API can both count.
+        .target(
+            name: "VMSessionMetrics",
+            dependencies: [
+                "VMSessionCore",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ]
+        ),
         .target(
             name: "VMSessionHypervisor",
             dependencies: [
@@ -83,6 +97,7 @@ let package = Package(
                 "VMSessionStore",
                 "VMSessionContext",
                 "VMSessionHypervisor",
+                "VMSessionMetrics",
                 "CFileHoles",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -101,6 +116,7 @@ let package = Package(
                 "VMSessionDaemon",
                 "VMSessionHypervisor",
                 "VMSessionSchema",
+                "VMSessionMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -122,8 +138,11 @@ let package = Package(
                 "VMSessionHypervisor",
                 "VMSessionStore",
                 "VMSessionIdle",
+                "VMSessionMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                // The process-wide swift-metrics backend (Hummingbird's MetricsMiddleware records through it).
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 // The shutdown's last resort watches SIGTERM/SIGINT beside the service group (Daemon.run).
@@ -170,7 +189,7 @@ let package = Package(
             name: "VMSessionDaemonTests",
             dependencies: [
                 "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionIdle",
-                "VMSessionTestSupport",
+                "VMSessionTestSupport", "VMSessionMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -182,6 +201,8 @@ let package = Package(
             name: "VMSessionAPITests",
             dependencies: [
                 "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionSchema", "VMSessionIdle",
+                "VMSessionMetrics",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -2,12 +2,14 @@ import Foundation
 import Hummingbird
 import VMSessionCore
 import VMSessionDaemon
+import VMSessionMetrics
 import VMSessionStore
 
 /// Routes that need the admin token: deciding about web origins and seeing every session.
 struct AdminController {
     let manager: SessionManager
     let origins: OriginRegistry
+    let metrics: DaemonMetrics
 
     func addRoutes(to router: Router<APIRequestContext>) {
         let origins = router.group("/api/v1/origins").add(middleware: AdminAccess(manager: manager))
@@ -49,13 +51,16 @@ struct AdminController {
         if body.privileged == true, status != .approved {
             throw VMSessionError(.invalidArgument, "Only an approved origin can be privileged; 'privileged' goes with approve.")
         }
-        return JSONResponse.make(try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress))
+        let decided = try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress)
+        metrics.originDecided(status == .approved ? .approved : .denied)
+        return JSONResponse.make(decided)
     }
 
     @Sendable func forget(_ request: Request, context: APIRequestContext) async throws -> Response {
         var request = request
         let origin = try await Self.origin(from: &request)
         guard try origins.forget(origin) else { throw VMSessionError(.notFound, "\(origin) is not known.") }
+        metrics.originDecided(.forgotten)
         return Response(status: .noContent)
     }
 

@@ -258,6 +258,9 @@ final class DisplayViewers: Sendable {
 
     func hasRoom(_ id: SessionID) -> Bool { counts.withLock { $0[id, default: 0] < perSession } }
 
+    /// Viewers of every display now (the metrics).
+    var total: Int { counts.withLock { $0.values.reduce(0, +) } }
+
     func acquire(_ id: SessionID) -> Bool {
         counts.withLock { counts in
             guard counts[id, default: 0] < perSession else { return false }

@@ -7,6 +7,7 @@ import ServiceLifecycle
 import Synchronization
 import VMSessionCore
 import VMSessionDaemon
+import VMSessionMetrics
 
 /// `…/api/v1/sessions/{id}/guest/{path}`: the guest's own HTTP API, reached through the daemon.
 ///
@@ -25,10 +26,12 @@ struct GuestProxyController {
     let sessions: SessionsController
     let policy: GuestProxyPolicy
     let gate: GuestProxyGate
+    let metrics: DaemonMetrics
 
-    init(sessions: SessionsController, policy: GuestProxyPolicy) {
+    init(sessions: SessionsController, policy: GuestProxyPolicy, metrics: DaemonMetrics) {
         self.sessions = sessions
         self.policy = policy
+        self.metrics = metrics
         self.gate = GuestProxyGate(limit: policy.concurrentPerSession)
     }
 
@@ -42,7 +45,19 @@ struct GuestProxyController {
         }
     }
 
+    /// Counts each request by the status its caller gets: the guest's, or the daemon's refusal.
     @Sendable func proxy(_ request: Request, context: APIRequestContext) async throws -> Response {
+        do {
+            let response = try await forward(request, context: context)
+            metrics.guestAPIRequest(status: response.status.code)
+            return response
+        } catch {
+            metrics.guestAPIRequest(status: (error as? VMSessionError)?.code.httpStatus.code ?? 500)
+            throw error
+        }
+    }
+
+    func forward(_ request: Request, context: APIRequestContext) async throws -> Response {
         // Every refusal comes before the guest is touched: token, path, headers, declared size, guest state, slot.
         let id = try await sessions.authorizedSession(request, context)
         let (path, query) = Self.split(request.head.path ?? "/")

@@ -2,6 +2,7 @@ import HTTPTypes
 import Hummingbird
 import VMSessionCore
 import VMSessionDaemon
+import VMSessionMetrics
 
 /// Lets browsers in only from origins the user approved, and gives exactly those the CORS headers.
 ///
@@ -14,17 +15,25 @@ import VMSessionDaemon
 ///   as pending for the user to approve (`vmsessionctl origins approve ORIGIN`).
 struct OriginGuard<Context: RequestContext>: RouterMiddleware {
     let origins: OriginRegistry
+    let metrics: DaemonMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let header = request.headers[.origin] else { return try await next(request, context) }
-        if CORS.isSameOrigin(header, authority: request.head.authority) { return try await next(request, context) }
+        if CORS.isSameOrigin(header, authority: request.head.authority) {
+            metrics.originChecked(.sameOrigin)
+            return try await next(request, context)
+        }
         if request.method == .get, WebController.publicPaths.contains(request.uri.path) || request.uri.path.hasPrefix(WebController.libraryPrefix) {
+            metrics.originChecked(.publicAsset)
             return try await next(request, context)
         }
         guard let origin = WebOrigin(header) else {
+            metrics.originChecked(.invalid)
             return VMSessionError(.originNotApproved, "Requests from the origin '\(header)' are not accepted.").response()
         }
-        switch origins.status(of: origin) {
+        let status = origins.status(of: origin)
+        metrics.originChecked(status == .approved ? .approved : status == .denied ? .denied : .pending)
+        switch status {
         case .approved:
             if request.method == .options { return CORS.preflight(request, origin: origin) }
             var response = try await next(request, context)

@@ -44,6 +44,9 @@ final class StreamLimiter: Sendable {
         }
     }
 
+    /// Streams open now (the metrics).
+    var openCount: Int { open.withLock { $0.total } }
+
     func release(_ origin: String?) {
         open.withLock { open in
             open.total = max(open.total - 1, 0)

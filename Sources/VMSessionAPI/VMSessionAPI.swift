@@ -7,6 +7,7 @@ import ServiceLifecycle
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
+import VMSessionMetrics
 
 /// Builds the HTTP side of the daemon. `main` and the tests share these functions, so the tests run the
 /// very router the daemon serves.
@@ -23,60 +24,94 @@ public enum VMSessionAPI {
     public struct Routers {
         public let http: Router<APIRequestContext>
         public let webSocket: Router<APIRequestContext>
+        /// Open event streams and display viewers, which the API layer counts (for `/metrics`).
+        let clients: @Sendable () -> (eventStreams: Int, displays: Int)
     }
 
-    /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets), behind
-    /// the security headers every response carries, the Host guard (DNS rebinding), the Origin guard (approved
-    /// web pages only, with CORS) and the error responder (one JSON error shape), in that order.
+    /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets, `/metrics`),
+    /// behind Hummingbird's metrics middleware (every HTTP request counted and timed), the security headers every
+    /// response carries, the Host guard (DNS rebinding), the Origin guard (approved web pages only, with CORS)
+    /// and the error responder (one JSON error shape), in that order. `metrics` reads and counts the series of
+    /// `GET /metrics` (nil: a collector of its own, without the hypervisor's statistics).
     public static func buildRouters(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
-        consoles: ConsoleHub? = nil
+        consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil
     ) -> Routers {
+        let collector = metrics ?? MetricsCollector(
+            metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
         let router = Router(context: APIRequestContext.self)
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: SecurityHeaders())
         router.add(middleware: HostGuard())
-        router.add(middleware: OriginGuard(origins: origins))
+        router.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
         router.add(middleware: ErrorResponder())
         let methods = MethodGuard<APIRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
         let webSocket = Router(context: APIRequestContext.self)
         webSocket.add(middleware: SecurityHeaders())
         webSocket.add(middleware: HostGuard())
-        webSocket.add(middleware: OriginGuard(origins: origins))
+        webSocket.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
         webSocket.add(middleware: ErrorResponder())
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
         sessions.addRoutes(to: router)
-        GuestProxyController(sessions: sessions, policy: guestProxy).addRoutes(to: router)
-        EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
-            .addRoutes(to: router)
-        AdminController(manager: manager, origins: origins).addRoutes(to: router)
+        GuestProxyController(sessions: sessions, policy: guestProxy, metrics: collector.metrics).addRoutes(to: router)
+        let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
+        EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
+        AdminController(manager: manager, origins: origins, metrics: collector.metrics).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
         NoVNCAssets().addRoutes(to: router)
-        DisplayController(manager: manager, viewers: DisplayViewers()).addRoutes(http: router, webSocket: webSocket)
+        let displays = DisplayViewers()
+        DisplayController(manager: manager, viewers: displays).addRoutes(http: router, webSocket: webSocket)
+        MetricsController(collector: collector) { (streams.openCount, displays.total) }.addRoutes(to: router, manager: manager)
         // A hub that is not run as a service (some tests) shows the console but carries no keystrokes.
         ConsoleController(manager: manager, hub: consoles ?? ConsoleHub(logger: Logger(label: "vmsessiond.console")))
             .addRoutes(http: router, webSocket: webSocket)
         XtermAssets().addRoutes(to: router)
         DaemonController(controller: controller, manager: manager, origins: origins).addRoutes(to: router)
         methods.set(router.routes.map { (path: $0.path, method: $0.method) })
-        return Routers(http: router, webSocket: webSocket)
+        return Routers(http: router, webSocket: webSocket) { (streams.openCount, displays.total) }
     }
 
     /// The HTTP routes alone, for tests that need no WebSocket.
     public static func buildRouter(
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
-        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
+        metrics: MetricsCollector? = nil
     ) -> Router<APIRequestContext> {
         buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor, controller: controller, mode: mode,
-            budget: budget, guestProxy: guestProxy
+            budget: budget, guestProxy: guestProxy, metrics: metrics
         ).http
+    }
+
+    /// The scrape listener's routes (`metricsListen`): `GET /metrics` without a token, and nothing else (a JSON
+    /// 404 or 405). `routers` are the daemon's, whose counts the scrape reads.
+    public static func buildScrapeRouter(metrics: MetricsCollector, clientsOf routers: Routers) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: SecurityHeaders())
+        router.add(middleware: ScrapeHostGuard())
+        router.add(middleware: ErrorResponder())
+        MetricsController(collector: metrics, clients: routers.clients).addOpenRoute(to: router)
+        return router
+    }
+
+    /// A plain HTTP server for a router that serves no WebSocket (the scrape listener), bound to `host:port`.
+    public static func buildApplication(
+        router: Router<BasicRequestContext>, host: String, port: Int, logger: Logger,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        Application(
+            router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            configuration: .init(address: .hostname(host, port: port), serverName: "vmsessiond"),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
+            logger: logger)
     }
 
     /// The HTTP server as a service, bound to `host:port`. `onListening` gets the port actually bound

@@ -1,5 +1,6 @@
 import Synchronization
 import VMSessionCore
+import VMSessionMetrics
 import VMSessionStore
 
 /// Records session events in the store and hands them to live subscribers, in id order.
@@ -58,9 +59,11 @@ public final class EventHub: Sendable {
     private let state = Mutex(State())
     private let nextSubscriber = Atomic<UInt64>(0)
     public let store: SessionStore
+    let metrics: DaemonMetrics
 
-    public init(store: SessionStore) {
+    public init(store: SessionStore, metrics: DaemonMetrics = DaemonMetrics()) {
         self.store = store
+        self.metrics = metrics
     }
 
     /// Runs `write` (which stores a change and its events) and delivers the events it returns.
@@ -78,6 +81,7 @@ public final class EventHub: Sendable {
             state.delivering = true
             return (events, true)
         }
+        metrics.eventsWritten(events)
         if shouldDeliver { deliver() }
         return events
     }
@@ -96,15 +100,18 @@ public final class EventHub: Sendable {
             }
             guard let next else { return }
             var overflowed: [UInt64] = []
+            var delivered = 0
             for (key, subscriber) in next.subscribers {
                 for event in next.batch where subscriber.wants(event) {
                     if case .dropped = subscriber.continuation.yield(event) {
                         overflowed.append(key)
                         break
                     }
+                    delivered += 1
                 }
             }
-            if !overflowed.isEmpty { end(keys: overflowed) }
+            metrics.eventsDelivered(delivered)
+            if !overflowed.isEmpty { metrics.subscribersDropped(end(keys: overflowed)) }
         }
     }
 

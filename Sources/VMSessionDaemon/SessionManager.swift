@@ -4,6 +4,7 @@ import ServiceLifecycle
 import VMSessionContext
 import VMSessionCore
 import VMSessionHypervisor
+import VMSessionMetrics
 import VMSessionStore
 
 /// The one owner of session state. Every change, whether it comes from the API, from the hypervisor or (later)
@@ -63,6 +64,8 @@ public actor SessionManager: Service {
     let hasher: SecretHasher
     let adminToken: AdminToken?
     let logger: Logger
+    /// Counts operations and secret checks where they happen (see ``DaemonMetrics``).
+    let metrics: DaemonMetrics
     /// Time for the throttle, progress pacing and waits: a `ContinuousClock` unless a test gives another.
     private let clock: ElapsedClock
     private var throttle = SecretThrottle<ElapsedClock.Instant>()
@@ -94,8 +97,9 @@ public actor SessionManager: Service {
     public init(
         store: SessionStore, events: EventHub, hypervisor: any Hypervisor, images: ImageStore,
         configuration: Configuration = .init(), hasher: SecretHasher = .init(), adminToken: AdminToken? = nil,
-        clock: any Clock<Duration> = ContinuousClock(), logger: Logger
+        clock: any Clock<Duration> = ContinuousClock(), metrics: DaemonMetrics = DaemonMetrics(), logger: Logger
     ) {
+        self.metrics = metrics
         self.clock = ElapsedClock(clock)
         self.adminToken = adminToken
         self.store = store
@@ -211,7 +215,7 @@ public actor SessionManager: Service {
         }
         try configuration.quota.checkCreate(by: client, existing: holdings())
         // The attempt is reserved before hashing, so that hashing stays bounded.
-        let reservation = try throttle.reserve(key, counted: false, now: clock.now)
+        let reservation = try throttled { () throws(VMSessionError) in try throttle.reserve(key, counted: false, now: clock.now) }
         let digest: SecretDigest
         do throws(VMSessionError) {
             digest = try await hasher.digest(of: secret)
@@ -220,6 +224,7 @@ public actor SessionManager: Service {
             throw error
         }
         throttle.finish(reservation, .unchecked, now: clock.now)
+        metrics.secretChecked(.created)
         // Re-check after the await: someone may have taken the name meanwhile, or used the quota.
         if let existing = try storeCall({ try store.session(named: name) }) {
             return try await grantAccess(to: existing, secret: secret, key: key, token: token)
@@ -243,7 +248,7 @@ public actor SessionManager: Service {
         to stored: StoredSession, secret: String, key: SecretThrottle<ElapsedClock.Instant>.Key, token: String?
     ) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
         let proven = token.map { tokenOwners[SecretHasher.tokenHash($0)] == stored.session.id } ?? false
-        let reservation = try throttle.reserve(key, proven: proven, now: clock.now)
+        let reservation = try throttled { () throws(VMSessionError) in try throttle.reserve(key, proven: proven, now: clock.now) }
         let matches: Bool
         do throws(VMSessionError) {
             matches = try await hasher.verify(secret, against: stored.secret)
@@ -251,6 +256,7 @@ public actor SessionManager: Service {
             throttle.finish(reservation, .unchecked, now: clock.now)
             throw error
         }
+        metrics.secretChecked(matches ? .matched : .wrong)
         guard matches else {
             throttle.finish(reservation, .wrong, now: clock.now)
             logger.notice("wrong secret", metadata: ["session": "\(stored.session.id)", "client": "\(key.client)"])
@@ -266,6 +272,16 @@ public actor SessionManager: Service {
         tokenOwners[hash] = stored.session.id
         let current = sessions[stored.session.id]?.session ?? stored.session
         return (current, token, false)
+    }
+
+    /// A throttle reservation, counted when the throttle refuses it.
+    private func throttled<T>(_ reserve: () throws(VMSessionError) -> T) throws(VMSessionError) -> T {
+        do throws(VMSessionError) {
+            return try reserve()
+        } catch {
+            if error.code == .tooManyAttempts { metrics.secretThrottled() }
+            throw error
+        }
     }
 
     /// Every session as the quota counts it.
@@ -588,15 +604,19 @@ public actor SessionManager: Service {
     @discardableResult
     private func execute(_ job: Job) async -> SessionOperation? {
         let finished: SessionOperation?
+        let started = clock.now
         do {
             try await carryOut(job)
             finished = finish(job, error: nil)
+            metrics.operationEnded(job.transition.action, .succeeded, after: started.duration(to: clock.now))
         } catch {
             if shuttingDown {
                 leaveForReconciliation(job, error: error)
+                metrics.operationEnded(job.transition.action, .interrupted, after: started.duration(to: clock.now))
                 return nil
             }
             finished = finish(job, error: error)
+            metrics.operationEnded(job.transition.action, .failed, after: started.duration(to: clock.now))
         }
         // The VM changed while the action ran (the guest died during a start or reset, say): what the
         // action concluded may already be wrong, so look at the VM again.

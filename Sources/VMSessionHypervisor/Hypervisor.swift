@@ -48,6 +48,10 @@ public protocol Hypervisor: Sendable {
     /// Where the daemon reaches the guest's port 80 while the VM runs with a network (a VM defined with an
     /// ``MachineSpec/egress`` policy), or nil if it has none.
     func guestAPIAddress(of id: SessionID) -> GuestAPIAddress?
+    /// What each session's VM uses of CPU, memory, disk and network (for the metrics), read in one call; a VM
+    /// the hypervisor reports nothing for is left out. If the call is cancelled, it returns at once (throwing
+    /// `CancellationError`) and leaves the hypervisor's call to finish on its own.
+    func machineStats() async throws -> [SessionID: MachineStats]
 }
 
 extension Hypervisor {
@@ -58,6 +62,7 @@ extension Hypervisor {
     }
     public func console(of id: SessionID) -> ConsoleEndpoints? { nil }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { nil }
+    public func machineStats() async throws -> [SessionID: MachineStats] { [:] }
 }
 
 /// Where the daemon reaches a guest's API: a Unix socket only the daemon's user can open (a real guest,

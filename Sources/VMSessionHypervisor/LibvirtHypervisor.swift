@@ -54,7 +54,9 @@ public final class LibvirtHypervisor: Hypervisor {
     let logger: Logger
     private let changesContinuation: AsyncStream<SessionID>.Continuation
     private let eventHandlerID: Int32
-    private let queue = DispatchQueue(label: "vmsessiond.libvirt", attributes: .concurrent)
+    let queue = DispatchQueue(label: "vmsessiond.libvirt", attributes: .concurrent)
+    /// Set while a bulk statistics call is inside libvirt (see ``machineStats()``).
+    let statsInFlight = Atomic<Bool>(false)
     /// Each QEMU guest's network sandbox (nil for drivers that run no QEMU).
     let network: GuestNetwork?
     /// Sessions whose VM is being started: a late "stopped" event must not take their new network down.

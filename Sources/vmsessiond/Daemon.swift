@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import ServiceLifecycle
 import UnixSignals
 import VMSessionAPI
@@ -8,6 +9,7 @@ import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
 import VMSessionIdle
+import VMSessionMetrics
 import VMSessionStore
 
 /// Wires the daemon together: state directory and its lock, store, hypervisor, session manager, the
@@ -36,7 +38,11 @@ struct Daemon {
         logger.notice(
             "running in \(mode.mode) mode",
             metadata: ["libvirt": "\(mode.libvirt)", "capMechanism": "\(mode.capMechanism.rawValue)", "capDetail": "\(mode.capDetail)"])
-        let events = EventHub(store: store)
+        // One registry for the process: the daemon's parts count into it, and so does Hummingbird's
+        // MetricsMiddleware, through swift-metrics' process-wide backend.
+        let metrics = DaemonMetrics()
+        MetricsSystem.bootstrap(metrics.factory)
+        let events = EventHub(store: store, metrics: metrics)
         let adminToken = try AdminToken.load(stateDirectory: state)
         logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
         let origins = try OriginRegistry(store: store, maximumPending: settings.maximumPendingOrigins, logger: logger)
@@ -50,7 +56,7 @@ struct Daemon {
                 egress: { [defaultEgress = settings.guestEgress] client in
                     WebOrigin(client).flatMap { origins.egress(of: $0) } ?? defaultEgress
                 }),
-            adminToken: adminToken, logger: logger)
+            adminToken: adminToken, metrics: metrics, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
         let source = DesktopIdleSource(variables: settings.sessionVariables, preference: settings.idleSource)
@@ -67,9 +73,11 @@ struct Daemon {
             "connection budget",
             metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
         let consoles = ConsoleHub(limits: settings.console, logger: logger)
+        let collector = MetricsCollector(
+            metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
-            controller: controller, mode: mode, budget: budget, consoles: consoles)
+            controller: controller, mode: mode, budget: budget, consoles: consoles, metrics: collector)
         let host = settings.host
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
@@ -80,8 +88,19 @@ struct Daemon {
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
             SystemdNotifier.notify("READY=1\nSTATUS=listening on http://\(shown):\(port)")
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let listen = settings.metricsListen {
+            let (metricsHost, metricsPort) = listen
+            services.append(.init(service: VMSessionAPI.buildApplication(
+                router: VMSessionAPI.buildScrapeRouter(metrics: collector, clientsOf: routers), host: metricsHost, port: metricsPort,
+                logger: logger
+            ) { port in
+                let shown = metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost
+                logger.notice("metrics served without a token on http://\(shown):\(port)/metrics")
+            }))
+        }
         var configuration = ServiceGroupConfiguration(
-                services: [
+                services: services + [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
                     .init(service: controller), .init(service: consoles),
                     .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),

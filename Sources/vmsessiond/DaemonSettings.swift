@@ -51,6 +51,15 @@ struct DaemonSettings: Sendable {
     var cgroupDirectory: String?
     /// What guests may reach unless the admin chose otherwise for their origin (`guestEgress`).
     var guestEgress: EgressPolicy = .internet
+    /// Where a second listener serves `GET /metrics` without a token (`metricsListen`); nil: none, and
+    /// `/metrics` is read on the daemon's own listener with the admin token.
+    ///
+    /// Why a listener of its own rather than a list of scraper addresses allowed on the daemon's: that
+    /// listener is loopback-only, so every local program, user and web page arrives from 127.0.0.1 and no
+    /// address list could tell Prometheus apart. A listener that serves nothing else can be bound where the
+    /// scraper is (the loopback, or a private interface for a remote Prometheus) and firewalled like any
+    /// exporter's port.
+    var metricsListen: (host: String, port: Int)? = nil
 
     static let defaultListen = "127.0.0.1:7011"
     /// Within the 60 s systemd's units allow a stop (`TimeoutStopSec`), with room to spare.
@@ -176,6 +185,14 @@ struct DaemonSettings: Sendable {
         }
         let cgroupDirectory = config.string(forKey: "cgroupDir")
         let guestEgress = try EgressPolicy.parse(config.string(forKey: "guestEgress", default: EgressPolicy.internet.rawValue))
+        var metricsListen: (host: String, port: Int)?
+        if let text = config.string(forKey: "metricsListen"), !text.isEmpty, text != "none" {
+            do throws(VMSessionError) {
+                metricsListen = try parseListen(text)
+            } catch {
+                throw VMSessionError(.invalidArgument, "metricsListen must be ADDRESS:PORT (e.g. 127.0.0.1:9711) or none; got '\(text)'.")
+            }
+        }
         let sourceText = config.string(forKey: "idleSource", default: "auto")
         guard let idleSource = IdleSourceChoice.Preference(rawValue: sourceText) else {
             let names = IdleSourceChoice.Preference.allCases.map(\.rawValue).joined(separator: ", ")
@@ -198,7 +215,8 @@ struct DaemonSettings: Sendable {
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
             maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,
             consoleLog: ConsoleLogBound(keepBytes: UInt64(logBytes)), capMechanism: capMechanism,
-            cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil, guestEgress: guestEgress)
+            cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil, guestEgress: guestEgress,
+            metricsListen: metricsListen)
     }
 
     private static func boundedInt(_ config: ConfigReader, _ key: String, default value: Int, in range: ClosedRange<Int>) throws(VMSessionError) -> Int {

@@ -51,6 +51,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               capMechanism  VMSESSIOND_CAP_MECHANISM  default auto (libvirt if privileged, else a cgroup; or libvirt, cgroup, none)
               cgroupDir     VMSESSIOND_CGROUP_DIR     default the daemon's own cgroup (v2 with cpu delegated, or v1 cpu)
               guestEgress   VMSESSIOND_GUEST_EGRESS   default internet (none: no network; open: the host's loopback too)
+              metricsListen VMSESSIOND_METRICS_LISTEN default none (ADDRESS:PORT of a second listener that serves only
+                                                      GET /metrics, without a token; the daemon's own needs the admin token)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or
             $XDG_CONFIG_HOME/vmsessiond/config.json (a user), if it exists.
             """,
@@ -105,6 +107,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("guest-egress"), help: "What guests may reach: none, internet (default) or open (the host's loopback too).")
     var guestEgress: String?
 
+    @Option(name: .customLong("metrics-listen"), help: "ADDRESS:PORT of a listener that serves only GET /metrics, without a token (default: none).")
+    var metricsListen: String?
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -131,6 +136,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["capMechanism"] = capMechanism
         flags["cgroupDir"] = cgroupDir
         flags["guestEgress"] = guestEgress
+        flags["metricsListen"] = metricsListen
         flags["idleSource"] = idleSource
         flags["waylandDisplay"] = waylandDisplay
         let settings: DaemonSettings

@@ -37,4 +37,27 @@ struct SettingsTests {
         #expect(status != 0)
         #expect(output.contains("console.logBytes (100000) must be at least console.historyBytes (200000)"), "\(output.prefix(300))")
     }
+
+    @Test("metricsListen is read from its variable and the config file: a bad value is refused by name, a good one serves /metrics alone without a token")
+    func metricsListen() async throws {
+        let (status, output) = try await Self.refusedStart(["VMSESSIOND_METRICS_LISTEN=nonsense"])
+        #expect(status != 0)
+        #expect(output.contains("metricsListen must be ADDRESS:PORT"), "\(output.prefix(300))")
+
+        let directory = try TemporaryDirectory("vms-e2e-metrics-listen")
+        let config = directory.path + "/config.json"
+        try #"{"metricsListen": "127.0.0.1:0"}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = DaemonProcess(
+            stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--config", config])
+        try await daemon.start()
+        let log = daemon.log()
+        let served = try #require(
+            log.range(of: #"metrics served without a token on http://127\.0\.0\.1:\d+"#, options: .regularExpression).map { log[$0] })
+        let scrape = APIClient(port: try #require(Int(served.split(separator: ":").last ?? "")))
+        let text = try await APIClient.raw(scrape.base + "/metrics")
+        #expect(text.contains("# TYPE vmsessiond_sessions gauge"))
+        #expect(try await scrape.call(.GET, "/metrics", headers: [("Host", "evil.example")]).errorCode == "forbidden_host")
+        #expect(try await scrape.call(.GET, "/api/v1/sessions").status == 404)
+        try await daemon.stop()
+    }
 }

@@ -10,6 +10,7 @@ import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
 import VMSessionIdle
+import VMSessionMetrics
 import VMSessionStore
 
 /// The daemon's real router over the real session manager, with libvirt's test driver and an in-memory
@@ -50,7 +51,8 @@ struct APIFixture {
                     return assigned.port(for: id, picking: apiPort)
                 }),
             logger: logger)
-        let events = EventHub(store: store)
+        let metrics = DaemonMetrics()
+        let events = EventHub(store: store, metrics: metrics)
         var hasher = SecretHasher()
         hasher.rounds = 1 << 10  // keep the tests quick; the production cost is tested in SecretHasherTests
         let adminToken = try AdminToken.load(stateDirectory: directory)
@@ -61,7 +63,7 @@ struct APIFixture {
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
             configuration: .init(stopGrace: .seconds(1)),
-            hasher: hasher, adminToken: adminToken, logger: logger)
+            hasher: hasher, adminToken: adminToken, metrics: metrics, logger: logger)
         try await manager.reconcile()
         let controller = try IdleController(
             manager: manager, events: events, store: store, source: source, noSourceReason: "no display in tests",
@@ -69,7 +71,8 @@ struct APIFixture {
         let origins = try OriginRegistry(store: store, logger: logger)
         let router = VMSessionAPI.buildRouter(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description, controller: controller,
-            guestProxy: guestProxy)
+            guestProxy: guestProxy,
+            metrics: MetricsCollector(metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: nil))
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(

@@ -126,6 +126,18 @@ public actor ScriptedHypervisor: Hypervisor {
 
     public func cpuTime(of id: SessionID) async throws(VMSessionError) -> UInt64? { nil }
 
+    /// What ``machineStats()`` reports; nil: it never answers (a stuck libvirt), until it is cancelled.
+    public private(set) var stats: [SessionID: MachineStats]? = [:]
+    public func setStats(_ stats: [SessionID: MachineStats]?) { self.stats = stats }
+
+    public func machineStats() async throws -> [SessionID: MachineStats] {
+        guard let stats else {
+            try await Task.sleep(for: .seconds(3600))
+            return [:]
+        }
+        return stats
+    }
+
     public func repairInterrupted() async throws(VMSessionError) -> [String] {
         defer { savedBesideProcess = [] }
         return savedBesideProcess.map { "removed the stale hibernation image of \($0)" }

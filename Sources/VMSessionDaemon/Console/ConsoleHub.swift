@@ -44,6 +44,9 @@ public actor ConsoleHub: Service {
     /// How many clients the session's console has now.
     public func viewerCount(of id: SessionID) -> Int { consoles[id].map { $0.hasEnded ? 0 : $0.viewerCount } ?? 0 }
 
+    /// How many clients all consoles have now (the metrics).
+    public func viewerCount() -> Int { consoles.values.reduce(0) { $0 + ($1.hasEnded ? 0 : $1.viewerCount) } }
+
     public static var full: VMSessionError {
         VMSessionError(.tooManyStreams, "This console has its maximum of clients; close one first.", retryAfterSeconds: 5)
     }
