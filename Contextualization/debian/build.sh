@@ -54,8 +54,17 @@ need sha256sum coreutils
 # The inputs: this script, the files laid over the root, and the versions the host's apt lists (the
 # same Debian 12 archive) give for the packages that matter most. A new kernel or cloud-init rebuilds.
 candidate() { apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p'; }
-KPKG=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-    sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
+kernel_package() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1 || true
+}
+KPKG=$(kernel_package)
+if [ -z "$KPKG" ]; then
+    # No apt lists on the host (a fresh machine, or cleared): fetch them, as root, and ask again.
+    apt-get update -qq >&2
+    KPKG=$(kernel_package)
+fi
+[ -n "$KPKG" ] || { echo "build.sh: cannot resolve linux-image-cloud-amd64 from the host's apt lists" >&2; exit 1; }
 VERSION=$( {
     sha256sum "$HERE/build.sh"
     (cd "$HERE/rootfs" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
@@ -95,6 +104,7 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     --customize-hook='chroot "$1" systemctl enable systemd-networkd.service vmsession-guest-api.service vmsession-cloud-init-report.service' \
     --customize-hook='echo "UUID='"$ROOT_UUID"' / ext4 defaults,errors=remount-ro 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf"' \
+    --customize-hook='echo "LANG=C.UTF-8" > "$1/etc/default/locale"' \
     --customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" > "$1/var/tmp/packages"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log "$1"/var/log/apt/* "$1"/tmp/*; : > "$1/etc/machine-id"' \
     "$SUITE" "$ROOT" \
