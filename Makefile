@@ -47,7 +47,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: wayland-protocols all deps deps-test appliance build build-tests release stage run test test-unit test-e2e test-contract test-browser test-package bench bench-quick chaos chaos-quick install install-user deb tarball clean help
+.PHONY: wayland-protocols all deps deps-test appliance debian-guest test-debian build build-tests release stage run test test-unit test-e2e test-contract test-browser test-package bench bench-quick chaos chaos-quick install install-user deb tarball clean help
 
 all: build
 
@@ -59,6 +59,7 @@ help:
 	@echo "make install       system mode: root, /usr/local and /etc, the system unit"
 	@echo "make install-user  user mode: no root, ~/.local and the systemd user unit bound to the graphical session"
 	@echo "make chaos  kill -9 the daemon and its qemu at random points, check what survives (CHAOS_ROUNDS=50)"
+	@echo "make debian-guest  a Debian 12 guest with cloud-init (.cache/debian/debian.qcow2); make test-debian boots it under TCG"
 	@echo "make deps | deps-test | appliance | build | release | test-unit | test-e2e | test-contract | test-browser | test-package | bench | chaos-quick | wayland-protocols | clean"
 
 # The Debian packages building and running need, and the system user the embedded QEMU driver insists on.
@@ -87,6 +88,16 @@ wayland-protocols: deps-test
 
 appliance: deps
 	@bash Contextualization/appliance/build.sh $(APPLIANCE_DIR)
+
+# A real guest: Debian 12 with systemd and cloud-init (NoCloud), one qcow2 disk built from Debian packages
+# with mmdebstrap (from deb.debian.org) into $(DEBIAN_DIR), rebuilt only when its inputs change
+# (Contextualization/debian/build.sh; as root, for mmdebstrap's root mode). Register it with
+# `vmsessionctl images add debian $(DEBIAN_DIR)/debian.qcow2`.
+DEBIAN_DIR ?= $(CACHE)/debian
+DEBIAN_BUILD_PACKAGES := mmdebstrap grub-pc-bin fdisk e2fsprogs qemu-utils
+debian-guest: deps
+	$(call apt_install,$(DEBIAN_BUILD_PACKAGES))
+	@$(SUDO) bash Contextualization/debian/build.sh $(DEBIAN_DIR)
 
 # One build configuration for everything (`--build-tests`): `make run` after `make test`, or the other way
 # round, compiles nothing again (a plain `swift build` and a test build differ in flags and would rebuild
@@ -129,6 +140,11 @@ test-unit: build-tests
 
 test-e2e: appliance build-tests
 	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter EndToEndTests
+
+# The Debian guest under real cloud-init (Tests/EndToEndTests/DebianGuestTests.swift): two cold boots under
+# TCG, minutes each, so not part of `make test`; CI runs it after (.ci/run).
+test-debian: debian-guest build-tests
+	$(TEST_ENV) export VMSESSIOND_TEST_DEBIAN=$(DEBIAN_DIR); $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter DebianGuestTests
 
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy

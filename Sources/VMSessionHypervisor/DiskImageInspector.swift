@@ -22,4 +22,17 @@ public enum DiskImageInspector {
                 .notValidated, "The image keeps its data in another file (\(dataFile)); only self-contained images are accepted.")
         }
     }
+
+    /// The size of the disk the image holds, in bytes (`qemu-img info`'s `virtual-size`). A session's overlay
+    /// is never made smaller than this: an overlay shorter than its image cuts the guest's disk (and file
+    /// systems) short, whatever `open`'s `disk` asked for.
+    public static func virtualSize(_ path: String) async throws(VMSessionError) -> Int64 {
+        let text = try await ExternalCommand.output(of: "qemu-img", ["info", "--output=json", path])
+        guard let info = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
+            let size = (info["virtual-size"] as? NSNumber)?.int64Value
+        else {
+            throw VMSessionError(.notValidated, "\(path) could not be read as a disk image.")
+        }
+        return size
+    }
 }

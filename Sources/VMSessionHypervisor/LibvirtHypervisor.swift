@@ -202,10 +202,13 @@ public final class LibvirtHypervisor: Hypervisor {
         }
         if !FileManager.default.fileExists(atPath: diskPath) {
             var arguments = ["create", "-q", "-f", "qcow2"]
+            var bytes = Int64(spec.diskMiB) << 20
             if case .disk(let backing, let format) = spec.image {
                 arguments += ["-b", backing, "-F", format]
+                // At least the image's own size: a shorter overlay would cut off the end of its disk.
+                bytes = max(bytes, try await DiskImageInspector.virtualSize(backing))
             }
-            arguments += [diskPath, "\(spec.diskMiB)M"]
+            arguments += [diskPath, "\(bytes)"]
             try await ExternalCommand.run("qemu-img", arguments)
         }
         if let seed = spec.seed {

@@ -59,6 +59,23 @@ struct LibvirtHypervisorTests {
         #expect(!FileManager.default.fileExists(atPath: hypervisor.machineDirectory(for: id)))
     }
 
+    @Test("a disk image's overlay is never smaller than the image (a 64 MiB disk on a 100 MiB image gets 100 MiB), and grows to a larger disk")
+    func overlayAtLeastTheImage() async throws {
+        let fixture = try Fixture()
+        let base = fixture.directory + "/base.qcow2"
+        try await ExternalCommand.run("qemu-img", ["create", "-q", "-f", "qcow2", base, "100M"])
+        for (disk, expected) in [(64, 100 << 20), (200, 200 << 20)] {
+            let id = SessionID()
+            let spec = MachineSpec(
+                id: id, sessionName: "image", requirements: .init(cpus: 1, memory: 128, disk: disk, version: "image"),
+                image: .disk(path: base, format: "qcow2"))
+            try await fixture.hypervisor.define(spec)
+            let overlay = fixture.hypervisor.machineDirectory(for: id) + "/disk.qcow2"
+            #expect(try await DiskImageInspector.virtualSize(overlay) == Int64(expected), "disk \(disk) MiB")
+            try await fixture.hypervisor.remove(id)
+        }
+    }
+
     @Test("stop leaves the VM powered off")
     func stopPowersOff() async throws {
         let fixture = try Fixture()
