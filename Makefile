@@ -22,7 +22,7 @@ RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qe
 	novnc libjs-xterm node-xterm
 # What building needs: the C libraries' headers (libcurl's: Foundation's URLSession, linked statically in the
 # release build, takes libcurl from the system), and the appliance's tools (Contextualization/appliance/build.sh).
-BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
+BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libxext-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
 	busybox-static kmod cpio
 # What only the tests and benchmarks need: Chromium, X11/Wayland sessions to drive idle detection, load
 # tools, the protocol XML for `make wayland-protocols`, and the package test's tools (mmdebstrap, bwrap,
