@@ -132,7 +132,9 @@ test-e2e: appliance build-tests
 
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
-# TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 and on Wayland (sway), the daemon's CPU while idle, cap accuracy).
+# TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 (XSync alarms, and the polled XScreenSaver fallback) and on
+# Wayland (sway), the daemon's CPU while idle, cap accuracy); hibernate and restore of a 256 MiB and a 1 GiB guest beside libvirt's
+# own managed save (Benchmarks/hibernate_bench.py).
 # `make bench` measures the release build that installs ship (`make release`'s, with the benchmark's peer); QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
@@ -144,7 +146,9 @@ else
 	bin=$(RELEASE_BIN); \
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
-		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
+		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/idle_bench.json && \
+		python3 Benchmarks/hibernate_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) \
+			--out $(CURDIR)/artifacts/hibernate_bench.json && \
 		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json && \
 		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json
 endif
@@ -153,7 +157,9 @@ bench-quick: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
-		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
+		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/idle_bench-quick.json && \
+		QUICK=1 python3 Benchmarks/hibernate_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) \
+			--out $(CURDIR)/artifacts/hibernate_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json
 
