@@ -22,7 +22,7 @@ RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qe
 	novnc libjs-xterm node-xterm
 # What building needs: the C libraries' headers (libcurl's: Foundation's URLSession, linked statically in the
 # release build, takes libcurl from the system), and the appliance's tools (Contextualization/appliance/build.sh).
-BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
+BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libxext-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
 	busybox-static kmod cpio
 # What only the tests and benchmarks need: Chromium, X11/Wayland sessions to drive idle detection, load
 # tools, the protocol XML for `make wayland-protocols`, and the package test's tools (mmdebstrap, bwrap,
@@ -148,7 +148,9 @@ test-debian: debian-guest build-tests
 
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
-# TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 and on Wayland (sway), the daemon's CPU while idle, cap accuracy).
+# TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 (XSync alarms, and the polled XScreenSaver fallback) and on
+# Wayland (sway), the daemon's CPU while idle, cap accuracy); hibernate and restore of a 256 MiB and a 1 GiB guest beside libvirt's
+# own managed save (Benchmarks/hibernate_bench.py).
 # `make bench` measures the release build that installs ship (`make release`'s, with the benchmark's peer); QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
@@ -160,7 +162,9 @@ else
 	bin=$(RELEASE_BIN); \
 		python3 Benchmarks/daemon_overhead.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(BENCH_OUT) && \
-		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
+		python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/idle_bench.json && \
+		python3 Benchmarks/hibernate_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) \
+			--out $(CURDIR)/artifacts/hibernate_bench.json && \
 		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json && \
 		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json
 endif
@@ -169,7 +173,9 @@ bench-quick: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
 		python3 Benchmarks/daemon_overhead.py --quick --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer \
 			--appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/bench-quick.json && \
-		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) && \
+		QUICK=1 python3 Benchmarks/idle_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/idle_bench-quick.json && \
+		QUICK=1 python3 Benchmarks/hibernate_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) \
+			--out $(CURDIR)/artifacts/hibernate_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json
 

@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "Libvirt", dependencies: ["CLibvirt"]),
         .systemLibrary(
             name: "CXScreenSaver",
-            providers: [.apt(["libxss-dev", "libx11-dev"])]
+            providers: [.apt(["libxss-dev", "libxext-dev", "libx11-dev"])]
         ),
         // Wayland idle notifications: a C target because wayland-scanner's protocol glue (committed in
         // generated/, from the XML in protocols/) must be compiled; `make wayland-protocols` regenerates it.

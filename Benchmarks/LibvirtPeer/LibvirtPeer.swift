@@ -13,7 +13,7 @@ struct LibvirtPeer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmsessionbench-peer",
         abstract: "Direct-libvirt peer for vmsessiond's benchmarks.",
-        subcommands: [ColdStart.self, Control.self, GetInfo.self])
+        subcommands: [ColdStart.self, Control.self, GetInfo.self, Hibernate.self])
 }
 
 /// Options shared by the subcommands that boot the appliance through the embedded QEMU driver.
@@ -27,14 +27,15 @@ struct ApplianceOptions: ParsableArguments {
         return try LibvirtHypervisor(configuration: .init(stateDirectory: state, accelerator: .tcg), logger: Logger(label: "peer"))
     }
 
-    /// The same machine vmsessiond defines for `open {cpus:1, memory:256, disk:64}` + `start`.
-    func spec(_ id: SessionID) throws -> MachineSpec {
+    /// The same machine vmsessiond defines for `open {cpus:1, memory:256, disk:64}` + `start`
+    /// (`memory` MiB; `egress` nil: no network at all).
+    func spec(_ id: SessionID, memory: Int = 256, egress: EgressPolicy? = .internet) throws -> MachineSpec {
         let commandLine = (try? String(contentsOfFile: appliance + "/cmdline", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? "console=ttyS0"
         return MachineSpec(
-            id: id, sessionName: "bench", requirements: .init(cpus: 1, memory: 256, disk: 64, version: "appliance"),
+            id: id, sessionName: "bench", requirements: .init(cpus: 1, memory: memory, disk: 64, version: "appliance"),
             image: .kernel(kernelPath: appliance + "/vmlinuz", initrdPath: appliance + "/initrd.img", commandLine: commandLine),
-            egress: .internet)
+            egress: egress)
     }
 }
 
@@ -104,6 +105,56 @@ struct Control: AsyncParsableCommand {
         }
         try await hypervisor.remove(id)
         try printJSON(["pauseMs": pause, "resumeMs": resume, "capMs": cap])
+    }
+}
+
+struct Hibernate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Hibernate and restore a running appliance: libvirt's own virDomainManagedSave + virDomainCreate, and the same through the daemon's hypervisor layer.")
+    @OptionGroup var options: ApplianceOptions
+    @Option(help: "Guest memory in MiB.") var memory = 256
+
+    func run() async throws {
+        let hypervisor = try options.hypervisor()
+        let clock = ContinuousClock()
+        // 1. libvirt alone, on a machine with no network (libvirt's restore of a guest whose network
+        //    sandbox is down would fail; bringing it up is the daemon's job, timed in 2).
+        let bare = SessionID()
+        try await hypervisor.define(try options.spec(bare, memory: memory, egress: nil))
+        try await hypervisor.start(bare)
+        try await waitForConsole(hypervisor.consoleLogPath(for: bare), marker: "VMSESSION-APPLIANCE: ready")
+        let connection = try Connection(uri: hypervisor.description.uri)
+        guard let domain = try connection.domain(named: bare.machineName) else { throw ValidationError("no domain") }
+        var save: [Double] = [], restore: [Double] = []
+        for _ in 0..<options.runs {
+            var start = clock.now
+            try domain.managedSave()
+            save.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try domain.start()
+            restore.append(milliseconds(start.duration(to: clock.now)))
+        }
+        try await hypervisor.remove(bare)
+        // 2. The daemon's hypervisor layer (LibvirtHypervisor.hibernate / start), with the guest's network
+        //    as the daemon runs it: what it adds to libvirt, without HTTP, store or session manager.
+        let layered = SessionID()
+        try await hypervisor.define(try options.spec(layered, memory: memory))
+        try await hypervisor.start(layered)
+        try await waitForConsole(hypervisor.consoleLogPath(for: layered), marker: "VMSESSION-APPLIANCE: ready")
+        var layerSave: [Double] = [], layerRestore: [Double] = []
+        for _ in 0..<options.runs {
+            var start = clock.now
+            try await hypervisor.hibernate(layered)
+            layerSave.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try await hypervisor.start(layered)
+            layerRestore.append(milliseconds(start.duration(to: clock.now)))
+        }
+        try await hypervisor.remove(layered)
+        try printJSON([
+            "memoryMiB": memory, "hibernateMs": save, "restoreMs": restore,
+            "hypervisorHibernateMs": layerSave, "hypervisorRestoreMs": layerRestore,
+        ])
     }
 }
 

@@ -1,6 +1,7 @@
 /// Where the desktop's idle time can come from. Each kind is one way a desktop tells of its user's input.
 public enum IdleSourceKind: String, Codable, Sendable, CaseIterable {
-    /// The X server's MIT-SCREEN-SAVER extension (an X11 session; sees only X clients' input on Wayland).
+    /// The X server: its SYNC extension's `IDLETIME` alarms, else MIT-SCREEN-SAVER polled (see ``X11IdleMethod``);
+    /// an X11 session (it sees only X clients' input on Wayland). The name is kept from the plugin's days.
     case xscreensaver
     /// A Wayland compositor's `ext-idle-notify-v1`, or the older `org_kde_kwin_idle` (sway, KDE).
     case wayland

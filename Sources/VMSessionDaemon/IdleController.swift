@@ -218,7 +218,8 @@ public actor IdleController: Service {
     public func status() -> DaemonStatus {
         DaemonStatus(
             isRunning: isRunning && enabled, isSystemIdle: detector.isIdle, idleTime: idleTime, idleDetection: detection,
-            idleDetectionReason: detectionReason, display: (source as? DesktopIdleSource)?.display ?? (source as? XScreenSaverIdleSource)?.display,
+            idleDetectionReason: detectionReason, display: (source as? DesktopIdleSource)?.display ?? (source as? X11IdleSource)?.display
+                ?? (source as? XScreenSaverIdleSource)?.display,
             idleSource: idleSource(),
             lastChange: lastChange, idleSince: detector.isIdle ? lastChange : nil, activeSince: detector.isIdle ? nil : lastChange)
     }

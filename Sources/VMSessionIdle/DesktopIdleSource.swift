@@ -47,8 +47,10 @@ public final class DesktopIdleSource: IdleSource {
     public var kind: IdleSourceKind? { current.withLock { $0.choice.kind } }
     public var reason: String { current.withLock { $0.choice.reason } }
     public var announcesInput: Bool { current.withLock { $0.source?.announcesInput ?? false } }
-    /// The X display read, while the X screen saver extension is the source.
-    public var display: String? { current.withLock { ($0.source as? XScreenSaverIdleSource)?.display } }
+    /// The X display read, while an X server is the source.
+    public var display: String? {
+        current.withLock { ($0.source as? X11IdleSource)?.display ?? ($0.source as? XScreenSaverIdleSource)?.display }
+    }
 
     public func idleMilliseconds() async throws(VMSessionError) -> UInt64 {
         let source = current.withLock { $0.source }
@@ -109,10 +111,19 @@ public final class DesktopIdleSource: IdleSource {
 
     /// The real sources. logind's system bus may be given as `VMSESSIOND_SYSTEM_BUS_ADDRESS` (or D-Bus's
     /// own `DBUS_SYSTEM_BUS_ADDRESS`, which sd-bus reads itself).
-    public static let standard: Factory = { kind, environment, onChange in
+    public static let standard: Factory = standard(x11: .auto)
+
+    /// The real sources, with `x11` saying whether an X server's XSync alarms may be used (`x11Idle`).
+    public static func standard(x11: X11IdleMethod.Preference) -> Factory {
+        { kind, environment, onChange in source(kind, environment, x11: x11, onChange: onChange) }
+    }
+
+    private static func source(
+        _ kind: IdleSourceKind, _ environment: SessionEnvironment, x11: X11IdleMethod.Preference, onChange: @escaping @Sendable () -> Void
+    ) -> (any IdleSource)? {
         switch kind {
         case .xscreensaver:
-            return environment.display.map { XScreenSaverIdleSource(display: $0) }
+            return environment.display.map { X11IdleSource(display: $0, preference: x11, onChange: onChange) }
         case .wayland:
             return (environment.waylandSocketPath ?? environment.waylandDisplay).map { WaylandIdleSource(display: $0, onChange: onChange) }
         case .mutter:

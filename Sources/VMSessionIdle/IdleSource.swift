@@ -4,11 +4,12 @@ import VMSessionCore
 /// input"; each desktop has its own way to tell it (X's screen saver extension, a Wayland compositor's
 /// idle notifications, Mutter's idle monitor, logind's idle hint), and tests put a fake here for logic.
 ///
-/// Sources that answer a question (X, Mutter, logind) are polled by their owner. Sources that are told
-/// of changes (a Wayland compositor's `idled`/`resumed`) say so with ``announcesInput`` and yield on
-/// ``changes`` when an event came, so the owner reads at once instead of polling while idle.
+/// Sources that answer a question (XScreenSaver, Mutter, logind) are polled by their owner. Sources that
+/// are told of changes (a Wayland compositor's `idled`/`resumed`, an X server's XSync alarms) say so with
+/// ``announcesInput`` and yield on ``changes`` when an event came, so the owner reads at once instead of
+/// polling while idle.
 public protocol IdleSource: Sendable {
-    /// What the source is, for `GET /api/v1/daemon` (e.g. `xscreensaver :0`).
+    /// What the source is, for `GET /api/v1/daemon` (e.g. `xsync IDLETIME :0`).
     var name: String { get }
     /// Which kind of source answers now (nil: none does).
     var kind: IdleSourceKind? { get }

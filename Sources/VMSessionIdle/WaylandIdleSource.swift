@@ -11,7 +11,7 @@ import VMSessionCore
 /// ``notificationTimeout`` without input and `resumed` on the next input. ``IdleNotifications`` turns
 /// those events into an honest reading (exact once idle, 0 while input is more recent than the timeout),
 /// and every event is announced on ``changes``, so the controller reacts to input as it comes without
-/// polling. One thread per connection waits on the compositor's socket (libwayland blocks); it ends when
+/// polling. One ``ConnectionThread`` per connection waits on the compositor's socket (libwayland blocks); it ends when
 /// the compositor goes away (a new connection is tried on a later reading, at most every
 /// ``reopenInterval``) or when the source is released.
 public final class WaylandIdleSource: IdleSource {
@@ -30,7 +30,7 @@ public final class WaylandIdleSource: IdleSource {
 
     private struct State {
         var notes = IdleNotifications<ContinuousClock.Instant>(timeout: WaylandIdleSource.notificationTimeout)
-        var reader: Reader?
+        var reader: ConnectionThread?
         var protocolName: String?
         var lastAttempt: ContinuousClock.Instant?
         var lastError: String?
@@ -71,12 +71,12 @@ public final class WaylandIdleSource: IdleSource {
         case .connect: break
         }
         let display = self.display
-        let opened: Result<Reader.Handle, VMSessionError> = await withCheckedContinuation { continuation in
+        let opened: Result<Handle, VMSessionError> = await withCheckedContinuation { continuation in
             queue.async {
                 var message = [CChar](repeating: 0, count: 512)
                 let timeout = UInt32(IdleDetector.milliseconds(Self.notificationTimeout))
                 if let pointer = vms_wl_idle_open(display, timeout, &message, message.count) {
-                    continuation.resume(returning: .success(Reader.Handle(pointer: pointer)))
+                    continuation.resume(returning: .success(Handle(pointer: pointer)))
                 } else {
                     let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                     continuation.resume(returning: .failure(VMSessionError(.unavailable, text)))
@@ -89,7 +89,20 @@ public final class WaylandIdleSource: IdleSource {
             throw VMSessionError(.unavailable, "Wayland idle notifications from \(display) are not available: \(error.message).")
         case .success(let handle):
             let protocolName = String(cString: vms_wl_idle_protocol(handle.pointer))
-            let reader = Reader(handle: handle) { [weak self] event in self?.handle(event) }
+            let pointer = handle.pointer
+            let reader = ConnectionThread(
+                name: "vmsessiond.wayland-idle", descriptor: vms_wl_idle_fd(pointer),
+                dispatch: { [weak self] in
+                    let handled = vms_wl_idle_dispatch(pointer)
+                    guard handled >= 0 else { return false }
+                    // The state after all events read: an idled→resumed pair read at once is "input just now".
+                    if handled > 0 { self?.handle(vms_wl_idle_is_idle(pointer) != 0 ? .idled : .resumed) }
+                    return true
+                },
+                finish: { [weak self] stopped in
+                    vms_wl_idle_close(pointer)
+                    if !stopped { self?.handle(.closed) }
+                })
             state.withLock { state in
                 state.reader = reader
                 state.protocolName = protocolName
@@ -101,8 +114,11 @@ public final class WaylandIdleSource: IdleSource {
         }
     }
 
+    /// The connection as the reader thread gets it from the connecting queue.
+    private struct Handle: @unchecked Sendable { let pointer: OpaquePointer }
+
     /// From the reader thread: an event, or the end of the connection.
-    private func handle(_ event: Reader.Event) {
+    private func handle(_ event: IdleEvent) {
         let now = ContinuousClock.now
         state.withLock { state in
             switch event {
@@ -117,63 +133,5 @@ public final class WaylandIdleSource: IdleSource {
         // Announced outside the lock.
         changed.yield()
         onChange?()
-    }
-
-    /// The thread that waits on one connection's socket and dispatches its events; owns the connection.
-    final class Reader: @unchecked Sendable {
-        struct Handle: @unchecked Sendable { let pointer: OpaquePointer }
-        enum Event { case idled, resumed, closed }
-
-        private let handle: Handle
-        private let deliver: @Sendable (Event) -> Void
-        private var wake: [Int32] = [-1, -1]
-
-        init(handle: Handle, deliver: @escaping @Sendable (Event) -> Void) {
-            self.handle = handle
-            self.deliver = deliver
-            wake.withUnsafeMutableBufferPointer { buffer in _ = pipe(buffer.baseAddress) }
-            for descriptor in wake where descriptor >= 0 { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
-        }
-
-        func start() {
-            let thread = Thread { [self] in run() }
-            thread.name = "vmsessiond.wayland-idle"
-            thread.start()
-        }
-
-        /// Ends the thread (it closes the connection); safe to call from any thread, more than once.
-        func stop() {
-            var byte: UInt8 = 1
-            _ = write(wake[1], &byte, 1)
-        }
-
-        private func run() {
-            let pointer = handle.pointer
-            var descriptors = [
-                pollfd(fd: vms_wl_idle_fd(pointer), events: Int16(POLLIN), revents: 0),
-                pollfd(fd: wake[0], events: Int16(POLLIN), revents: 0),
-            ]
-            var stopped = false
-            loop: while true {
-                // Events already read with the setup's round trips are dispatched first.
-                let handled = vms_wl_idle_dispatch(pointer)
-                if handled < 0 { break loop }
-                if handled > 0 {
-                    // The state after all events read: an idled→resumed pair read at once is "input just now".
-                    deliver(vms_wl_idle_is_idle(pointer) != 0 ? .idled : .resumed)
-                }
-                descriptors[0].revents = 0
-                descriptors[1].revents = 0
-                guard poll(&descriptors, 2, -1) >= 0 || errno == EINTR else { break loop }
-                if descriptors[1].revents != 0 { stopped = true; break loop }
-            }
-            vms_wl_idle_close(pointer)
-            if !stopped { deliver(.closed) }
-        }
-
-        /// The wake pipe lives as long as the reader, so ``stop()`` never writes to a closed descriptor.
-        deinit {
-            for descriptor in wake where descriptor >= 0 { close(descriptor) }
-        }
     }
 }

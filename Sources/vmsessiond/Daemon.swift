@@ -59,7 +59,8 @@ struct Daemon {
             adminToken: adminToken, metrics: metrics, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
-        let source = DesktopIdleSource(variables: settings.sessionVariables, preference: settings.idleSource)
+        let source = DesktopIdleSource(
+            variables: settings.sessionVariables, preference: settings.idleSource, factory: DesktopIdleSource.standard(x11: settings.x11Idle))
         let controller = try IdleController(
             manager: manager, events: events, store: store, source: source.kind == nil ? nil : source,
             noSourceReason: "Idle detection is off (idleSource: none). "

@@ -22,6 +22,8 @@ struct DaemonSettings: Sendable {
     var display: String?
     /// Which idle source to use (`idleSource`): `auto` chooses from the session's environment.
     var idleSource: IdleSourceChoice.Preference
+    /// How an X server's idle time is read (`x11Idle`): `auto` uses XSync's alarms where the server has them.
+    var x11Idle: X11IdleMethod.Preference = .auto
     /// The session's variables the idle source is chosen from, with `display` and `waylandDisplay` applied.
     var sessionVariables: [String: String]
     /// Seconds without input before the desktop counts as idle, until `PUT /api/v1/daemon` stores another.
@@ -198,6 +200,10 @@ struct DaemonSettings: Sendable {
             let names = IdleSourceChoice.Preference.allCases.map(\.rawValue).joined(separator: ", ")
             throw VMSessionError(.invalidArgument, "idleSource must be one of \(names); got '\(sourceText)'.")
         }
+        let x11Text = config.string(forKey: "x11Idle", default: "auto")
+        guard let x11Idle = X11IdleMethod.Preference(rawValue: x11Text) else {
+            throw VMSessionError(.invalidArgument, "x11Idle must be auto or poll; got '\(x11Text)'.")
+        }
         var sessionVariables = environment.filter { sessionVariableNames.contains($0.key) }
         sessionVariables["DISPLAY"] = display
         if let wayland = config.string(forKey: "waylandDisplay") { sessionVariables["WAYLAND_DISPLAY"] = wayland }
@@ -210,7 +216,7 @@ struct DaemonSettings: Sendable {
                     default: InstalledLayout.defaultApplianceDirectory(stateDirectory: absolute(stateDirectory), executable: InstalledLayout.executable))),
             stopGraceSeconds: stopGrace, shutdownGraceSeconds: shutdownGrace,
             logLevel: config.string(forKey: "logLevel", default: "info"),
-            display: display?.isEmpty == true ? nil : display, idleSource: idleSource, sessionVariables: sessionVariables,
+            display: display?.isEmpty == true ? nil : display, idleSource: idleSource, x11Idle: x11Idle, sessionVariables: sessionVariables,
             idleTime: idleTime,
             maxConnections: maxConnections, maxEventStreams: maxEventStreams, retention: retention, quota: quota,
             maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,

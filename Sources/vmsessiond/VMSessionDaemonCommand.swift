@@ -32,6 +32,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               idleSource    VMSESSIOND_IDLE_SOURCE    default auto (from WAYLAND_DISPLAY, DISPLAY, XDG_*; or xscreensaver,
                                                       wayland, mutter, logind, none)
               waylandDisplay VMSESSIOND_WAYLAND_DISPLAY default $WAYLAND_DISPLAY (name under XDG_RUNTIME_DIR, or a path)
+              x11Idle       VMSESSIOND_X11_IDLE       default auto (XSync IDLETIME alarms, else XScreenSaver polled; or poll)
               idleTime      VMSESSIOND_IDLE_TIME      default 30 (seconds without input before idle; PUT /api/v1/daemon wins)
               maxConnections   VMSESSIOND_MAX_CONNECTIONS    default 4096 (lowered to fit the descriptor limit)
               maxEventStreams  VMSESSIOND_MAX_EVENT_STREAMS  default 2048 (all clients; at most maxConnections - 32)
@@ -92,6 +93,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("wayland-display"), help: "Wayland display for idle detection (default: $WAYLAND_DISPLAY).")
     var waylandDisplay: String?
 
+    @Option(name: .customLong("x11-idle"), help: "X11 idle: auto (XSync IDLETIME alarms where the server has them) or poll (XScreenSaver).")
+    var x11Idle: String?
+
     @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
     var idleTime: String?
 
@@ -139,6 +143,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["metricsListen"] = metricsListen
         flags["idleSource"] = idleSource
         flags["waylandDisplay"] = waylandDisplay
+        flags["x11Idle"] = x11Idle
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)

@@ -80,6 +80,43 @@ struct IdleSourceTests {
         try await daemon.stop()
     }
 
+    @Test("X11 through XSync's IDLETIME alarms: the source says so, the desktop is idle after idleTime, active right after xdotool's input, and idle again")
+    func xsyncAlarms() async throws {
+        let directory = try TemporaryDirectory("vms-e2e-xsync")
+        let display = try await VirtualDisplay()
+        defer { display.stop() }
+        let daemon = try await Self.daemon(directory, ["--idle-source", "xscreensaver", "--display", display.name])
+        let api = APIClient(port: daemon.port)
+        let status = try await api.waitForDetection("xscreensaver")
+        let name = try #require((status["idleSource"] as? [String: Any])?["name"] as? String)
+        #expect(name == "xsync IDLETIME \(display.name)", "Xvfb has SYNC and its IDLETIME counter: \(name)")
+        #expect(status["display"] as? String == display.name)
+        for _ in 0..<2 {
+            try await api.waitForIdle(true)
+            try display.moveMouse()
+            // The server's alarm on input wakes the daemon; nothing polls in between. Within 5 s, not timed.
+            try await api.waitForIdle(false, timeout: .seconds(5))
+        }
+        try await daemon.stop()
+    }
+
+    @Test("x11Idle: poll, as on a server without XSync (Xvfb cannot disable SYNC): XScreenSaver is polled, says why, and follows real input")
+    func xscreensaverFallback() async throws {
+        let directory = try TemporaryDirectory("vms-e2e-xss-poll")
+        let display = try await VirtualDisplay()
+        defer { display.stop() }
+        let daemon = try await Self.daemon(directory, ["--idle-source", "xscreensaver", "--display", display.name, "--x11-idle", "poll"])
+        let api = APIClient(port: daemon.port)
+        let status = try await api.waitForDetection("xscreensaver")
+        let name = try #require((status["idleSource"] as? [String: Any])?["name"] as? String)
+        #expect(name.hasPrefix("xscreensaver \(display.name)") && name.contains("x11Idle: poll"), "\(name)")
+        try await api.waitForIdle(true)
+        try display.moveMouse()
+        try await api.waitForIdle(false, timeout: .seconds(5))
+        try await api.waitForIdle(true)
+        try await daemon.stop()
+    }
+
     @Test("sway as a non-root user, started after the daemon: org_kde_kwin_idle is used, its input makes the desktop active, idleness comes back after idleTime")
     func waylandCompositor() async throws {
         let directory = try TemporaryDirectory("vms-e2e-wayland")
