@@ -51,6 +51,8 @@ let package = Package(
         ),
         // fallocate(2), which Swift's Glibc module does not declare: the console log's head is freed with it.
         .systemLibrary(name: "CFileHoles"),
+        // mallopt(3), which Swift's Glibc module does not declare: the daemon sets its allocator's policy (MallocPolicy).
+        .systemLibrary(name: "CMalloc"),
         .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver", "CWaylandIdle", "CSystemdBus"]),
         .target(name: "VMSessionCore"),
         .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
@@ -122,6 +124,7 @@ let package = Package(
                 "VMSessionHypervisor",
                 "VMSessionStore",
                 "VMSessionIdle",
+                "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
