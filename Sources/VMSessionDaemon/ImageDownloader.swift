@@ -23,7 +23,7 @@ public struct ImageDownloader: Sendable {
     }
 
     /// A client whose reads time out when a server stalls; it lives as long as the process, from the first
-    /// download on (a daemon that never downloads never builds it: its pool and TLS set-up cost about 1 MiB).
+    /// download on: a daemon that never downloads an image never builds it (its connection pool and TLS set-up).
     static let sharedClient = HTTPClient(
         eventLoopGroup: HTTPClient.defaultEventLoopGroup,
         configuration: .init(
