@@ -55,6 +55,8 @@ let package = Package(
         ),
         // fallocate(2), which Swift's Glibc module does not declare: the console log's head is freed with it.
         .systemLibrary(name: "CFileHoles"),
+        // mallopt(3), which Swift's Glibc module does not declare: the daemon sets its allocator's policy (MallocPolicy).
+        .systemLibrary(name: "CMalloc"),
         .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver", "CWaylandIdle", "CSystemdBus"]),
         .target(name: "VMSessionCore"),
         .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
@@ -139,6 +141,7 @@ let package = Package(
                 "VMSessionStore",
                 "VMSessionIdle",
                 "VMSessionMetrics",
+                "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 // The process-wide swift-metrics backend (Hummingbird's MetricsMiddleware records through it).

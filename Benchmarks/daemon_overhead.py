@@ -11,8 +11,8 @@ same figures as JSON (path printed at the end).
   3. read path    GET /api/v1/sessions/{id} under wrk vs virDomainGetInfo against a libvirtd (test driver)
                   over its Unix socket, at the same concurrency
   4. fan-out      100 and 1000 SSE clients on one session: emission -> receipt, events lost
-  5. footprint    daemon RSS idle and with N sessions, start-up time to the first answer with N sessions,
-                  against libvirtd's RSS
+  5. footprint    daemon RSS idle (anonymous and file-backed) and with N sessions, start-up time to the first
+                  answer with N sessions, against libvirtd's RSS and the idle goal (IDLE_RSS_GOAL_MIB)
 """
 
 import argparse
@@ -45,12 +45,16 @@ def spread(values):
             "min": min(values) if values else None, "max": max(values) if values else None}
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+# The daemon's idle resident memory goal (issue #20): what it keeps with no session and no client.
+IDLE_RSS_GOAL_MIB = 40
 
 
 class Daemon:
@@ -368,6 +372,8 @@ def footprint(opts, work, libvirtd_rss):
     try:
         time.sleep(1)
         idle = rss_kib(daemon.process.pid)
+        # Anonymous (heap, stacks: the daemon's own) and file-backed (code and libraries mapped from disk).
+        idle_parts = {"anonKiB": rss_kib(daemon.process.pid, "RssAnon"), "fileKiB": rss_kib(daemon.process.pid, "RssFile")}
         for i in range(count):
             daemon.new_session(f"s{i}")
         time.sleep(1)
@@ -390,7 +396,8 @@ def footprint(opts, work, libvirtd_rss):
         after_restart = rss_kib(daemon.process.pid)
         daemon.stop()
     return {"compared": "vmsessiond's RSS and start-up (test driver) vs libvirtd's RSS (test driver, idle)",
-            "sessions": count, "daemonRssIdleKiB": idle, "daemonRssWithSessionsKiB": loaded,
+            "sessions": count, "daemonRssIdleKiB": idle, "daemonRssIdleParts": idle_parts, "daemonRssWithSessionsKiB": loaded,
+            "goalIdleMiB": IDLE_RSS_GOAL_MIB,
             "daemonRssAfterRestartKiB": after_restart, "startupToFirstAnswerMs": spread(starts),
             "libvirtdRssKiB": libvirtd_rss}
 
@@ -413,9 +420,11 @@ def table(results):
         lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events   p50 {run['latencyMs']['p50']:7.2f} ms"
                      f"  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']} (goal 0)")
     f = results["footprint"]
-    lines.append(f"footprint: RSS idle {f['daemonRssIdleKiB'] / 1024:.1f} MiB, with {f['sessions']} sessions {f['daemonRssWithSessionsKiB'] / 1024:.1f} MiB,"
-                 f" after restart {f['daemonRssAfterRestartKiB'] / 1024:.1f} MiB; start-up to first answer p50 {f['startupToFirstAnswerMs']['p50']:.0f} ms;"
-                 f" libvirtd idle {f['libvirtdRssKiB'] / 1024:.1f} MiB")
+    parts = f["daemonRssIdleParts"]
+    lines.append("RSS idle".ljust(37) + f"daemon {f['daemonRssIdleKiB'] / 1024:5.1f} MiB (anon {parts['anonKiB'] / 1024:.1f}, file {parts['fileKiB'] / 1024:.1f})"
+                 f"   libvirtd {f['libvirtdRssKiB'] / 1024:5.1f} MiB   (goal <= {f['goalIdleMiB']} MiB)")
+    lines.append(f"RSS with {f['sessions']} sessions".ljust(37) + f"daemon {f['daemonRssWithSessionsKiB'] / 1024:5.1f} MiB, after a restart {f['daemonRssAfterRestartKiB'] / 1024:.1f} MiB;"
+                 f" start-up to first answer p50 {f['startupToFirstAnswerMs']['p50']:.0f} ms")
     return "\n".join(lines)
 
 

@@ -5,7 +5,8 @@ import VMSessionCore
 
 /// xterm.js, the terminal that `vmsession.js` and the daemon's page show a VM's serial console in, served by
 /// the daemon at `/lib/xterm/xterm.js` and `/lib/xterm/xterm.css` from Debian's packages: no build step and
-/// no third-party host. Public library code, like noVNC (see ``OriginGuard``); read once at start-up.
+/// no third-party host. Public library code, like noVNC (see ``OriginGuard``); read (and bundled) once, at
+/// the first request for it: an idle daemon holds none of it.
 ///
 /// Debian 12's `libjs-xterm` (3.8.1) ships an `xterm.js` that holds only the entry module's re-export (it
 /// calls `require`, which a browser does not have), so where that file is not a real bundle the daemon
@@ -22,12 +23,21 @@ struct XtermAssets: Sendable {
         return ["/usr/share/javascript/xterm", "/usr/share/nodejs/xterm/lib"]
     }
 
-    let script: WebController.Asset?
-    let style: WebController.Asset?
-    /// Where it came from, for the error when it is missing.
-    let origin: String
+    /// The script and style as served.
+    struct Files: Sendable {
+        let script: WebController.Asset?
+        let style: WebController.Asset?
+        /// Where it came from, for the error when it is missing.
+        let origin: String
+    }
+
+    let files: LoadedOnce<Files>
 
     init(candidates: [String] = XtermAssets.candidates) {
+        files = LoadedOnce { Self.read(candidates: candidates) }
+    }
+
+    static func read(candidates: [String]) -> Files {
         var script: ByteBuffer?
         var style: ByteBuffer?
         var origin = "not found in \(candidates.joined(separator: " or ")) (Debian packages 'libjs-xterm' and 'node-xterm')"
@@ -41,12 +51,13 @@ struct XtermAssets: Sendable {
             } else if let bundle = CommonJSBundle(directory: directory, entry: "public/Terminal", export: "Terminal",
                                                    addons: ["addons/fit/fit"], global: "Terminal") {
                 script = ByteBuffer(string: bundle.text)
-                origin = "\(directory) (\(bundle.moduleCount) modules, bundled at start-up)"
+                origin = "\(directory) (\(bundle.moduleCount) modules, bundled by the daemon)"
             }
         }
-        self.script = script.map { WebController.Asset(body: $0, contentType: "text/javascript; charset=utf-8", isPublic: true) }
-        self.style = style.map { WebController.Asset(body: $0, contentType: "text/css; charset=utf-8", isPublic: true) }
-        self.origin = origin
+        return Files(
+            script: script.map { WebController.Asset(body: $0, contentType: "text/javascript; charset=utf-8", isPublic: true) },
+            style: style.map { WebController.Asset(body: $0, contentType: "text/css; charset=utf-8", isPublic: true) },
+            origin: origin)
     }
 
     /// A browser build defines the terminal itself; Debian 12's stub is a few hundred bytes that `require` it.
@@ -56,11 +67,13 @@ struct XtermAssets: Sendable {
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/lib/xterm/xterm.js") { _, _ -> Response in
-            guard let script else { throw VMSessionError(.notFound, "xterm.js is \(origin).") }
+            let loaded = await files.value()
+            guard let script = loaded.script else { throw VMSessionError(.notFound, "xterm.js is \(loaded.origin).") }
             return WebController.response(script)
         }
         router.get("/lib/xterm/xterm.css") { _, _ -> Response in
-            guard let style else { throw VMSessionError(.notFound, "xterm.css is \(origin).") }
+            let loaded = await files.value()
+            guard let style = loaded.style else { throw VMSessionError(.notFound, "xterm.css is \(loaded.origin).") }
             return WebController.response(style)
         }
     }

@@ -22,21 +22,24 @@ public struct ImageDownloader: Sendable {
         }
     }
 
-    /// A client whose reads time out when a server stalls; it lives as long as the process.
+    /// A client whose reads time out when a server stalls; it lives as long as the process, from the first
+    /// download on: a daemon that never downloads an image never builds it (its connection pool and TLS set-up).
     static let sharedClient = HTTPClient(
         eventLoopGroup: HTTPClient.defaultEventLoopGroup,
         configuration: .init(
             redirectConfiguration: .follow(max: 5, allowCycles: false),
             timeout: .init(connect: .seconds(15), read: .seconds(60)), connectionPool: .init()))
 
-    let client: HTTPClient
+    /// The client given, else nil for ``sharedClient``, which is only made when a download starts.
+    private let givenClient: HTTPClient?
+    var client: HTTPClient { givenClient ?? Self.sharedClient }
     let retry: Retry
     let logger: Logger
     /// How often progress is reported while bytes flow (the last report always comes).
     static let reportInterval: Duration = .milliseconds(100)
 
     public init(client: HTTPClient? = nil, retry: Retry = .init(), logger: Logger) {
-        self.client = client ?? Self.sharedClient
+        givenClient = client
         self.retry = retry
         self.logger = logger
     }

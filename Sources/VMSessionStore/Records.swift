@@ -4,7 +4,7 @@ import VMSessionCore
 
 // Row types, one per table. They stay internal: the store speaks in VMSessionCore's types.
 
-struct SessionRow: Codable, FetchableRecord, PersistableRecord {
+struct SessionRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "sessions"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
     static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
@@ -78,7 +78,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord {
     }
 }
 
-struct EventRow: Codable, FetchableRecord, MutablePersistableRecord {
+struct EventRow: Codable, FetchableRecord, MutablePersistableRecord, StorageDated {
     static let databaseTableName = "events"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
     static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
@@ -99,7 +99,7 @@ struct EventRow: Codable, FetchableRecord, MutablePersistableRecord {
     }
 }
 
-struct OperationRow: Codable, FetchableRecord, PersistableRecord {
+struct OperationRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "operations"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
     static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
@@ -148,7 +148,7 @@ struct OperationRow: Codable, FetchableRecord, PersistableRecord {
     }
 }
 
-struct TokenRow: Codable, FetchableRecord, PersistableRecord {
+struct TokenRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "session_tokens"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
     static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import VMSessionCore
 
-struct ImageRow: Codable, FetchableRecord, PersistableRecord {
+struct ImageRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "images"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
     static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase

@@ -2,7 +2,7 @@ import Foundation
 import GRDB
 import VMSessionCore
 
-struct OriginRow: Codable, FetchableRecord, PersistableRecord {
+struct OriginRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "origins"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
     static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase

@@ -20,7 +20,7 @@ extension SessionStore {
                        OR id <= (SELECT id FROM events WHERE session_id = e.session_id ORDER BY id DESC LIMIT 1 OFFSET :keep)
                     GROUP BY session_id
                     """,
-                arguments: ["cutoff": cutoff, "keep": keepPerSession])
+                arguments: ["cutoff": StorageDate.text(cutoff), "keep": keepPerSession])
             var deleted = 0
             var highest: Int64 = 0
             for row in doomed {
@@ -66,7 +66,7 @@ extension SessionStore {
                     DELETE FROM operations WHERE status != 'running' AND updated_at < ?
                       AND id NOT IN (SELECT operation_id FROM sessions WHERE operation_id IS NOT NULL)
                     """,
-                arguments: [cutoff])
+                arguments: [StorageDate.text(cutoff)])
             return db.changesCount
         }
     }
@@ -113,7 +113,7 @@ extension SessionStore {
     @discardableResult
     public func prunePendingOrigins(lastSeenBefore cutoff: Date) throws -> Int {
         try write { db in
-            try db.execute(sql: "DELETE FROM origins WHERE status = 'pending' AND last_seen < ?", arguments: [cutoff])
+            try db.execute(sql: "DELETE FROM origins WHERE status = 'pending' AND last_seen < ?", arguments: [StorageDate.text(cutoff)])
             return db.changesCount
         }
     }

@@ -118,6 +118,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
+        MallocPolicy.apply()
         let environment = ProcessInfo.processInfo.environment
         var flags: [String: String] = [:]
         flags["listen"] = listen
