@@ -53,6 +53,8 @@ struct Daemon {
             adminToken: adminToken, logger: logger)
         // Sessions are reconciled before the first request is served.
         try await manager.reconcile()
+        let snapshots = SnapshotService(manager: manager, logger: logger)
+        try await snapshots.reconcile()
         let source = DesktopIdleSource(variables: settings.sessionVariables, preference: settings.idleSource)
         let controller = try IdleController(
             manager: manager, events: events, store: store, source: source.kind == nil ? nil : source,
@@ -69,7 +71,7 @@ struct Daemon {
         let consoles = ConsoleHub(limits: settings.console, logger: logger)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
-            controller: controller, mode: mode, budget: budget, consoles: consoles)
+            controller: controller, mode: mode, budget: budget, consoles: consoles, snapshots: snapshots)
         let host = settings.host
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
