@@ -182,6 +182,7 @@ let package = Package(
             name: "VMSessionAPITests",
             dependencies: [
                 "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionSchema", "VMSessionIdle",
+                "VMSessionTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -32,7 +32,7 @@ public enum VMSessionAPI {
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
-        consoles: ConsoleHub? = nil
+        consoles: ConsoleHub? = nil, snapshots: SnapshotService? = nil
     ) -> Routers {
         let router = Router(context: APIRequestContext.self)
         router.add(middleware: SecurityHeaders())
@@ -50,6 +50,7 @@ public enum VMSessionAPI {
         sessions.idleSource = { controller.idleSource() }
         sessions.addRoutes(to: router)
         GuestProxyController(sessions: sessions, policy: guestProxy).addRoutes(to: router)
+        SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
             .addRoutes(to: router)
         AdminController(manager: manager, origins: origins).addRoutes(to: router)
