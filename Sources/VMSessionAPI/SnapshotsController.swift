@@ -14,8 +14,8 @@ struct SnapshotsController {
         let group = router.group("/api/v1/sessions/:id/snapshots").add(middleware: SessionAccess(manager: sessions.manager))
         group.get(use: list)
         group.post(use: create)
-        group.post(":name/revert", use: revert)
-        group.delete(":name", use: delete)
+        group.post(":snapshot/revert", use: revert)
+        group.delete(":snapshot", use: delete)
     }
 
     struct SnapshotList: Encodable {
@@ -59,6 +59,6 @@ struct SnapshotsController {
     }
 
     static func name(in context: APIRequestContext) -> String {
-        context.parameters.get("name") ?? ""
+        context.parameters.get("snapshot") ?? ""
     }
 }
