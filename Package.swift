@@ -206,6 +206,7 @@ let package = Package(
                 "VMSessionAPI", "VMSessionDaemon", "VMSessionStore", "VMSessionHypervisor", "VMSessionCore", "VMSessionSchema", "VMSessionIdle",
                 "VMSessionMetrics",
                 .product(name: "Metrics", package: "swift-metrics"),
+                "VMSessionTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

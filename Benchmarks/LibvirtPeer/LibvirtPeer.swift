@@ -13,7 +13,7 @@ struct LibvirtPeer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmsessionbench-peer",
         abstract: "Direct-libvirt peer for vmsessiond's benchmarks.",
-        subcommands: [ColdStart.self, Control.self, GetInfo.self, Hibernate.self])
+        subcommands: [ColdStart.self, Control.self, GetInfo.self, Hibernate.self, Snapshots.self])
 }
 
 /// Options shared by the subcommands that boot the appliance through the embedded QEMU driver.
@@ -155,6 +155,42 @@ struct Hibernate: AsyncParsableCommand {
             "memoryMiB": memory, "hibernateMs": save, "restoreMs": restore,
             "hypervisorHibernateMs": layerSave, "hypervisorRestoreMs": layerRestore,
         ])
+    }
+}
+
+struct Snapshots: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Internal snapshots with memory of a running appliance (create, revert, delete), and the alternative's memory half: save to a file and restore.")
+    @OptionGroup var options: ApplianceOptions
+
+    func run() async throws {
+        let hypervisor = try options.hypervisor()
+        let id = SessionID()
+        try await hypervisor.define(try options.spec(id))
+        try await hypervisor.start(id)
+        try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: ready")
+        let clock = ContinuousClock()
+        var create: [Double] = [], revert: [Double] = [], delete: [Double] = [], save: [Double] = [], restore: [Double] = []
+        for index in 0..<options.runs {
+            var start = clock.now
+            _ = try await hypervisor.createSnapshot("bench-\(index)", of: id)
+            create.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try await hypervisor.revertToSnapshot("bench-\(index)", of: id, paused: false)
+            revert.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try await hypervisor.deleteSnapshot("bench-\(index)", of: id)
+            delete.append(milliseconds(start.duration(to: clock.now)))
+            // The alternative keeps memory in a file of its own (virDomainSave's format, as managed save writes it).
+            start = clock.now
+            try await hypervisor.hibernate(id)
+            save.append(milliseconds(start.duration(to: clock.now)))
+            start = clock.now
+            try await hypervisor.start(id)
+            restore.append(milliseconds(start.duration(to: clock.now)))
+        }
+        try await hypervisor.remove(id)
+        try printJSON(["createMs": create, "revertMs": revert, "deleteMs": delete, "saveMs": save, "restoreMs": restore])
     }
 }
 

@@ -16,6 +16,8 @@ public struct LibvirtError: Error, CustomStringConvertible, Sendable {
 
     /// Whether the error says that the domain does not exist.
     public var isNoDomain: Bool { code == Int32(VIR_ERR_NO_DOMAIN.rawValue) }
+    /// Whether the error says that the snapshot does not exist.
+    public var isNoSnapshot: Bool { code == Int32(VIR_ERR_NO_DOMAIN_SNAPSHOT.rawValue) }
     /// Whether the error says the operation is not supported by this driver.
     public var isUnsupported: Bool {
         code == Int32(VIR_ERR_NO_SUPPORT.rawValue) || code == Int32(VIR_ERR_ARGUMENT_UNSUPPORTED.rawValue)

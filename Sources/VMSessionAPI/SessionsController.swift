@@ -21,7 +21,7 @@ struct SessionsController {
         let session = router.group("/api/v1/sessions/:id").add(middleware: SessionAccess(manager: manager))
         session.get(use: show)
         session.delete(use: delete)
-        for action in SessionAction.allCases {
+        for action in SessionAction.allCases where !action.isSnapshotAction {
             session.post("\(action.rawValue)") { request, context in
                 try await perform(action, request: request, context: context)
             }

@@ -37,7 +37,7 @@ public enum VMSessionAPI {
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
-        consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil
+        consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil, snapshots: SnapshotService? = nil
     ) -> Routers {
         let collector = metrics ?? MetricsCollector(
             metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
@@ -59,6 +59,7 @@ public enum VMSessionAPI {
         sessions.addRoutes(to: router)
         GuestProxyController(sessions: sessions, policy: guestProxy, metrics: collector.metrics).addRoutes(to: router)
         let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
+        SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
         AdminController(manager: manager, origins: origins, metrics: collector.metrics).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)

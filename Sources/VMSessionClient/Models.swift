@@ -112,7 +112,16 @@ public struct ImageInfo: Decodable, Sendable {
     public let download: Download?
 }
 
+/// A snapshot of a session's VM: its name, when it was taken, the state a revert brings back, its size.
+public struct SnapshotInfo: Decodable, Sendable {
+    public let name: String
+    public let created: Date
+    public let state: String
+    public let bytes: Int64
+}
+
 struct SessionList: Decodable { let sessions: [SessionInfo] }
+struct SnapshotList: Decodable { let snapshots: [SnapshotInfo] }
 struct OriginList: Decodable { let origins: [OriginInfo] }
 struct ImageList: Decodable { let images: [ImageInfo] }
 struct Property: Decodable { let name: String; let value: String }

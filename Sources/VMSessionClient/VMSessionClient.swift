@@ -68,7 +68,13 @@ public struct VMSessionClient: Sendable {
     /// ``perform(_:on:body:)`` and then waits for the operation's end; throws if it did not succeed.
     @discardableResult
     public func run(_ action: String, on id: String, body: [String: JSONValue] = [:], timeout: Int = 120) async throws -> OperationInfo {
-        let receipt = try await perform(action, on: id, body: body)
+        try await finish(try await perform(action, on: id, body: body), timeout: timeout)
+    }
+
+    /// Waits for the operation an action started; throws if it did not succeed.
+    @discardableResult
+    public func finish(_ receipt: ActionReceipt, timeout: Int = 120) async throws -> OperationInfo {
+        let action = receipt.operation.action
         let done = try await wait(for: receipt.operation.id, timeout: timeout)
         guard done.status == "succeeded" else {
             throw VMSessionClientError(
@@ -93,6 +99,28 @@ public struct VMSessionClient: Sendable {
     public func property(_ name: String, of id: String) async throws -> String {
         let property: Property = try await get("/api/v1/sessions/\(id)/properties/\(Self.escaped(name))")
         return property.value
+    }
+
+    // MARK: Snapshots
+
+    /// The session's snapshots, oldest first.
+    public func snapshots(of id: String) async throws -> [SnapshotInfo] {
+        let list: SnapshotList = try await get("/api/v1/sessions/\(id)/snapshots")
+        return list.snapshots
+    }
+
+    /// Starts taking snapshot `name` of the running or paused VM (memory and disk); wait with ``finish(_:timeout:)``.
+    public func takeSnapshot(_ name: String, of id: String) async throws -> ActionReceipt {
+        try await send("POST", "/api/v1/sessions/\(id)/snapshots", body: ["name": .string(name)])
+    }
+
+    /// Starts bringing the VM back to snapshot `name`, running or paused as it was then.
+    public func revert(_ id: String, to name: String) async throws -> ActionReceipt {
+        try await send("POST", "/api/v1/sessions/\(id)/snapshots/\(Self.escaped(name))/revert", body: [:])
+    }
+
+    public func deleteSnapshot(_ name: String, of id: String) async throws {
+        try await sendEmpty("DELETE", "/api/v1/sessions/\(id)/snapshots/\(Self.escaped(name))")
     }
 
     /// Deletes a closed session for good.

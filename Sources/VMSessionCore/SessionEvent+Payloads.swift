@@ -107,6 +107,18 @@ extension SessionEvent {
         public init(name: String) { self.name = name }
     }
 
+    /// A snapshot taken, reverted to or deleted: which, and (taken, reverted) the state it holds.
+    public struct SnapshotChanged: Codable, Equatable, Sendable {
+        public var name: String
+        public var state: SessionState?
+        public var bytes: Int64?
+        public init(name: String, state: SessionState? = nil, bytes: Int64? = nil) {
+            self.name = name
+            self.state = state
+            self.bytes = bytes
+        }
+    }
+
     /// Encodes a payload as the JSON object text that events carry.
     public static func encode(_ payload: some Encodable) -> String {
         let encoder = JSONEncoder()

@@ -12,6 +12,8 @@ public struct SessionEvent: Equatable, Sendable {
         /// What the daemon did on the session's behalf, in words (the plugin's `debug(message)`): the image a
         /// version resolved to, the VM it defined, where the guest's API answers (through the daemon).
         case debug
+        /// A snapshot of the session's VM was taken, reverted to, or deleted (payload: ``SessionEvent/SnapshotChanged``).
+        case snapshotCreated, snapshotReverted, snapshotDeleted
     }
 
     public var id: Int64

@@ -25,13 +25,14 @@ public struct SessionLifecycle: Equatable, Sendable {
 
     /// Accepts `action` if the state allows it and nothing else is running; the session moves to the
     /// transition's `during` state. Throws `invalid_state` or `operation_in_progress` and changes nothing otherwise.
-    public mutating func request(_ action: SessionAction) throws(VMSessionError) -> SessionTransition {
+    /// A revert may say which state it reaches (`reaching`, see ``SessionTransition/reaching(_:)``).
+    public mutating func request(_ action: SessionAction, reaching target: SessionState? = nil) throws(VMSessionError) -> SessionTransition {
         if let pending {
             throw VMSessionError(
                 .operationInProgress,
                 "The session is busy with '\(pending.action.rawValue)'; wait for it to finish before '\(action.rawValue)'.")
         }
-        guard let transition = SessionTransition.of(action, from: state) else {
+        guard let transition = SessionTransition.of(action, from: state)?.reaching(target) else {
             let allowed = SessionTransition.allowedActions(in: state).map(\.rawValue)
             let hint = allowed.isEmpty ? "no action is allowed now" : "allowed: \(allowed.joined(separator: ", "))"
             throw VMSessionError(.invalidState, "Cannot \(action.rawValue) a session that is \(state.rawValue) (\(hint)).")

@@ -52,6 +52,8 @@ public struct SessionQuota: Equatable, Sendable {
     public var sessionsPerClient: Int
     public var resources: Resources
     public var resourcesPerClient: Resources
+    /// Snapshots per session and per client (see ``checkSnapshot(of:by:memoryMiB:existing:)``).
+    public var snapshots: SnapshotLimits
 
     /// Defaults for a desktop: 64 sessions (16 per page); open VMs up to 64 cpus, 64 GiB memory and 1 TiB disk
     /// in all, 16 cpus, 32 GiB and 256 GiB per page.
@@ -60,7 +62,10 @@ public struct SessionQuota: Equatable, Sendable {
         resources: Resources(cpus: 64, memory: 65_536, disk: 1_048_576),
         resourcesPerClient: Resources(cpus: 16, memory: 32_768, disk: 262_144))
 
-    public init(sessions: Int, sessionsPerClient: Int, resources: Resources, resourcesPerClient: Resources) {
+    public init(
+        sessions: Int, sessionsPerClient: Int, resources: Resources, resourcesPerClient: Resources, snapshots: SnapshotLimits = .defaults
+    ) {
+        self.snapshots = snapshots
         self.sessions = sessions
         self.sessionsPerClient = sessionsPerClient
         self.resources = resources

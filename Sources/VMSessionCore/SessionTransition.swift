@@ -21,10 +21,23 @@ public struct SessionTransition: Equatable, Sendable {
         case (.running, .reset): return to(.running, .running, failure: .running)
         case (.running, .stop), (.paused, .stop): return to(.stopping, .open)
         case (.running, .hibernate), (.paused, .hibernate): return to(.saving, .saved)
+        // A snapshot leaves the VM as it was; a revert reaches the snapshot's state (see ``reaching(_:)``), and a
+        // failed one leaves a VM nobody can vouch for.
+        case (.running, .snapshot), (.paused, .snapshot), (.running, .deleteSnapshot), (.paused, .deleteSnapshot),
+            (.open, .deleteSnapshot):
+            return to(state, state, failure: state)
+        case (.running, .revert), (.paused, .revert): return to(state, state)
         case (.open, .close), (.running, .close), (.paused, .close), (.saved, .close), (.error, .close):
             return to(.closing, .closed)
         default: return nil
         }
+    }
+
+    /// The same transition, succeeding in `target`: a revert ends running or paused as its snapshot was taken,
+    /// which the table cannot know. Only a revert's target can be chosen.
+    public func reaching(_ target: SessionState?) -> SessionTransition {
+        guard let target, action == .revert, target == .running || target == .paused else { return self }
+        return SessionTransition(action: action, from: from, during: during, onSuccess: target, onFailure: onFailure)
     }
 
     /// The actions allowed in `state`, for error messages and documentation.

@@ -47,6 +47,8 @@ public actor SessionManager: Service {
         case open(Requirements)
         /// User-data as a template, and the parameters that fill it.
         case start(userData: String?, parameters: [String: String])
+        /// A snapshot action's work, run by its owner (see ``SessionWork``).
+        case work(SessionWork)
     }
 
     struct Job: Sendable {
@@ -517,8 +519,13 @@ public actor SessionManager: Service {
         } else if case .start(nil, let parameters) = input, !parameters.isEmpty {
             throw VMSessionError(.invalidArgument, "'parameters' fill in 'userData', which is missing.")
         }
+        var work: SessionWork?
+        if case .work(let given) = input { work = given }
+        guard action.isSnapshotAction == (work != nil) else {
+            throw VMSessionError(.internalError, "'\(action.rawValue)' was asked for without its work, or work without a snapshot action.")
+        }
         var lifecycle = SessionLifecycle(state: entry.session.state, pending: pending[id])
-        let transition = try lifecycle.request(action)
+        let transition = try lifecycle.request(action, reaching: work?.reaching)
 
         let now = Date()
         let operation = SessionOperation(
@@ -693,6 +700,9 @@ public actor SessionManager: Service {
             progress(job, 1, of: 2, "Saving the VM's memory to disk")
             try await hypervisor.hibernate(id)
             progress(job, 2, of: 2, "VM hibernated")
+        case .snapshot, .revert, .deleteSnapshot:
+            guard case .work(let work) = job.input else { throw VMSessionError(.internalError, "a snapshot action ran without its work") }
+            try await work.run { done, message in await self.progress(job, done, of: work.steps, message) }
         case .close:
             progress(job, 1, of: 2, "Powering off and removing the VM")
             try await hypervisor.remove(id)

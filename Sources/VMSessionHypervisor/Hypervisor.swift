@@ -52,6 +52,16 @@ public protocol Hypervisor: Sendable {
     /// the hypervisor reports nothing for is left out. If the call is cancelled, it returns at once (throwing
     /// `CancellationError`) and leaves the hypervisor's call to finish on its own.
     func machineStats() async throws -> [SessionID: MachineStats]
+
+    /// Takes snapshot `name` of the running or paused VM, memory and disk, leaving it as it was; returns the
+    /// bytes it took on the host.
+    func createSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64
+    /// Brings the VM back to snapshot `name`, running or (`paused`) paused.
+    func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError)
+    /// Deletes snapshot `name`; succeeds if it is not there.
+    func deleteSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError)
+    /// The names of the VM's snapshots (none if the VM is not defined).
+    func snapshotNames(of id: SessionID) async throws(VMSessionError) -> [String]
 }
 
 extension Hypervisor {
@@ -63,6 +73,16 @@ extension Hypervisor {
     public func console(of id: SessionID) -> ConsoleEndpoints? { nil }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { nil }
     public func machineStats() async throws -> [SessionID: MachineStats] { [:] }
+    public func createSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
+        throw VMSessionError(.notSupported, "This hypervisor takes no snapshots.")
+    }
+    public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
+        throw VMSessionError(.notSupported, "This hypervisor takes no snapshots.")
+    }
+    public func deleteSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) {
+        throw VMSessionError(.notSupported, "This hypervisor takes no snapshots.")
+    }
+    public func snapshotNames(of id: SessionID) async throws(VMSessionError) -> [String] { [] }
 }
 
 /// Where the daemon reaches a guest's API: a Unix socket only the daemon's user can open (a real guest,

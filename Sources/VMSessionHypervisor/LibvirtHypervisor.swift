@@ -60,7 +60,7 @@ public final class LibvirtHypervisor: Hypervisor {
     /// Each QEMU guest's network sandbox (nil for drivers that run no QEMU).
     let network: GuestNetwork?
     /// Sessions whose VM is being started: a late "stopped" event must not take their new network down.
-    private let starting = SessionSet()
+    let starting = SessionSet()
 
     public init(configuration: Configuration, logger: Logger) throws(VMSessionError) {
         self.configuration = configuration

@@ -46,6 +46,7 @@ struct DaemonSettings: Sendable {
     /// The names under `limits.` (config key `limits.NAME`, flag `--limit NAME=VALUE`).
     static let limitNames = [
         "sessions", "sessionsPerOrigin", "cpus", "memory", "disk", "cpusPerOrigin", "memoryPerOrigin", "diskPerOrigin", "pendingOrigins",
+        "snapshotsPerSession", "snapshotsPerOrigin", "snapshotMiBPerSession", "snapshotMiBPerOrigin",
     ]
     /// How execution caps are applied: auto, libvirt, cgroup or none (see `CapMechanism`).
     var capMechanism: String
@@ -160,7 +161,12 @@ struct DaemonSettings: Sendable {
             resourcesPerClient: .init(
                 cpus: try limit("cpusPerOrigin", defaults.resourcesPerClient.cpus),
                 memory: try limit("memoryPerOrigin", defaults.resourcesPerClient.memory),
-                disk: try limit("diskPerOrigin", defaults.resourcesPerClient.disk)))
+                disk: try limit("diskPerOrigin", defaults.resourcesPerClient.disk)),
+            snapshots: .init(
+                perSession: try limit("snapshotsPerSession", defaults.snapshots.perSession),
+                perClient: try limit("snapshotsPerOrigin", defaults.snapshots.perClient),
+                mebibytesPerSession: try limit("snapshotMiBPerSession", defaults.snapshots.mebibytesPerSession),
+                mebibytesPerClient: try limit("snapshotMiBPerOrigin", defaults.snapshots.mebibytesPerClient)))
         let consoleDefaults = ConsoleMultiplexer.Limits.defaults
         func consoleSetting(_ name: String, _ fallback: Int, _ range: ClosedRange<Int>) throws(VMSessionError) -> Int {
             let text = config.string(forKey: ConfigKey(["console", name]), default: "\(fallback)")

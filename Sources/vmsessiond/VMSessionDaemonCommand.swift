@@ -43,6 +43,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               limits.cpus, limits.memory, limits.disk    default 64, 65536, 1048576 (open sessions in all; MiB)
               limits.cpusPerOrigin, limits.memoryPerOrigin, limits.diskPerOrigin   default 16, 32768, 262144
               limits.pendingOrigins                      default 64 (web origins waiting for approval)
+              limits.snapshotsPerSession, limits.snapshotsPerOrigin      default 8, 32
+              limits.snapshotMiBPerSession, limits.snapshotMiBPerOrigin  default 16384, 65536 (MiB of snapshots)
                 (variables VMSESSIOND_LIMITS_SESSIONS, …; flag --limit NAME=VALUE, e.g. --limit cpus=8)
               console.historyBytes        default 262144 (serial output replayed to each new console client)
               console.viewerBufferBytes   default 1048576 (output waiting for one client before it is dropped)
@@ -99,7 +101,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-time"), help: "Seconds without input before the desktop counts as idle (1-86400).")
     var idleTime: String?
 
-    @Option(help: "A quota, as NAME=VALUE (sessions, sessionsPerOrigin, cpus, memory, disk, cpusPerOrigin, memoryPerOrigin, diskPerOrigin, pendingOrigins); repeatable.")
+    @Option(help: "A quota, as NAME=VALUE (sessions, sessionsPerOrigin, cpus, memory, disk, cpusPerOrigin, memoryPerOrigin, diskPerOrigin, pendingOrigins, snapshotsPerSession, snapshotsPerOrigin, snapshotMiBPerSession, snapshotMiBPerOrigin); repeatable.")
     var limit: [String] = []
 
     @Option(name: .customLong("cap-mechanism"), help: "How execution caps are applied: auto, libvirt, cgroup or none.")

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """make chaos: the real vmsessiond on libvirt's embedded QEMU driver with real appliance guests, killed
-with SIGKILL at random points of open, start, pause, hibernate, restore, stop and close, and with its
-qemu killed. After each restart it checks that:
+with SIGKILL at random points of open, start, pause, hibernate, restore, stop, close, snapshot and revert,
+and with its qemu killed. After each restart it checks that:
 
 - every event a client had received is still there, in order, with the same type and time (?since=0);
 - every session's state matches the VM: one qemu for running/paused, a managed-save file and no qemu for
   saved, no qemu for open/error, nothing at all (qemu, domain, files) for closed;
 - there is no orphan qemu, domain, machine directory or guest network helper (passt, pasta, socat);
+- every session lists exactly the snapshots libvirt keeps metadata of (none once closed);
 - `PRAGMA integrity_check` says ok;
 - the next action works.
 
@@ -32,16 +33,16 @@ import urllib.request
 ACTIONS_BY_STATE = {
     "closed": ["open"],
     "open": ["start", "close"],
-    "running": ["pause", "hibernate", "stop", "close", "qemu-kill"],
-    "paused": ["resume", "hibernate", "stop", "close"],
+    "running": ["pause", "hibernate", "stop", "close", "qemu-kill", "snapshot", "revert"],
+    "paused": ["resume", "hibernate", "stop", "close", "snapshot", "revert"],
     "saved": ["start", "close"],
     "error": ["close", "open", "start"],
 }
 # After each restart one of these runs to its end (it must work); the choice spreads the sessions over
 # every state, so that the next round's kill can land in any action (restore from saved included).
 NEXT_ACTIONS = {
-    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop"],
-    "paused": ["resume", "hibernate"], "saved": ["start"], "error": ["open"],
+    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop", "snapshot"],
+    "paused": ["resume", "hibernate", "revert"], "saved": ["start"], "error": ["open"],
 }
 REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
 
@@ -226,6 +227,12 @@ def reality(state_dir, sid):
     return {"qemu": len(qemu_pids(name)), "save": bool(saves), "defined": bool(configs), "dir": machine_dir}
 
 
+def libvirt_snapshots(state_dir, sid):
+    """The snapshots libvirt keeps metadata of for the session's VM."""
+    files = glob.glob(os.path.join(state_dir, "libvirt", "**", "snapshot", f"vms-{sid}", "*.xml"), recursive=True)
+    return sorted(os.path.basename(f)[:-4] for f in files)
+
+
 def matches(state, real):
     if state in ("running", "paused"):
         return real["qemu"] == 1 and not real["save"]
@@ -266,6 +273,15 @@ def wait_operation(api, token, operation, timeout=120):
 
 
 def act(api, sid, token, action):
+    if action in ("snapshot", "revert"):
+        status, listed = api.call("GET", f"/api/v1/sessions/{sid}/snapshots", token=token)
+        names = [snapshot["name"] for snapshot in listed.get("snapshots", [])] if status == 200 else []
+        if action == "revert" and names:
+            return api.call("POST", f"/api/v1/sessions/{sid}/snapshots/{random.choice(names)}/revert", token=token)
+        # Room under the per-session quota: the oldest goes first.
+        if len(names) >= 4:
+            api.call("DELETE", f"/api/v1/sessions/{sid}/snapshots/{names[0]}", token=token)
+        return api.call("POST", f"/api/v1/sessions/{sid}/snapshots", token=token, body={"name": f"chaos-{time.time_ns()}"})
     body = None
     if action == "open":
         body = REQUIREMENTS
@@ -347,6 +363,11 @@ def main():
                 real = reality(state_dir, s)
                 if not matches(body.get("state"), real):
                     counts.note("mismatches", f"{s[:8]} is {body.get('state')} ({body.get('lastError')}) but the VM is {real}")
+                # Snapshots: the daemon lists exactly those libvirt keeps (none once closed).
+                _, listed = api.call("GET", f"/api/v1/sessions/{s}/snapshots", token=e["token"])
+                mine = sorted(snapshot["name"] for snapshot in listed.get("snapshots", []))
+                if mine != libvirt_snapshots(state_dir, s):
+                    counts.note("mismatches", f"{s[:8]} lists snapshots {mine} but libvirt keeps {libvirt_snapshots(state_dir, s)}")
             # Orphans: qemu or machine directories of no session of ours, or closed sessions' leftovers.
             for name, pids in qemu_pids().items():
                 if name not in ours:

@@ -59,7 +59,8 @@ class Daemon:
              # The fuzzer creates thousands of sessions and opens them with any resources: quotas as high
              # as they go, so that it reaches the rest (the quotas have tests of their own).
              *[arg for limit in ("sessions", "sessionsPerOrigin", "cpus", "memory", "disk", "cpusPerOrigin",
-                                 "memoryPerOrigin", "diskPerOrigin")
+                                 "memoryPerOrigin", "diskPerOrigin", "snapshotsPerSession", "snapshotsPerOrigin",
+                                 "snapshotMiBPerSession", "snapshotMiBPerOrigin")
                for arg in ("--limit", f"{limit}=1099511627776")]],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60

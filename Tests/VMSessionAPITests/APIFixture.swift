@@ -31,7 +31,7 @@ struct APIFixture {
     /// `guestProxy` is the proxy's policy; `testing` `.live` serves on a real loopback port (the client's `port`).
     static func run(
         source: (any IdleSource)? = nil, apiPort: (@Sendable () -> Int)? = nil, guestProxy: GuestProxyPolicy = .defaults,
-        testing: TestingSetup = .router, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
+        testing: TestingSetup = .router, hypervisor scripted: (any Hypervisor)? = nil, quota: SessionQuota = .defaults, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
@@ -51,6 +51,8 @@ struct APIFixture {
                     return assigned.port(for: id, picking: apiPort)
                 }),
             logger: logger)
+        // A scripted hypervisor, where a test needs what libvirt's test driver cannot do (snapshots with memory).
+        let chosen: any Hypervisor = scripted ?? hypervisor
         let metrics = DaemonMetrics()
         let events = EventHub(store: store, metrics: metrics)
         var hasher = SecretHasher()
@@ -61,8 +63,8 @@ struct APIFixture {
             store: store, catalog: ImageCatalog(applianceDirectory: directory + "/appliance"), directory: directory + "/images",
             downloader: ImageDownloader(retry: .init(attempts: 3, firstDelay: .milliseconds(20)), logger: logger), logger: logger)
         let manager = SessionManager(
-            store: store, events: events, hypervisor: hypervisor, images: images,
-            configuration: .init(stopGrace: .seconds(1)),
+            store: store, events: events, hypervisor: chosen, images: images,
+            configuration: .init(stopGrace: .seconds(1), quota: quota),
             hasher: hasher, adminToken: adminToken, metrics: metrics, logger: logger)
         try await manager.reconcile()
         let controller = try IdleController(
@@ -70,9 +72,9 @@ struct APIFixture {
             idleTime: 30, logger: logger)
         let origins = try OriginRegistry(store: store, logger: logger)
         let router = VMSessionAPI.buildRouter(
-            manager: manager, events: events, origins: origins, hypervisor: hypervisor.description, controller: controller,
+            manager: manager, events: events, origins: origins, hypervisor: chosen.description, controller: controller,
             guestProxy: guestProxy,
-            metrics: MetricsCollector(metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: nil))
+            metrics: MetricsCollector(metrics: metrics, manager: manager, hypervisor: chosen, controller: controller, consoles: nil))
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(

@@ -8,15 +8,19 @@ struct SessionTransitionTests {
     /// (state, action) -> (during, on success, on failure). Every pair not listed must be refused.
     static let expected: [SessionState: [SessionAction: (SessionState, SessionState, SessionState)]] = [
         .closed: [.open: (.opening, .open, .error)],
-        .open: [.start: (.starting, .running, .error), .close: (.closing, .closed, .error)],
+        .open: [
+            .start: (.starting, .running, .error), .close: (.closing, .closed, .error), .deleteSnapshot: (.open, .open, .open),
+        ],
         .running: [
             .pause: (.running, .paused, .running), .stop: (.stopping, .open, .error),
             .hibernate: (.saving, .saved, .error), .reset: (.running, .running, .running),
-            .close: (.closing, .closed, .error),
+            .close: (.closing, .closed, .error), .snapshot: (.running, .running, .running),
+            .revert: (.running, .running, .error), .deleteSnapshot: (.running, .running, .running),
         ],
         .paused: [
             .resume: (.paused, .running, .paused), .stop: (.stopping, .open, .error),
             .hibernate: (.saving, .saved, .error), .close: (.closing, .closed, .error),
+            .snapshot: (.paused, .paused, .paused), .revert: (.paused, .paused, .error), .deleteSnapshot: (.paused, .paused, .paused),
         ],
         .saved: [.start: (.starting, .running, .error), .close: (.closing, .closed, .error)],
         .error: [

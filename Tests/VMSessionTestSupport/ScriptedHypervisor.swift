@@ -11,6 +11,7 @@ public actor ScriptedHypervisor: Hypervisor {
     /// The kinds of call, for failures, gates and the call log.
     public enum Call: String, Sendable, Hashable {
         case define, start, pause, resume, reset, stop, hibernate, remove, setExecutionCap
+        case snapshot, revert, deleteSnapshot
     }
 
     public nonisolated let description = HypervisorDescription(
@@ -23,6 +24,10 @@ public actor ScriptedHypervisor: Hypervisor {
     public private(set) var calls: [(Call, SessionID)] = []
     /// Stale state to report from ``repairInterrupted()`` (it clears the saved flag of a live VM).
     public private(set) var savedBesideProcess: Set<SessionID> = []
+    /// Each VM's snapshots: the status each one brings back, and the bytes it reports.
+    public private(set) var snapshots: [SessionID: [String: MachineStatus]] = [:]
+    /// The bytes each snapshot reports taking.
+    public var snapshotBytes: Int64 = 64 << 20
     private var failures: [Call: [VMSessionError]] = [:]
     private var gates: [Call: Gate] = [:]
 
@@ -109,6 +114,7 @@ public actor ScriptedHypervisor: Hypervisor {
         try await perform(.remove, id) {
             machines[id] = nil
             specs[id] = nil
+            snapshots[id] = nil
         }
     }
 
@@ -141,6 +147,38 @@ public actor ScriptedHypervisor: Hypervisor {
     public func repairInterrupted() async throws(VMSessionError) -> [String] {
         defer { savedBesideProcess = [] }
         return savedBesideProcess.map { "removed the stale hibernation image of \($0)" }
+    }
+
+    public func createSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
+        try await perform(.snapshot, id) { () throws(VMSessionError) in
+            let status = machines[id] ?? .absent
+            if case .paused = status {} else if status != .running {
+                throw VMSessionError(.invalidState, "Could not take a snapshot: \(status)")
+            }
+            guard snapshots[id]?[name] == nil else { throw VMSessionError(.invalidState, "snapshot '\(name)' exists") }
+            snapshots[id, default: [:]][name] = status
+        }
+        return snapshotBytes
+    }
+
+    public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
+        try await perform(.revert, id) { () throws(VMSessionError) in
+            guard snapshots[id]?[name] != nil else { throw VMSessionError(.notFound, "no snapshot '\(name)'") }
+            machines[id] = paused ? .paused(reason: "from snapshot") : .running
+        }
+    }
+
+    public func deleteSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) {
+        try await perform(.deleteSnapshot, id) { snapshots[id]?[name] = nil }
+    }
+
+    public func snapshotNames(of id: SessionID) async throws(VMSessionError) -> [String] {
+        snapshots[id].map { Array($0.keys) } ?? []
+    }
+
+    /// Gives a VM a snapshot the daemon did not take (left by a run killed half-way).
+    public func addSnapshot(_ name: String, of id: SessionID, status: MachineStatus = .running) {
+        snapshots[id, default: [:]][name] = status
     }
 
     // MARK: Plumbing

@@ -5,11 +5,11 @@
 
 (function () {
   const TOKEN_KEY = 'vmsessiond.adminToken';
-  const ACTIONS = ['start', 'pause', 'resume', 'stop', 'hibernate', 'reset', 'close'];
+  const ACTIONS = ['start', 'pause', 'resume', 'stop', 'hibernate', 'reset', 'snapshot', 'revert', 'close'];
   /** What each state allows (the daemon's state table); the daemon checks again. */
   const ALLOWED = {
-    closed: ['open'], open: ['start', 'close'], running: ['pause', 'stop', 'hibernate', 'reset', 'close'],
-    paused: ['resume', 'stop', 'hibernate', 'close'], saved: ['start', 'close'], error: ['open', 'start', 'close'],
+    closed: ['open'], open: ['start', 'close'], running: ['pause', 'stop', 'hibernate', 'reset', 'snapshot', 'revert', 'close'],
+    paused: ['resume', 'stop', 'hibernate', 'snapshot', 'revert', 'close'], saved: ['start', 'close'], error: ['open', 'start', 'close'],
   };
   const SESSION_EVENTS = ['stateChanged', 'progress', 'operationStarted', 'operationCompleted', 'operationFailed',
     'executionCapChanged', 'error'];
@@ -75,10 +75,24 @@
     return session.cpus + ' cpu · ' + session.memory + ' MiB · ' + session.disk + ' MiB disk · ' + session.version;
   }
 
-  function act(session, action) {
-    if (action === 'close' && !window.confirm('Close "' + session.name + '"? Its VM and disks are removed.')) return;
+  /** What a snapshot action needs first: a new name, or one of the session's snapshots; null to give up. */
+  async function snapshotName(session, action) {
+    if (action === 'snapshot') return window.prompt('Name of the snapshot of "' + session.name + '" (letters, digits, . _ -):');
+    const names = (await session.snapshots()).map(s => s.name + ' (' + s.state + ')');
+    if (names.length === 0) { say(session.name + ' has no snapshot yet.', true); return null; }
+    return window.prompt('Revert "' + session.name + '" to which snapshot? ' + names.join(', '));
+  }
+
+  async function act(session, action) {
+    if (action === 'close' && !window.confirm('Close "' + session.name + '"? Its VM, disks and snapshots are removed.')) return;
+    let name;
+    if (action === 'snapshot' || action === 'revert') {
+      try { name = await snapshotName(session, action); } catch (error) { say(error.message, true); return; }
+      if (!name) return;
+      name = name.replace(/ \((running|paused)\)$/, '');
+    }
     say(action + ' ' + session.name + '…');
-    session[action]().then(
+    session[action](name).then(
       () => say(action + ' ' + session.name + ': done'),
       error => say(action + ' ' + session.name + ' failed: ' + error.message + ' (' + error.code + ')', true));
   }

@@ -1,4 +1,4 @@
-/*! vmsession.js 1.1.0 | the web-page client of vmsessiond, the local VM session daemon */
+/*! vmsession.js 1.2.0 | the web-page client of vmsessiond, the local VM session daemon */
 /*
  * vmsession.js: use a local vmsessiond from a web page. One file, no dependency, no build step. The daemon
  * serves it at /vmsession.js, but a page on a public site loads it from ITS OWN origin (a copy of this file,
@@ -19,7 +19,8 @@
  * Events. A Session is an EventTarget. Each daemon event arrives as a CustomEvent whose .detail is the
  * event's `data` (and .eventId, .time, .sessionId the rest): sessionCreated, stateChanged, progress,
  * operationStarted, operationCompleted, operationFailed, executionCapChanged, propertyChanged, error,
- * apiAvailable, apiUnavailable. The session's properties are updated before its listeners run.
+ * apiAvailable, apiUnavailable, snapshotCreated, snapshotReverted, snapshotDeleted. The session's
+ * properties are updated before its listeners run.
  * The stream is an EventSource, which reconnects by itself and sends Last-Event-ID; when the browser
  * gives up on it (an HTTP error, the daemon restarting), it is reopened with ?since=<last event id>
  * after a back-off, so no event is lost, and none is delivered twice.
@@ -100,7 +101,7 @@
   const EVENT_TYPES = Object.freeze([
     'sessionCreated', 'stateChanged', 'progress', 'operationStarted', 'operationCompleted', 'operationFailed',
     'executionCapChanged', 'propertyChanged', 'error', 'apiAvailable', 'apiUnavailable', 'debug',
-    'daemonControlChanged', 'idleChanged',
+    'daemonControlChanged', 'idleChanged', 'snapshotCreated', 'snapshotReverted', 'snapshotDeleted',
     // Not stored: sent first when a replay reaches into events the daemon's retention removed.
     'eventsDropped',
   ]);
@@ -653,8 +654,28 @@
     stop() { return this._act('stop'); }
     hibernate() { return this._act('hibernate'); }
     reset() { return this._act('reset'); }
-    /** Powers the VM off and removes it with its disks; open() again to use the session. */
+    /** Powers the VM off and removes it with its disks (and its snapshots); open() again to use the session. */
     close() { return this._act('close'); }
+
+    // snapshots
+
+    /**
+     * Takes snapshot `name` (letters, digits, '.', '_', '-') of the running or paused VM, memory and disk;
+     * resolves with the finished operation. The VM stays as it was.
+     */
+    snapshot(name) { return this._act('snapshots', { name: String(name) }); }
+
+    /** The session's snapshots, oldest first: [{name, created, state ('running' or 'paused'), bytes}]. */
+    async snapshots() { return (await this._call('GET', '/snapshots')).snapshots; }
+
+    /** Brings the VM back to snapshot `name`, running or paused as it was then; resolves with the finished operation. */
+    revert(name) { return this._act('snapshots/' + encodeURIComponent(name) + '/revert'); }
+
+    /** Deletes snapshot `name`; the VM stays as it is. */
+    async deleteSnapshot(name) {
+      await this._call('DELETE', '/snapshots/' + encodeURIComponent(name));
+      return 0;
+    }
 
     /** 1 to 100 % of a core per vCPU; resolves with the new cap. */
     async setExecutionCap(cap) {
@@ -1465,7 +1486,7 @@
   }
 
   const VMSession = Object.freeze({
-    version: '1.1.0', connect, localNetworkPermission, STATES, EVENT_TYPES, ACTIONS,
+    version: '1.2.0', connect, localNetworkPermission, STATES, EVENT_TYPES, ACTIONS,
     Error: VMSessionError, Session, PluginSession, DaemonAccess, Admin, Daemon, Console: SessionConsole,
   });
   global.VMSession = VMSession;
