@@ -52,7 +52,7 @@ public enum VMSessionAPI {
         GuestProxyController(sessions: sessions, policy: guestProxy).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: StreamLimiter(total: budget.eventStreams, perOrigin: 64))
             .addRoutes(to: router)
-        AdminController(manager: manager, origins: origins).addRoutes(to: router)
+        AdminController(manager: manager, origins: origins, views: sessions.views).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
