@@ -40,7 +40,7 @@ struct SessionReadModelTests {
             #expect(try manager.readModel.authorize(token: other.token, for: grant.session.id) == .session(grant.session.id))
             _ = try await manager.revokeTokens(of: grant.session.id, token: grant.token)
             #expect(throws: VMSessionError.self) { try manager.readModel.caller(token: grant.token) }
-            do {
+            do throws(VMSessionError) {
                 _ = try manager.readModel.authorize(token: grant.token, for: grant.session.id)
                 Issue.record("a revoked token was let through")
             } catch {
