@@ -42,10 +42,11 @@ struct SessionAccess: RouterMiddleware {
     ) async throws -> Response {
         let token = SessionsController.token(in: request)
         guard let text = context.parameters.get("id"), let id = SessionID(text) else {
-            _ = try await manager.caller(token: token)
+            _ = try manager.caller(token: token)
             throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
         }
-        let role = try await manager.authorize(token: token, for: id)
+        // From the manager's read model: no round trip to the actor on any request.
+        let role = try manager.authorize(token: token, for: id)
         var context = context
         context.caller = APICaller(role: role, token: token ?? "", session: id)
         return try await next(request, context)
@@ -60,7 +61,7 @@ struct AdminAccess: RouterMiddleware {
         _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
     ) async throws -> Response {
         let token = SessionsController.token(in: request)
-        try await manager.authorizeAdmin(token: token)
+        try manager.authorizeAdmin(token: token)
         var context = context
         context.caller = APICaller(role: .admin, token: token ?? "", session: nil)
         return try await next(request, context)

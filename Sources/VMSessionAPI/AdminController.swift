@@ -10,6 +10,8 @@ struct AdminController {
     let manager: SessionManager
     let origins: OriginRegistry
     let metrics: DaemonMetrics
+    /// The session list's JSON, encoded once per change (``SessionsController/views``).
+    var views = EncodedViews()
 
     func addRoutes(to router: Router<APIRequestContext>) {
         let origins = router.group("/api/v1/origins").add(middleware: AdminAccess(manager: manager))
@@ -81,6 +83,12 @@ struct AdminController {
     }
 
     @Sendable func listSessions(_ request: Request, context: APIRequestContext) async throws -> Response {
-        return JSONResponse.make(SessionList(sessions: await manager.allSessions().map { SessionView($0, address: manager.address) }))
+        let generation = manager.readModel.generation
+        return JSONResponse.make(
+            body: views.list(generation: generation) {
+                // Read at or after `generation`: a list cached under it is never older than what it says.
+                let sessions = manager.readModel.allSessions().sessions
+                return (SessionList(sessions: sessions.map { SessionView($0, address: manager.address) }), Set(sessions.map(\.id)))
+            })
     }
 }

@@ -52,7 +52,7 @@ struct EventsController {
         var owners: [EventHub.Owner] = []
         var scope: Set<SessionID>? = []
         for token in tokens.isEmpty ? [nil] : tokens.map(Optional.some) {
-            let caller = try await sessions.manager.caller(token: token)
+            let caller = try sessions.manager.caller(token: token)
             owners.append(Self.owner(caller, token: token))
             switch caller {
             case .admin: scope = nil
@@ -85,14 +85,15 @@ struct EventsController {
         try stream(ofAny: id.map { [$0] }, request, owners: [owner])
     }
 
-    /// The stream of the events of any of `scope` (nil: every session): replay, then live, each event
-    /// encoded once for the stream.
+    /// The stream of the events of any of `scope` (nil: every session): replay, then live. A live event's
+    /// frame was encoded once by the hub for every stream (``EventHub/subscribeFrames(toAny:owners:)``); the
+    /// heartbeat timer puts its comments in the same queue, so an event reaches this writer in one hand-over.
     func stream(ofAny scope: Set<SessionID>?, _ request: Request, owners: [EventHub.Owner]) throws -> Response {
         let since = try Self.replayStart(request)
         // Every stream takes a slot of the daemon's total; web pages are also capped per origin.
         let streamKey = request.headers[.origin]
         try limiter.acquire(streamKey)
-        let live = events.subscribe(toAny: scope, owners: owners)
+        let live = events.subscribeFrames(toAny: scope, owners: owners)
         let store = events.store
         let heartbeat = self.heartbeat
         let limiter = self.limiter
@@ -119,25 +120,20 @@ struct EventsController {
                         if page.count < 1000 { break }
                     }
                 }
-                let (items, continuation) = AsyncStream.makeStream(of: Item.self)
                 try await withThrowingTaskGroup { group in
-                    group.addTask {
-                        for await event in live { continuation.yield(.event(event)) }
-                        continuation.finish()
-                    }
                     group.addTask {
                         while !Task.isCancelled {
                             try await Task.sleep(for: heartbeat)
-                            continuation.yield(.heartbeat)
+                            live.heartbeat()
                         }
                     }
-                    for await item in items.cancelOnGracefulShutdown() {
+                    for await item in live.frames.cancelOnGracefulShutdown() {
                         switch item {
-                        case .event(let event) where event.id > lastSent:
-                            try await writer.write(Self.frame(event))
-                            lastSent = event.id
-                        case .event: continue
-                        case .heartbeat: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        case .frame(let id, let frame) where id > lastSent:
+                            try await writer.write(frame)
+                            lastSent = id
+                        case .frame: continue
+                        case .heartbeat: try await writer.write(Self.keepAlive)
                         }
                     }
                     group.cancelAll()
@@ -146,10 +142,7 @@ struct EventsController {
             })
     }
 
-    enum Item: Sendable {
-        case event(SessionEvent)
-        case heartbeat
-    }
+    static let keepAlive = ByteBuffer(string: ": keep-alive\n\n")
 
     /// Where replay starts: after `Last-Event-ID`, else after `?since=`, else nowhere (live only).
     static func replayStart(_ request: Request) throws(VMSessionError) -> Int64? {
@@ -170,13 +163,6 @@ struct EventsController {
         return ByteBuffer(string: "event: eventsDropped\ndata: \(data)\n\n")
     }
 
-    /// One SSE frame: `id`, `event` (the event type) and `data` (one line of JSON).
-    static func frame(_ event: SessionEvent) -> ByteBuffer {
-        // A value-type format style: no formatter object built per event and per subscriber.
-        // Milliseconds, as the store keeps them: a replayed event shows the time it was sent with. The
-        // formatter truncates, and a millisecond is not exact in binary: half a microsecond keeps it whole.
-        let time = event.time.addingTimeInterval(0.000_000_5).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-        let data = #"{"data":\#(event.payload),"eventId":\#(event.id),"sessionId":"\#(event.sessionID)","time":"\#(time)","type":"\#(event.kind.rawValue)"}"#
-        return ByteBuffer(string: "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n")
-    }
+    /// One SSE frame (``EventHub/frame(_:)``, the same for replayed and live events).
+    static func frame(_ event: SessionEvent) -> ByteBuffer { EventHub.frame(event) }
 }

@@ -13,10 +13,19 @@ enum JSONResponse {
     }()
 
     static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        make(body: encode(value), status: status, headers: headers)
+    }
+
+    /// A response with a body encoded before (see ``EncodedViews``): the same bytes for every request.
+    static func make(body: ByteBuffer, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var headers = headers
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: body))
+    }
+
+    static func encode(_ value: some Encodable) -> ByteBuffer {
         let data = (try? encoder.encode(value)) ?? Data(#"{"error":{"code":"internal_error","legacyCode":-7,"message":"encoding failed"}}"#.utf8)
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return ByteBuffer(bytes: data)
     }
 }

@@ -13,6 +13,8 @@ struct SessionsController {
     var mode: DaemonMode? = nil
     /// The idle controller's source and why it was chosen, shown in `GET /api/v1`.
     var idleSource: @Sendable () -> DaemonStatus.IdleSourceStatus? = { nil }
+    /// The read routes' JSON, encoded once per change (shared with the admin's session list).
+    var views = EncodedViews()
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
@@ -48,10 +50,16 @@ struct SessionsController {
     }
 
     @Sendable func daemonInfo(_ request: Request, context: APIRequestContext) async throws -> Response {
-        JSONResponse.make(
-            DaemonInfo(
-                version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: await manager.images.versions(), runtime: mode,
-                idleSource: idleSource()))
+        // The image store keeps the list it read last until an image is added or removed: no hop while it holds.
+        let versions: [String]
+        if let known = manager.images.knownVersions { versions = known } else { versions = await manager.images.versions() }
+        let key = EncodedViews.DaemonInfoKey(imageVersions: versions, idleSource: idleSource())
+        return JSONResponse.make(
+            body: views.daemonInfo(key) {
+                DaemonInfo(
+                    version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: key.imageVersions, runtime: mode,
+                    idleSource: key.idleSource)
+            })
     }
 
     struct SessionRequest: Decodable {
@@ -73,8 +81,16 @@ struct SessionsController {
             status: grant.created ? .created : .ok, headers: headers)
     }
 
+    /// The session from the manager's ``SessionReadModel`` (the token was checked there too, by
+    /// ``SessionAccess``): its JSON encoded once per change. Only while the VM has a process does the view
+    /// carry live figures (CPU time, the applied cap) read from libvirt, and is encoded for the request.
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let snapshot = try await manager.snapshot(of: try authorizedSession(request, context), token: Self.token(in: request))
+        let id = try await authorizedSession(request, context)
+        let (session, apiAvailable) = try manager.readModel.view(of: id)
+        if !session.state.hasRunningMachine {
+            return JSONResponse.make(body: views.session(session, apiAvailable: apiAvailable, address: manager.address))
+        }
+        let snapshot = try await manager.snapshot(of: id, token: Self.token(in: request))
         return JSONResponse.make(
             SessionView(snapshot.session, address: manager.address, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
     }
@@ -231,8 +247,10 @@ struct SessionsController {
         guard let text = context.parameters.get("operation"), let id = OperationID(text) else {
             throw VMSessionError(.notFound, "There is no such operation; operation ids are UUIDs.")
         }
-        let operation = try await manager.operation(id)
-        try await manager.authorize(token: Self.token(in: request), for: operation.sessionID)
+        // Running and recently ended operations are in the read model; older ones are read from the store.
+        let operation: SessionOperation
+        if let known = manager.readModel.operation(id) { operation = known } else { operation = try await manager.operation(id) }
+        try manager.authorize(token: Self.token(in: request), for: operation.sessionID)
         return operation
     }
 
@@ -241,7 +259,7 @@ struct SessionsController {
     func authorizedSession(_ request: Request, _ context: APIRequestContext) async throws -> SessionID {
         if let id = context.caller?.session { return id }
         let id = try Self.sessionID(in: context)
-        try await manager.authorize(token: Self.token(in: request), for: id)
+        try manager.authorize(token: Self.token(in: request), for: id)
         return id
     }
 
@@ -264,9 +282,19 @@ struct SessionsController {
 
     /// The bearer token from the Authorization header, or from `?token=` (EventSource cannot set headers).
     static func token(in request: Request) -> String? {
-        if let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") {
-            return String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        }
+        if let header = request.headers[.authorization], let token = bearer(header) { return token }
         return request.uri.queryParameters.get("token")
+    }
+
+    /// The token of an `Authorization: Bearer …` value (the scheme in any case, blanks around the token
+    /// dropped); nil for another scheme. On every request's path: bytes compared, no lowercased copy.
+    static func bearer(_ header: String) -> String? {
+        let bytes = header.utf8
+        let scheme = "bearer ".utf8
+        guard bytes.count >= scheme.count, zip(bytes, scheme).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        let rest = bytes.dropFirst(scheme.count).drop(while: isBlank)
+        guard let last = rest.lastIndex(where: { !isBlank($0) }) else { return "" }
+        return String(Substring(rest[...last]))
     }
 }

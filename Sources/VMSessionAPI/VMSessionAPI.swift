@@ -61,7 +61,7 @@ public enum VMSessionAPI {
         let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
         SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
-        AdminController(manager: manager, origins: origins, metrics: collector.metrics).addRoutes(to: router)
+        AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views).addRoutes(to: router)
         ImagesController(manager: manager).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)

@@ -1,3 +1,5 @@
+import Foundation
+import NIOCore
 import Synchronization
 import VMSessionCore
 import VMSessionMetrics
@@ -19,6 +21,12 @@ import VMSessionStore
 /// A subscriber that falls too far behind is ended rather than allowed to lose events silently: it
 /// reconnects with its last id and replays the rest from the store. A subscriber can also be ended on
 /// purpose (its token was revoked): see ``end(where:)``.
+///
+/// Event streams over HTTP subscribe to frames (``subscribeFrames(toAny:owners:)``): the deliverer encodes
+/// each event's SSE frame once, and the same bytes (one `ByteBuffer` storage) go to every such subscriber,
+/// with one hand-over per subscriber (its stream's buffer; its connection's task writes it). A thousand
+/// subscribers cost one encode per event, not a thousand, and a slow one never holds the others up: it is
+/// ended when its buffer is full.
 public final class EventHub: Sendable {
     /// How many undelivered events a subscriber may have before it is ended.
     public static let subscriberBuffer = 4096
@@ -39,13 +47,43 @@ public final class EventHub: Sendable {
         public static let daemon = Owner(session: nil, tokenHash: nil)
     }
 
+    /// What a frame subscriber receives: an event's SSE frame (with its id, so that a stream that replayed
+    /// from the store skips what it already sent), or a heartbeat that its own timer put in.
+    public enum Delivery: Sendable {
+        case frame(id: Int64, ByteBuffer)
+        case heartbeat
+    }
+
+    /// A subscription to SSE frames: the stream, and a way for the connection's timer to add heartbeats to it
+    /// (one stream per connection, so that events reach its writer in one hand-over).
+    public struct FrameSubscription: Sendable {
+        public let frames: AsyncStream<Delivery>
+        let continuation: AsyncStream<Delivery>.Continuation
+
+        /// Queues a heartbeat behind the frames already queued (dropped if the buffer is full: the
+        /// subscriber is being ended anyway).
+        public func heartbeat() { continuation.yield(.heartbeat) }
+    }
+
+    private enum Sink {
+        case events(AsyncStream<SessionEvent>.Continuation)
+        case frames(AsyncStream<Delivery>.Continuation)
+
+        func finish() {
+            switch self {
+            case .events(let continuation): continuation.finish()
+            case .frames(let continuation): continuation.finish()
+            }
+        }
+    }
+
     private struct Subscriber {
         /// The sessions whose events it gets; nil for every session.
         let sessions: Set<SessionID>?
         /// Whose access it stands on: one owner per token that opened it (a page's one stream carries the
         /// token of each session it follows). Ending any of them ends the stream.
         let owners: [Owner]
-        let continuation: AsyncStream<SessionEvent>.Continuation
+        let sink: Sink
 
         func wants(_ event: SessionEvent) -> Bool { sessions?.contains(event.sessionID) ?? true }
     }
@@ -58,6 +96,7 @@ public final class EventHub: Sendable {
 
     private let state = Mutex(State())
     private let nextSubscriber = Atomic<UInt64>(0)
+    private let framesEncoded = Atomic<Int>(0)
     public let store: SessionStore
     let metrics: DaemonMetrics
 
@@ -101,9 +140,20 @@ public final class EventHub: Sendable {
             guard let next else { return }
             var overflowed: [UInt64] = []
             var delivered = 0
+            // Each event's frame is encoded at most once, when the first frame subscriber wants it.
+            var frames = [ByteBuffer?](repeating: nil, count: next.batch.count)
             for (key, subscriber) in next.subscribers {
-                for event in next.batch where subscriber.wants(event) {
-                    if case .dropped = subscriber.continuation.yield(event) {
+                for (index, event) in next.batch.enumerated() where subscriber.wants(event) {
+                    let result: YieldOutcome
+                    switch subscriber.sink {
+                    case .events(let continuation):
+                        result = YieldOutcome(continuation.yield(event))
+                    case .frames(let continuation):
+                        let frame = frames[index] ?? encodeFrame(event)
+                        frames[index] = frame
+                        result = YieldOutcome(continuation.yield(.frame(id: event.id, frame)))
+                    }
+                    if result == .dropped {
                         overflowed.append(key)
                         break
                     }
@@ -132,8 +182,46 @@ public final class EventHub: Sendable {
         continuation.onTermination = { [weak self] _ in
             _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
         }
-        state.withLock { $0.subscribers[key] = Subscriber(sessions: sessions, owners: owners, continuation: continuation) }
+        state.withLock { $0.subscribers[key] = Subscriber(sessions: sessions, owners: owners, sink: .events(continuation)) }
         return stream
+    }
+
+    /// Live events from now on, as SSE frames encoded once for every subscriber (see the type's comment), of
+    /// any of `sessions` (nil: all). Ends as ``subscribe(toAny:owners:)`` does.
+    public func subscribeFrames(toAny sessions: Set<SessionID>?, owners: [Owner]) -> FrameSubscription {
+        let key = nextSubscriber.add(1, ordering: .relaxed).newValue
+        let (stream, continuation) = AsyncStream.makeStream(of: Delivery.self, bufferingPolicy: .bufferingOldest(Self.subscriberBuffer))
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
+        }
+        state.withLock { $0.subscribers[key] = Subscriber(sessions: sessions, owners: owners, sink: .frames(continuation)) }
+        return FrameSubscription(frames: stream, continuation: continuation)
+    }
+
+    /// How many SSE frames the deliverer has encoded (one per event that a frame subscriber wanted).
+    public var framesEncodedCount: Int { framesEncoded.load(ordering: .relaxed) }
+
+    private func encodeFrame(_ event: SessionEvent) -> ByteBuffer {
+        framesEncoded.add(1, ordering: .relaxed)
+        return Self.frame(event)
+    }
+
+    /// One SSE frame: `id`, `event` (the event type) and `data` (one line of JSON). Replay uses it too.
+    public static func frame(_ event: SessionEvent) -> ByteBuffer {
+        // A value-type format style: no formatter object built per event.
+        // Milliseconds, as the store keeps them: a replayed event shows the time it was sent with. The
+        // formatter truncates, and a millisecond is not exact in binary: half a microsecond keeps it whole.
+        let time = event.time.addingTimeInterval(0.000_000_5).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        let data = #"{"data":\#(event.payload),"eventId":\#(event.id),"sessionId":"\#(event.sessionID)","time":"\#(time)","type":"\#(event.kind.rawValue)"}"#
+        return ByteBuffer(string: "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n")
+    }
+
+    private enum YieldOutcome {
+        case delivered, dropped
+
+        init<T>(_ result: AsyncStream<T>.Continuation.YieldResult) {
+            if case .dropped = result { self = .dropped } else { self = .delivered }
+        }
     }
 
     /// Ends every subscription one of whose owners matches (a revoked token's streams). Returns how many ended.
@@ -147,7 +235,7 @@ public final class EventHub: Sendable {
     @discardableResult
     private func end(keys: [UInt64]) -> Int {
         let removed = state.withLock { state in keys.compactMap { state.subscribers.removeValue(forKey: $0) } }
-        for subscriber in removed { subscriber.continuation.finish() }
+        for subscriber in removed { subscriber.sink.finish() }
         return removed.count
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import VMSessionCore
 import VMSessionHypervisor
 import VMSessionStore
@@ -41,6 +42,9 @@ public actor ImageStore: Service {
     }
     private var downloads: [String: Download] = [:]
     private var lastErrors: [String: String] = [:]
+    /// The versions ``versions()`` read last, until an image is added or removed: what `GET /api/v1` shows
+    /// without a hop to this actor and a database read per request.
+    private nonisolated let listed = Mutex<[String]?>(nil)
     private let pulls: AsyncStream<String>
     private let pullsContinuation: AsyncStream<String>.Continuation
     /// Its catalog writes to SQLite inside isolated code: on a thread of its own, as ``SessionManager``.
@@ -80,9 +84,14 @@ public actor ImageStore: Service {
 
     /// Every version that can be opened, the appliance first.
     public func versions() -> [String] {
-        let stored = (try? store.allImages().map(\.version)) ?? []
+        if let known = knownVersions { return known }
+        guard let stored = try? store.allImages().map(\.version) else { return catalog.versions }
+        listed.withLock { $0 = catalog.versions + stored }
         return catalog.versions + stored
     }
+
+    /// ``versions()`` as last read, if no image was added or removed since; nil otherwise.
+    public nonisolated var knownVersions: [String]? { listed.withLock { $0 } }
 
     public func list() throws(VMSessionError) -> [Entry] {
         let applianceReady = (try? catalog.image(for: ImageCatalog.applianceVersion)) != nil
@@ -138,6 +147,7 @@ public actor ImageStore: Service {
             size: image.size, state: .available, addedAt: Date(), identity: identity)
         // Re-check after the await: the version may have been taken meanwhile (addImage refuses that too).
         try storeCall { try store.addImage(record) }
+        listed.withLock { $0 = nil }
         lastErrors[version] = nil
         logger.info("image registered", metadata: ["version": "\(version)", "path": "\(file)", "sha256": "\(digest)"])
         return record
@@ -165,6 +175,7 @@ public actor ImageStore: Service {
             version: version, format: format, path: finalPath(version, format), sha256: sha256.lowercased(), url: url,
             state: .remote, addedAt: Date())
         try storeCall { try store.addImage(record) }
+        listed.withLock { $0 = nil }
         logger.info("remote image registered", metadata: ["version": "\(version)", "url": "\(url)"])
         if pull { pullsContinuation.yield(version) }
         return record
@@ -183,6 +194,7 @@ public actor ImageStore: Service {
             throw VMSessionError(.invalidState, "Image '\(version)' is being downloaded; remove it when the download has ended.")
         }
         try storeCall { try store.removeImage(version) }
+        listed.withLock { $0 = nil }
         if record.url != nil {
             try? FileManager.default.removeItem(atPath: record.path)
             try? FileManager.default.removeItem(atPath: partPath(version))

@@ -21,9 +21,12 @@ extension SessionManager {
         entry.session.updatedAt = Date()
         let toStore = entry
         _ = try storeCall {
-            try events.record { try store.update(toStore, events: [(.daemonControlChanged, SessionEvent.encode(control))]) }
+            try events.record {
+                let recorded = try store.update(toStore, events: [(.daemonControlChanged, SessionEvent.encode(control))])
+                sessions[id] = toStore
+                return recorded
+            }
         }
-        sessions[id] = entry
         logger.info(
             "controller settings changed",
             metadata: ["session": "\(id)", "controlled": "\(control.controlled)", "minCap": "\(control.minCap)",
@@ -44,12 +47,11 @@ extension SessionManager {
         recordOrLog("idleChanged", session: nil) { try store.append(.idleChanged, payload: payload, forEach: ids, at: Date()) }
     }
 
-    /// What `GET /sessions/{id}` shows, checked against the caller's token, in one visit to the actor;
-    /// the hypervisor is asked for live figures only while the VM has a process.
-    public func snapshot(of id: SessionID, token: String?) async throws(VMSessionError) -> SessionSnapshot {
+    /// What `GET /sessions/{id}` shows, checked against the caller's token, from ``readModel`` (no visit to
+    /// the actor); the hypervisor is asked for live figures only while the VM has a process.
+    public nonisolated func snapshot(of id: SessionID, token: String?) async throws(VMSessionError) -> SessionSnapshot {
         try authorize(token: token, for: id)
-        let session = try session(id)
-        let apiAvailable = isGuestAPIAvailable(id)
+        let (session, apiAvailable) = try readModel.view(of: id)
         guard session.state.hasRunningMachine else {
             return SessionSnapshot(session: session, apiAvailable: apiAvailable, cpuTime: nil, appliedCap: nil)
         }

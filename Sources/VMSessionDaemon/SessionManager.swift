@@ -81,14 +81,17 @@ public actor SessionManager: Service {
     var shuttingDown = false
     static let progressInterval: Duration = .milliseconds(250)
 
-    var sessions: [SessionID: StoredSession] = [:]
+    /// What requests read without a round trip to this actor; every change below is published to it as it
+    /// is made, and before the events that announce it are delivered (see ``SessionReadModel``).
+    public nonisolated let readModel: SessionReadModel
+    var sessions: SessionReadModel.Table
     /// Which session each token (by its hash) opens: the store's table, cached for the request path.
-    private var tokenOwners: [[UInt8]: SessionID] = [:]
+    private var tokenOwners: [[UInt8]: SessionID] = [:] { didSet { readModel.publish(tokens: tokenOwners) } }
     /// Whether each running session's guest API answered its last probes (see ``GuestAPIMonitor``).
-    private var guestAPIUp: Set<SessionID> = []
+    private var guestAPIUp: Set<SessionID> = [] { didSet { readModel.publish(apiUp: guestAPIUp) } }
     private nonisolated let daemonAddress = DaemonAddress()
     var pending: [SessionID: SessionTransition] = [:]
-    private var operations: [OperationID: SessionOperation] = [:]
+    private var operations: [OperationID: SessionOperation] = [:] { didSet { readModel.publish(running: operations) } }
     private let jobs: AsyncStream<Job>
     private let jobsContinuation: AsyncStream<Job>.Continuation
     /// The manager writes to SQLite inside its isolated code, atomically with its state changes; it runs on
@@ -104,6 +107,8 @@ public actor SessionManager: Service {
         self.metrics = metrics
         self.clock = ElapsedClock(clock)
         self.adminToken = adminToken
+        readModel = SessionReadModel(adminToken: adminToken)
+        sessions = SessionReadModel.Table(publishingTo: readModel)
         self.store = store
         self.events = events
         self.hypervisor = hypervisor
@@ -238,10 +243,14 @@ public actor SessionManager: Service {
         let (token, tokenHash) = SecretHasher.mintToken()
         let created = SessionEvent.encode(SessionEvent.SessionCreated(name: name))
         _ = try storeCall {
-            try events.record { [try store.createSession(stored, tokenHash: tokenHash, event: (.sessionCreated, created))] }
+            try events.record {
+                let event = try store.createSession(stored, tokenHash: tokenHash, event: (.sessionCreated, created))
+                // Published once stored and before the event goes out: whoever reacts to it finds the session.
+                tokenOwners[tokenHash] = stored.session.id
+                sessions[stored.session.id] = stored
+                return [event]
+            }
         }
-        tokenOwners[tokenHash] = stored.session.id
-        sessions[stored.session.id] = stored
         logger.info("session created", metadata: ["session": "\(stored.session.id)"])
         return (stored.session, token, true)
     }
@@ -299,32 +308,20 @@ public actor SessionManager: Service {
         case session(SessionID)
     }
 
-    /// Who `token` speaks for; `unauthorized` if it is missing or unknown.
-    public func caller(token: String?) throws(VMSessionError) -> Caller {
-        guard let token, !token.isEmpty else {
-            throw VMSessionError(.unauthorized, "This request needs a token (Authorization: Bearer …, or ?token=).")
-        }
-        if adminToken?.matches(token) == true { return .admin }
-        guard let owner = tokenOwners[SecretHasher.tokenHash(token)] else {
-            throw VMSessionError(.unauthorized, "The token is not valid.")
-        }
-        return .session(owner)
+    /// Who `token` speaks for; `unauthorized` if it is missing or unknown. Read from ``readModel``: no hop.
+    public nonisolated func caller(token: String?) throws(VMSessionError) -> Caller {
+        try readModel.caller(token: token)
     }
 
     /// Checks that `token` is valid (401 first: without a token nobody learns which session ids exist), that
     /// session `id` exists (404), and that the token may act on it (its own token, or the admin token; 403).
     @discardableResult
-    public func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> Caller {
-        let caller = try caller(token: token)
-        _ = try session(id)
-        guard caller == .admin || caller == .session(id) else {
-            throw VMSessionError(.notAllowed, "The token belongs to another session.")
-        }
-        return caller
+    public nonisolated func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> Caller {
+        try readModel.authorize(token: token, for: id)
     }
 
     /// Checks that `token` is the admin token.
-    public func authorizeAdmin(token: String?) throws(VMSessionError) {
+    public nonisolated func authorizeAdmin(token: String?) throws(VMSessionError) {
         guard try caller(token: token) == .admin else {
             throw VMSessionError(.notAllowed, "This needs the admin token (in the daemon's state directory).")
         }
@@ -384,17 +381,16 @@ public actor SessionManager: Service {
         logger.info("tokens pruned", metadata: ["count": "\(tokens.count)", "streams ended": "\(ended)"])
     }
 
-    public func session(_ id: SessionID) throws(VMSessionError) -> Session {
-        guard let stored = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
-        return stored.session
+    public nonisolated func session(_ id: SessionID) throws(VMSessionError) -> Session {
+        try readModel.session(id)
     }
 
-    public func allSessions() -> [Session] {
-        sessions.values.map(\.session).sorted { $0.createdAt < $1.createdAt }
+    public nonisolated func allSessions() -> [Session] {
+        readModel.allSessions().sessions
     }
 
     public func operation(_ id: OperationID) throws(VMSessionError) -> SessionOperation {
-        if let operation = operations[id] { return operation }
+        if let operation = operations[id] ?? readModel.operation(id) { return operation }
         guard let operation = try storeCall({ try store.operation(id) }) else {
             throw VMSessionError(.notFound, "There is no operation \(id).")
         }
@@ -420,7 +416,7 @@ public actor SessionManager: Service {
         return targets
     }
 
-    public func isGuestAPIAvailable(_ id: SessionID) -> Bool { guestAPIUp.contains(id) }
+    public nonisolated func isGuestAPIAvailable(_ id: SessionID) -> Bool { readModel.isGuestAPIAvailable(id) }
 
     /// Records what the probes found; announces `apiAvailable` / `apiUnavailable` when it changes.
     public func setGuestAPI(_ id: SessionID, available: Bool, reason: String) {
@@ -544,10 +540,16 @@ public actor SessionManager: Service {
                 Self.stateEvent(.init(from: transition.from, to: transition.during, reason: "\(action.rawValue) requested")))
         }
         let toStore = entry
-        _ = try storeCall { try events.record { try store.update(toStore, operation: operation, events: announcements) } }
-        sessions[id] = entry
+        _ = try storeCall {
+            try events.record {
+                let recorded = try store.update(toStore, operation: operation, events: announcements)
+                // Published once stored and before the events go out: a reader that reacts to them sees the change.
+                sessions[id] = toStore
+                operations[operation.id] = operation
+                return recorded
+            }
+        }
         pending[id] = transition
-        operations[operation.id] = operation
         guestAPIFollows(id, state: lifecycle.state)
         logger.info("action started", metadata: ["session": "\(id)", "action": "\(action.rawValue)", "operation": "\(operation.id)"])
 
@@ -586,8 +588,13 @@ public actor SessionManager: Service {
         entry.session.updatedAt = Date()
         let event = SessionEvent.encode(SessionEvent.ExecutionCapChanged(cap: cap, reason: reason))
         let toStore = entry
-        _ = try storeCall { try events.record { try store.update(toStore, events: [(.executionCapChanged, event)]) } }
-        sessions[id] = entry
+        _ = try storeCall {
+            try events.record {
+                let recorded = try store.update(toStore, events: [(.executionCapChanged, event)])
+                sessions[id] = toStore
+                return recorded
+            }
+        }
         logger.info("execution cap set", metadata: ["session": "\(id)", "cap": "\(cap)", "by": "\(reason.rawValue)"])
         return entry.session
     }
@@ -794,8 +801,10 @@ public actor SessionManager: Service {
         if let failure { announcements.append((.error, SessionEvent.encode(SessionOperation.ErrorInfo(failure)))) }
         let toStore = entry
         let toSave = operation
-        recordOrLog("the end of an operation", session: id) { try store.update(toStore, operation: toSave, events: announcements) }
+        // Published before the events go out (kept even if the write fails, which is logged, as before).
         sessions[id] = entry
+        readModel.ended(operation)
+        recordOrLog("the end of an operation", session: id) { try store.update(toStore, operation: toSave, events: announcements) }
         pending[id] = nil
         operations[operation.id] = nil
         lastProgressEvent[operation.id] = nil
@@ -839,8 +848,8 @@ public actor SessionManager: Service {
         entry.session.updatedAt = Date()
         if lifecycle.state == .error { entry.session.lastError = change.reason }
         let toStore = entry
-        recordOrLog("a VM change", session: id) { try store.update(toStore, events: [Self.stateEvent(change)]) }
         sessions[id] = entry
+        recordOrLog("a VM change", session: id) { try store.update(toStore, events: [Self.stateEvent(change)]) }
         guestAPIFollows(id, state: lifecycle.state)
         logger.notice(
             "VM changed on its own",

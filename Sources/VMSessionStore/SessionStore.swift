@@ -3,7 +3,8 @@ import GRDB
 import VMSessionCore
 import VMSessionSchema
 
-/// vmsessiond's database: sessions, tokens, operations and the event history in one SQLite file (WAL mode).
+/// vmsessiond's database: sessions, tokens, operations and the event history in one SQLite file (WAL mode,
+/// synchronous=NORMAL: see ``init(path:)``).
 ///
 /// Migrations are the `.sql` files of `Schema/sqlite`, applied in file-name order when the store opens.
 /// Each method is one transaction, so a state change and the events announcing it land together or not at all.
@@ -15,6 +16,12 @@ public final class SessionStore: Sendable {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
+        // WAL with synchronous=NORMAL: a commit is written to the WAL (the OS has it, so a kill -9 of the daemon
+        // loses nothing: the intent written before libvirt is asked is there for reconciliation) but not
+        // fsynced; the WAL is synced at checkpoints. A power loss can lose the last commits, never corrupt the
+        // file, and takes the VMs down with it, so reconciliation then finds them stopped either way. The
+        // fsync per commit (FULL, SQLite's default) was most of what a pause or resume cost over libvirt.
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: configuration)

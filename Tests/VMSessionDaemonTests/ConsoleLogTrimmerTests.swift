@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Testing
 import VMSessionCore
 import VMSessionHypervisor
@@ -95,7 +96,7 @@ struct ConsoleLogTrimmerTests {
         log.append("after the trim\n")
         var live = ""
         for await batch in viewer.output {
-            for case .bytes(let bytes) in batch { live += String(decoding: bytes, as: UTF8.self) }
+            for case .bytes(let bytes) in batch { live += String(buffer: bytes) }
             if live.contains("\n") { break }
         }
         #expect(live == "after the trim\n")

@@ -63,8 +63,8 @@ struct ConsoleMultiplexerTests {
                     for output in batch {
                         switch output {
                         case .bytes(let bytes):
-                            received.withLock { $0.bytes += bytes }
-                            viewer.sent(bytes.count)
+                            received.withLock { $0.bytes += Array(bytes.readableBytesView) }
+                            viewer.sent(bytes.readableBytes)
                         case .control(let control):
                             received.withLock { $0.notices.append(control.message ?? "") }
                         }
@@ -143,8 +143,30 @@ struct ConsoleMultiplexerTests {
         console.end(.sessionClosed)
         var batches: [[ConsoleMultiplexer.Output]] = []
         for await batch in viewer.output { batches.append(batch) }
-        #expect(batches == [[.bytes(Array(before.utf8)), .control(.notice("the VM is not running")), .bytes(Array("after".utf8))]])
+        #expect(batches == [[.bytes(ByteBuffer(string: before)), .control(.notice("the VM is not running")), .bytes(ByteBuffer(string: "after"))]])
         #expect(viewer.closeReason == .sessionClosed)
+    }
+
+    @Test("viewers that keep up are handed the same bytes (one buffer per chunk); one behind gets its chunks merged")
+    func chunkSharedByViewers() async throws {
+        let fixture = try Fixture()
+        let console = try fixture.multiplexer()
+        defer { console.end(.sessionClosed) }
+        let viewers = try (0..<50).map { _ in try #require(console.join(.read)) }
+        let behind = try #require(console.join(.read))
+        console.deliver(Array("one chunk".utf8))
+        let storages = try viewers.map { viewer -> UnsafeRawPointer? in
+            let batch = viewer.take()
+            guard case .bytes(let bytes) = try #require(batch.first), batch.count == 1 else {
+                Issue.record("expected one batch of bytes, got \(batch)")
+                return nil
+            }
+            #expect(String(buffer: bytes) == "one chunk")
+            return bytes.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) }
+        }
+        #expect(storages.first != nil && Set(storages).count == 1, "every viewer got the one buffer, not a copy")
+        console.deliver(Array(" and another".utf8))
+        #expect(behind.take() == [.bytes(ByteBuffer(string: "one chunk and another"))])
     }
 
     @Test("a viewer dropped for being slow is not sent what was queued for it")
@@ -157,7 +179,7 @@ struct ConsoleMultiplexerTests {
         let slow = try #require(console.join(.read))
         let other = try #require(console.join(.read))
         console.deliver([UInt8](repeating: 65, count: 1000))
-        #expect(other.take() == [.bytes([UInt8](repeating: 65, count: 1000))])
+        #expect(other.take() == [.bytes(ByteBuffer(bytes: [UInt8](repeating: 65, count: 1000)))])
         other.sent(1000)  // the other viewer's handler wrote it
         console.deliver([UInt8](repeating: 66, count: 1000))
         #expect(slow.closeReason == .tooSlow(bufferedBytes: 1024))
@@ -165,7 +187,7 @@ struct ConsoleMultiplexerTests {
         for await batch in slow.output { batches.append(batch) }
         #expect(batches.isEmpty, "nothing more goes to a client that could not keep up")
         #expect(other.closeReason == nil)
-        #expect(other.take() == [.bytes([UInt8](repeating: 66, count: 1000))])
+        #expect(other.take() == [.bytes(ByteBuffer(bytes: [UInt8](repeating: 66, count: 1000)))])
     }
 
     @Test("a viewer that stops reading is dropped with a reason, and the others get every byte")

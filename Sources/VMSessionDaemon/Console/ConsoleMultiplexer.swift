@@ -15,6 +15,9 @@ import VMSessionHypervisor
 ///   is taken and the viewer registered under one lock, and both are fed by the same follower.
 /// - **Nobody waits for a slow viewer.** Output is handed to each viewer's own queue; a viewer whose queue
 ///   holds more than `viewerBufferBytes` not yet sent is dropped (``ConsoleClose/tooSlow(bufferedBytes:)``).
+/// - **One copy for all viewers.** Each chunk of output is put in one `ByteBuffer` that every viewer's queue
+///   shares; a viewer that keeps up sends it as it is (the same storage goes to every connection), and only
+///   one that fell behind pays for merging what waited for it into one frame.
 /// - **Input.** Keystrokes go to QEMU in order, over a connection made when they come (QEMU takes one
 ///   client on the socket; it is gone while the VM has no process, and back after a start or restore). When
 ///   it cannot be reached, the writers are told (a `notice`) instead of the input being kept.
@@ -56,7 +59,8 @@ public final class ConsoleMultiplexer: Sendable {
 
     /// What a viewer's queue carries.
     public enum Output: Sendable, Equatable {
-        case bytes([UInt8])
+        /// Output bytes: shared with the other viewers when this viewer's batch is one chunk.
+        case bytes(ByteBuffer)
         case control(ConsoleControl)
     }
 
@@ -84,17 +88,29 @@ public final class ConsoleMultiplexer: Sendable {
         /// What is waiting for the handler: the batches before the last control, and the bytes after it.
         private struct Pending: Sendable {
             var items: [Output] = []
-            var tail: [UInt8] = []
+            /// The chunks since the last control, each shared with the other viewers.
+            var tail: [ByteBuffer] = []
             /// Bytes queued and not yet reported ``sent(_:)`` (taken ones count until the handler wrote them).
             var unsent = 0
 
             mutating func take() -> [Output] {
-                if !tail.isEmpty {
-                    items.append(.bytes(tail))
-                    tail = []
-                }
+                closeTail()
                 defer { items = [] }
                 return items
+            }
+
+            /// Ends the run of chunks since the last control: one chunk as it is (shared), several merged.
+            mutating func closeTail() {
+                guard let first = tail.first else { return }
+                if tail.count == 1 {
+                    items.append(.bytes(first))
+                } else {
+                    var merged = ByteBuffer()
+                    merged.reserveCapacity(tail.reduce(0) { $0 + $1.readableBytes })
+                    for chunk in tail { merged.writeImmutableBuffer(chunk) }
+                    items.append(.bytes(merged))
+                }
+                tail = []
             }
         }
 
@@ -133,11 +149,11 @@ public final class ConsoleMultiplexer: Sendable {
 
         /// Queues output; false if output was already waiting and this took the viewer past its bound (a chunk
         /// larger than the bound still goes to a viewer that has caught up).
-        func offer(_ bytes: [UInt8], limit: Int) -> Bool {
+        func offer(_ bytes: ByteBuffer, limit: Int) -> Bool {
             let queued = pending.withLock { pending -> Bool in
-                guard pending.unsent == 0 || pending.unsent + bytes.count <= limit else { return false }
-                pending.unsent += bytes.count
-                pending.tail += bytes
+                guard pending.unsent == 0 || pending.unsent + bytes.readableBytes <= limit else { return false }
+                pending.unsent += bytes.readableBytes
+                pending.tail.append(bytes)
                 return true
             }
             if queued { bell.yield() }
@@ -147,10 +163,7 @@ public final class ConsoleMultiplexer: Sendable {
         /// Queues a control after the output queued so far.
         func offer(_ control: ConsoleControl) {
             pending.withLock { pending in
-                if !pending.tail.isEmpty {
-                    pending.items.append(.bytes(pending.tail))
-                    pending.tail = []
-                }
+                pending.closeTail()
                 pending.items.append(.control(control))
             }
             bell.yield()
@@ -260,7 +273,9 @@ public final class ConsoleMultiplexer: Sendable {
             state.history.append(bytes)
             return Array(state.viewers.values)
         }
-        for viewer in viewers where !viewer.offer(bytes, limit: limits.viewerBufferBytes) {
+        // One buffer for every viewer: a viewer's queue holds a reference, not a copy.
+        let chunk = ByteBuffer(bytes: bytes)
+        for viewer in viewers where !viewer.offer(chunk, limit: limits.viewerBufferBytes) {
             remove(viewer, because: .tooSlow(bufferedBytes: limits.viewerBufferBytes))
         }
     }

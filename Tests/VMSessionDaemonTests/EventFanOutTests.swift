@@ -1,0 +1,102 @@
+import Foundation
+import NIOCore
+import Testing
+import VMSessionCore
+import VMSessionDaemon
+import VMSessionStore
+
+/// The SSE fan-out: every event's frame is encoded once for all subscribers, and a subscriber that does not
+/// read is ended, never waited for.
+@Suite("Event fan-out")
+struct EventFanOutTests {
+    static func session(_ name: String) -> StoredSession {
+        let now = Date()
+        return StoredSession(
+            session: Session(id: SessionID(), name: name, createdAt: now, updatedAt: now), secret: .init(kdf: "k", salt: [], hash: []))
+    }
+
+    /// The frames of one subscription until `count` of them arrived.
+    static func frames(_ subscription: EventHub.FrameSubscription, count: Int) async -> [(id: Int64, frame: ByteBuffer)] {
+        var received: [(id: Int64, frame: ByteBuffer)] = []
+        for await delivery in subscription.frames {
+            if case .frame(let id, let frame) = delivery { received.append((id, frame)) }
+            if received.count == count { break }
+        }
+        return received
+    }
+
+    @Test("a thousand subscribers cost one encode per event, and all get the same bytes in id order")
+    func encodedOncePerEvent() async throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let stored = Self.session("fan")
+        _ = try store.createSession(stored, tokenHash: [1], event: (.sessionCreated, "{}"))
+        let subscriptions = (0..<1000).map { _ in hub.subscribeFrames(toAny: [stored.session.id], owners: [.daemon]) }
+        // An internal reader of plain events costs no frame.
+        let plain = hub.subscribe(to: stored.session.id)
+        let events = 20
+        for index in 0..<events {
+            try hub.record { [try store.append(.propertyChanged, payload: #"{"n":\#(index)}"#, for: stored.session.id, at: Date())] }
+        }
+        #expect(hub.framesEncodedCount == events)
+        let first = await Self.frames(subscriptions[0], count: events)
+        #expect(first.map(\.id) == first.map(\.id).sorted())
+        // Replay builds its frames the same way: the live bytes are the bytes a reconnect would get.
+        let replayed = try store.events(for: stored.session.id, after: 0).filter { $0.kind == .propertyChanged }
+        #expect(first.map(\.frame) == replayed.map(EventHub.frame))
+        for subscription in subscriptions.dropFirst() {
+            let received = await Self.frames(subscription, count: events)
+            #expect(received.map(\.id) == first.map(\.id))
+            #expect(received.map(\.frame) == first.map(\.frame))
+        }
+        var count = 0
+        for await _ in plain {
+            count += 1
+            if count == events { break }
+        }
+        #expect(hub.framesEncodedCount == events)
+    }
+
+    @Test("a subscriber that does not read is ended when its buffer is full; the others keep receiving")
+    func slowSubscriberDropped() async throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let stored = Self.session("slow")
+        _ = try store.createSession(stored, tokenHash: [1], event: (.sessionCreated, "{}"))
+        let slow = hub.subscribeFrames(toAny: nil, owners: [.daemon])
+        let fast = hub.subscribeFrames(toAny: nil, owners: [.daemon])
+        let total = EventHub.subscriberBuffer + 10
+        // The fast one reads each event as it comes; the slow one reads nothing until the end.
+        var fastFrames = fast.frames.makeAsyncIterator()
+        var fastReceived = 0
+        for _ in 0..<total {
+            // record never waits for a subscriber: it returns once the events are handed over or queued.
+            try hub.record { [try store.append(.progress, payload: "{}", for: stored.session.id, at: Date())] }
+            if case .frame = await fastFrames.next() { fastReceived += 1 }
+        }
+        #expect(fastReceived == total)
+        var buffered = 0
+        for await delivery in slow.frames {
+            if case .frame = delivery { buffered += 1 }
+        }
+        // It got what fitted, then its stream ended (it reconnects with its last id and replays the rest).
+        #expect(buffered == EventHub.subscriberBuffer)
+        for _ in 0..<100 where hub.subscriberCount > 1 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(hub.subscriberCount == 1)
+        _ = fast
+    }
+
+    @Test("heartbeats go into the subscription's own queue, behind the frames already there")
+    func heartbeatInQueue() async throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let stored = Self.session("beat")
+        _ = try store.createSession(stored, tokenHash: [1], event: (.sessionCreated, "{}"))
+        let subscription = hub.subscribeFrames(toAny: nil, owners: [.daemon])
+        try hub.record { [try store.append(.progress, payload: "{}", for: stored.session.id, at: Date())] }
+        subscription.heartbeat()
+        var iterator = subscription.frames.makeAsyncIterator()
+        guard case .frame = await iterator.next() else { Issue.record("the frame did not come first"); return }
+        guard case .heartbeat = await iterator.next() else { Issue.record("the heartbeat did not follow"); return }
+    }
+}
