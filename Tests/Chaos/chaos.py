@@ -410,6 +410,15 @@ def main():
         leftover = [pid for name, pids in qemu_pids().items() if name in ours for pid in pids] + probe_pids(state_dir)
         for pid in leftover:
             os.kill(pid, signal.SIGKILL)
+        # The VMs still running at the end were killed above; their network helpers are detached and go only
+        # with a daemon's stop, so the run takes them down itself.
+        for s, pids in network_helpers().items():
+            if f"vms-{s}" in ours:
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         if args.keep:
             print(f"state kept in {workdir}")
         else:
