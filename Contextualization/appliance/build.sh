@@ -48,10 +48,18 @@ if ! "$BUSYBOX" --list | grep -x httpd >/dev/null; then
 fi
 
 # Resolve the versioned kernel package the meta package depends on.
-KPKG=$(apt-cache depends "$META_PKG" 2>/dev/null |
-    sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
+kernel_package() {
+    apt-cache depends "$META_PKG" 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1 || true
+}
+KPKG=$(kernel_package)
 if [ -z "$KPKG" ]; then
-    echo "build.sh: cannot resolve $META_PKG (run 'apt-get update' first?)" >&2
+    # No apt lists on the host (a fresh machine, or lists cleared): fetch them and ask again.
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq >&2; else sudo apt-get update -qq >&2; fi
+    KPKG=$(kernel_package)
+fi
+if [ -z "$KPKG" ]; then
+    echo "build.sh: cannot resolve $META_PKG from the host's apt lists (is deb.debian.org reachable?)" >&2
     exit 1
 fi
 KVER_PKG=$(apt-cache policy "$KPKG" | sed -n 's/^ *Candidate: //p')
