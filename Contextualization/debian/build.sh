@@ -96,7 +96,10 @@ DPKG_OPTS=(
 # The image's files go in before its packages (setup hook), so the kernel's postinst builds the small
 # initramfs they ask for; the customize hooks enable the units, mask what a short-lived sandboxed guest
 # does not need at boot (e2scrub_reap took 23 s of a TCG boot; apt's daily timers would reach for the
-# archive), and clear what a build leaves behind.
+# archive), and clear the logs a build leaves. The root's apt lists, apt cache and /tmp are emptied by
+# mmdebstrap's own clean-up, after its last apt call: a hook must not touch /tmp, where mmdebstrap keeps its
+# APT_CONFIG; without it that clean-up's `apt-get update` and `apt-get clean` act on the host's apt and
+# emptied the host's package lists.
 mmdebstrap --mode=root --variant=minbase --format=directory \
     --aptopt='APT::Install-Recommends "false"' \
     --aptopt='Acquire::Languages "none"' \
@@ -109,7 +112,7 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     --customize-hook='echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf"' \
     --customize-hook='echo "LANG=C.UTF-8" > "$1/etc/default/locale"' \
     --customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" > "$1/var/tmp/packages"' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log "$1"/var/log/apt/* "$1"/tmp/*; : > "$1/etc/machine-id"' \
+    --customize-hook='rm -rf "$1"/var/log/*.log "$1"/var/log/apt/*; : > "$1/etc/machine-id"' \
     "$SUITE" "$ROOT" \
     "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main" >&2
 mv "$ROOT/var/tmp/packages" "$WORK/packages"
