@@ -37,10 +37,28 @@ struct ApplianceOptions: ParsableArguments {
             image: .kernel(kernelPath: appliance + "/vmlinuz", initrdPath: appliance + "/initrd.img", commandLine: commandLine),
             egress: egress)
     }
+
+    /// Defines and starts the appliance and waits for its ready marker: where every timed command but the
+    /// cold start begins.
+    func readyMachine(on hypervisor: LibvirtHypervisor, memory: Int = 256, egress: EgressPolicy? = .internet) async throws -> SessionID {
+        let id = SessionID()
+        try await hypervisor.define(try spec(id, memory: memory, egress: egress))
+        try await hypervisor.start(id)
+        try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: ready")
+        return id
+    }
 }
 
 func milliseconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+}
+
+/// How long `body` took, in milliseconds.
+func timed(_ body: () async throws -> Void) async rethrows -> Double {
+    let clock = ContinuousClock()
+    let start = clock.now
+    try await body()
+    return milliseconds(start.duration(to: clock.now))
 }
 
 func printJSON(_ value: [String: Any]) throws {
@@ -86,22 +104,12 @@ struct Control: AsyncParsableCommand {
 
     func run() async throws {
         let hypervisor = try options.hypervisor()
-        let id = SessionID()
-        try await hypervisor.define(try options.spec(id))
-        try await hypervisor.start(id)
-        try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: ready")
-        let clock = ContinuousClock()
+        let id = try await options.readyMachine(on: hypervisor)
         var pause: [Double] = [], resume: [Double] = [], cap: [Double] = []
         for index in 0..<options.runs {
-            var start = clock.now
-            try await hypervisor.pause(id)
-            pause.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try await hypervisor.resume(id)
-            resume.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try await hypervisor.setExecutionCap(try ExecutionCap(percent: index.isMultiple(of: 2) ? 50 : 100), for: id)
-            cap.append(milliseconds(start.duration(to: clock.now)))
+            pause.append(try await timed { try await hypervisor.pause(id) })
+            resume.append(try await timed { try await hypervisor.resume(id) })
+            cap.append(try await timed { try await hypervisor.setExecutionCap(try ExecutionCap(percent: index.isMultiple(of: 2) ? 50 : 100), for: id) })
         }
         try await hypervisor.remove(id)
         try printJSON(["pauseMs": pause, "resumeMs": resume, "capMs": cap])
@@ -116,39 +124,24 @@ struct Hibernate: AsyncParsableCommand {
 
     func run() async throws {
         let hypervisor = try options.hypervisor()
-        let clock = ContinuousClock()
         // 1. libvirt alone, on a machine with no network (libvirt's restore of a guest whose network
         //    sandbox is down would fail; bringing it up is the daemon's job, timed in 2).
-        let bare = SessionID()
-        try await hypervisor.define(try options.spec(bare, memory: memory, egress: nil))
-        try await hypervisor.start(bare)
-        try await waitForConsole(hypervisor.consoleLogPath(for: bare), marker: "VMSESSION-APPLIANCE: ready")
+        let bare = try await options.readyMachine(on: hypervisor, memory: memory, egress: nil)
         let connection = try Connection(uri: hypervisor.description.uri)
         guard let domain = try connection.domain(named: bare.machineName) else { throw ValidationError("no domain") }
         var save: [Double] = [], restore: [Double] = []
         for _ in 0..<options.runs {
-            var start = clock.now
-            try domain.managedSave()
-            save.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try domain.start()
-            restore.append(milliseconds(start.duration(to: clock.now)))
+            save.append(try await timed { try domain.managedSave() })
+            restore.append(try await timed { try domain.start() })
         }
         try await hypervisor.remove(bare)
         // 2. The daemon's hypervisor layer (LibvirtHypervisor.hibernate / start), with the guest's network
         //    as the daemon runs it: what it adds to libvirt, without HTTP, store or session manager.
-        let layered = SessionID()
-        try await hypervisor.define(try options.spec(layered, memory: memory))
-        try await hypervisor.start(layered)
-        try await waitForConsole(hypervisor.consoleLogPath(for: layered), marker: "VMSESSION-APPLIANCE: ready")
+        let layered = try await options.readyMachine(on: hypervisor, memory: memory)
         var layerSave: [Double] = [], layerRestore: [Double] = []
         for _ in 0..<options.runs {
-            var start = clock.now
-            try await hypervisor.hibernate(layered)
-            layerSave.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try await hypervisor.start(layered)
-            layerRestore.append(milliseconds(start.duration(to: clock.now)))
+            layerSave.append(try await timed { try await hypervisor.hibernate(layered) })
+            layerRestore.append(try await timed { try await hypervisor.start(layered) })
         }
         try await hypervisor.remove(layered)
         try printJSON([
@@ -165,29 +158,15 @@ struct Snapshots: AsyncParsableCommand {
 
     func run() async throws {
         let hypervisor = try options.hypervisor()
-        let id = SessionID()
-        try await hypervisor.define(try options.spec(id))
-        try await hypervisor.start(id)
-        try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: ready")
-        let clock = ContinuousClock()
+        let id = try await options.readyMachine(on: hypervisor)
         var create: [Double] = [], revert: [Double] = [], delete: [Double] = [], save: [Double] = [], restore: [Double] = []
         for index in 0..<options.runs {
-            var start = clock.now
-            _ = try await hypervisor.createSnapshot("bench-\(index)", of: id)
-            create.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try await hypervisor.revertToSnapshot("bench-\(index)", of: id, paused: false)
-            revert.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try await hypervisor.deleteSnapshot("bench-\(index)", of: id)
-            delete.append(milliseconds(start.duration(to: clock.now)))
+            create.append(try await timed { _ = try await hypervisor.createSnapshot("bench-\(index)", of: id) })
+            revert.append(try await timed { try await hypervisor.revertToSnapshot("bench-\(index)", of: id, paused: false) })
+            delete.append(try await timed { try await hypervisor.deleteSnapshot("bench-\(index)", of: id) })
             // The alternative keeps memory in a file of its own (virDomainSave's format, as managed save writes it).
-            start = clock.now
-            try await hypervisor.hibernate(id)
-            save.append(milliseconds(start.duration(to: clock.now)))
-            start = clock.now
-            try await hypervisor.start(id)
-            restore.append(milliseconds(start.duration(to: clock.now)))
+            save.append(try await timed { try await hypervisor.hibernate(id) })
+            restore.append(try await timed { try await hypervisor.start(id) })
         }
         try await hypervisor.remove(id)
         try printJSON(["createMs": create, "revertMs": revert, "deleteMs": delete, "saveMs": save, "restoreMs": restore])
