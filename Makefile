@@ -25,11 +25,11 @@ RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qe
 BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libxext-dev libx11-dev libsystemd-dev libwayland-dev libcurl4-openssl-dev \
 	busybox-static kmod cpio
 # What only the tests and benchmarks need: Chromium, X11/Wayland sessions to drive idle detection, load
-# tools, the protocol XML for `make wayland-protocols`, and the package test's tools (mmdebstrap, bwrap,
-# systemd-analyze).
+# tools, the protocol XML for `make wayland-protocols`, the package test's tools (mmdebstrap, bwrap,
+# systemd-analyze), and sshd for the libvirt hosts the many-hosts tests reach over SSH (SSHLibvirtHost).
 TEST_PACKAGES := curl procps wrk python3 python3-pip chromium xvfb xdotool x11-utils \
 	wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus \
-	mmdebstrap bubblewrap systemd prometheus
+	mmdebstrap bubblewrap systemd prometheus openssh-server
 APT_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES)
 # The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
 WAYLAND_IDLE := Sources/CWaylandIdle

@@ -218,6 +218,8 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "VMSessionClient",
+                // The many-hosts tests drive libvirt hosts reached over SSH directly (SSHLibvirtHost, RemoteHostTests).
+                "Libvirt",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
