@@ -1,5 +1,6 @@
 import CLibvirt
 import Foundation
+import Synchronization
 
 /// An open connection to a libvirt driver (`qemu:///embed?root=…`, `qemu:///system`, `test:///default`, …).
 ///
@@ -8,6 +9,8 @@ import Foundation
 public final class Connection: @unchecked Sendable {
     let pointer: virConnectPtr
     public let uri: String
+    /// Whether ``onClose(_:)`` registered a handler that must be removed before closing.
+    let closeHandlerRegistered = Atomic<Bool>(false)
 
     /// Opens a read-write connection. The event loop must be running for events (and for the embedded driver).
     public init(uri: String) throws(LibvirtError) {
@@ -18,6 +21,7 @@ public final class Connection: @unchecked Sendable {
     }
 
     deinit {
+        removeCloseHandler()
         virConnectClose(pointer)
     }
 

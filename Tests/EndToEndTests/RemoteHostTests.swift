@@ -80,6 +80,9 @@ struct RemoteHostTests {
             }
             // Three distinct QEMU drivers: the embedded one, and each host's own session libvirtd, run as its user.
             for connection in [local] + remote { #expect(try connection.driverName() == "QEMU") }
+            // Keepalive is the remote driver's: the embedded driver has no far end that could hang.
+            #expect(try local.setKeepAlive(interval: 1, count: 3) == false)
+            for connection in remote { #expect(try connection.setKeepAlive(interval: 1, count: 3)) }
             for host in hosts {
                 let daemon = try #require(host.libvirtdPID, "\(host.user) runs a session libvirtd")
                 #expect(ProcessEntry.entry(daemon)?.uid == host.uid)
