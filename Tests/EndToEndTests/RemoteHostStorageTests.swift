@@ -1,0 +1,72 @@
+import Foundation
+import Libvirt
+import Testing
+
+/// Files reach a remote host through libvirt itself: storage volumes filled by streams over the connection.
+extension RealGuestSuites.RemoteHostTests {
+    @Test("the appliance's kernel and initrd reach an SSH host only through libvirt storage volumes and streams, arrive byte for byte, boot a real guest there, and the pool and volumes go without a trace")
+    func applianceThroughVolumes() async throws {
+        let hosts = try await Self.startHosts(1)
+        let host = hosts[0]
+        defer { host.tearDown() }
+        let connection = try await Self.connect(host.uri)
+        let local = try TemporaryDirectory("vms-e2e-volumes")
+
+        let poolName = "vmsessiond-\(UUID().uuidString.prefix(8).lowercased())"
+        let poolPath = host.home + "/pool"
+        let pool = try connection.defineStoragePool(xml: """
+            <pool type='dir'><name>\(poolName)</name><target><path>\(poolPath)</path></target></pool>
+            """)
+        try pool.build()
+        try pool.start()
+        #expect(pool.isActive)
+
+        var paths: [String: String] = [:]
+        var volumes: [StorageVolume] = []
+        for file in ["vmlinuz", "initrd.img"] {
+            let source = DaemonProcess.applianceDirectory + "/" + file
+            let original = try #require(FileManager.default.contents(atPath: source))
+            let volume = try pool.createVolume(xml: """
+                <volume><name>\(file)</name><capacity unit='bytes'>\(original.count)</capacity>\
+                <target><format type='raw'/></target></volume>
+                """)
+            let sent = try await Command.onThread { try volume.upload(contentsOf: source) }
+            #expect(sent == UInt64(original.count))
+            #expect(try volume.info().capacity == UInt64(original.count))
+            // On the host, the host's libvirtd wrote it as the host's user.
+            let path = try volume.path()
+            #expect(path == poolPath + "/" + file)
+            #expect(FileManager.default.contents(atPath: path) == original)
+            #expect((try FileManager.default.attributesOfItem(atPath: path)[.ownerAccountID] as? NSNumber)?.uint32Value == host.uid)
+            // And back through a stream.
+            let back = local.path + "/" + file
+            #expect(try await Command.onThread { try volume.download(to: back) } == UInt64(original.count))
+            #expect(FileManager.default.contents(atPath: back) == original)
+            paths[file] = path
+            volumes.append(volume)
+        }
+        #expect(Set(try pool.allVolumes().map(\.name)) == ["vmlinuz", "initrd.img"])
+
+        let name = "vmsh-volume-guest-\(UUID().uuidString.prefix(8).lowercased())"
+        let console = host.home + "/\(name).console.log"
+        let xml = try Self.applianceXML(name: name, appliance: DaemonProcess.applianceDirectory, console: console)
+            .replacingOccurrences(of: DaemonProcess.applianceDirectory + "/vmlinuz", with: try #require(paths["vmlinuz"]))
+            .replacingOccurrences(of: DaemonProcess.applianceDirectory + "/initrd.img", with: try #require(paths["initrd.img"]))
+        #expect(!xml.contains(DaemonProcess.applianceDirectory))
+        let domain = try await Command.onThread { try connection.defineDomain(xml: xml) }
+        try await Command.onThread { try domain.start() }
+        try await Self.waitForFile(console, containing: Self.readyMarker)
+        #expect(try domain.state() == .running)
+        try await Command.onThread { try domain.destroy() }
+        try domain.undefine()
+
+        for volume in volumes { try volume.delete() }
+        #expect(try pool.allVolumes().isEmpty)
+        try pool.destroy()
+        try pool.delete()
+        try pool.undefine()
+        #expect(try connection.storagePool(named: poolName) == nil)
+        #expect(!FileManager.default.fileExists(atPath: poolPath))
+        #expect(try connection.allDomains().isEmpty)
+    }
+}
