@@ -61,25 +61,35 @@ extension Connection {
 
     /// Registers `handler` to be told once when libvirt closes this connection underneath (the far end went
     /// away, keepalive gave up, a transport error). One handler per connection; it runs on the event loop
-    /// thread, so it must be short and must not call back into this connection. It is dropped with the connection.
+    /// thread, so it must be short and must not call back into this connection. It is dropped with the
+    /// connection. Local drivers (embedded, test) accept it and never call it: nothing can close them underneath.
     public func onClose(_ handler: @escaping @Sendable (ConnectionCloseReason) -> Void) throws(LibvirtError) {
-        let box = Unmanaged.passRetained(CloseHandlerBox(handler)).toOpaque()
-        let result = virConnectRegisterCloseCallback(pointer, Self.closeCallback, box) { opaque in
-            guard let opaque else { return }
-            Unmanaged<CloseHandlerBox>.fromOpaque(opaque).release()
+        let box = CloseHandlerBox(handler)
+        try closeHandler.withLock { (current: inout CloseHandlerBox?) throws(LibvirtError) in
+            guard current == nil else {
+                throw LibvirtError(
+                    code: Int32(VIR_ERR_OPERATION_INVALID.rawValue), domain: 0,
+                    message: "a close handler is already registered on this connection", operation: "onClose")
+            }
+            // No free callback: the connection owns the box, since local drivers never call one.
+            guard virConnectRegisterCloseCallback(pointer, Self.closeCallback, Unmanaged.passUnretained(box).toOpaque(), nil) == 0 else {
+                throw LibvirtError.last("virConnectRegisterCloseCallback")
+            }
+            current = box
         }
-        guard result == 0 else {
-            Unmanaged<CloseHandlerBox>.fromOpaque(box).release()
-            throw LibvirtError.last("virConnectRegisterCloseCallback")
-        }
-        closeHandlerRegistered.store(true, ordering: .releasing)
     }
 
     /// Removes the handler ``onClose(_:)`` registered; called before the connection is closed, since libvirt's
-    /// registration holds a reference to the connection.
+    /// registration holds a reference to the connection. libvirt calls the handler under the lock that
+    /// unregistering takes, so once this returns no call is running and the box can go.
     func removeCloseHandler() {
-        guard closeHandlerRegistered.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        let box = closeHandler.withLock { (current: inout CloseHandlerBox?) -> CloseHandlerBox? in
+            defer { current = nil }
+            return current
+        }
+        guard let box else { return }
         _ = virConnectUnregisterCloseCallback(pointer, Self.closeCallback)
+        withExtendedLifetime(box) {}
     }
 
     /// The one C function libvirt calls; unregistering names it again, so it must be the same pointer.
@@ -91,7 +101,8 @@ extension Connection {
     }
 }
 
-private final class CloseHandlerBox: Sendable {
+/// The Swift handler behind the C close callback's opaque pointer.
+final class CloseHandlerBox: Sendable {
     let handler: @Sendable (ConnectionCloseReason) -> Void
     init(_ handler: @escaping @Sendable (ConnectionCloseReason) -> Void) { self.handler = handler }
 }

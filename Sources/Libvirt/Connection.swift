@@ -9,8 +9,9 @@ import Synchronization
 public final class Connection: @unchecked Sendable {
     let pointer: virConnectPtr
     public let uri: String
-    /// Whether ``onClose(_:)`` registered a handler that must be removed before closing.
-    let closeHandlerRegistered = Atomic<Bool>(false)
+    /// The handler ``onClose(_:)`` registered, owned here (libvirt's local drivers accept a registration but
+    /// never release it); removed from libvirt before closing.
+    let closeHandler = Mutex<CloseHandlerBox?>(nil)
 
     /// Opens a read-write connection. The event loop must be running for events (and for the embedded driver).
     public init(uri: String) throws(LibvirtError) {
