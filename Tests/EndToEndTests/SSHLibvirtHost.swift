@@ -55,7 +55,7 @@ final class SSHLibvirtHost: @unchecked Sendable {
         var made = false
         do {
             // `-p '*'`: no password, but not "locked" ("!"), which sshd (without PAM) would refuse.
-            try run("/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", "-p", "*", user)
+            try account("/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", "-p", "*", user)
             made = true
             let entry = try #require(getpwnam(user), "useradd made \(user)")
             let (uid, gid) = (entry.pointee.pw_uid, entry.pointee.pw_gid)
@@ -112,7 +112,7 @@ final class SSHLibvirtHost: @unchecked Sendable {
             host.startDuration = started.duration(to: clock.now)
             return host
         } catch {
-            if made { _ = try? Command.run("/usr/sbin/userdel", [user]) }
+            if made { _ = try? account("/usr/sbin/userdel", user) }
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
@@ -183,7 +183,7 @@ final class SSHLibvirtHost: @unchecked Sendable {
         }
         for entry in sessionProcesses() { kill(entry.pid, SIGKILL) }
         sshd.stop()
-        _ = try? Command.run("/usr/sbin/userdel", [user])
+        _ = try? Self.account("/usr/sbin/userdel", user)
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -216,6 +216,19 @@ final class SSHLibvirtHost: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         address.sin_port = UInt16(port).bigEndian
         return address
+    }
+
+    /// useradd or userdel, tried again for a while when it fails: other tests make users at the same time, and
+    /// the one holding /etc/passwd's lock makes the other fail at once.
+    static func account(_ program: String, _ arguments: String...) throws {
+        var last = ""
+        for _ in 0..<30 {
+            let (status, output) = try Command.run(program, arguments)
+            if status == 0 { return }
+            last = output
+            usleep(100_000)
+        }
+        throw DaemonError("\(program) \(arguments.joined(separator: " ")) failed: \(last)")
     }
 
     @discardableResult
