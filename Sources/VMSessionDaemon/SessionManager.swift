@@ -491,6 +491,8 @@ public actor SessionManager: Service {
         while true {
             let current = try operation(id)
             guard current.status == .running, clock.now < deadline, !Task.isCancelled else { return current }
+            // Dropped at the end of the round, which ends the subscription (an AsyncStream's last reference
+            // going cancels it, and the hub's termination handler forgets it).
             let ends = events.subscribe(to: current.sessionID)
             // Read again now that the subscription exists: an end recorded before it has no event left to wait for.
             guard try operation(id).status == .running else { continue }

@@ -315,9 +315,9 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     /// Saves the VM's memory to libvirt's managed-save image and ends its QEMU. Its network helpers (passt,
-    /// pasta, socat: a few MiB, no CPU while no guest is connected) stay: passt takes the restored QEMU's
-    /// connection as a new client, so a restore needs no new sandbox, which cost it some 100 ms of process
-    /// starts and waits (more on a busy machine). They go when the session is closed, as before.
+    /// pasta, socat: about 39 MiB private, no CPU while no guest is connected) stay: passt takes the restored
+    /// QEMU's connection as a new client, so a restore starts no new sandbox, which cost it 210 to 340 ms of
+    /// process starts and waits on this busy machine (see the README). They go when the session is closed.
     public func hibernate(_ id: SessionID) async throws(VMSessionError) {
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
         await releaseCap(id)
