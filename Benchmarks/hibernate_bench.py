@@ -51,12 +51,12 @@ def daemon_runs(api, path, runs, console):
     return hibernate, restore
 
 
-def run_daemon(args, work, memory, runs):
-    state = os.path.join(work, f"daemon-{memory}")
-    log_path = os.path.join(work, f"daemon-{memory}.log")
+def run_daemon(args, work, memory, runs, binary=None, label="daemon"):
+    state = os.path.join(work, f"{label}-{memory}")
+    log_path = os.path.join(work, f"{label}-{memory}.log")
     log = open(log_path, "w")
     daemon = subprocess.Popen(
-        REAPER + [args.daemon, "--listen", "127.0.0.1:0", "--state-dir", state, "--accelerator", "tcg", "--appliance-dir", args.appliance,
+        REAPER + [binary or args.daemon, "--listen", "127.0.0.1:0", "--state-dir", state, "--accelerator", "tcg", "--appliance-dir", args.appliance,
          "--idle-source", "none", "--log-level", "notice"], stdout=log, stderr=log)
     api = None
     try:
@@ -91,6 +91,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon", required=True)
     parser.add_argument("--peer", required=True)
+    parser.add_argument("--baseline", help="another vmsessiond (an older build) measured the same way in the same run, before --daemon")
     parser.add_argument("--appliance", required=True)
     parser.add_argument("--out", default="artifacts/hibernate_bench.json")
     parser.add_argument("--runs", type=int, default=2 if QUICK else 5)
@@ -101,6 +102,7 @@ def main():
     results = {"quick": QUICK, "goal": {"hibernateMs": GOAL_HIBERNATE_MS, "restoreMs": GOAL_RESTORE_MS}, "sizes": []}
     try:
         for memory in (int(m) for m in args.memory.split(",")):
+            baseline = run_daemon(args, work, memory, args.runs, args.baseline, "baseline") if args.baseline else None
             hibernate, restore = run_daemon(args, work, memory, args.runs)
             output = subprocess.run(
                 REAPER + [args.peer, "hibernate", "--state", os.path.join(work, f"peer-{memory}"), "--appliance", args.appliance,
@@ -112,9 +114,13 @@ def main():
                 "libvirt": {"hibernateMs": spread(peer["hibernateMs"]), "restoreMs": spread(peer["restoreMs"])},
                 "hypervisorLayer": {"hibernateMs": spread(peer["hypervisorHibernateMs"]), "restoreMs": spread(peer["hypervisorRestoreMs"])},
             })
+            if baseline:
+                results["sizes"][-1]["baseline"] = {"hibernateMs": spread(baseline[0]), "restoreMs": spread(baseline[1])}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["machine"] = {"cpus": os.cpu_count(), "load": os.getloadavg()}
     print()
+    print(f"load average {results['machine']['load'][0]:.1f} on {os.cpu_count()} CPUs")
     print(f"hibernate / restore, daemon vs libvirt's managed save (same run, TCG appliance, {args.runs} runs, p50)")
     print("=" * 100)
     for size in results["sizes"]:
@@ -126,6 +132,8 @@ def main():
             print(f"{size['memoryMiB']:5d} MiB {what:9s}  daemon {d[key]['p50']:7.0f} ms   libvirt {l[key]['p50']:7.0f} ms   "
                   f"ratio {ratio:4.2f}   (hypervisor layer {h[key]['p50']:6.0f} ms)   goal <= {goal} ms: "
                   f"{'met' if d[key]['p50'] <= goal else 'missed'}")
+            if "baseline" in size:
+                print(f"{'':9s} {what:9s}  baseline {size['baseline'][key]['p50']:5.0f} ms (--baseline, same run)")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

@@ -39,7 +39,31 @@ extension LibvirtHypervisor {
         return max(0, Self.allocatedBytes(diskPath) - before)
     }
 
+    /// Reverts inside the VM's running QEMU (see ``Domain/loadSnapshotInPlace(named:paused:)``): its network,
+    /// console and display connections stay as they are. Where that is refused (a driver with no QEMU
+    /// monitor, or QEMU's `loadvm` failed), libvirt's own revert starts a new QEMU from the snapshot.
     public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
+        if description.driver == "QEMU" {
+            do throws(VMSessionError) {
+                try await call("revert to snapshot '\(name)'") { connection in
+                    guard let domain = try connection.domain(named: id.machineName) else {
+                        throw VMSessionError(.notFound, "Could not revert: the VM \(id.machineName) is not defined.")
+                    }
+                    do {
+                        try domain.loadSnapshotInPlace(named: name, paused: paused)
+                    } catch let error as LibvirtError where error.isNoSnapshot {
+                        throw VMSessionError(.notFound, "The VM has no snapshot '\(name)'.")
+                    }
+                }
+                return
+            } catch where error.code == .notFound {
+                throw error
+            } catch {
+                logger.notice(
+                    "reverting in place was refused; libvirt's revert restarts the VM",
+                    metadata: ["session": "\(id)", "snapshot": "\(name)", "error": "\(error)"])
+            }
+        }
         // libvirt 9.0 reverts by starting a new QEMU from the snapshot: its "stopped" event must not take the
         // guest's network down, and the new process connects to the network as a start's does.
         starting.insert(id)

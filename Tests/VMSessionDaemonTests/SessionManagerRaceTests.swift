@@ -226,6 +226,33 @@ struct SessionManagerRaceTests {
         #expect(try fixture.store.session(id)?.session.egress == nil)
     }
 
+    @Test("a wait for an operation wakes when it ends, with the clock standing still, and leaves no event subscription behind")
+    func waitForOperationWakesOnItsEnd() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.open)
+        await fixture.hypervisor.set(id, to: .shutOff(reason: .neverStarted, hasSavedState: false), announce: false)
+        let clock = ManualClock()
+        let manager = fixture.manager(configuration: .init(), clock: clock)
+        try await manager.reconcile()
+        let gate = await fixture.hypervisor.hold(.start)
+        try await Self.running(manager) {
+            let hub = await manager.events
+            let before = hub.subscriberCount
+            let receipt = try await manager.perform(.start, on: id, input: .start(userData: nil, parameters: [:]))
+            await gate.reached()
+            try await withThrowingTaskGroup(of: SessionOperation.self) { group in
+                group.addTask { try await manager.waitForOperation(receipt.operation.id, timeout: .seconds(30)) }
+                // The waiter is asleep (its re-check) before the start is let go; time never moves.
+                while clock.sleeperCount == 0 { await Task.yield() }
+                gate.open()
+                let operation = try #require(try await group.next())
+                #expect(operation.status == .succeeded)
+            }
+            #expect(clock.now.offset == .zero, "woken by the end, not by a timer")
+            #expect(hub.subscriberCount == before, "the wait's subscription is gone")
+        }
+    }
+
     @Test("waiting for an operation ends when the manager's clock passes the timeout, with no real waiting")
     func waitForOperationFollowsTheClock() async throws {
         let fixture = try Fixture()
