@@ -6,8 +6,7 @@ and with its qemu killed. After each restart it checks that:
 - every event a client had received is still there, in order, with the same type and time (?since=0);
 - every session's state matches the VM: one qemu for running/paused, a managed-save file and no qemu for
   saved, no qemu for open/error, nothing at all (qemu, domain, files) for closed;
-- there is no orphan qemu, domain, machine directory or guest network helper (passt, pasta, socat; a hibernated
-  VM keeps its helpers for its restore);
+- there is no orphan qemu, domain, machine directory or guest network helper (passt, pasta, socat);
 - every session lists exactly the snapshots libvirt keeps metadata of (none once closed);
 - `PRAGMA integrity_check` says ok;
 - the next action works.
@@ -375,13 +374,11 @@ def main():
                     continue
                 if len(pids) > 1:
                     counts.note("orphans", f"{name} has {len(pids)} qemu processes")
-            # A guest's network lives as long as its VM's process, or its hibernation image (kept for the
-            # restore): none without either.
+            # A guest's network lives as long as its VM's process: none without one.
             helpers = network_helpers()
             for s in sessions:
-                real = reality(state_dir, s)
-                if helpers.get(s) and real["qemu"] == 0 and not real["save"]:
-                    counts.note("orphans", f"{s[:8]} has network helpers {helpers[s]} but no VM process or hibernation image")
+                if helpers.get(s) and reality(state_dir, s)["qemu"] == 0:
+                    counts.note("orphans", f"{s[:8]} has network helpers {helpers[s]} but no VM process")
             for pid in probe_pids(state_dir):
                 counts.note("orphans", f"qemu {pid} (a capability probe) outlived the daemon that started it")
             for directory in glob.glob(os.path.join(state_dir, "machines", "*")):
