@@ -120,7 +120,7 @@ public final class LibvirtHypervisor: Hypervisor {
         if let all = try? connection.allDomains().filter({ SessionID(machineName: $0.name) != nil }) {
             let active = all.map { (try? $0.state().isActive) == true }
             capMechanism.reattach(running: zip(all, active).filter(\.1).map(\.0))
-            for (domain, isActive) in zip(all, active) where !isActive && (try? domain.hasManagedSave()) != true {
+            for (domain, isActive) in zip(all, active) where !isActive {
                 if let network, let id = SessionID(machineName: domain.name) { network.down(id) }
             }
         }
@@ -131,10 +131,7 @@ public final class LibvirtHypervisor: Hypervisor {
         _ id: SessionID, network: GuestNetwork, connection: Connection, starting: SessionSet
     ) {
         guard !starting.contains(id) else { return }
-        guard let domain = try? connection.domain(named: id.machineName), let state = try? domain.state(), !state.isActive else { return }
-        // A hibernated VM keeps its network for its restore (see ``hibernate(_:)``): libvirt marks it saved
-        // before it announces the stop.
-        guard state != .shutOff(.saved), (try? domain.hasManagedSave()) != true else { return }
+        guard let domain = try? connection.domain(named: id.machineName), (try? domain.state().isActive) == false else { return }
         network.down(id)
     }
 
@@ -314,13 +311,13 @@ public final class LibvirtHypervisor: Hypervisor {
         network?.down(id)
     }
 
-    /// Saves the VM's memory to libvirt's managed-save image and ends its QEMU. Its network helpers (passt,
-    /// pasta, socat: about 39 MiB private, no CPU while no guest is connected) stay: passt takes the restored
-    /// QEMU's connection as a new client, so a restore starts no new sandbox, which cost it 210 to 340 ms of
-    /// process starts and waits on this busy machine (see the README). They go when the session is closed.
+    /// Saves the VM's memory to libvirt's managed-save image and ends its QEMU and its network helpers: a
+    /// hibernated session holds no process and no memory (passt and pasta cost about 39 MiB private), and its
+    /// restore starts a new network sandbox (a few hundred ms on a busy machine; see the README).
     public func hibernate(_ id: SessionID) async throws(VMSessionError) {
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
         await releaseCap(id)
+        network?.down(id)
     }
 
     public func remove(_ id: SessionID) async throws(VMSessionError) {
