@@ -131,7 +131,8 @@ public actor SnapshotService {
     private func revert(_ snapshot: VMSnapshot, on id: SessionID, progress: SessionWork.Progress) async throws(VMSessionError) {
         await progress(1, "Reverting the VM to '\(snapshot.name)'")
         try await hypervisor.revertToSnapshot(snapshot.name, of: id, paused: snapshot.state == .paused)
-        // The snapshot's VM runs in a new process: the session's cap applies to it too.
+        // A revert in place keeps the VM's process and its cap; libvirt's fallback runs it in a new process,
+        // which the session's cap applies to too (applying it again to the same process changes nothing).
         let cap = try await manager.session(id).executionCap
         if cap != .unlimited, hypervisor.description.supportsExecutionCap {
             try await hypervisor.setExecutionCap(cap, for: id)
