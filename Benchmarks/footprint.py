@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Where vmsessiond's memory goes: RSS and PSS idle and with N sessions, part by part, beside libvirtd.
 
-Starts each given daemon binary (test driver, a fresh state directory each run) RUNS times, waits until
-start-up has settled (the daemon releases its start-up memory 2 s after it listens; this waits 4 s), and
-reads /proc/PID/smaps_rollup (RSS, PSS) and /proc/PID/smaps (each mapping, grouped into parts). Then it
+Starts each given daemon binary (test driver and a fresh state directory each run, or with --embedded the
+embedded QEMU driver) RUNS times, waits until start-up has settled (the daemon releases its start-up memory
+2 s after it listens; this waits 4 s), and reads /proc/PID/smaps_rollup (RSS, PSS) and /proc/PID/smaps (each mapping, grouped into parts). Then it
 creates N sessions in one more run of each and reads the same. libvirtd (test driver, one client
 connected) is measured in the same run. Prints medians; --out writes every sample as JSON.
 
@@ -82,10 +82,16 @@ def measure(pid, binary):
             "threads": len(os.listdir(f"/proc/{pid}/task")), "parts": by_part}
 
 
-def run_daemon(binary, work, label, sessions=0):
-    state = tempfile.mkdtemp(prefix=f"{label}-", dir=work)
+def run_daemon(binary, work, label, sessions=0, appliance=None):
     limits = ["--limit", "sessions=100000", "--limit", "sessionsPerOrigin=100000"]
-    daemon = Daemon(binary, state, "--libvirt-uri", "test:///default", *limits).start()
+    if appliance:
+        # The embedded QEMU driver (the daemon's default): one state directory per binary, so that QEMU's
+        # capabilities are probed once (20 s under TCG) and not in every run.
+        state = os.path.join(work, "embedded-" + os.path.basename(os.path.dirname(os.path.realpath(binary))) + str(abs(hash(binary))))
+        daemon = Daemon(binary, state, "--appliance-dir", appliance, *limits).start(timeout=180)
+    else:
+        state = tempfile.mkdtemp(prefix=f"{label}-", dir=work)
+        daemon = Daemon(binary, state, "--libvirt-uri", "test:///default", *limits).start()
     try:
         time.sleep(SETTLE_SECONDS)
         idle = measure(daemon.process.pid, os.path.realpath(binary))
@@ -126,6 +132,7 @@ def main():
     parser.add_argument("--daemon", action="append", required=True, help="a vmsessiond binary; repeat to compare")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--embedded", metavar="APPLIANCE_DIR", help="run on the embedded QEMU driver (as the daemon does by default) instead of test:///default")
     parser.add_argument("--out")
     opts = parser.parse_args()
     work = tempfile.mkdtemp(prefix="vms-footprint-")
@@ -136,9 +143,9 @@ def main():
         idle = {binary: [] for binary in opts.daemon}
         for run in range(opts.runs):
             for binary in opts.daemon:
-                idle[binary].append(run_daemon(binary, work, f"idle{run}")[0])
+                idle[binary].append(run_daemon(binary, work, f"idle{run}", appliance=opts.embedded)[0])
         for binary in opts.daemon:
-            loaded = run_daemon(binary, work, "loaded", opts.sessions)[1] if opts.sessions else None
+            loaded = run_daemon(binary, work, "loaded", opts.sessions, appliance=opts.embedded)[1] if opts.sessions else None
             results["daemons"][binary] = {"idle": idle[binary], "withSessions": loaded, "sessions": opts.sessions}
     finally:
         subprocess.run(["rm", "-rf", work])
