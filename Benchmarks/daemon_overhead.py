@@ -11,8 +11,9 @@ same figures as JSON (path printed at the end).
   3. read path    GET /api/v1/sessions/{id} under wrk vs virDomainGetInfo against a libvirtd (test driver)
                   over its Unix socket, at the same concurrency
   4. fan-out      100 and 1000 SSE clients on one session: emission -> receipt, events lost
-  5. footprint    daemon RSS idle (anonymous and file-backed) and with N sessions, start-up time to the first
-                  answer with N sessions, against libvirtd's RSS and the idle goal (IDLE_RSS_GOAL_MIB)
+  5. footprint    daemon RSS and PSS idle (anonymous and file-backed; after start-up has settled) and with N
+                  sessions, start-up time to the first answer with N sessions, against libvirtd's RSS and PSS and
+                  the idle goal (IDLE_RSS_GOAL_MIB); Benchmarks/footprint.py breaks the same figures down by part
 """
 
 import argparse
@@ -53,8 +54,19 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def pss_kib(pid):
+    """Proportional set size: each shared page (libc, libvirt's libraries) divided among the processes that map it."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 # The daemon's idle resident memory goal (issue #20): what it keeps with no session and no client.
 IDLE_RSS_GOAL_MIB = 40
+# The daemon releases its start-up memory 2 s after it listens (StartupMemoryRelease); idle is measured after.
+SETTLE_SECONDS = 4
 
 
 class Daemon:
@@ -285,6 +297,7 @@ def read_path(opts, work):
             results["levels"].append({"concurrency": connections, "daemon": mine, "libvirtd": peer,
                                       "throughputRatio": mine["requestsPerSecond"] / peer["requestsPerSecond"]})
         results["libvirtdRssKiB"] = rss_kib(libvirtd.pid)
+        results["libvirtdPssKiB"] = pss_kib(libvirtd.pid)
     finally:
         daemon.stop()
         libvirtd.terminate()
@@ -361,7 +374,7 @@ def fan_out(opts, work):
 
 # 5: footprint.
 
-def footprint(opts, work, libvirtd_rss):
+def footprint(opts, work, libvirtd_rss, libvirtd_pss):
     count = 50 if opts.quick else 1000
     state = os.path.join(work, "footprint-daemon")
     # The session quota (64 in all, 16 per client by default) is lifted for this measure of many sessions.
@@ -370,14 +383,16 @@ def footprint(opts, work, libvirtd_rss):
     limits = ["--limit", "sessions=100000", "--limit", "sessionsPerOrigin=100000"]
     daemon = Daemon(opts.daemon, state, "--libvirt-uri", "test:///default", *limits).start()
     try:
-        time.sleep(1)
+        time.sleep(SETTLE_SECONDS)
         idle = rss_kib(daemon.process.pid)
         # Anonymous (heap, stacks: the daemon's own) and file-backed (code and libraries mapped from disk).
-        idle_parts = {"anonKiB": rss_kib(daemon.process.pid, "RssAnon"), "fileKiB": rss_kib(daemon.process.pid, "RssFile")}
+        idle_parts = {"anonKiB": rss_kib(daemon.process.pid, "RssAnon"), "fileKiB": rss_kib(daemon.process.pid, "RssFile"),
+                      "pssKiB": pss_kib(daemon.process.pid)}
         for i in range(count):
             daemon.new_session(f"s{i}")
         time.sleep(1)
         loaded = rss_kib(daemon.process.pid)
+        loaded_pss = pss_kib(daemon.process.pid)
     finally:
         daemon.stop()
     starts = []
@@ -397,6 +412,7 @@ def footprint(opts, work, libvirtd_rss):
         daemon.stop()
     return {"compared": "vmsessiond's RSS and start-up (test driver) vs libvirtd's RSS (test driver, idle)",
             "sessions": count, "daemonRssIdleKiB": idle, "daemonRssIdleParts": idle_parts, "daemonRssWithSessionsKiB": loaded,
+            "daemonPssWithSessionsKiB": loaded_pss, "libvirtdPssKiB": libvirtd_pss,
             "goalIdleMiB": IDLE_RSS_GOAL_MIB,
             "daemonRssAfterRestartKiB": after_restart, "startupToFirstAnswerMs": spread(starts),
             "libvirtdRssKiB": libvirtd_rss}
@@ -423,7 +439,10 @@ def table(results):
     parts = f["daemonRssIdleParts"]
     lines.append("RSS idle".ljust(37) + f"daemon {f['daemonRssIdleKiB'] / 1024:5.1f} MiB (anon {parts['anonKiB'] / 1024:.1f}, file {parts['fileKiB'] / 1024:.1f})"
                  f"   libvirtd {f['libvirtdRssKiB'] / 1024:5.1f} MiB   (goal <= {f['goalIdleMiB']} MiB)")
-    lines.append(f"RSS with {f['sessions']} sessions".ljust(37) + f"daemon {f['daemonRssWithSessionsKiB'] / 1024:5.1f} MiB, after a restart {f['daemonRssAfterRestartKiB'] / 1024:.1f} MiB;"
+    lines.append("PSS idle".ljust(37) + f"daemon {parts['pssKiB'] / 1024:5.1f} MiB   libvirtd {f['libvirtdPssKiB'] / 1024:5.1f} MiB"
+                 f"   (shared library pages divided among their processes)")
+    lines.append(f"RSS with {f['sessions']} sessions".ljust(37) + f"daemon {f['daemonRssWithSessionsKiB'] / 1024:5.1f} MiB (PSS {f['daemonPssWithSessionsKiB'] / 1024:.1f}),"
+                 f" after a restart {f['daemonRssAfterRestartKiB'] / 1024:.1f} MiB;"
                  f" start-up to first answer p50 {f['startupToFirstAnswerMs']['p50']:.0f} ms")
     return "\n".join(lines)
 
@@ -450,7 +469,7 @@ def main():
             results.update(cold_start_and_control(opts, work))
         results["readPath"] = read_path(opts, work)
         results["fanOut"] = fan_out(opts, work)
-        results["footprint"] = footprint(opts, work, results["readPath"].get("libvirtdRssKiB", 0))
+        results["footprint"] = footprint(opts, work, results["readPath"].get("libvirtdRssKiB", 0), results["readPath"].get("libvirtdPssKiB", 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.time() - began

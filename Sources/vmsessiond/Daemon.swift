@@ -109,6 +109,7 @@ struct Daemon {
                     .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
                     .init(service: app),
+                    .init(service: StartupMemoryRelease(logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger)
