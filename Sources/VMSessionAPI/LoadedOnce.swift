@@ -1,5 +1,5 @@
-import Dispatch
 import Synchronization
+import VMSessionCore
 
 /// Something read from disk the first time a request asks for it, and kept from then on.
 ///
@@ -17,9 +17,8 @@ final class LoadedOnce<Value: Sendable>: Sendable {
     /// The value, read on the first call. Two first calls at once may both read; both get the one kept.
     func value() async -> Value {
         if let value = loaded.withLock({ $0 }) { return value }
-        let value = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: self.load()) }
-        }
+        let load = self.load
+        let value = await offPool(load)
         return loaded.withLock { stored in
             if let stored { return stored }
             stored = value

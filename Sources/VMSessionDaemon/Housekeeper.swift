@@ -72,9 +72,3 @@ func repeatUntilShutdown(every interval: Duration, on clock: any Clock<Duration>
     }
 }
 
-/// Runs blocking work (SQLite) on a global dispatch queue instead of a cooperative-pool thread.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-    }
-}

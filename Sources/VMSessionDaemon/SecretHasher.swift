@@ -1,6 +1,5 @@
 import Crypto
 import CryptoExtras
-import Dispatch
 import Foundation
 import VMSessionCore
 import VMSessionStore
@@ -57,19 +56,14 @@ public struct SecretHasher: Sendable {
         guard parts.count == 4, parts[0] == "scrypt", let n = Int(parts[1]), let r = Int(parts[2]), let p = Int(parts[3]) else {
             throw VMSessionError(.internalError, "The stored secret uses an unknown key derivation '\(kdf)'.")
         }
-        let result: Result<[UInt8], any Error> = await withCheckedContinuation { continuation in
-            DispatchQueue.global(qos: .userInitiated).async {
-                continuation.resume(
-                    returning: Result {
-                        let key = try KDF.Scrypt.deriveKey(
-                            from: Array(secret.utf8), salt: salt, outputByteCount: 32, rounds: n, blockSize: r, parallelism: p)
-                        return key.withUnsafeBytes { Array($0) }
-                    })
+        do {
+            return try await offPool(qos: .userInitiated) {
+                let key = try KDF.Scrypt.deriveKey(
+                    from: Array(secret.utf8), salt: salt, outputByteCount: 32, rounds: n, blockSize: r, parallelism: p)
+                return key.withUnsafeBytes { Array($0) }
             }
-        }
-        switch result {
-        case .success(let hash): return hash
-        case .failure(let error): throw VMSessionError(.internalError, "Hashing the secret failed.", cause: error)
+        } catch {
+            throw VMSessionError(.internalError, "Hashing the secret failed.", cause: error)
         }
     }
 }

@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import CMalloc
-import Dispatch
 import Logging
 import ServiceLifecycle
 import VMSessionCore
@@ -41,9 +40,7 @@ struct StartupMemoryRelease: Service {
             do { try await cancelWhenGracefulShutdown { try await clock.sleep(for: wait) } } catch { return }
             guard !Task.isShuttingDownGracefully else { return }
             // madvise(MADV_PAGEOUT) reclaims synchronously, tens of milliseconds: off the cooperative pool.
-            let outcome = await withCheckedContinuation { continuation in
-                DispatchQueue.global(qos: .utility).async { continuation.resume(returning: Self.release()) }
-            }
+            let outcome = await offPool(qos: .utility) { Self.release() }
             logger.info(
                 "memory released",
                 metadata: ["rssBeforeKiB": "\(outcome.before)", "afterTrimKiB": "\(outcome.afterTrim)", "afterPageOutKiB": "\(outcome.after)",
