@@ -354,7 +354,7 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     /// Lets the cap mechanism drop what it made for a VM whose process is gone (its cgroup).
-    private func releaseCap(_ id: SessionID) async {
+    func releaseCap(_ id: SessionID) async {
         let mechanism = capMechanism
         try? await call("release the VM's cgroup") { _ in mechanism.release(machine: id.machineName) }
     }
