@@ -65,7 +65,7 @@ public enum VMSessionAPI {
         SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
         AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views).addRoutes(to: router)
-        ImagesController(manager: manager).addRoutes(to: router)
+        ImagesController(manager: manager, templates: templates).addRoutes(to: router)
         TemplatesController(manager: manager, service: templates).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
