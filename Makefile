@@ -184,7 +184,8 @@ bench-quick: appliance build-tests
 		QUICK=1 python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench-quick.json
 
 # Chaos: the real daemon on the embedded driver with real appliance guests, killed with SIGKILL at random
-# points of open, start, pause, hibernate, restore, stop and close, and with its qemu killed; after every
+# points of open, start, pause, hibernate, restore, stop, close, snapshots, making a template and a warm
+# start from one, and with its qemu killed; after every
 # restart it checks events, state against the VMs, orphans, the database and the next action, and prints
 # the counts (Tests/Chaos/chaos.py). CHAOS_ROUNDS sets the rounds (50 by default; chaos-quick runs 5,
 # for `make test`); CHAOS_SEED replays a run.
