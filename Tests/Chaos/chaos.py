@@ -43,10 +43,12 @@ ACTIONS_BY_STATE = {
 # After each restart one of these runs to its end (it must work); the choice spreads the sessions over
 # every state, so that the next round's kill can land in any action (restore from saved included).
 NEXT_ACTIONS = {
-    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop", "snapshot"],
+    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop", "snapshot", "template"],
     "paused": ["resume", "hibernate", "revert"], "saved": ["start"], "error": ["open"],
 }
 REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
+# CHAOS_FOCUS=templates: half the running sessions' rounds make a template, and every open is from one.
+FOCUS = os.environ.get("CHAOS_FOCUS", "")
 
 
 class Counts:
@@ -308,7 +310,7 @@ def act(api, sid, token, action, state_dir=None):
         body = REQUIREMENTS
         # Half of the opens are from a template, if there is one: their start is a warm start.
         names = sorted(templates(api, state_dir)) if state_dir else []
-        if names and random.random() < 0.5:
+        if names and (FOCUS == "templates" or random.random() < 0.5):
             body = dict(REQUIREMENTS, version=random.choice(names))
     elif action == "start":
         body = {"userData": "#!/bin/sh\necho chaos\n"}
@@ -354,6 +356,8 @@ def main():
             _, current = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
             state = current.get("state", "?")
             action = random.choice(ACTIONS_BY_STATE.get(state, ["close"]))
+            if FOCUS == "templates" and state == "running" and random.random() < 0.5:
+                action = "template"
             delay = random.choice([0.0, 0.005, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
             print(f"round {round_number}: {sid[:8]} {state} -> {action}, kill after {delay:.3f} s", flush=True)
             if action == "qemu-kill":
@@ -430,6 +434,7 @@ def main():
             if follow_up is None:
                 counts.note("failed_next", f"{sid[:8]} left in {state}, no action possible")
                 continue
+            print(f"  then {follow_up}", flush=True)
             status, body = act(api, sid, token, follow_up, state_dir)
             if status == 202:
                 status, body = wait_operation(api, token, body["operation"]["id"])
