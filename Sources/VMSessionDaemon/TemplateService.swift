@@ -86,16 +86,24 @@ public actor TemplateService {
             return nil
         }
         let requirements = template.requirements(asked: asked)
+        // The session counts as the template's user from now on, before this actor can run a delete of it; if
+        // the open is refused, the link it had before is put back.
+        let previous = try storeCall { try store.templateUse(of: id) }
+        try storeCall { try store.setTemplateUse(of: id, template: template.name) }
         let work = SessionWork(steps: 2, requirements: requirements) { (progress) throws(VMSessionError) in
             await progress(1, "Creating the session's disk on template '\(template.name)' and defining the VM")
-            try storeCall { try self.store.setTemplateUse(of: id, template: template.name) }
             let spec = MachineSpec(
                 id: id, sessionName: session.name, requirements: requirements, image: .disk(path: "/template", format: "qcow2"),
                 egress: try await self.egress(of: id))
             try await self.hypervisor.defineFromTemplate(template.name, for: spec, source: template.fromSession)
             await progress(2, "VM defined from template '\(template.name)'")
         }
-        return try await manager.perform(.open, on: id, input: .work(work))
+        do {
+            return try await manager.perform(.open, on: id, input: .work(work))
+        } catch {
+            try? storeCall { try store.setTemplateUse(of: id, template: previous?.template, hasRun: previous?.hasRun ?? false) }
+            throw error
+        }
     }
 
     /// Starts session `id` if it was opened from a template: its first start restores the template's memory
