@@ -92,9 +92,11 @@ public actor TemplateService {
         try storeCall { try store.setTemplateUse(of: id, template: template.name) }
         let work = SessionWork(steps: 2, requirements: requirements) { (progress) throws(VMSessionError) in
             await progress(1, "Creating the session's disk on template '\(template.name)' and defining the VM")
+            // An empty seed until `start` writes the session's own (see LibvirtHypervisor.defineFromTemplate).
+            let seed = try ContextSeed.noCloud(userData: "", instanceID: id.description, hostname: "vms-\(id.description.prefix(8))")
             let spec = MachineSpec(
                 id: id, sessionName: session.name, requirements: requirements, image: .disk(path: "/template", format: "qcow2"),
-                egress: try await self.egress(of: id))
+                seed: seed, egress: try await self.egress(of: id))
             try await self.hypervisor.defineFromTemplate(template.name, for: spec, source: template.fromSession)
             await progress(2, "VM defined from template '\(template.name)'")
         }

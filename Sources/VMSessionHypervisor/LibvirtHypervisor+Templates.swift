@@ -97,6 +97,11 @@ extension LibvirtHypervisor {
         let base = template + "/" + Self.templateDisk
         let bytes = max(Int64(spec.diskMiB) << 20, try await DiskImageInspector.virtualSize(base))
         try await ExternalCommand.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", diskPath, "\(bytes)"])
+        // A seed is always there (the VM's XML has the template's seed drive): a first start that was cut short
+        // before writing its own must not leave a later cold boot without one.
+        if let seed = spec.seed {
+            try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+        }
         if let network, let egress = spec.egress {
             _ = try prepareSocket(network.directory(spec.id))
             try network.prepare(spec.id, policy: egress)
