@@ -381,6 +381,14 @@ public final class LibvirtHypervisor: Hypervisor {
         try await call("look for stale hibernation images") { connection in
             var repairs: [String] = []
             for domain in try connection.allDomains() where SessionID(machineName: domain.name) != nil {
+                // A start or restore (from hibernation or a template) killed half-way leaves a QEMU paused
+                // "starting up" that nobody will ever feed or resume: it goes, and its saved memory (if any)
+                // stays for the next start.
+                if try domain.state() == .paused(reason: "starting up") {
+                    try domain.destroy()
+                    repairs.append("stopped \(domain.name), whose start or restore an interrupted run left half-done")
+                    continue
+                }
                 // A hibernation killed before it stopped the VM leaves its image beside a live process; a
                 // later stop would leave the image as the VM's state (old memory over a newer disk).
                 guard try domain.state().isActive, try domain.hasManagedSave() else { continue }

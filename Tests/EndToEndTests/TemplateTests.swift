@@ -71,6 +71,65 @@ struct TemplateTests {
         }
     }
 
+    @Test("a daemon killed in the middle of a warm start leaves the session as its VM is, and startable; the template intact")
+    func killedDuringWarmStart() async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "the appliance must be built first: \(appliance)")
+        let directory = try TemporaryDirectory("vms-e2e-tplkill")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+        do {
+            try await Self.killedDuringWarmStart(daemon: daemon, state: state)
+        } catch {
+            try? await daemon.stop()
+            Self.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
+            throw error
+        }
+    }
+
+    static func killedDuringWarmStart(daemon: DaemonProcess, state: String) async throws {
+        try await daemon.start()
+        var api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        let (source, sourceToken) = try await api.newSession("kill-source")
+        let sourcePath = "/api/v1/sessions/\(source)"
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"memory":256,"disk":64}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepare)"}"#)["status"] as? String == "succeeded")
+        try await waitFor("the prepared guest counting") { (ticks("\(state)/machines/\(source)/console.log").last ?? 0) >= 2 }
+        #expect(try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(source)"}"#)["status"] as? String == "succeeded")
+        for (index, delay) in [0, 300, 900].enumerated() {
+            let (id, token) = try await api.newSession("kill-\(index)")
+            let path = "/api/v1/sessions/\(id)"
+            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
+            #expect(try await api.call(.POST, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#).status == 202)
+            try await Task.sleep(for: .milliseconds(delay))
+            daemon.kill9()
+            try await daemon.start()
+            api = APIClient(port: daemon.port)
+            let after = try await api.call(.GET, path, token: token)["state"] as? String
+            let hasProcess = RealVMTests.qemuProcess(for: id) != nil
+            // The session says what its VM is: running with a process, or open (start it again) without one.
+            #expect((after == "running" && hasProcess) || (after == "open" && !hasProcess), "after a kill at \(delay) ms: \(after ?? "?"), qemu \(hasProcess)")
+            if after == "open" {
+                let again = try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#)
+                #expect(again["status"] as? String == "succeeded", "a start after the kill works: \(again)")
+            }
+            #expect(try await api.call(.GET, path, token: token)["state"] as? String == "running")
+            #expect(try await SnapshotTests.operation(api, path + "/close", token: token)["status"] as? String == "succeeded")
+        }
+        // The template is whole: a new session starts warm from it and runs its own user-data.
+        let (last, lastToken) = try await api.newSession("kill-after")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(last)/open", token: lastToken, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(last)/start", token: lastToken, body: #"{"userData":"\#(own("L"))"}"#)["status"] as? String == "succeeded")
+        try await waitFor("the last session's own user-data") { lines("\(state)/machines/\(last)/console.log").contains { $0.contains("TPLFILES L own-L END") } }
+        for (id, token) in [(last, lastToken), (source, sourceToken)] {
+            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
+        }
+        #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 204)
+        try await daemon.stop()
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
+    }
+
     static func warmSessions(daemon: DaemonProcess, state: String) async throws {
         try await daemon.start()
         var api = APIClient(port: daemon.port)
