@@ -378,14 +378,16 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func repairInterrupted() async throws(VMSessionError) -> [String] {
-        try await call("look for stale hibernation images") { connection in
+        let network = network
+        return try await call("look for stale hibernation images") { connection in
             var repairs: [String] = []
             for domain in try connection.allDomains() where SessionID(machineName: domain.name) != nil {
                 // A start or restore (from hibernation or a template) killed half-way leaves a QEMU paused
                 // "starting up" that nobody will ever feed or resume: it goes, and its saved memory (if any)
                 // stays for the next start.
-                if try domain.state() == .paused(reason: "starting up") {
+                if try domain.state() == .paused(reason: "starting up"), let id = SessionID(machineName: domain.name) {
                     try domain.destroy()
+                    network?.down(id)
                     repairs.append("stopped \(domain.name), whose start or restore an interrupted run left half-done")
                     continue
                 }
