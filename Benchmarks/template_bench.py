@@ -26,6 +26,7 @@ def timed_session(daemon, name, version, marker):
     """Opens and starts a session; returns ({open, start, openStart: ms to `running`; userData: start -> the user-data
     ran; ready: open -> the user-data ran}, session, token)."""
     session, token = daemon.new_session(name)
+    OPENED.append((session, token))
     user_data = f"#!/bin/sh\necho {marker}\n"
     console = os.path.join(daemon.state, "machines", session, "console.log")
     begin = time.perf_counter()
@@ -37,6 +38,10 @@ def timed_session(daemon, name, version, marker):
     times = {"open": started - begin, "start": running - started, "openStart": running - begin, "userData": ran - started,
              "ready": ran - begin}
     return {key: value * 1000 for key, value in times.items()}, session, token
+
+
+# Every session opened, so that a run that fails half-way still closes their VMs (they outlive the daemon).
+OPENED = []
 
 
 def disk_bytes(path):
@@ -63,6 +68,7 @@ def main():
     try:
         admin = open(os.path.join(daemon.state, "admin-token")).read().strip()
         source, source_token = daemon.new_session("template-source")
+        OPENED.append((source, source_token))
         daemon.act(source, source_token, "open", {"cpus": 1, "memory": 256, "disk": 64, "version": "appliance"})
         daemon.act(source, source_token, "start", {"userData": "#!/bin/sh\necho prepared\n"})
         wait_for_console(os.path.join(daemon.state, "machines", source, "console.log"), "VMSESSION-APPLIANCE: ready")
@@ -87,6 +93,11 @@ def main():
             assert status == 204, reply
         daemon.act(source, source_token, "close")
     finally:
+        for session, token in OPENED:
+            try:
+                daemon.act(session, token, "close")
+            except Exception:
+                pass
         daemon.stop()
         shutil.rmtree(work, ignore_errors=True)
     results = {
