@@ -167,7 +167,8 @@ else
 			--out $(CURDIR)/artifacts/hibernate_bench.json && \
 		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json && \
 		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json && \
-		python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench.json
+		python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench.json && \
+		python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench.json
 endif
 
 bench-quick: appliance build-tests
@@ -179,10 +180,12 @@ bench-quick: appliance build-tests
 			--out $(CURDIR)/artifacts/hibernate_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json && \
-		QUICK=1 python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench-quick.json
+		QUICK=1 python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench-quick.json && \
+		QUICK=1 python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench-quick.json
 
 # Chaos: the real daemon on the embedded driver with real appliance guests, killed with SIGKILL at random
-# points of open, start, pause, hibernate, restore, stop and close, and with its qemu killed; after every
+# points of open, start, pause, hibernate, restore, stop, close, snapshots, making a template and a warm
+# start from one, and with its qemu killed; after every
 # restart it checks events, state against the VMs, orphans, the database and the next action, and prints
 # the counts (Tests/Chaos/chaos.py). CHAOS_ROUNDS sets the rounds (50 by default; chaos-quick runs 5,
 # for `make test`); CHAOS_SEED replays a run.

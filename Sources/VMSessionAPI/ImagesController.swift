@@ -8,6 +8,8 @@ import VMSessionStore
 /// and pull it, remove. Pages never add images; they open sessions with a `version` that is listed.
 struct ImagesController {
     let manager: SessionManager
+    /// Templates made on an image keep their disk as an overlay on its file: such an image is not removed.
+    var templates: TemplateService? = nil
 
     func addRoutes(to router: Router<APIRequestContext>) {
         let images = router.group("/api/v1/images").add(middleware: AdminAccess(manager: manager))
@@ -67,7 +69,12 @@ struct ImagesController {
     }
 
     @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.removeImage(context.parameters.get("version") ?? "")
+        let version = context.parameters.get("version") ?? ""
+        if let template = try await templates?.list().first(where: { $0.baseVersion == version }) {
+            throw VMSessionError(
+                .invalidState, "Image '\(version)' is the base of template '\(template.name)' (its disk is an overlay on it); delete the template first.")
+        }
+        try await manager.removeImage(version)
         return Response(status: .noContent)
     }
 

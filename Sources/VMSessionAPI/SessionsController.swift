@@ -15,6 +15,8 @@ struct SessionsController {
     var idleSource: @Sendable () -> DaemonStatus.IdleSourceStatus? = { nil }
     /// The read routes' JSON, encoded once per change (shared with the admin's session list).
     var views = EncodedViews()
+    /// Opens and starts sessions whose `version` names a template (nil: every version is an image).
+    var templates: TemplateService? = nil
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
@@ -111,24 +113,33 @@ struct SessionsController {
         var request = request
         let id = try await authorizedSession(request, context)
         let input: SessionManager.ActionInput
+        // A session whose version names a template is opened and started by its owner (warm, from its memory).
+        var fromTemplate: SessionManager.ActionReceipt?
         switch action {
         case .open:
             let body = try await RequestBody.decode(
                 OpenRequest.self, from: &request, allowed: ["cpus", "memory", "disk", "version"], emptyMeans: "{}")
             let defaults = Requirements.defaults
-            input = .open(
-                Requirements(
-                    cpus: body.cpus ?? defaults.cpus, memory: body.memory ?? defaults.memory, disk: body.disk ?? defaults.disk,
-                    version: body.version ?? defaults.version))
+            let requirements = Requirements(
+                cpus: body.cpus ?? defaults.cpus, memory: body.memory ?? defaults.memory, disk: body.disk ?? defaults.disk,
+                version: body.version ?? defaults.version)
+            input = .open(requirements)
+            fromTemplate = try await templates?.open(id, asking: requirements)
         case .start:
             let body = try await RequestBody.decode(
                 StartRequest.self, from: &request, allowed: ["userData", "parameters"], emptyMeans: "{}")
             input = .start(userData: body.userData, parameters: body.parameters ?? [:])
+            fromTemplate = try await templates?.start(id, userData: body.userData, parameters: body.parameters ?? [:])
         default:
             _ = try await RequestBody.decode(EmptyRequest.self, from: &request, allowed: [], emptyMeans: "{}")
             input = .none
         }
-        let receipt = try await manager.perform(action, on: id, input: input)
+        let receipt: SessionManager.ActionReceipt
+        if let fromTemplate {
+            receipt = fromTemplate
+        } else {
+            receipt = try await manager.perform(action, on: id, input: input)
+        }
         let view = ActionView(operation: receipt.operation, session: SessionView(receipt.session, address: manager.address))
         guard action.isLong else { return JSONResponse.make(view) }
         var headers = HTTPFields()

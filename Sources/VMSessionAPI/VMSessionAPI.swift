@@ -37,7 +37,8 @@ public enum VMSessionAPI {
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
-        consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil, snapshots: SnapshotService? = nil
+        consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil, snapshots: SnapshotService? = nil,
+        templates: TemplateService? = nil
     ) -> Routers {
         let collector = metrics ?? MetricsCollector(
             metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
@@ -56,13 +57,16 @@ public enum VMSessionAPI {
         webSocket.add(middleware: ErrorResponder())
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
+        let templates = templates ?? TemplateService(manager: manager)
+        sessions.templates = templates
         sessions.addRoutes(to: router)
         GuestProxyController(sessions: sessions, policy: guestProxy, metrics: collector.metrics).addRoutes(to: router)
         let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
         SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
         AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views).addRoutes(to: router)
-        ImagesController(manager: manager).addRoutes(to: router)
+        ImagesController(manager: manager, templates: templates).addRoutes(to: router)
+        TemplatesController(manager: manager, service: templates).addRoutes(to: router)
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
         NoVNCAssets().addRoutes(to: router)

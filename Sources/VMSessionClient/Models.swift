@@ -120,7 +120,20 @@ public struct SnapshotInfo: Decodable, Sendable {
     public let bytes: Int64
 }
 
+public struct TemplateInfo: Decodable, Sendable {
+    public let name: String
+    public let created: Date
+    public let fromSession: String
+    public let baseVersion: String
+    public let cpus: Int
+    public let memory: Int
+    public let disk: Int
+    public let bytes: Int64
+    public let sessions: [String]
+}
+
 struct SessionList: Decodable { let sessions: [SessionInfo] }
+struct TemplateList: Decodable { let templates: [TemplateInfo] }
 struct SnapshotList: Decodable { let snapshots: [SnapshotInfo] }
 struct OriginList: Decodable { let origins: [OriginInfo] }
 struct ImageList: Decodable { let images: [ImageInfo] }

@@ -123,6 +123,22 @@ public struct VMSessionClient: Sendable {
         try await sendEmpty("DELETE", "/api/v1/sessions/\(id)/snapshots/\(Self.escaped(name))")
     }
 
+    // MARK: Templates (admin)
+
+    /// The ready templates, by name.
+    public func templates() async throws -> [TemplateInfo] {
+        let list: TemplateList = try await get("/api/v1/templates")
+        return list.templates
+    }
+
+    /// Starts making template `name` from running session `id` (which runs on); wait with ``finish(_:timeout:)``.
+    public func createTemplate(_ name: String, fromSession id: String) async throws -> ActionReceipt {
+        try await send("POST", "/api/v1/templates", body: ["name": .string(name), "fromSession": .string(id)])
+    }
+
+    /// Deletes template `name`; refused while sessions use it.
+    public func deleteTemplate(_ name: String) async throws { try await sendEmpty("DELETE", "/api/v1/templates/\(Self.escaped(name))") }
+
     /// Deletes a closed session for good.
     public func deleteSession(_ id: String) async throws { try await sendEmpty("DELETE", "/api/v1/sessions/\(id)") }
 

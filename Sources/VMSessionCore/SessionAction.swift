@@ -4,19 +4,23 @@ public enum SessionAction: String, Codable, Sendable, CaseIterable {
     /// A session's snapshots (memory and disk): taken, reverted to, deleted. They have routes of their own
     /// (`…/snapshots`), carry a name, and are run for ``SnapshotName``'s owner through the same operations.
     case snapshot, revert, deleteSnapshot
+    /// The running session saved as a template (memory and disk) and brought back running; asked for by the
+    /// admin under `/api/v1/templates`, run for the template's owner through the same operations.
+    case makeTemplate
 
     /// Whether the action runs as a background operation (202 + operation) rather than inline.
     public var isLong: Bool {
         switch self {
-        case .open, .start, .stop, .hibernate, .close, .snapshot, .revert: true
+        case .open, .start, .stop, .hibernate, .close, .snapshot, .revert, .makeTemplate: true
         case .pause, .resume, .reset, .deleteSnapshot: false
         }
     }
 
-    /// Whether the action is about a snapshot (it is asked for under `…/snapshots`, not as `…/{action}`).
+    /// Whether the action is run for another owner (snapshots, templates): it is asked for under a route of
+    /// its own (`…/snapshots`, `/api/v1/templates`), not as `…/{action}`, and always comes with its work.
     public var isSnapshotAction: Bool {
         switch self {
-        case .snapshot, .revert, .deleteSnapshot: true
+        case .snapshot, .revert, .deleteSnapshot, .makeTemplate: true
         default: false
         }
     }

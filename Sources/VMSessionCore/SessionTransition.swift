@@ -27,6 +27,9 @@ public struct SessionTransition: Equatable, Sendable {
             (.open, .deleteSnapshot):
             return to(state, state, failure: state)
         case (.running, .revert), (.paused, .revert): return to(state, state)
+        // Its memory is saved (the VM stops for it) and restored: it is running again after, or nobody can
+        // vouch for it.
+        case (.running, .makeTemplate): return to(.saving, .running)
         case (.open, .close), (.running, .close), (.paused, .close), (.saved, .close), (.error, .close):
             return to(.closing, .closed)
         default: return nil

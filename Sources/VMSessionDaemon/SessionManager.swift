@@ -47,8 +47,18 @@ public actor SessionManager: Service {
         case open(Requirements)
         /// User-data as a template, and the parameters that fill it.
         case start(userData: String?, parameters: [String: String])
-        /// A snapshot action's work, run by its owner (see ``SessionWork``).
+        /// A snapshot or template action's work, or an `open`/`start` of a session from a template: run by its
+        /// owner (see ``SessionWork``).
         case work(SessionWork)
+
+        /// The requirements an `open` records.
+        var requirements: Requirements? {
+            switch self {
+            case .open(let requirements): requirements
+            case .work(let work): work.requirements
+            default: nil
+            }
+        }
     }
 
     struct Job: Sendable {
@@ -521,10 +531,12 @@ public actor SessionManager: Service {
         if case .open(let requirements) = input {
             try requirements.validate()
             try await images.check(requirements.version)
+        } else if let requirements = input.requirements {
+            try requirements.validate()
         }
         // Re-read after the await.
         guard var entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
-        if case .open(let requirements) = input {
+        if let requirements = input.requirements {
             try configuration.quota.checkOpen(id, by: entry.client, asking: requirements, existing: holdings())
         }
         var input = input
@@ -537,7 +549,7 @@ public actor SessionManager: Service {
         }
         var work: SessionWork?
         if case .work(let given) = input { work = given }
-        guard action.isSnapshotAction == (work != nil) else {
+        guard action.isSnapshotAction ? work != nil : (work == nil || action == .open || action == .start) else {
             throw VMSessionError(.internalError, "'\(action.rawValue)' was asked for without its work, or work without a snapshot action.")
         }
         var lifecycle = SessionLifecycle(state: entry.session.state, pending: pending[id])
@@ -547,7 +559,8 @@ public actor SessionManager: Service {
         let operation = SessionOperation(
             sessionID: id, action: action, progress: .init(done: 0, total: 1, message: "\(action.rawValue) requested"),
             createdAt: now, updatedAt: now)
-        if case .open(let requirements) = input { entry.session.requirements = requirements }
+        if let requirements = input.requirements { entry.session.requirements = requirements }
+        if action == .start, let egress = work?.egress { entry.session.egress = egress }
         entry.session.state = lifecycle.state
         entry.session.operationID = operation.id
         entry.session.updatedAt = now
@@ -671,6 +684,10 @@ public actor SessionManager: Service {
     /// The hypervisor work of each action, with progress along the way.
     private func carryOut(_ job: Job) async throws(VMSessionError) {
         let id = job.sessionID
+        if case .work(let work) = job.input {
+            try await work.run { done, message in await self.progress(job, done, of: work.steps, message) }
+            return
+        }
         switch job.transition.action {
         case .open:
             guard case .open(let requirements) = job.input, let name = sessions[id]?.session.name else {
@@ -727,9 +744,8 @@ public actor SessionManager: Service {
             progress(job, 1, of: 2, "Saving the VM's memory to disk")
             try await hypervisor.hibernate(id)
             progress(job, 2, of: 2, "VM hibernated")
-        case .snapshot, .revert, .deleteSnapshot:
-            guard case .work(let work) = job.input else { throw VMSessionError(.internalError, "a snapshot action ran without its work") }
-            try await work.run { done, message in await self.progress(job, done, of: work.steps, message) }
+        case .snapshot, .revert, .deleteSnapshot, .makeTemplate:
+            throw VMSessionError(.internalError, "'\(job.transition.action.rawValue)' ran without its work")
         case .close:
             progress(job, 1, of: 2, "Powering off and removing the VM")
             try await hypervisor.remove(id)

@@ -12,11 +12,22 @@ public struct SessionWork: Sendable {
     /// ``SessionTransition/reaching(_:)``).
     public var reaching: SessionState?
     public var steps: Int
+    /// For an `open` run by another owner (a session from a template): the requirements the session is opened
+    /// with, validated, counted against the quota and recorded by the manager as for its own `open`.
+    public var requirements: Requirements?
+    /// For a `start` run by another owner: the guest's network, recorded by the manager with the session (its
+    /// guest API is probed and proxied as for its own start).
+    public var egress: EgressPolicy?
     public var run: @Sendable (_ progress: Progress) async throws(VMSessionError) -> Void
 
-    public init(reaching: SessionState? = nil, steps: Int, run: @escaping @Sendable (_ progress: Progress) async throws(VMSessionError) -> Void) {
+    public init(
+        reaching: SessionState? = nil, steps: Int, requirements: Requirements? = nil, egress: EgressPolicy? = nil,
+        run: @escaping @Sendable (_ progress: Progress) async throws(VMSessionError) -> Void
+    ) {
         self.reaching = reaching
         self.steps = steps
+        self.requirements = requirements
+        self.egress = egress
         self.run = run
     }
 }

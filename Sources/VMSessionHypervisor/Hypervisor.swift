@@ -62,6 +62,23 @@ public protocol Hypervisor: Sendable {
     func deleteSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError)
     /// The names of the VM's snapshots (none if the VM is not defined).
     func snapshotNames(of id: SessionID) async throws(VMSessionError) -> [String]
+
+    /// Whether the VM of `id` has a seed drive (it was started with user-data).
+    func hasSeed(_ id: SessionID) -> Bool
+    /// Saves the running VM of `id` as template `name` (its memory image, a read-only copy of its disk) and
+    /// brings it back running where it was; returns the bytes the template takes on the host.
+    func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64
+    /// Defines the VM of `spec.id` from template `name` (made from session `source`): a fresh copy-on-write
+    /// overlay on the template's disk, and the template's machine under the session's own identity, network,
+    /// console and display. It stays off until ``restoreTemplate(_:for:source:)``.
+    func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError)
+    /// Starts the VM of `spec.id` from template `name`'s memory, running, with `spec.seed` where the
+    /// template's seed was (the guest finds it there after the restore).
+    func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError)
+    /// Deletes template `name`'s files; succeeds if they are not there.
+    func removeTemplate(_ name: String) async throws(VMSessionError)
+    /// The names of the templates whose files are complete.
+    func templateNames() async -> [String]
 }
 
 extension Hypervisor {
@@ -83,6 +100,18 @@ extension Hypervisor {
         throw VMSessionError(.notSupported, "This hypervisor takes no snapshots.")
     }
     public func snapshotNames(of id: SessionID) async throws(VMSessionError) -> [String] { [] }
+    public func hasSeed(_ id: SessionID) -> Bool { false }
+    public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
+        throw VMSessionError(.notSupported, "This hypervisor makes no templates.")
+    }
+    public func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
+        throw VMSessionError(.notSupported, "This hypervisor makes no templates.")
+    }
+    public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
+        throw VMSessionError(.notSupported, "This hypervisor makes no templates.")
+    }
+    public func removeTemplate(_ name: String) async throws(VMSessionError) {}
+    public func templateNames() async -> [String] { [] }
 }
 
 /// Where the daemon reaches a guest's API: a Unix socket only the daemon's user can open (a real guest,

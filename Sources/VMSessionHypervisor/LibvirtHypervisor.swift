@@ -357,7 +357,7 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     /// Lets the cap mechanism drop what it made for a VM whose process is gone (its cgroup).
-    private func releaseCap(_ id: SessionID) async {
+    func releaseCap(_ id: SessionID) async {
         let mechanism = capMechanism
         try? await call("release the VM's cgroup") { _ in mechanism.release(machine: id.machineName) }
     }
@@ -381,9 +381,19 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func repairInterrupted() async throws(VMSessionError) -> [String] {
-        try await call("look for stale hibernation images") { connection in
+        let network = network
+        return try await call("look for stale hibernation images") { connection in
             var repairs: [String] = []
             for domain in try connection.allDomains() where SessionID(machineName: domain.name) != nil {
+                // A start or restore (from hibernation or a template) killed half-way leaves a QEMU paused
+                // "starting up" that nobody will ever feed or resume: it goes, and its saved memory (if any)
+                // stays for the next start.
+                if try domain.state() == .paused(reason: "starting up"), let id = SessionID(machineName: domain.name) {
+                    try domain.destroy()
+                    network?.down(id)
+                    repairs.append("stopped \(domain.name), whose start or restore an interrupted run left half-done")
+                    continue
+                }
                 // A hibernation killed before it stopped the VM leaves its image beside a live process; a
                 // later stop would leave the image as the VM's state (old memory over a newer disk).
                 guard try domain.state().isActive, try domain.hasManagedSave() else { continue }

@@ -3,7 +3,14 @@ import VMSessionContext
 import VMSessionCore
 
 /// Writes a ``ContextSeed`` as an ISO 9660 image (Joliet + Rock Ridge) with xorriso, Debian's ISO tool.
+///
+/// Every seed is padded (sparsely) to ``paddedBytes``: a VM restored from a template keeps the size its guest
+/// read from the template's seed drive, and finds the session's own seed in that drive's place (see
+/// ``LibvirtHypervisor/restoreTemplate(_:for:source:)``), so every seed must fit the same size.
 enum SeedImage {
+    /// More than any seed takes (user-data is at most 1 MiB).
+    static let paddedBytes: off_t = 4 << 20
+
     static func write(_ seed: ContextSeed, to isoPath: String, scratch: String) async throws(VMSessionError) {
         let manager = FileManager.default
         do {
@@ -27,5 +34,9 @@ enum SeedImage {
         try? manager.removeItem(atPath: isoPath)
         try await ExternalCommand.run(
             "xorriso", ["-as", "mkisofs", "-quiet", "-volid", seed.volumeID, "-joliet", "-rock", "-output", isoPath, scratch])
+        var info = stat()
+        guard stat(isoPath, &info) == 0, info.st_size <= paddedBytes, truncate(isoPath, paddedBytes) == 0 else {
+            throw VMSessionError(.ioError, "The seed image \(isoPath) is missing or larger than \(paddedBytes) bytes.")
+        }
     }
 }

@@ -61,6 +61,8 @@ struct Daemon {
         try await manager.reconcile()
         let snapshots = SnapshotService(manager: manager, logger: logger)
         try await snapshots.reconcile()
+        let templates = TemplateService(manager: manager, logger: logger)
+        try await templates.reconcile()
         let source = DesktopIdleSource(
             variables: settings.sessionVariables, preference: settings.idleSource, factory: DesktopIdleSource.standard(x11: settings.x11Idle))
         let controller = try IdleController(
@@ -80,7 +82,8 @@ struct Daemon {
             metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
-            controller: controller, mode: mode, budget: budget, consoles: consoles, metrics: collector, snapshots: snapshots)
+            controller: controller, mode: mode, budget: budget, consoles: consoles, metrics: collector, snapshots: snapshots,
+            templates: templates)
         let host = settings.host
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """make chaos: the real vmsessiond on libvirt's embedded QEMU driver with real appliance guests, killed
-with SIGKILL at random points of open, start, pause, hibernate, restore, stop, close, snapshot and revert,
-and with its qemu killed. After each restart it checks that:
+with SIGKILL at random points of open, start, pause, hibernate, restore, stop, close, snapshot, revert,
+making a template and a warm start from one, and with its qemu killed. After each restart it checks that:
 
 - every event a client had received is still there, in order, with the same type and time (?since=0);
 - every session's state matches the VM: one qemu for running/paused, a managed-save file and no qemu for
   saved, no qemu for open/error, nothing at all (qemu, domain, files) for closed;
 - there is no orphan qemu, domain, machine directory or guest network helper (passt, pasta, socat);
 - every session lists exactly the snapshots libvirt keeps metadata of (none once closed);
+- every template listed has its files (memory image, header, disk), and no template directory is left of
+  one that is not listed;
 - `PRAGMA integrity_check` says ok;
 - the next action works.
 
@@ -33,7 +35,7 @@ import urllib.request
 ACTIONS_BY_STATE = {
     "closed": ["open"],
     "open": ["start", "close"],
-    "running": ["pause", "hibernate", "stop", "close", "qemu-kill", "snapshot", "revert"],
+    "running": ["pause", "hibernate", "stop", "close", "qemu-kill", "snapshot", "revert", "template"],
     "paused": ["resume", "hibernate", "stop", "close", "snapshot", "revert"],
     "saved": ["start", "close"],
     "error": ["close", "open", "start"],
@@ -41,10 +43,12 @@ ACTIONS_BY_STATE = {
 # After each restart one of these runs to its end (it must work); the choice spreads the sessions over
 # every state, so that the next round's kill can land in any action (restore from saved included).
 NEXT_ACTIONS = {
-    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop", "snapshot"],
+    "closed": ["open"], "open": ["start", "start", "close"], "running": ["pause", "hibernate", "stop", "snapshot", "template"],
     "paused": ["resume", "hibernate", "revert"], "saved": ["start"], "error": ["open"],
 }
 REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
+# CHAOS_FOCUS=templates: half the running sessions' rounds make a template, and every open is from one.
+FOCUS = os.environ.get("CHAOS_FOCUS", "")
 
 
 class Counts:
@@ -272,7 +276,26 @@ def wait_operation(api, token, operation, timeout=120):
     return 0, {"status": "timeout"}
 
 
-def act(api, sid, token, action):
+def templates(api, state_dir):
+    """The templates the daemon lists: name -> the sessions using it."""
+    status, listed = api.call("GET", "/api/v1/templates", token=admin_token(state_dir))
+    return {t["name"]: t["sessions"] for t in listed.get("templates", [])} if status == 200 else {}
+
+
+def admin_token(state_dir):
+    with open(os.path.join(state_dir, "admin-token")) as f:
+        return f.read().strip()
+
+
+def act(api, sid, token, action, state_dir=None):
+    if action == "template":
+        # One or two templates at a time: an unused older one goes first.
+        existing = templates(api, state_dir)
+        for name, users in sorted(existing.items())[:-1]:
+            if not users:
+                api.call("DELETE", f"/api/v1/templates/{name}", token=admin_token(state_dir))
+        return api.call("POST", "/api/v1/templates", token=admin_token(state_dir),
+                        body={"name": f"chaos-{time.time_ns()}", "fromSession": sid})
     if action in ("snapshot", "revert"):
         status, listed = api.call("GET", f"/api/v1/sessions/{sid}/snapshots", token=token)
         names = [snapshot["name"] for snapshot in listed.get("snapshots", [])] if status == 200 else []
@@ -285,6 +308,10 @@ def act(api, sid, token, action):
     body = None
     if action == "open":
         body = REQUIREMENTS
+        # Half of the opens are from a template, if there is one: their start is a warm start.
+        names = sorted(templates(api, state_dir)) if state_dir else []
+        if names and (FOCUS == "templates" or random.random() < 0.5):
+            body = dict(REQUIREMENTS, version=random.choice(names))
     elif action == "start":
         body = {"userData": "#!/bin/sh\necho chaos\n"}
     return api.call("POST", f"/api/v1/sessions/{sid}/{action}", token=token, body=body)
@@ -329,6 +356,8 @@ def main():
             _, current = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
             state = current.get("state", "?")
             action = random.choice(ACTIONS_BY_STATE.get(state, ["close"]))
+            if FOCUS == "templates" and state == "running" and random.random() < 0.5:
+                action = "template"
             delay = random.choice([0.0, 0.005, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
             print(f"round {round_number}: {sid[:8]} {state} -> {action}, kill after {delay:.3f} s", flush=True)
             if action == "qemu-kill":
@@ -336,7 +365,7 @@ def main():
                     os.kill(pid, signal.SIGKILL)
                 time.sleep(1 + delay)
             else:
-                act(api, sid, token, action)
+                act(api, sid, token, action, state_dir)
                 time.sleep(delay)
             daemon.kill9()
             for follower in followers.values():
@@ -368,6 +397,15 @@ def main():
                 mine = sorted(snapshot["name"] for snapshot in listed.get("snapshots", []))
                 if mine != libvirt_snapshots(state_dir, s):
                     counts.note("mismatches", f"{s[:8]} lists snapshots {mine} but libvirt keeps {libvirt_snapshots(state_dir, s)}")
+            # Templates: each listed one has its files; no directory is left of one that is not listed.
+            listed_templates = templates(api, state_dir)
+            for name in listed_templates:
+                for part in ("memory.save", "header", "disk.qcow2"):
+                    if not os.path.exists(os.path.join(state_dir, "templates", name, part)):
+                        counts.note("mismatches", f"template {name} is listed but has no {part}")
+            for directory in glob.glob(os.path.join(state_dir, "templates", "*")):
+                if os.path.basename(directory) not in listed_templates:
+                    counts.note("orphans", f"template directory {directory} of no listed template")
             # Orphans: qemu or machine directories of no session of ours, or closed sessions' leftovers.
             for name, pids in qemu_pids().items():
                 if name not in ours:
@@ -396,7 +434,8 @@ def main():
             if follow_up is None:
                 counts.note("failed_next", f"{sid[:8]} left in {state}, no action possible")
                 continue
-            status, body = act(api, sid, token, follow_up)
+            print(f"  then {follow_up}", flush=True)
+            status, body = act(api, sid, token, follow_up, state_dir)
             if status == 202:
                 status, body = wait_operation(api, token, body["operation"]["id"])
                 ok = body.get("status") == "succeeded"

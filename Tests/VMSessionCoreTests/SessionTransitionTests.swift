@@ -16,6 +16,7 @@ struct SessionTransitionTests {
             .hibernate: (.saving, .saved, .error), .reset: (.running, .running, .running),
             .close: (.closing, .closed, .error), .snapshot: (.running, .running, .running),
             .revert: (.running, .running, .error), .deleteSnapshot: (.running, .running, .running),
+            .makeTemplate: (.saving, .running, .error),
         ],
         .paused: [
             .resume: (.paused, .running, .paused), .stop: (.stopping, .open, .error),

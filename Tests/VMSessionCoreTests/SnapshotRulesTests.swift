@@ -90,9 +90,9 @@ struct SnapshotRulesTests {
         #expect(try odd.request(.revert, reaching: .saved).onSuccess == .running)
     }
 
-    @Test("snapshot actions are asked for under …/snapshots; the others keep their own routes")
+    @Test("snapshot and template actions are asked for under routes of their own; the others keep theirs")
     func routes() {
-        #expect(SessionAction.allCases.filter(\.isSnapshotAction) == [.snapshot, .revert, .deleteSnapshot])
+        #expect(SessionAction.allCases.filter(\.isSnapshotAction) == [.snapshot, .revert, .deleteSnapshot, .makeTemplate])
         #expect(SessionAction.snapshot.isLong && SessionAction.revert.isLong && !SessionAction.deleteSnapshot.isLong)
     }
 }

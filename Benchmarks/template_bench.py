@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Templates that start warm, 256 MiB appliance under TCG: a session from a template beside a cold start of
+the same guest, in one run.
+
+  cold      open (version appliance) + start with user-data -> `running` (operations/…/wait), and start ->
+            the user-data's own line on the console (it ran)
+  warm      open (version <template>) + start with user-data -> `running`, and start -> the user-data's line
+            (the guest restored from the template's memory finds the session's seed and runs it)
+  template  POST /api/v1/templates -> its operation's end (the prepared session's memory saved, its disk
+            copied, the session restored), its bytes, and the bytes a warm session's own disk took
+
+Nothing is asserted (shared, noisy machines); prints a table and writes the figures as JSON.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+from daemon_overhead import Daemon, spread, wait_for_console
+
+
+def timed_session(daemon, name, version, marker):
+    """Opens and starts a session; returns ({open, start, openStart: ms to `running`; userData: start -> the user-data
+    ran; ready: open -> the user-data ran}, session, token)."""
+    session, token = daemon.new_session(name)
+    OPENED.append((session, token))
+    user_data = f"#!/bin/sh\necho {marker}\n"
+    console = os.path.join(daemon.state, "machines", session, "console.log")
+    begin = time.perf_counter()
+    daemon.act(session, token, "open", {"cpus": 1, "memory": 256, "disk": 64, "version": version})
+    started = time.perf_counter()
+    daemon.act(session, token, "start", {"userData": user_data})
+    running = time.perf_counter()
+    ran = wait_for_console(console, marker, timeout=180)
+    times = {"open": started - begin, "start": running - started, "openStart": running - begin, "userData": ran - started,
+             "ready": ran - begin}
+    return {key: value * 1000 for key, value in times.items()}, session, token
+
+
+# Every session opened, so that a run that fails half-way still closes their VMs (they outlive the daemon).
+OPENED = []
+
+
+def disk_bytes(path):
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--daemon", required=True)
+    parser.add_argument("--appliance", required=True)
+    parser.add_argument("--out", default="artifacts/template_bench.json")
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "5")))
+    opts = parser.parse_args()
+    opts.appliance = os.path.abspath(opts.appliance)
+    runs = 1 if os.environ.get("QUICK") == "1" else opts.runs
+    work = tempfile.mkdtemp(prefix="vms-tplbench-")
+    daemon = Daemon(opts.daemon, os.path.join(work, "daemon"), "--accelerator", "tcg", "--appliance-dir", opts.appliance).start()
+    kinds = ("open", "start", "openStart", "userData", "ready")
+    cold, warm = {k: [] for k in kinds}, {k: [] for k in kinds}
+    make, template_bytes, session_disk = [], 0, []
+    try:
+        admin = open(os.path.join(daemon.state, "admin-token")).read().strip()
+        source, source_token = daemon.new_session("template-source")
+        OPENED.append((source, source_token))
+        daemon.act(source, source_token, "open", {"cpus": 1, "memory": 256, "disk": 64, "version": "appliance"})
+        daemon.act(source, source_token, "start", {"userData": "#!/bin/sh\necho prepared\n"})
+        wait_for_console(os.path.join(daemon.state, "machines", source, "console.log"), "VMSESSION-APPLIANCE: ready")
+        for index in range(runs):
+            name = f"bench-{index}"
+            begin = time.perf_counter()
+            status, reply = daemon.call("POST", "/api/v1/templates", admin, {"name": name, "fromSession": source})
+            assert status == 202, reply
+            _, done = daemon.call("GET", f"/api/v1/operations/{reply['operation']['id']}/wait?timeout=300", admin)
+            assert done["status"] == "succeeded", done
+            make.append((time.perf_counter() - begin) * 1000)
+            _, listed = daemon.call("GET", f"/api/v1/templates/{name}", admin)
+            template_bytes = listed["bytes"]
+            for samples, version, label in ((cold, "appliance", "cold"), (warm, name, "warm")):
+                times, session, token = timed_session(daemon, f"{label}-{index}", version, f"BENCH-UD-{label}-{index}")
+                for key in kinds:
+                    samples[key].append(times[key])
+                if label == "warm":
+                    session_disk.append(disk_bytes(os.path.join(daemon.state, "machines", session, "disk.qcow2")))
+                daemon.act(session, token, "close")
+            status, reply = daemon.call("DELETE", f"/api/v1/templates/{name}", admin)
+            assert status == 204, reply
+        daemon.act(source, source_token, "close")
+    finally:
+        for session, token in OPENED:
+            try:
+                daemon.act(session, token, "close")
+            except Exception:
+                pass
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    results = {
+        "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
+        "coldStart": {f"{key}Ms": spread(cold[key]) for key in kinds},
+        "warmStart": {f"{key}Ms": spread(warm[key]) for key in kinds},
+        "makeTemplate": {"ms": spread(make), "bytes": template_bytes},
+        "warmSessionDiskBytes": session_disk,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
+    with open(opts.out, "w") as f:
+        json.dump(results, f, indent=2)
+    c, w = results["coldStart"], results["warmStart"]
+    print("\ntemplates, 256 MiB appliance under TCG (same run; goals: warm <= 1000 ms and <= 0.25x cold; user-data <= 1500 ms)")
+    rows = (("open", "open"), ("start to running", "start"), ("open+start to running", "openStart"),
+            ("start -> user-data ran", "userData"), ("open -> user-data ran", "ready"))
+    for label, key in rows:
+        print(f"{label:24s} cold p50 {c[key + 'Ms']['p50']:8.0f} ms   warm p50 {w[key + 'Ms']['p50']:8.0f} ms   "
+              f"ratio {w[key + 'Ms']['p50'] / c[key + 'Ms']['p50']:.2f}  (n={w[key + 'Ms']['runs']})")
+    print("(a cold VM is `running` as soon as QEMU runs, before its guest has booted: open -> user-data ran is the"
+          " figure a page feels)")
+    print(f"make a template         p50 {results['makeTemplate']['ms']['p50']:8.0f} ms, {template_bytes / 1048576:.0f} MiB;  "
+          f"a warm session's own disk: {max(session_disk or [0]) / 1024:.0f} KiB")
+    print(f"figures as JSON: {os.path.abspath(opts.out)}")
+
+
+if __name__ == "__main__":
+    main()

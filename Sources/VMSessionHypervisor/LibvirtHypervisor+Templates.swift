@@ -1,0 +1,196 @@
+import Foundation
+import Libvirt
+import Synchronization
+import VMSessionContext
+import VMSessionCore
+
+/// Templates as libvirt 9.0 with QEMU 7.2 can start them warm: the prepared VM saved once with
+/// `virDomainSave` (`memory.save`) beside a read-only copy of its disk (`disk.qcow2`), in
+/// `<state>/templates/<name>/`. A session from it gets a qcow2 overlay on that disk and is started with
+/// `virDomainRestore` after the save image's header was made to describe the session's own VM (see
+/// ``SaveImageHeader`` for why the header and not `virDomainRestoreFlags`' XML).
+///
+/// The disk is kept as a backing chain (template disk → the image it was an overlay on, if any) rather than
+/// flattened: making a template then copies only what the prepared session changed (megabytes, not the
+/// whole image), and every session pays only its own changes.
+extension LibvirtHypervisor {
+    static let templateMemory = "memory.save"
+    static let templateDisk = "disk.qcow2"
+    static let templateHeader = "header"
+    /// The lock restores from templates take while they put their own header in the shared memory image and
+    /// libvirt reads it (a blocking call on libvirt's queue; never held across an await).
+    static let templateRestoreLock = Mutex<Void>(())
+
+    func templateDirectory(_ name: String) -> String { "\(configuration.stateDirectory)/templates/\(name)" }
+
+    public func hasSeed(_ id: SessionID) -> Bool {
+        FileManager.default.fileExists(atPath: machineDirectory(for: id) + "/seed.iso")
+    }
+
+    public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
+        try VMTemplate.validate(name: name)
+        let directory = templateDirectory(name)
+        let partial = directory + ".partial"
+        let manager = FileManager.default
+        try? manager.removeItem(atPath: partial)
+        do {
+            try manager.createDirectory(atPath: partial, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the template's directory \(partial).", cause: error)
+        }
+        let memory = partial + "/" + Self.templateMemory
+        // 1. The memory: the VM stops here, its disk quiet from now on.
+        try await call("save the VM's memory for template '\(name)'") { connection in
+            guard let domain = try connection.domain(named: id.machineName) else {
+                throw VMSessionError(.notFound, "Could not make a template: the VM \(id.machineName) is not defined.")
+            }
+            try domain.save(to: memory)
+        }
+        network?.down(id)
+        do {
+            // 2. The disk as it was when the memory was saved: read-only from now on.
+            let disk = partial + "/" + Self.templateDisk
+            try manager.copyItem(atPath: machineDirectory(for: id) + "/disk.qcow2", toPath: disk)
+            try manager.setAttributes([.posixPermissions: 0o400], ofItemAtPath: disk)
+            // 3. The pristine header: each session's restore writes its own over the shared image's, from this.
+            let header = try Self.readHeader(memory)
+            try Data(try header.encoded()).write(to: URL(fileURLWithPath: partial + "/" + Self.templateHeader))
+        } catch {
+            await bringBack(id, from: memory)
+            try? manager.removeItem(atPath: partial)
+            if let error = error as? VMSessionError { throw error }
+            throw VMSessionError(.ioError, "Cannot keep the template's disk.", cause: error)
+        }
+        try? manager.removeItem(atPath: directory)
+        do {
+            try manager.moveItem(atPath: partial, toPath: directory)
+        } catch {
+            await bringBack(id, from: memory)
+            throw VMSessionError(.ioError, "Cannot keep template '\(name)' in \(directory).", cause: error)
+        }
+        // 4. The prepared session runs on, from the same memory (its own header, its own disk).
+        try await restoreSaved(id, from: directory + "/" + Self.templateMemory, header: nil)
+        return Self.allocatedBytes(directory + "/" + Self.templateMemory) + Self.allocatedBytes(directory + "/" + Self.templateDisk)
+    }
+
+    /// Brings the VM whose memory was just saved back, after making the template failed (best effort: a VM
+    /// that does not come back is seen as stopped by the manager).
+    private func bringBack(_ id: SessionID, from memory: String) async {
+        do {
+            try await restoreSaved(id, from: memory, header: nil)
+        } catch {
+            logger.error("the VM could not be brought back after a failed template", metadata: ["session": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    public func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
+        let template = templateDirectory(name)
+        let directory = machineDirectory(for: spec.id)
+        let diskPath = directory + "/disk.qcow2"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
+        }
+        // A fresh overlay: the session sees the template's disk and writes only to its own file.
+        try? FileManager.default.removeItem(atPath: diskPath)
+        let base = template + "/" + Self.templateDisk
+        let bytes = max(Int64(spec.diskMiB) << 20, try await DiskImageInspector.virtualSize(base))
+        try await ExternalCommand.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", diskPath, "\(bytes)"])
+        // A seed is always there (the VM's XML has the template's seed drive): a first start that was cut short
+        // before writing its own must not leave a later cold boot without one.
+        if let seed = spec.seed {
+            try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+        }
+        if let network, let egress = spec.egress {
+            _ = try prepareSocket(network.directory(spec.id))
+            try network.prepare(spec.id, policy: egress)
+        }
+        for socket in [consoleSocketPath(for: spec.id), displaySocketPath(for: spec.id)] { _ = try prepareSocket(socket) }
+        let xml = try await sessionXML(name, for: spec, source: source)
+        try await call("define the VM from template '\(name)'") { connection in _ = try connection.defineDomain(xml: xml) }
+    }
+
+    public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
+        let directory = machineDirectory(for: spec.id)
+        guard let seed = spec.seed else {
+            throw VMSessionError(.internalError, "A start from a template needs the session's seed (its user-data, or an empty one).")
+        }
+        // Where the template's seed was: the guest notices the new one there after the restore.
+        try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+        var header = try Self.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
+        header.xml = try await sessionXML(name, for: spec, source: source)
+        try await restoreSaved(spec.id, from: templateDirectory(name) + "/" + Self.templateMemory, header: header)
+    }
+
+    public func removeTemplate(_ name: String) async throws(VMSessionError) {
+        try VMTemplate.validate(name: name)
+        let directory = templateDirectory(name)
+        for path in [directory, directory + ".partial"] where FileManager.default.fileExists(atPath: path) {
+            do {
+                try FileManager.default.removeItem(atPath: path)
+            } catch {
+                throw VMSessionError(.deletionFailed, "Could not delete the template's files in \(path).", cause: error)
+            }
+        }
+    }
+
+    public func templateNames() async -> [String] {
+        let root = "\(configuration.stateDirectory)/templates"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return names.filter { !$0.hasSuffix(".partial") && FileManager.default.fileExists(atPath: "\(root)/\($0)/\(Self.templateHeader)") }.sorted()
+    }
+
+    /// The template's saved XML, made into the session's (see ``TemplateDomainXML``).
+    private func sessionXML(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) -> String {
+        let header = try Self.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
+        return try TemplateDomainXML.retarget(header.xml, from: source, to: spec.id, sessionName: spec.sessionName)
+    }
+
+    /// Restores the VM of `id` from the save image at `path`, running; with `header`, after writing it over the
+    /// image's own (under ``templateRestoreLock``, so that concurrent restores each read their own).
+    private func restoreSaved(_ id: SessionID, from path: String, header: SaveImageHeader?) async throws(VMSessionError) {
+        await releaseCap(id)
+        starting.insert(id)
+        defer { starting.remove(id) }
+        try await network?.up(id)
+        let bytes = try header?.encoded()
+        do {
+            try await call("restore the VM from \(path)") { connection in
+                try Self.templateRestoreLock.withLock { _ in
+                    if let bytes {
+                        guard let handle = FileHandle(forUpdatingAtPath: path) else {
+                            throw VMSessionError(.ioError, "Cannot open the template's memory image \(path).")
+                        }
+                        defer { try? handle.close() }
+                        try handle.seek(toOffset: 0)
+                        try handle.write(contentsOf: bytes)
+                    }
+                    try connection.restoreDomain(from: path)
+                }
+            }
+        } catch {
+            if let network {
+                switch try? await status(of: id) {
+                case .running, .paused, .shuttingDown, .suspendedByGuest: break
+                default: network.down(id)
+                }
+            }
+            throw error
+        }
+    }
+
+    static func readHeader(_ path: String) throws(VMSessionError) -> SaveImageHeader {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw VMSessionError(.notFound, "The template's file \(path) is missing.")
+        }
+        defer { try? handle.close() }
+        let start = (try? handle.read(upToCount: SaveImageHeader.size)) ?? Data()
+        guard start.count == SaveImageHeader.size else { throw VMSessionError(.ioError, "\(path) is too short for a save image.") }
+        let length = Int(start[start.startIndex + 20]) | Int(start[start.startIndex + 21]) << 8 | Int(start[start.startIndex + 22]) << 16
+            | Int(start[start.startIndex + 23]) << 24
+        guard length <= 16 << 20 else { throw VMSessionError(.ioError, "\(path) has a header of \(length) bytes; not a template's.") }
+        let rest = (try? handle.read(upToCount: length)) ?? Data()
+        return try SaveImageHeader(parsing: [UInt8](start) + [UInt8](rest))
+    }
+}

@@ -1,0 +1,242 @@
+import Foundation
+import Testing
+
+/// Templates on a real guest (the appliance under TCG, libvirt's embedded driver): a prepared session made
+/// into a template, and sessions that start from it warm, each its own machine with its own user-data.
+extension RealGuestSuites {
+@Suite("Templates that start warm", .serialized)
+struct TemplateTests {
+    /// The prepared guest counts seconds on its console: `TPLTICK <n>`.
+    static let prepare = #"#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo \"TPLTICK $i\"; sleep 1; done &\n"#
+
+    /// A warm session's own user-data: a file of its own in the guest's RAM, and a line a second naming the
+    /// `own-*` files the guest holds: `TPLFILES <tag> <files> END`.
+    static func own(_ tag: String) -> String {
+        #"#!/bin/sh\necho \"TPLUSERDATA \#(tag) ran\"\necho \#(tag) > /tmp/own-\#(tag)\nwhile :; do echo \"TPLFILES \#(tag) $(ls /tmp | grep own- | tr '\\n' ' ')END\"; sleep 1; done &\n"#
+    }
+
+    static func lines(_ console: String, after offset: Int = 0) -> [String] {
+        guard let data = FileManager.default.contents(atPath: console), data.count > offset else { return [] }
+        return String(decoding: data.dropFirst(offset), as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init)
+    }
+
+    static func ticks(_ console: String, after offset: Int = 0) -> [Int] {
+        lines(console, after: offset).compactMap { line in
+            let words = line.split(separator: " ")
+            guard let at = words.firstIndex(of: "TPLTICK"), words.count > at + 1 else { return nil }
+            return Int(words[at + 1].filter(\.isNumber))
+        }
+    }
+
+    static func waitFor(_ what: String, timeout: Duration = .seconds(180), _ found: () -> Bool) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if found() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw DaemonError("\(what): not seen within \(timeout)")
+    }
+
+    static func templateNames(_ api: APIClient, admin: String) async throws -> [String: [String: Any]] {
+        let list = try await api.call(.GET, "/api/v1/templates", token: admin)
+        return Dictionary(
+            uniqueKeysWithValues: (list["templates"] as? [[String: Any]] ?? []).compactMap { t in (t["name"] as? String).map { ($0, t) } })
+    }
+
+    /// Ends every process that names `state` or one of `ids` (the VMs' qemu and their network helpers): what
+    /// a test that stopped half-way leaves running, since VMs outlive their daemon.
+    static func endProcesses(of state: String, ids: [String]) {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), pid != getpid(), let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let line = String(decoding: data, as: UTF8.self)
+            if line.contains(state) || ids.contains(where: { line.contains($0) }) { kill(pid, SIGKILL) }
+        }
+    }
+
+    @Test("a template resumes its guest's counting in new sessions, each its own machine running its own user-data; closing one harms nothing; templates outlive a restart")
+    func warmSessions() async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "the appliance must be built first: \(appliance)")
+        let directory = try TemporaryDirectory("vms-e2e-tpl")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+        do {
+            try await Self.warmSessions(daemon: daemon, state: state)
+        } catch {
+            try? await daemon.stop()
+            let ids = (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []
+            Self.endProcesses(of: state, ids: ids)
+            throw error
+        }
+    }
+
+    @Test("a daemon killed in the middle of a warm start leaves the session as its VM is, and startable; the template intact")
+    func killedDuringWarmStart() async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "the appliance must be built first: \(appliance)")
+        let directory = try TemporaryDirectory("vms-e2e-tplkill")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+        do {
+            try await Self.killedDuringWarmStart(daemon: daemon, state: state)
+        } catch {
+            try? await daemon.stop()
+            Self.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
+            throw error
+        }
+    }
+
+    static func killedDuringWarmStart(daemon: DaemonProcess, state: String) async throws {
+        try await daemon.start()
+        var api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        let (source, sourceToken) = try await api.newSession("kill-source")
+        let sourcePath = "/api/v1/sessions/\(source)"
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"memory":256,"disk":64}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepare)"}"#)["status"] as? String == "succeeded")
+        try await waitFor("the prepared guest counting") { (ticks("\(state)/machines/\(source)/console.log").last ?? 0) >= 2 }
+        #expect(try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(source)"}"#)["status"] as? String == "succeeded")
+        for (index, delay) in [0, 300, 900].enumerated() {
+            let (id, token) = try await api.newSession("kill-\(index)")
+            let path = "/api/v1/sessions/\(id)"
+            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
+            #expect(try await api.call(.POST, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#).status == 202)
+            try await Task.sleep(for: .milliseconds(delay))
+            daemon.kill9()
+            try await daemon.start()
+            api = APIClient(port: daemon.port)
+            let after = try await api.call(.GET, path, token: token)["state"] as? String
+            let hasProcess = RealVMTests.qemuProcess(for: id) != nil
+            // The session says what its VM is: running with a process, or open (start it again) without one.
+            #expect((after == "running" && hasProcess) || (after == "open" && !hasProcess), "after a kill at \(delay) ms: \(after ?? "?"), qemu \(hasProcess)")
+            if after == "open" {
+                let again = try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#)
+                #expect(again["status"] as? String == "succeeded", "a start after the kill works: \(again)")
+            }
+            #expect(try await api.call(.GET, path, token: token)["state"] as? String == "running")
+            #expect(try await SnapshotTests.operation(api, path + "/close", token: token)["status"] as? String == "succeeded")
+        }
+        // The template is whole: a new session starts warm from it and runs its own user-data.
+        let (last, lastToken) = try await api.newSession("kill-after")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(last)/open", token: lastToken, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(last)/start", token: lastToken, body: #"{"userData":"\#(own("L"))"}"#)["status"] as? String == "succeeded")
+        try await waitFor("the last session's own user-data") { lines("\(state)/machines/\(last)/console.log").contains { $0.contains("TPLFILES L own-L END") } }
+        for (id, token) in [(last, lastToken), (source, sourceToken)] {
+            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
+        }
+        #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 204)
+        try await daemon.stop()
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
+    }
+
+    static func warmSessions(daemon: DaemonProcess, state: String) async throws {
+        try await daemon.start()
+        var api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
+
+        // The prepared session: booted with user-data that counts seconds.
+        let (source, sourceToken) = try await api.newSession("tpl-source")
+        let sourcePath = "/api/v1/sessions/\(source)"
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepare)"}"#)["status"] as? String == "succeeded")
+        try await waitFor("the prepared guest counting") { (ticks(console(source)).last ?? 0) >= 3 }
+
+        // Refusals change nothing: a page's token, a bad name, an unknown session.
+        #expect(try await api.call(.POST, "/api/v1/templates", token: sourceToken, body: #"{"name":"warm","fromSession":"\#(source)"}"#).status == 403)
+        let badName = try await api.call(.POST, "/api/v1/templates", token: admin, body: #"{"name":"not a name","fromSession":"\#(source)"}"#)
+        #expect(badName.status == 400 && badName.errorCode == "invalid_argument", "\(badName.json)")
+        let unknown = try await api.call(.POST, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(UUID())"}"#)
+        #expect(unknown.status == 404, "\(unknown.json)")
+
+        // The template: made from the running session, which runs on (its count goes on).
+        let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(source)"}"#)
+        #expect(made["status"] as? String == "succeeded", "\(made)")
+        let atTemplate = ticks(console(source)).last ?? 0
+        #expect(try await api.call(.GET, sourcePath, token: sourceToken)["state"] as? String == "running")
+        try await waitFor("the prepared session counting on") { (ticks(console(source)).last ?? 0) >= atTemplate + 2 }
+        let listed = try #require(try await templateNames(api, admin: admin)["warm"])
+        #expect(listed["baseVersion"] as? String == "appliance" && listed["memory"] as? Int == 256, "\(listed)")
+        #expect((listed["bytes"] as? Int ?? 0) > 0, "\(listed)")
+        let again = try await api.call(.POST, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(source)"}"#)
+        #expect(again.status == 409, "a taken name is refused: \(again.json)")
+
+        // Two sessions from it: each resumes the count where the template was made, runs its own user-data,
+        // and holds only its own file.
+        var warm: [(tag: String, id: String, token: String)] = []
+        for tag in ["A", "B"] {
+            let (id, token) = try await api.newSession("tpl-\(tag)")
+            let path = "/api/v1/sessions/\(id)"
+            let opened = try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"memory":512,"disk":64,"version":"warm"}"#)
+            #expect(opened["status"] as? String == "succeeded", "\(opened)")
+            let session = try await api.call(.GET, path, token: token)
+            #expect(session["memory"] as? Int == 256 && session["version"] as? String == "warm", "the template's memory, not the asked: \(session.json)")
+            let started = try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(own(tag))"}"#)
+            #expect(started["status"] as? String == "succeeded", "\(started)")
+            #expect(try await api.call(.GET, path, token: token)["state"] as? String == "running")
+            warm.append((tag, id, token))
+        }
+        for (tag, id, _) in warm {
+            try await waitFor("session \(tag)'s own user-data") {
+                lines(console(id)).contains { $0.contains("TPLFILES \(tag) own-\(tag) END") }
+            }
+            try await waitFor("session \(tag) counting") { !TemplateTests.ticks(console(id)).isEmpty }
+            let files = lines(console(id)).filter { $0.contains("TPLFILES") }
+            #expect(files.allSatisfy { $0.contains("TPLFILES \(tag) own-\(tag) END") }, "session \(tag) sees only its own file: \(files)")
+            let ticks = ticks(console(id))
+            #expect(!lines(console(id)).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "session \(tag) did not boot")
+            #expect((ticks.first ?? 0) >= 3 && (ticks.first ?? 0) <= atTemplate + 1, "session \(tag) counts on from the template's \(atTemplate): \(ticks.prefix(3))")
+        }
+        // Both keep counting on their own.
+        for (tag, id, _) in warm {
+            let now = ticks(console(id)).last ?? 0
+            try await waitFor("session \(tag) counting") { (ticks(console(id)).last ?? 0) >= now + 2 }
+        }
+
+        // In use: the template is not deleted, and lists its sessions.
+        let refused = try await api.call(.DELETE, "/api/v1/templates/warm", token: admin)
+        #expect(refused.status == 409 && refused.errorCode == "invalid_state", "\(refused.json)")
+        #expect(Set(try await templateNames(api, admin: admin)["warm"]?["sessions"] as? [String] ?? []) == Set(warm.map(\.id)))
+
+        // Closing A leaves the template and B intact.
+        let (_, closedID, closedToken) = warm[0]
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(closedID)/close", token: closedToken)["status"] as? String == "succeeded")
+        #expect(!FileManager.default.fileExists(atPath: "\(state)/machines/\(closedID)"))
+        #expect(FileManager.default.fileExists(atPath: "\(state)/templates/warm/memory.save"))
+        let bNow = ticks(console(warm[1].id)).last ?? 0
+        try await waitFor("session B counting after A closed") { (ticks(console(warm[1].id)).last ?? 0) >= bNow + 2 }
+        #expect(try await templateNames(api, admin: admin)["warm"]?["sessions"] as? [String] == [warm[1].id])
+
+        // The daemon restarts: the template is still there, B still runs, and a new session starts warm from it.
+        try await daemon.stop()
+        try await daemon.start()
+        api = APIClient(port: daemon.port)
+        let ctl = ["--url", "http://127.0.0.1:\(daemon.port)", "--state-dir", daemon.stateDirectory, "templates"]
+        let byCLI = try await ControlCommandTests.run(ctl + ["list"])
+        #expect(byCLI.status == 0 && byCLI.output.contains("warm"), "\(byCLI.output)")
+        #expect(try await api.call(.GET, "/api/v1/sessions/\(warm[1].id)", token: warm[1].token)["state"] as? String == "running")
+        let (c, cToken) = try await api.newSession("tpl-C")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(c)/open", token: cToken, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(c)/start", token: cToken, body: #"{"userData":"\#(own("C"))"}"#)["status"] as? String == "succeeded")
+        try await waitFor("session C's own user-data after the restart") {
+            lines(console(c)).contains { $0.contains("TPLFILES C own-C END") }
+        }
+
+        // A second template by the CLI, from the source session; then everything goes.
+        let second = try await ControlCommandTests.run(ctl + ["create", "warm-2", "--from-session", "tpl-source"])
+        #expect(second.status == 0, "\(second.output)")
+        #expect(Set(try await templateNames(api, admin: admin).keys) == ["warm", "warm-2"])
+        #expect(try await ControlCommandTests.run(ctl + ["delete", "warm-2"]).status == 0)
+        for (id, token) in [(warm[1].id, warm[1].token), (c, cToken)] {
+            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
+        }
+        #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 204)
+        #expect(try await templateNames(api, admin: admin).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(state)/templates/warm"))
+        #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 404)
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/close", token: sourceToken)["status"] as? String == "succeeded")
+        try await daemon.stop()
+    }
+}
+}
