@@ -123,16 +123,12 @@ public enum VMSessionAPI {
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768),
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let webSocketResponder = routers.webSocket.buildResponder()
-        return Application(
+        Application(
             router: routers.http,
             // Idle keep-alive connections close after a minute; a response in progress (an event stream) is never cut.
-            // Each connection is served on its socket's event loop (``EventLoopConnections``).
-            server: HTTPServerBuilder.onEventLoops { responder in
-                HTTP1WebSocketUpgradeChannel(
-                    responder: responder, webSocketResponder: webSocketResponder,
-                    configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: webSocketConfiguration))
-            },
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: routers.webSocket,
+                configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: webSocketConfiguration)),
             configuration: .init(
                 address: .hostname(host, port: port), serverName: "vmsessiond",
                 availableConnectionsDelegate: MaximumAvailableConnections(budget.connections, logger: logger)),
