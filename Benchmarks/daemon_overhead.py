@@ -17,14 +17,15 @@ same figures as JSON (path printed at the end).
 """
 
 import argparse
-import asyncio
 import http.client
 import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -307,54 +308,82 @@ def read_path(opts, work):
 
 # 4: event fan-out.
 
-async def fan_out_run(port, session, token, clients, events):
-    latencies, received = [], [0] * clients
-    ready = asyncio.Event()
-    connected = [0]
+def fan_out_run(port, session, token, clients, events, gap=0.02):
+    """`clients` SSE streams read by one epoll loop, and a PUT of a property (carrying its send time) every `gap`
+    seconds after the previous answer, `events` times: the latency of each event in each stream, and how many
+    never came.
 
-    async def client(index):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-        writer.write(f"GET /api/v1/sessions/{session}/events?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        await writer.drain()
-        connected[0] += 1
-        if connected[0] == clients:
-            ready.set()
-        kind = None
-        try:
-            while received[index] < events:
-                line = await reader.readline()
-                if not line:
-                    return
-                line = line.decode().strip()
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: ") and kind == "propertyChanged":
-                    now = time.perf_counter_ns()
-                    sent = int(json.loads(line[6:])["data"]["value"])
-                    latencies.append((now - sent) / 1e6)
-                    received[index] += 1
-        finally:
-            writer.close()
+    A frame counts as received when epoll said its socket was readable (the stamp of that wake-up), not when the
+    loop got round to parsing it: a client that stamped after parsing the streams before it (an asyncio reader
+    per stream did) measured its own work, up to seconds with 1000 streams, not the daemon's."""
+    poller = select.epoll()
+    request = f"GET /api/v1/sessions/{session}/events?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    streams, pending, received, latencies = {}, {}, {}, []
+    try:
+        for _ in range(clients):
+            stream = socket.create_connection(("127.0.0.1", port))
+            stream.sendall(request)
+            stream.setblocking(False)
+            streams[stream.fileno()], pending[stream.fileno()], received[stream.fileno()] = stream, b"", 0
+            poller.register(stream.fileno(), select.EPOLLIN)
+        connected, deadline = set(), time.monotonic() + 60
+        while len(connected) < clients and time.monotonic() < deadline:
+            for fd, _ in poller.poll(1):
+                pending[fd] += streams[fd].recv(65536)
+                if b"retry: 2000" in pending[fd]:
+                    connected.add(fd)
+                    pending[fd] = b""
+        if len(connected) < clients:
+            raise RuntimeError(f"only {len(connected)} of {clients} event streams opened")
+        time.sleep(0.5)
+        emitter = socket.create_connection(("127.0.0.1", port))
+        emitter.setblocking(False)
+        poller.register(emitter.fileno(), select.EPOLLIN)
+        sent, reply, next_send, waiting, drain_until = 0, b"", time.perf_counter(), False, None
+        while True:
+            if not waiting and sent < events and time.perf_counter() >= next_send:
+                body = json.dumps({"value": str(time.perf_counter_ns())}).encode()
+                emitter.sendall(f"PUT /api/v1/sessions/{session}/properties/bench HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                sent, waiting = sent + 1, True
+            if sent == events and not waiting and drain_until is None:
+                drain_until = time.monotonic() + 30
+            if drain_until is not None and (all(n >= events for n in received.values()) or time.monotonic() > drain_until):
+                break
+            timeout = max(0.0, next_send - time.perf_counter()) if not waiting and sent < events else 0.1
+            ready = poller.poll(timeout)
+            stamp = time.perf_counter_ns()
+            for fd, _ in ready:
+                if fd == emitter.fileno():
+                    reply += emitter.recv(65536)
+                    head, found, rest = reply.partition(b"\r\n\r\n")
+                    if found:
+                        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+                        if len(rest) >= length:
+                            reply, waiting, next_send = rest[length:], False, time.perf_counter() + gap
+                    continue
+                data = streams[fd].recv(1 << 20)
+                if not data:
+                    poller.unregister(fd)
+                    continue
+                buffer = pending[fd] + data
+                cut = buffer.rfind(b"\n\n")
+                if cut < 0:
+                    pending[fd] = buffer
+                    continue
+                for match in SENT_VALUE.finditer(buffer, 0, cut):
+                    latencies.append((stamp - int(match.group(1))) / 1e6)
+                    received[fd] += 1
+                pending[fd] = buffer[cut + 2:]
+        emitter.close()
+    finally:
+        for stream in streams.values():
+            stream.close()
+        poller.close()
+    return latencies, clients * events - sum(received.values())
 
-    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
-    await asyncio.wait_for(ready.wait(), 60)
-    await asyncio.sleep(0.5)
-    loop = asyncio.get_running_loop()
 
-    def emit():
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        for _ in range(events):
-            body = json.dumps({"value": str(time.perf_counter_ns())})
-            connection.request("PUT", f"/api/v1/sessions/{session}/properties/bench", body=body, headers={"Authorization": f"Bearer {token}"})
-            connection.getresponse().read()
-            time.sleep(0.02)
-        connection.close()
-
-    await loop.run_in_executor(None, emit)
-    done, pending = await asyncio.wait(tasks, timeout=30)
-    for task in pending:
-        task.cancel()
-    return latencies, clients * events - sum(received)
+SENT_VALUE = re.compile(rb'"value":"(\d+)"')
 
 
 def fan_out(opts, work):
@@ -365,7 +394,7 @@ def fan_out(opts, work):
     try:
         session, token = daemon.new_session("fanout")
         for clients in sizes:
-            latencies, lost = asyncio.run(fan_out_run(daemon.port, session, token, clients, events))
+            latencies, lost = fan_out_run(daemon.port, session, token, clients, events)
             results["runs"].append({"clients": clients, "events": events, "latencyMs": spread(latencies), "lost": lost})
     finally:
         daemon.stop()

@@ -109,20 +109,26 @@ struct ConsoleController {
                         try await outbound.write(.binary(ByteBuffer(bytes: viewer.history[start..<end])))
                     }
                     // A batch is what came while the previous one was being written: its bytes go merged.
-                    for await batch in viewer.output.cancelOnGracefulShutdown() {
-                        for output in batch {
-                            switch output {
-                            case .bytes(let bytes):
-                                // Slices of the batch's buffer, which viewers that keep up share: no copy per viewer.
-                                var rest = bytes
-                                while let frame = rest.readSlice(length: min(frameBytes, rest.readableBytes)), frame.readableBytes > 0 {
-                                    try await outbound.write(.binary(frame))
+                    // Graceful shutdown makes the viewer leave (what is queued still goes out). Not
+                    // `cancelOnGracefulShutdown()`: its merge passes every batch through a task of its own.
+                    try await withGracefulShutdownHandler {
+                        for await batch in viewer.output {
+                            for output in batch {
+                                switch output {
+                                case .bytes(let bytes):
+                                    // Slices of the batch's buffer, which viewers that keep up share: no copy per viewer.
+                                    var rest = bytes
+                                    while let frame = rest.readSlice(length: min(frameBytes, rest.readableBytes)), frame.readableBytes > 0 {
+                                        try await outbound.write(.binary(frame))
+                                    }
+                                    viewer.sent(bytes.readableBytes)
+                                case .control(let control):
+                                    try await outbound.write(.text(String(decoding: try JSONEncoder().encode(control), as: UTF8.self)))
                                 }
-                                viewer.sent(bytes.readableBytes)
-                            case .control(let control):
-                                try await outbound.write(.text(String(decoding: try JSONEncoder().encode(control), as: UTF8.self)))
                             }
                         }
+                    } onGracefulShutdown: {
+                        viewer.leave()
                     }
                     if let reason = viewer.closeReason { return .closed(reason) }
                     return Task.isShuttingDownGracefully ? .closed(.shuttingDown) : .clientLeft

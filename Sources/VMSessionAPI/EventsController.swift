@@ -127,14 +127,21 @@ struct EventsController {
                             live.heartbeat()
                         }
                     }
-                    for await item in live.frames.cancelOnGracefulShutdown() {
-                        switch item {
-                        case .frame(let id, let frame) where id > lastSent:
-                            try await writer.write(frame)
-                            lastSent = id
-                        case .frame: continue
-                        case .heartbeat: try await writer.write(Self.keepAlive)
+                    // Graceful shutdown ends the subscription (what is queued still goes out). Not
+                    // `cancelOnGracefulShutdown()`: its merge runs a task of its own per stream and passes
+                    // every frame through it, two more task wake-ups per event and stream.
+                    try await withGracefulShutdownHandler {
+                        for await item in live.frames {
+                            switch item {
+                            case .frame(let id, let frame) where id > lastSent:
+                                try await writer.write(frame)
+                                lastSent = id
+                            case .frame: continue
+                            case .heartbeat: try await writer.write(Self.keepAlive)
+                            }
                         }
+                    } onGracefulShutdown: {
+                        live.end()
                     }
                     group.cancelAll()
                 }

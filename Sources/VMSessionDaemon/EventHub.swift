@@ -63,6 +63,9 @@ public final class EventHub: Sendable {
         /// Queues a heartbeat behind the frames already queued (dropped if the buffer is full: the
         /// subscriber is being ended anyway).
         public func heartbeat() { continuation.yield(.heartbeat) }
+
+        /// Ends the subscription: the stream yields what is already queued, then ends.
+        public func end() { continuation.finish() }
     }
 
     private enum Sink {

@@ -99,4 +99,23 @@ struct EventFanOutTests {
         guard case .frame = await iterator.next() else { Issue.record("the frame did not come first"); return }
         guard case .heartbeat = await iterator.next() else { Issue.record("the heartbeat did not follow"); return }
     }
+
+    @Test("an ended subscription yields what was queued, then ends, and leaves the hub")
+    func endDrainsThenFinishes() async throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let stored = Self.session("end")
+        _ = try store.createSession(stored, tokenHash: [1], event: (.sessionCreated, "{}"))
+        let subscription = hub.subscribeFrames(toAny: nil, owners: [.daemon])
+        let queued = try hub.record { [try store.append(.progress, payload: "{}", for: stored.session.id, at: Date())] }
+        subscription.end()
+        // Recorded after the end: never delivered to it.
+        try hub.record { [try store.append(.progress, payload: "{}", for: stored.session.id, at: Date())] }
+        var ids: [Int64] = []
+        for await delivery in subscription.frames {
+            if case .frame(let id, _) = delivery { ids.append(id) }
+        }
+        #expect(ids == queued.map(\.id))
+        #expect(hub.subscriberCount == 0)
+    }
 }
