@@ -56,7 +56,7 @@ struct ConsoleController {
                 defer { viewer.leave() }
                 let token = SessionsController.token(in: context.request)
                 let id = viewer.session
-                let stillAllowed: @Sendable () async -> Bool = { (try? await manager.authorize(token: token, for: id)) != nil }
+                let stillAllowed: @Sendable () async -> Bool = { (try? manager.authorize(token: token, for: id)) != nil }
                 let ending = await Self.serve(viewer, inbound: inbound, outbound: outbound, stillAllowed: stillAllowed)
                 context.logger.debug("console client left", metadata: ["session": "\(id)", "why": "\(ending)"])
                 await ending.close(outbound)
