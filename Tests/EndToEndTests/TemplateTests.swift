@@ -44,6 +44,23 @@ struct TemplateTests {
             uniqueKeysWithValues: (list["templates"] as? [[String: Any]] ?? []).compactMap { t in (t["name"] as? String).map { ($0, t) } })
     }
 
+    /// Runs `body` with a TCG daemon on the appliance in a temporary state directory; if it fails half-way, stops
+    /// the daemon and ends the VMs and helpers it left (they outlive their daemon).
+    static func withDaemon(_ tag: String, _ body: (DaemonProcess, String) async throws -> Void) async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "the appliance must be built first: \(appliance)")
+        let directory = try TemporaryDirectory(tag)
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+        do {
+            try await body(daemon, state)
+        } catch {
+            try? await daemon.stop()
+            Self.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
+            throw error
+        }
+    }
+
     /// Ends every process that names `state` or one of `ids` (the VMs' qemu and their network helpers): what
     /// a test that stopped half-way leaves running, since VMs outlive their daemon.
     static func endProcesses(of state: String, ids: [String]) {
@@ -56,35 +73,12 @@ struct TemplateTests {
 
     @Test("a template resumes its guest's counting in new sessions, each its own machine running its own user-data; closing one harms nothing; templates outlive a restart")
     func warmSessions() async throws {
-        let appliance = DaemonProcess.applianceDirectory
-        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "the appliance must be built first: \(appliance)")
-        let directory = try TemporaryDirectory("vms-e2e-tpl")
-        let state = directory.path + "/state"
-        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
-        do {
-            try await Self.warmSessions(daemon: daemon, state: state)
-        } catch {
-            try? await daemon.stop()
-            let ids = (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []
-            Self.endProcesses(of: state, ids: ids)
-            throw error
-        }
+        try await Self.withDaemon("vms-e2e-tpl", Self.warmSessions)
     }
 
     @Test("a daemon killed in the middle of a warm start leaves the session as its VM is, and startable; the template intact")
     func killedDuringWarmStart() async throws {
-        let appliance = DaemonProcess.applianceDirectory
-        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "the appliance must be built first: \(appliance)")
-        let directory = try TemporaryDirectory("vms-e2e-tplkill")
-        let state = directory.path + "/state"
-        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
-        do {
-            try await Self.killedDuringWarmStart(daemon: daemon, state: state)
-        } catch {
-            try? await daemon.stop()
-            Self.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
-            throw error
-        }
+        try await Self.withDaemon("vms-e2e-tplkill", Self.killedDuringWarmStart)
     }
 
     static func killedDuringWarmStart(daemon: DaemonProcess, state: String) async throws {
