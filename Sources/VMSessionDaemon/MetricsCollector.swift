@@ -16,6 +16,7 @@ public struct MetricsCollector: Sendable {
     let hypervisor: (any Hypervisor)?
     let controller: IdleController?
     let consoles: ConsoleHub?
+    let hosts: HostRegistry?
     let statsTimeout: Duration
     let clock: any Clock<Duration>
 
@@ -25,13 +26,14 @@ public struct MetricsCollector: Sendable {
 
     public init(
         metrics: DaemonMetrics, manager: SessionManager, hypervisor: (any Hypervisor)?, controller: IdleController?,
-        consoles: ConsoleHub?, statsTimeout: Duration = defaultStatsTimeout, clock: any Clock<Duration> = ContinuousClock()
+        consoles: ConsoleHub?, hosts: HostRegistry? = nil, statsTimeout: Duration = defaultStatsTimeout, clock: any Clock<Duration> = ContinuousClock()
     ) {
         self.metrics = metrics
         self.manager = manager
         self.hypervisor = hypervisor
         self.controller = controller
         self.consoles = consoles
+        self.hosts = hosts
         self.statsTimeout = statsTimeout
         self.clock = clock
     }
@@ -48,6 +50,10 @@ public struct MetricsCollector: Sendable {
             snapshot.idleThresholdSeconds = status.idleTime
         }
         if let consoles { snapshot.consoleClients = await consoles.viewerCount() }
+        for host in hosts?.all() ?? [] {
+            let latency = host.latency.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+            snapshot.hosts[host.definition.name] = (host.isConnected, latency)
+        }
         if let hypervisor {
             let stats = await Self.withDeadline(statsTimeout, clock: clock) { try await hypervisor.machineStats() }
             snapshot.machineStatsAnswered = stats != nil

@@ -183,6 +183,10 @@ public final class DaemonMetrics: Sendable {
         put(.consoleClients, [], snapshot.consoleClients.map(Double.init))
         put(.displayClients, [], snapshot.displayClients.map(Double.init))
         put(.libvirtUp, [], snapshot.machineStatsAnswered.map { $0 ? 1 : 0 })
+        for (name, host) in snapshot.hosts {
+            put(.hostUp, [name], host.up ? 1 : 0)
+            put(.hostLatency, [name], host.latencySeconds)
+        }
         for (id, stats) in snapshot.machines {
             let vm = [id.description]
             put(.cpuTime, vm, stats.cpuSeconds)
@@ -236,6 +240,8 @@ public struct MetricsSnapshot: Sendable {
     /// Whether libvirt's bulk statistics answered in time (nil: not asked).
     public var machineStatsAnswered: Bool?
     public var machines: [SessionID: MachineStats] = [:]
+    /// Each libvirt host by name: connected or not, and its last probe's round trip (nil: none).
+    public var hosts: [String: (up: Bool, latencySeconds: Double?)] = [:]
 
     public init() {}
 }

@@ -71,6 +71,13 @@ extension MetricFamily {
         "vmsessiond_libvirt_stats_up", .gauge,
         "1 if libvirt's bulk statistics (virConnectGetAllDomainStats) answered within the scrape's deadline, else 0.")
 
+    public static let hostUp = MetricFamily(
+        "vmsessiond_host_up", .gauge, "1 while the daemon is connected to the libvirt host, else 0 (connecting, unreachable).",
+        labels: ["host"])
+    public static let hostLatency = MetricFamily(
+        "vmsessiond_host_latency_seconds", .gauge, "The last probe's round trip to the remote libvirt host (virNodeGetFreeMemory).",
+        labels: ["host"])
+
     // MARK: Per VM, from libvirt's bulk statistics (named as the libvirt exporters name them)
 
     public static let cpuTime = MetricFamily(
@@ -137,6 +144,7 @@ extension MetricFamily {
         operations, operationDuration, eventsWritten, eventsDelivered, subscribersDropped, secretChecks, secretThrottled,
         originChecks, originDecisions, guestAPIRequests,
         sessions, executionCap, desktopIdle, idleThreshold, eventStreamClients, consoleClients, displayClients, libvirtUp,
+        hostUp, hostLatency,
         cpuTime, cpuUser, cpuSystem, virtualCPUs, memoryMaximum, memoryCurrent, memoryResident, memoryUsable, memoryAvailable,
         blockReadBytes, blockWriteBytes, blockReadRequests, blockWriteRequests, blockReadTime, blockWriteTime, blockFlushRequests,
         blockCapacity, blockAllocation, blockPhysical,
