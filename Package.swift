@@ -119,6 +119,8 @@ let package = Package(
                 "VMSessionHypervisor",
                 "VMSessionSchema",
                 "VMSessionMetrics",
+                // The wire models shared with the client and the CLI (hosts).
+                "VMSessionClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -38,7 +38,7 @@ public enum VMSessionAPI {
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
         consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil, snapshots: SnapshotService? = nil,
-        templates: TemplateService? = nil
+        templates: TemplateService? = nil, hosts: HostRegistry? = nil
     ) -> Routers {
         let collector = metrics ?? MetricsCollector(
             metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
@@ -67,6 +67,8 @@ public enum VMSessionAPI {
         AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views).addRoutes(to: router)
         ImagesController(manager: manager, templates: templates).addRoutes(to: router)
         TemplatesController(manager: manager, service: templates).addRoutes(to: router)
+        // The daemon always has a registry; a test router without one serves no /api/v1/hosts.
+        if let hosts { HostsController(manager: manager, registry: hosts).addRoutes(to: router) }
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
         NoVNCAssets().addRoutes(to: router)
@@ -87,11 +89,11 @@ public enum VMSessionAPI {
         manager: SessionManager, events: EventHub, origins: OriginRegistry, hypervisor: HypervisorDescription,
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
-        metrics: MetricsCollector? = nil
+        metrics: MetricsCollector? = nil, hosts: HostRegistry? = nil
     ) -> Router<APIRequestContext> {
         buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor, controller: controller, mode: mode,
-            budget: budget, guestProxy: guestProxy, metrics: metrics
+            budget: budget, guestProxy: guestProxy, metrics: metrics, hosts: hosts
         ).http
     }
 

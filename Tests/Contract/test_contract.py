@@ -158,6 +158,9 @@ def test_schemathesis(daemon, tmp_path):
         # document must be as strict as the daemon, and the daemon as the document.
         "--checks", "all",
         "--exclude-path-regex", "/events$",
+        # Adding a host makes the daemon connect to it: a fuzzed qemu+ssh:// URI could name any machine on the
+        # network. Its refusals are route tests (VMSessionAPITests.HostRoutesTests); the other host routes are fuzzed.
+        "--exclude-operation-id", "addHost",
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", MAX_EXAMPLES,
         "--seed", SEED,

@@ -1,0 +1,89 @@
+import Foundation
+import Hummingbird
+import VMSessionClient
+import VMSessionCore
+import VMSessionDaemon
+
+/// The libvirt hosts over HTTP, for the admin token (issue 22): list and show them with their state, capacity,
+/// sessions and latency; add a remote host; drain or undrain one; remove one. A thin harness over the
+/// ``HostRegistry``: every body is checked whole before the registry is asked, so a refusal changes nothing.
+struct HostsController {
+    let manager: SessionManager
+    let registry: HostRegistry
+
+    func addRoutes(to router: Router<APIRequestContext>) {
+        let hosts = router.group("/api/v1/hosts").add(middleware: AdminAccess(manager: manager))
+        hosts.get(use: list)
+        hosts.post(use: add)
+        hosts.get(":host", use: show)
+        hosts.delete(":host", use: remove)
+        hosts.post(":host/drain") { request, context in try await drain(true, context) }
+        hosts.post(":host/undrain") { request, context in try await drain(false, context) }
+    }
+
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+        JSONResponse.make(HostList(hosts: registry.all().map(Self.view)))
+    }
+
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+        JSONResponse.make(Self.view(try registry.host(named: try Self.name(context))))
+    }
+
+    @Sendable func add(_ request: Request, context: APIRequestContext) async throws -> Response {
+        var request = request
+        let body = try await RequestBody.decode(HostRequest.self, from: &request, allowed: HostRequest.fields)
+        let definition = try HostDefinition.validated(
+            name: body.name, uri: body.uri, labels: body.labels ?? [:], maxSessions: body.maxSessions, source: .admin)
+        let added = try await registry.add(definition)
+        var headers = HTTPFields()
+        headers[.location] = "/api/v1/hosts/\(definition.name)"
+        return JSONResponse.make(Self.view(added), status: .created, headers: headers)
+    }
+
+    func drain(_ draining: Bool, _ context: APIRequestContext) async throws -> Response {
+        JSONResponse.make(Self.view(try await registry.setDraining(try Self.name(context), draining)))
+    }
+
+    @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> Response {
+        try await registry.remove(try Self.name(context))
+        return Response(status: .noContent)
+    }
+
+    /// The `{host}` path segment, checked as a name (an unknown but valid name is `not_found` later).
+    static func name(_ context: APIRequestContext) throws(VMSessionError) -> String {
+        let name = context.parameters.get("host") ?? ""
+        try HostDefinition.validate(name: name)
+        return name
+    }
+
+    static func view(_ status: HostStatus) -> HostInfo {
+        let definition = status.definition
+        var since: Date?
+        var reason: String?
+        switch status.link {
+        case .connecting(let at): since = at
+        case .connected(let at): since = at
+        case .unreachable(let at, let why):
+            since = at
+            reason = why
+        }
+        let latency = status.latency.map { duration -> Double in
+            let (seconds, attoseconds) = duration.components
+            // Milliseconds, to the microsecond.
+            return ((Double(seconds) * 1000 + Double(attoseconds) / 1e15) * 1000).rounded() / 1000
+        }
+        return HostInfo(
+            name: definition.name, uri: definition.uri, labels: definition.labels, maxSessions: definition.maxSessions,
+            draining: definition.draining, source: definition.source.rawValue, state: stateName(status.link), since: since,
+            reason: reason, capacity: status.capacity.map { .init(cpus: $0.cpus, memory: $0.memory, freeMemory: $0.freeMemory) },
+            sessions: status.sessions, latencyMs: latency)
+    }
+
+    static func stateName(_ link: HostLink.State) -> String {
+        switch link {
+        case .connecting: "connecting"
+        case .connected: "connected"
+        case .unreachable: "unreachable"
+        }
+    }
+}
