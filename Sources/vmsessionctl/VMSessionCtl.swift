@@ -6,12 +6,14 @@ import ArgumentParser
 struct VMSessionCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmsessionctl",
-        abstract: "Controls a local vmsessiond: web origins, sessions, images and daemon status.",
+        abstract: "Controls a local vmsessiond: web origins, sessions, images, templates, hosts and daemon status.",
         discussion: """
             Admin commands read the daemon's admin token from <state-dir>/admin-token (the same state directory
             the daemon uses), or take it from --token / $VMSESSIOND_ADMIN_TOKEN.
             """,
-        subcommands: [OriginsCommand.self, SessionsCommand.self, ImagesCommand.self, TemplatesCommand.self, DaemonStatus.self])
+        subcommands: [
+            OriginsCommand.self, SessionsCommand.self, ImagesCommand.self, TemplatesCommand.self, HostsCommand.self, DaemonStatus.self,
+        ])
 
     /// Runs the command line with the options every subcommand shares (``ControlOptions``) accepted before the
     /// subcommand too (`vmsessionctl --state-dir X origins list`): ArgumentParser only takes a subcommand's

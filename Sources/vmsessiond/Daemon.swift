@@ -78,12 +78,18 @@ struct Daemon {
             "connection budget",
             metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
         let consoles = ConsoleHub(limits: settings.console, logger: logger)
+        // Sessions all run on the local host until placement comes (issue 22); remote hosts hold none yet.
+        let hosts = try HostRegistry(
+            store: store, localURI: hypervisor.description.uri, configured: settings.hosts,
+            sessionCount: { name in
+                name == HostDefinition.localName ? manager.readModel.allSessions().sessions.filter { $0.state != .closed }.count : 0
+            }, logger: logger)
         let collector = MetricsCollector(
-            metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles)
+            metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles, hosts: hosts)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
             controller: controller, mode: mode, budget: budget, consoles: consoles, metrics: collector, snapshots: snapshots,
-            templates: templates)
+            templates: templates, hosts: hosts)
         let host = settings.host
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
@@ -108,7 +114,7 @@ struct Daemon {
         var configuration = ServiceGroupConfiguration(
                 services: services + [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
-                    .init(service: controller), .init(service: consoles),
+                    .init(service: controller), .init(service: consoles), .init(service: HostMonitor(registry: hosts, logger: logger)),
                     .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
                     .init(service: app),

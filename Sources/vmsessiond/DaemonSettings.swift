@@ -63,6 +63,8 @@ struct DaemonSettings: Sendable {
     /// scraper is (the loopback, or a private interface for a remote Prometheus) and firewalled like any
     /// exporter's port.
     var metricsListen: (host: String, port: Int)? = nil
+    /// Remote libvirt hosts (`hosts`: `NAME URI [KEY=VALUE]... [maxSessions=N]` each), beside the local one.
+    var hosts: [HostDefinition] = []
 
     static let defaultListen = "127.0.0.1:7011"
     /// Within the 60 s systemd's units allow a stop (`TimeoutStopSec`), with room to spare.
@@ -94,9 +96,13 @@ struct DaemonSettings: Sendable {
     }
 
     /// Reads the settings. `flags` holds the values given on the command line, by config key.
-    static func load(flags: [String: String], configFile: String?, environment: [String: String]) async throws -> DaemonSettings {
+    /// `hostFlags` are the `--host` flags (the config's `hosts` when given).
+    static func load(
+        flags: [String: String], hostFlags: [String] = [], configFile: String?, environment: [String: String]
+    ) async throws -> DaemonSettings {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         for (key, value) in flags { values[AbsoluteConfigKey(key.split(separator: ".").map(String.init))] = .init(.string(value), isSecret: false) }
+        if !hostFlags.isEmpty { values[AbsoluteConfigKey(["hosts"])] = .init(.stringArray(hostFlags), isSecret: false) }
         let explicitFile = configFile ?? environment["VMSESSIOND_CONFIG"]
         let file = try await FileProvider<JSONSnapshot>(
             filePath: .init(explicitFile ?? defaultConfigFile(environment: environment)), allowMissing: explicitFile == nil)
@@ -228,7 +234,14 @@ struct DaemonSettings: Sendable {
             maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,
             consoleLog: ConsoleLogBound(keepBytes: UInt64(logBytes)), capMechanism: capMechanism,
             cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil, guestEgress: guestEgress,
-            metricsListen: metricsListen)
+            metricsListen: metricsListen,
+            hosts: try (config.stringArray(forKey: "hosts") ?? []).map { spec throws(VMSessionError) in
+                do throws(VMSessionError) {
+                    return try HostDefinition.parse(spec: spec)
+                } catch {
+                    throw VMSessionError(.invalidArgument, "hosts: \(error.message)")
+                }
+            })
     }
 
     private static func boundedInt(_ config: ConfigReader, _ key: String, default value: Int, in range: ClosedRange<Int>) throws(VMSessionError) -> Int {

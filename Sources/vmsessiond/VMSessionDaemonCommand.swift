@@ -56,6 +56,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               guestEgress   VMSESSIOND_GUEST_EGRESS   default internet (none: no network; open: the host's loopback too)
               metricsListen VMSESSIOND_METRICS_LISTEN default none (ADDRESS:PORT of a second listener that serves only
                                                       GET /metrics, without a token; the daemon's own needs the admin token)
+              hosts         VMSESSIOND_HOSTS          default none (remote libvirt hosts beside the local one, each
+                                                      "NAME URI [KEY=VALUE]... [maxSessions=N]"; a JSON array of
+                                                      strings, or comma-separated in the variable; flag --host)
             The config file is --config, else $VMSESSIOND_CONFIG, else /etc/vmsessiond/config.json (root) or
             $XDG_CONFIG_HOME/vmsessiond/config.json (a user), if it exists.
             """,
@@ -116,6 +119,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("metrics-listen"), help: "ADDRESS:PORT of a listener that serves only GET /metrics, without a token (default: none).")
     var metricsListen: String?
 
+    @Option(name: .customLong("host"), help: "A remote libvirt host, as 'NAME URI [KEY=VALUE]... [maxSessions=N]'; repeatable.")
+    var host: [String] = []
+
     @Option(help: "JSON config file.")
     var config: String?
 
@@ -149,7 +155,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["x11Idle"] = x11Idle
         let settings: DaemonSettings
         do {
-            settings = try await DaemonSettings.load(flags: flags, configFile: config, environment: environment)
+            settings = try await DaemonSettings.load(flags: flags, hostFlags: host, configFile: config, environment: environment)
         } catch let error as VMSessionError {
             throw ValidationError(error.message)
         }
