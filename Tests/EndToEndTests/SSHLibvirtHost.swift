@@ -141,6 +141,9 @@ final class SSHLibvirtHost: @unchecked Sendable {
         return target
     }
 
+    /// The sshd that listens (stopping it with SIGSTOP leaves TCP connections accepted by the kernel unanswered).
+    var listenerPID: pid_t { sshd.pid }
+
     /// The user's live processes (zombies left out).
     func processes() -> [ProcessEntry] {
         ProcessEntry.all().filter { $0.uid == uid && $0.state != "Z" }

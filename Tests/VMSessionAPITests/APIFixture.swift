@@ -25,6 +25,8 @@ struct APIFixture {
     /// Every route the router serves, as `METHOD /path/{parameter}`.
     let routes: [String]
     let controller: IdleController
+    /// The libvirt hosts (the local one; tests add more). No monitor runs unless a test runs one.
+    let hosts: HostRegistry
 
     /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
     /// `apiPort` is the loopback port of the stand-in server that plays every started guest's API (the proxy's tests);
@@ -71,15 +73,22 @@ struct APIFixture {
             manager: manager, events: events, store: store, source: source, noSourceReason: "no display in tests",
             idleTime: 30, logger: logger)
         let origins = try OriginRegistry(store: store, logger: logger)
+        let hosts = try HostRegistry(
+            store: store, localURI: chosen.description.uri, configured: [],
+            sessionCount: { name in
+                name == HostDefinition.localName ? manager.readModel.allSessions().sessions.filter { $0.state != .closed }.count : 0
+            }, logger: logger)
         let router = VMSessionAPI.buildRouter(
             manager: manager, events: events, origins: origins, hypervisor: chosen.description, controller: controller,
             guestProxy: guestProxy,
-            metrics: MetricsCollector(metrics: metrics, manager: manager, hypervisor: chosen, controller: controller, consoles: nil))
+            metrics: MetricsCollector(
+                metrics: metrics, manager: manager, hypervisor: chosen, controller: controller, consoles: nil, hosts: hosts),
+            hosts: hosts)
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(
             manager: manager, store: store, directory: directory, images: images, adminToken: admin,
-            routes: router.routes.map(\.description), controller: controller)
+            routes: router.routes.map(\.description), controller: controller, hosts: hosts)
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
             group.addTask { try await images.run() }
