@@ -69,6 +69,10 @@ extension RealGuestSuites.RemoteHostTests {
         let beta = try await client.host("beta")
         #expect(beta.state == "connected" && beta.since == betaSince, "beta never left: \(beta)")
 
+        // While it is down the daemon keeps trying (each attempt fails), and the host stays unreachable since it was lost.
+        try await Task.sleep(for: .seconds(3))
+        let stillDown = try await client.host("alpha")
+        #expect(stillDown.state == "unreachable" && stillDown.since == lost.since, "\(stillDown)")
         try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: socketDirectory)
         let (back, backAfter) = try await Self.waitForHost("alpha", client, within: .seconds(45)) { $0.state == "connected" }
         print("alpha with its libvirtd allowed again: \(back.state) after \(backAfter)")
@@ -81,6 +85,9 @@ extension RealGuestSuites.RemoteHostTests {
         let (hung, hungAfter) = try await Self.waitForHost("alpha", client, within: .seconds(30)) { $0.state == "unreachable" }
         print("alpha with its sshd stopped: \(hung.state) after \(hungAfter): \(hung.reason ?? "")")
         #expect(hung.state == "unreachable" && hungAfter < .seconds(15), "\(hung)")
+        // New connections hang in the SSH handshake: each attempt gives up after the monitor's 10 s deadline.
+        try await Task.sleep(for: .seconds(12))
+        #expect(try await client.host("alpha").state == "unreachable")
         #expect(try await client.host("beta").since == betaSince, "beta never left")
         #expect(try await client.host("beta").state == "connected")
 
@@ -92,6 +99,13 @@ extension RealGuestSuites.RemoteHostTests {
         // Removing a host closes the daemon's connection to it: no SSH session of alpha's is left.
         _ = try await ctl("hosts", "remove", "alpha")
         #expect(try await client.hosts().map(\.name) == ["beta", "local"])
+        let clock = ContinuousClock()
+        let removed = clock.now
+        while !hosts[0].sessionProcesses().isEmpty, removed.duration(to: clock.now) < .seconds(15) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(hosts[0].sessionProcesses().isEmpty, "the daemon let go of alpha's connection")
+        #expect(!hosts[1].sessionProcesses().isEmpty, "and kept beta's")
         try await daemon.stop()
     }
 }
