@@ -60,4 +60,39 @@ struct SettingsTests {
         #expect(try await scrape.call(.GET, "/api/v1/sessions").status == 404)
         try await daemon.stop()
     }
+
+    @Test("hosts are read from the config file and the variable, the flag wins over both, and a bad one is refused by name before anything is made")
+    func hosts() async throws {
+        let (status, output) = try await Self.refusedStart(["VMSESSIOND_HOSTS=lab1 xen:///system"])
+        #expect(status != 0)
+        #expect(output.contains("hosts: 'uri' must be a qemu+ssh://"), "\(output.prefix(300))")
+
+        let directory = try TemporaryDirectory("vms-e2e-hosts-settings")
+        let config = directory.path + "/config.json"
+        try #"{"hosts": ["fromfile test:///default room=a maxSessions=2"]}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let fromFile = DaemonProcess(
+            stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--config", config],
+            environment: ["VMSESSIOND_HOSTS": "fromenv test:///default,other test:///default"])
+        try await fromFile.start()
+        let client = APIClient(port: fromFile.port).typed(token: try fromFile.adminToken())
+        #expect(try await client.hosts().map(\.name) == ["fromenv", "local", "other"], "the variable wins over the file")
+        try await fromFile.stop()
+
+        let flagged = DaemonProcess(
+            stateDirectory: directory.path + "/state",
+            arguments: ["--libvirt-uri", "test:///default", "--config", config, "--host", "fromflag test:///default gpu=none"],
+            environment: ["VMSESSIOND_HOSTS": "fromenv test:///default"])
+        try await flagged.start()
+        let hosts = try await APIClient(port: flagged.port).typed(token: try flagged.adminToken()).hosts()
+        #expect(hosts.map(\.name) == ["fromflag", "local"], "the flag wins, and the hosts the config no longer names went")
+        #expect(hosts.first?.labels == ["gpu": "none"] && hosts.first?.source == "config")
+        try await flagged.stop()
+
+        let onlyFile = DaemonProcess(stateDirectory: directory.path + "/state", arguments: ["--libvirt-uri", "test:///default", "--config", config])
+        try await onlyFile.start()
+        let fileHosts = try await APIClient(port: onlyFile.port).typed(token: try onlyFile.adminToken()).hosts()
+        #expect(fileHosts.map(\.name) == ["fromfile", "local"])
+        #expect(fileHosts.first?.maxSessions == 2 && fileHosts.first?.labels == ["room": "a"])
+        try await onlyFile.stop()
+    }
 }
