@@ -32,17 +32,17 @@ public struct APIRequestContext: RequestContext, WebSocketRequestContext {
 }
 
 /// What a request presents to prove who calls: its token (`Authorization: Bearer`, or `?token=`) and the
-/// web origin of the page that sent it, with what checks them (the read model: no actor hop per request).
+/// web origin of the page that sent it, with what checks them (no actor hop per request).
 struct Credentials: Sendable {
     let token: String?
     /// The page's web origin; nil for programs without one and for the daemon's own page.
     let origin: WebOrigin?
-    let manager: SessionManager
+    let access: AccessRegistry
     let origins: OriginRegistry
 
     /// Who the token speaks for; `unauthorized` (401) without a valid token.
-    func caller() throws(VMSessionError) -> SessionManager.Caller {
-        try manager.caller(token: token)
+    func caller() throws(VMSessionError) -> AccessRegistry.Caller {
+        try access.caller(token: token)
     }
 
     /// The caller of the session named `text` (the path's `id`): 401 without a valid token (first, so nobody
@@ -58,19 +58,17 @@ struct Credentials: Sendable {
 
     /// Checks that the token may act on session `id` (its own token, or the admin token): 401, 404, 403.
     @discardableResult
-    func authorize(for id: SessionID) throws(VMSessionError) -> SessionManager.Caller {
-        try manager.authorize(token: token, for: id)
+    func authorize(for id: SessionID) throws(VMSessionError) -> AccessRegistry.Caller {
+        try access.authorize(token: token, for: id)
     }
 
     /// Checks that the token is the admin token: 401 without a valid token, 403 for a session's.
     func requireAdmin() throws(VMSessionError) {
-        guard try caller() == .admin else {
-            throw VMSessionError(.notAllowed, "This needs the admin token (in the daemon's state directory).")
-        }
+        try access.authorizeAdmin(token: token)
     }
 
     /// Whether the token is the admin token (no error either way).
-    var isAdmin: Bool { (try? manager.caller(token: token)) == .admin }
+    var isAdmin: Bool { (try? access.caller(token: token)) == .admin }
 
     /// A page (not the daemon's own) from an origin the user approved as privileged.
     var isPrivilegedOrigin: Bool { origin.map(origins.isPrivileged) ?? false }
@@ -78,7 +76,7 @@ struct Credentials: Sendable {
 
 /// Reads every request's ``Credentials`` into its context, once, for the child contexts to check.
 struct CredentialsReader: RouterMiddleware {
-    let manager: SessionManager
+    let access: AccessRegistry
     let origins: OriginRegistry
 
     func handle(
@@ -90,7 +88,7 @@ struct CredentialsReader: RouterMiddleware {
             origin = WebOrigin(header)
         }
         context.credentials = Credentials(
-            token: SessionsController.token(in: request), origin: origin, manager: manager, origins: origins)
+            token: SessionsController.token(in: request), origin: origin, access: access, origins: origins)
         return try await next(request, context)
     }
 }
@@ -99,14 +97,14 @@ struct CredentialsReader: RouterMiddleware {
 public struct SessionCaller: Sendable {
     /// The session named in the path, which the token may act on.
     public let session: SessionID
-    public let role: SessionManager.Caller
+    public let role: AccessRegistry.Caller
     /// The token as presented; its hash names the owner of the event streams it opens.
     public let token: String
     fileprivate let credentials: Credentials
 
     /// Whether the token may still act on the session (a long-lived connection asks again: revoked tokens
     /// and deleted sessions end it).
-    public var isStillAllowed: Bool { (try? credentials.manager.authorize(token: token, for: session)) != nil }
+    public var isStillAllowed: Bool { (try? credentials.authorize(for: session)) != nil }
 }
 
 /// The context of the routes under `/api/v1/sessions/{id}/…`: built only for a token that may act on that

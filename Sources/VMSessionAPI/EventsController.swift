@@ -49,7 +49,7 @@ struct EventsController {
         var owners: [EventHub.Owner] = []
         var scope: Set<SessionID>? = []
         for token in tokens.isEmpty ? [nil] : tokens.map(Optional.some) {
-            let caller = try sessions.manager.caller(token: token)
+            let caller = try sessions.manager.access.caller(token: token)
             owners.append(Self.owner(caller, token: token))
             switch caller {
             case .admin: scope = nil
@@ -70,7 +70,7 @@ struct EventsController {
     }
 
     /// Whose stream this is: revoking that token ends it (``SessionManager/revokeTokens(of:token:)``).
-    static func owner(_ caller: SessionManager.Caller, token: String?) -> EventHub.Owner {
+    static func owner(_ caller: AccessRegistry.Caller, token: String?) -> EventHub.Owner {
         let hash = token.map(SecretHasher.tokenHash)
         switch caller {
         case .admin: return EventHub.Owner(session: nil, tokenHash: hash)

@@ -48,7 +48,7 @@ public enum VMSessionAPI {
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
         router.add(middleware: ErrorResponder())
-        router.add(middleware: CredentialsReader(manager: manager, origins: origins))
+        router.add(middleware: CredentialsReader(access: manager.access, origins: origins))
         let methods = MethodGuard<APIRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
         let webSocket = Router(context: APIRequestContext.self)
@@ -56,7 +56,7 @@ public enum VMSessionAPI {
         webSocket.add(middleware: HostGuard())
         webSocket.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
         webSocket.add(middleware: ErrorResponder())
-        webSocket.add(middleware: CredentialsReader(manager: manager, origins: origins))
+        webSocket.add(middleware: CredentialsReader(access: manager.access, origins: origins))
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
         let templates = templates ?? TemplateService(manager: manager)
