@@ -14,12 +14,12 @@ struct AdminController {
     var views = EncodedViews()
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        let origins = router.group("/api/v1/origins").add(middleware: AdminAccess(manager: manager))
+        let origins = router.group("/api/v1/origins", context: AdminRequestContext.self)
         origins.get(use: listOrigins)
         origins.post("approve") { request, context in try await decide(.approved, request, context) }
         origins.post("deny") { request, context in try await decide(.denied, request, context) }
         origins.post("forget", use: forget)
-        router.group("/api/v1/sessions").add(middleware: AdminAccess(manager: manager)).get(use: listSessions)
+        router.group("/api/v1/sessions", context: AdminRequestContext.self).get(use: listSessions)
     }
 
     struct OriginList: Encodable {
@@ -38,11 +38,11 @@ struct AdminController {
         var egress: String?
     }
 
-    @Sendable func listOrigins(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func listOrigins(_ request: Request, context: AdminRequestContext) async throws -> Response {
         return JSONResponse.make(OriginList(origins: try origins.all()))
     }
 
-    func decide(_ status: WebOrigin.Status, _ request: Request, _ context: APIRequestContext) async throws -> Response {
+    func decide(_ status: WebOrigin.Status, _ request: Request, _ context: AdminRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged", "egress"])
         let origin = try Self.origin(body.origin)
@@ -58,7 +58,7 @@ struct AdminController {
         return JSONResponse.make(decided)
     }
 
-    @Sendable func forget(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func forget(_ request: Request, context: AdminRequestContext) async throws -> Response {
         var request = request
         let origin = try await Self.origin(from: &request)
         guard try origins.forget(origin) else { throw VMSessionError(.notFound, "\(origin) is not known.") }
@@ -82,7 +82,7 @@ struct AdminController {
         let sessions: [SessionView]
     }
 
-    @Sendable func listSessions(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func listSessions(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let generation = manager.readModel.generation
         return JSONResponse.make(
             body: views.list(generation: generation) {

@@ -28,13 +28,13 @@ struct ConsoleController {
         let manager = manager
         let hub = hub
         // Reached without an upgrade, or when the upgrade was refused: the JSON error says why.
-        http.get(RouterPath(Self.consolePath)) { request, context -> Response in
+        http.group("/api/v1/sessions/:id", context: SessionRequestContext.self).get("console") { request, context -> Response in
             let target = try await Self.target(request, context, manager: manager)
             guard await hub.viewerCount(of: target.id) < hub.limits.viewers else { throw ConsoleHub.full }
             throw VMSessionError(
                 .invalidUsage, "This is the console's WebSocket (output as binary frames, keystrokes back); open it with a WebSocket upgrade.")
         }
-        webSocket.ws(
+        webSocket.sessionWebSocket(
             RouterPath(Self.consolePath),
             shouldUpgrade: { request, context in
                 guard let target = try? await Self.target(request, context, manager: manager),
@@ -43,7 +43,7 @@ struct ConsoleController {
                 return .upgrade([:])
             },
             onUpgrade: { inbound, outbound, context in
-                // Checked again: the session may have been closed, or the token revoked, since the upgrade.
+                // The token was checked again as the context was made; the console may have gone meanwhile.
                 let viewer: ConsoleMultiplexer.Viewer
                 do {
                     let target = try await Self.target(context.request, context.requestContext, manager: manager)
@@ -54,9 +54,9 @@ struct ConsoleController {
                     return
                 }
                 defer { viewer.leave() }
-                let token = SessionsController.token(in: context.request)
+                let caller = context.requestContext.caller
                 let id = viewer.session
-                let stillAllowed: @Sendable () async -> Bool = { (try? manager.authorize(token: token, for: id)) != nil }
+                let stillAllowed: @Sendable () async -> Bool = { caller.isStillAllowed }
                 let ending = await Self.serve(viewer, inbound: inbound, outbound: outbound, stillAllowed: stillAllowed)
                 context.logger.debug("console client left", metadata: ["session": "\(id)", "why": "\(ending)"])
                 await ending.close(outbound)
@@ -69,8 +69,8 @@ struct ConsoleController {
         let mode: ConsoleProtocol.Mode
     }
 
-    static func target(_ request: Request, _ context: APIRequestContext, manager: SessionManager) async throws -> Target {
-        let id = try await SessionsController.authorized(request, context, manager: manager)
+    static func target(_ request: Request, _ context: SessionRequestContext, manager: SessionManager) async throws -> Target {
+        let id = context.session
         let mode = try ConsoleProtocol.Mode(query: request.uri.queryParameters.get("mode"))
         return Target(id: id, endpoints: try await manager.consoleEndpoints(of: id), mode: mode)
     }

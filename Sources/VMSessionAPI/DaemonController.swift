@@ -11,13 +11,11 @@ import VMSessionDaemon
 /// (`vmsessionctl origins approve --privileged ORIGIN`), or the admin token.
 struct DaemonController {
     let controller: IdleController
-    let manager: SessionManager
-    let origins: OriginRegistry
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1/daemon", use: show)
-        router.put("/api/v1/daemon", use: update)
-        router.post("/api/v1/daemon/activity", use: reportActivity)
+        router.group("/api/v1/daemon", context: PrivilegedRequestContext.self).put(use: update)
+        router.group("/api/v1/daemon/activity", context: AdminRequestContext.self).post(use: reportActivity)
     }
 
     /// The controller's status, and what this caller may do with it.
@@ -43,7 +41,9 @@ struct DaemonController {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments.first ?? "vmsessiond"
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let privileged = await isPrivileged(request)
+        // Open to every approved page; only what it shows depends on the caller.
+        let credentials = try context.presented()
+        let privileged = credentials.isAdmin || credentials.isPrivilegedOrigin
         return JSONResponse.make(
             AccessView(status: await controller.status(), privileged: privileged, path: privileged ? Self.executablePath : nil))
     }
@@ -54,15 +54,7 @@ struct DaemonController {
         var running: Bool?
     }
 
-    @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
-        if !isPrivilegedOrigin(request) {
-            do { try await manager.authorizeAdmin(token: SessionsController.token(in: request)) } catch {
-                throw VMSessionError(
-                    error.code,
-                    error.message + " Changing the idle-aware controller needs the admin token, or a page whose origin the user "
-                        + "approved as privileged (`vmsessionctl origins approve --privileged ORIGIN`).")
-            }
-        }
+    @Sendable func update(_ request: Request, context: PrivilegedRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(SettingsRequest.self, from: &request, allowed: ["idleTime", "running"])
         guard body.idleTime != nil || body.running != nil else {
@@ -81,24 +73,10 @@ struct DaemonController {
         let active: Bool
     }
 
-    @Sendable func reportActivity(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.authorizeAdmin(token: SessionsController.token(in: request))
+    @Sendable func reportActivity(_ request: Request, context: AdminRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(ActivityRequest.self, from: &request, allowed: ["active"])
         return JSONResponse.make(await controller.report(active: body.active))
     }
 
-    /// The admin token, or a page from an origin approved as privileged.
-    func isPrivileged(_ request: Request) async -> Bool {
-        if let token = SessionsController.token(in: request), (try? await manager.caller(token: token)) == .admin { return true }
-        return isPrivilegedOrigin(request)
-    }
-
-    /// A page (not the daemon's own) from an origin the user approved as privileged.
-    func isPrivilegedOrigin(_ request: Request) -> Bool {
-        guard let header = request.headers[.origin], !CORS.isSameOrigin(header, authority: request.head.authority),
-            let origin = WebOrigin(header)
-        else { return false }
-        return origins.isPrivileged(origin)
-    }
 }

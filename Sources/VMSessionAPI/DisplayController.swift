@@ -32,21 +32,21 @@ struct DisplayController {
     func addRoutes(http: Router<APIRequestContext>, webSocket: Router<APIRequestContext>) {
         let manager = manager
         let viewers = viewers
+        let session = http.group("/api/v1/sessions/:id", context: SessionRequestContext.self)
         // Reached without an upgrade, or when the upgrade was refused: the JSON error says why.
-        http.get(RouterPath(Self.displayPath)) { request, context -> Response in
+        session.get("display") { request, context -> Response in
             let target = try await target(request, context)
             guard viewers.hasRoom(target.id) else { throw DisplayViewers.full }
             throw VMSessionError(.invalidUsage, "This is the display's WebSocket (RFB, binary frames); open it with a WebSocket upgrade.")
         }
-        http.get("/api/v1/sessions/:id/screenshot") { request, context -> Response in
-            let id = try await SessionsController.authorized(request, context, manager: manager)
-            let png = try await manager.screenshot(of: id)
+        session.get("screenshot") { request, context -> Response in
+            let png = try await manager.screenshot(of: context.session)
             var headers = HTTPFields()
             headers[.contentType] = "image/png"
             headers[.cacheControl] = "no-store"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: png)))
         }
-        webSocket.ws(
+        webSocket.sessionWebSocket(
             RouterPath(Self.displayPath),
             shouldUpgrade: { request, context in
                 guard let target = try? await target(request, context), viewers.hasRoom(target.id) else { return .dontUpgrade }
@@ -59,9 +59,10 @@ struct DisplayController {
                 }
                 return .upgrade(headers)
             },
+            refusal: { _ in "the display is not available" },
             onUpgrade: { inbound, outbound, context in
                 let logger = context.logger
-                // Checked again: the session may have stopped, or its token been revoked, since the upgrade was accepted.
+                // The token was checked again as the context was made; the VM may have stopped meanwhile.
                 guard let target = try? await Self.target(context.request, context.requestContext, manager: manager) else {
                     try await outbound.close(.policyViolation, reason: "the display is not available")
                     return
@@ -71,9 +72,9 @@ struct DisplayController {
                     return
                 }
                 defer { viewers.release(target.id) }
-                let token = SessionsController.token(in: context.request)
                 // A revoked token (or a deleted session) ends its viewers too, as it ends its event streams.
-                let stillAllowed: @Sendable () async -> Bool = { (try? await manager.authorize(token: token, for: target.id)) != nil }
+                let caller = context.requestContext.caller
+                let stillAllowed: @Sendable () async -> Bool = { caller.isStillAllowed }
                 let ending = await Self.bridge(
                     inbound: inbound, outbound: outbound, socket: target.socket, mode: target.mode, stillAllowed: stillAllowed)
                 logger.debug("display viewer left", metadata: ["session": "\(target.id)", "why": "\(ending)"])
@@ -81,19 +82,19 @@ struct DisplayController {
             })
     }
 
-    /// The session, its display socket and the viewer's mode, once the token was checked.
+    /// The session, its display socket and the viewer's mode.
     struct Target {
         let id: SessionID
         let socket: String
         let mode: RFBViewerFilter.Mode
     }
 
-    func target(_ request: Request, _ context: APIRequestContext) async throws -> Target {
+    func target(_ request: Request, _ context: SessionRequestContext) async throws -> Target {
         try await Self.target(request, context, manager: manager)
     }
 
-    static func target(_ request: Request, _ context: APIRequestContext, manager: SessionManager) async throws -> Target {
-        let id = try await SessionsController.authorized(request, context, manager: manager)
+    static func target(_ request: Request, _ context: SessionRequestContext, manager: SessionManager) async throws -> Target {
+        let id = context.session
         let mode: RFBViewerFilter.Mode
         switch request.uri.queryParameters.get("mode") {
         case nil, "write": mode = .interactive
@@ -274,14 +275,5 @@ final class DisplayViewers: Sendable {
             let count = counts[id, default: 1] - 1
             counts[id] = count > 0 ? count : nil
         }
-    }
-}
-
-extension SessionsController {
-    /// The session named in the path, once the request's token (header or `?token=`) was checked against it.
-    static func authorized(_ request: Request, _ context: APIRequestContext, manager: SessionManager) async throws -> SessionID {
-        let id = try sessionID(in: context)
-        try await manager.authorize(token: token(in: request), for: id)
-        return id
     }
 }

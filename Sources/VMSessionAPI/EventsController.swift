@@ -21,17 +21,14 @@ struct EventsController {
     static let lastEventID = HTTPField.Name("Last-Event-ID")
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        router.group("/api/v1/sessions/:id").add(middleware: SessionAccess(manager: sessions.manager))
-            .get("events", use: sessionStream)
+        router.group("/api/v1/sessions/:id", context: SessionRequestContext.self).get("events", use: sessionStream)
         router.get("/api/v1/events", use: allStream)
     }
 
     /// One session's events.
-    @Sendable func sessionStream(_ request: Request, context: APIRequestContext) async throws -> Response {
-        guard let caller = context.caller, let id = caller.session else {
-            throw VMSessionError(.internalError, "The events route was reached without the session's access check.")
-        }
-        return try stream(of: id, request, owner: Self.owner(caller.role, token: caller.token))
+    @Sendable func sessionStream(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        let caller = context.caller
+        return try stream(of: caller.session, request, owner: Self.owner(caller.role, token: caller.token))
     }
 
     /// How many tokens one stream may carry (a page follows at most `limits.sessionsPerOrigin` sessions;
@@ -52,7 +49,7 @@ struct EventsController {
         var owners: [EventHub.Owner] = []
         var scope: Set<SessionID>? = []
         for token in tokens.isEmpty ? [nil] : tokens.map(Optional.some) {
-            let caller = try sessions.manager.caller(token: token)
+            let caller = try sessions.manager.access.caller(token: token)
             owners.append(Self.owner(caller, token: token))
             switch caller {
             case .admin: scope = nil
@@ -73,7 +70,7 @@ struct EventsController {
     }
 
     /// Whose stream this is: revoking that token ends it (``SessionManager/revokeTokens(of:token:)``).
-    static func owner(_ caller: SessionManager.Caller, token: String?) -> EventHub.Owner {
+    static func owner(_ caller: AccessRegistry.Caller, token: String?) -> EventHub.Owner {
         let hash = token.map(SecretHasher.tokenHash)
         switch caller {
         case .admin: return EventHub.Owner(session: nil, tokenHash: hash)

@@ -38,28 +38,38 @@ struct GuestProxyController {
     static let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch]
 
     func addRoutes(to router: Router<APIRequestContext>) {
+        // Counted before the session's context is made, so that a refused token is counted too.
+        let guest = router.group("/api/v1/sessions/:id/guest").add(middleware: GuestAPICounter(metrics: metrics))
+            .group(context: SessionRequestContext.self)
         for method in Self.methods {
             // The guest's root (`…/guest`, `…/guest/`) and every path below it (`**` needs one segment at least).
-            router.on("/api/v1/sessions/:id/guest", method: method, use: proxy)
-            router.on("/api/v1/sessions/:id/guest/**", method: method, use: proxy)
+            guest.on("", method: method, use: forward)
+            guest.on("**", method: method, use: forward)
         }
     }
 
     /// Counts each request by the status its caller gets: the guest's, or the daemon's refusal.
-    @Sendable func proxy(_ request: Request, context: APIRequestContext) async throws -> Response {
-        do {
-            let response = try await forward(request, context: context)
-            metrics.guestAPIRequest(status: response.status.code)
-            return response
-        } catch {
-            metrics.guestAPIRequest(status: (error as? VMSessionError)?.code.httpStatus.code ?? 500)
-            throw error
+    struct GuestAPICounter: RouterMiddleware {
+        let metrics: DaemonMetrics
+
+        func handle(
+            _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
+        ) async throws -> Response {
+            do {
+                let response = try await next(request, context)
+                metrics.guestAPIRequest(status: response.status.code)
+                return response
+            } catch {
+                metrics.guestAPIRequest(status: (error as? VMSessionError)?.code.httpStatus.code ?? 500)
+                throw error
+            }
         }
     }
 
-    func forward(_ request: Request, context: APIRequestContext) async throws -> Response {
-        // Every refusal comes before the guest is touched: token, path, headers, declared size, guest state, slot.
-        let id = try await sessions.authorizedSession(request, context)
+    @Sendable func forward(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        // Every refusal comes before the guest is touched: token (as the context was made), path, headers,
+        // declared size, guest state, slot.
+        let id = context.session
         let (path, query) = Self.split(request.head.path ?? "/")
         let target = try GuestProxyPolicy.guestTarget(rest: Self.rest(after: path), query: query)
         let incoming = request.headers.map { ($0.name.rawName, $0.value) }
@@ -71,7 +81,7 @@ struct GuestProxyController {
 
         var outgoing = HTTPClientRequest(url: route.url(pathAndQuery: target))
         outgoing.method = HTTPMethod(rawValue: request.method.rawValue)
-        for header in policy.requestHeaders(incoming, secret: SessionsController.token(in: request)) {
+        for header in policy.requestHeaders(incoming, secret: context.caller.token) {
             outgoing.headers.add(name: header.name, value: header.value)
         }
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > 0 {

@@ -8,11 +8,10 @@ import VMSessionDaemon
 /// sessions and latency; add a remote host; drain or undrain one; remove one. A thin harness over the
 /// ``HostRegistry``: every body is checked whole before the registry is asked, so a refusal changes nothing.
 struct HostsController {
-    let manager: SessionManager
     let registry: HostRegistry
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        let hosts = router.group("/api/v1/hosts").add(middleware: AdminAccess(manager: manager))
+        let hosts = router.group("/api/v1/hosts", context: AdminRequestContext.self)
         hosts.get(use: list)
         hosts.post(use: add)
         hosts.get(":host", use: show)
@@ -21,15 +20,15 @@ struct HostsController {
         hosts.post(":host/undrain") { request, context in try await drain(false, context) }
     }
 
-    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func list(_ request: Request, context: AdminRequestContext) async throws -> Response {
         JSONResponse.make(HostList(hosts: registry.all().map(Self.view)))
     }
 
-    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: AdminRequestContext) async throws -> Response {
         JSONResponse.make(Self.view(try registry.host(named: try Self.name(context))))
     }
 
-    @Sendable func add(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func add(_ request: Request, context: AdminRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(HostRequest.self, from: &request, allowed: HostRequest.fields)
         let definition = try HostDefinition.validated(
@@ -40,17 +39,17 @@ struct HostsController {
         return JSONResponse.make(Self.view(added), status: .created, headers: headers)
     }
 
-    func drain(_ draining: Bool, _ context: APIRequestContext) async throws -> Response {
+    func drain(_ draining: Bool, _ context: AdminRequestContext) async throws -> Response {
         JSONResponse.make(Self.view(try await registry.setDraining(try Self.name(context), draining)))
     }
 
-    @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func remove(_ request: Request, context: AdminRequestContext) async throws -> Response {
         try await registry.remove(try Self.name(context))
         return Response(status: .noContent)
     }
 
     /// The `{host}` path segment, checked as a name (an unknown but valid name is `not_found` later).
-    static func name(_ context: APIRequestContext) throws(VMSessionError) -> String {
+    static func name(_ context: AdminRequestContext) throws(VMSessionError) -> String {
         let name = context.parameters.get("host") ?? ""
         try HostDefinition.validate(name: name)
         return name

@@ -12,7 +12,7 @@ struct ImagesController {
     var templates: TemplateService? = nil
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        let images = router.group("/api/v1/images").add(middleware: AdminAccess(manager: manager))
+        let images = router.group("/api/v1/images", context: AdminRequestContext.self)
         images.get(use: list)
         images.get(":version", use: show)
         images.post(use: add)
@@ -24,11 +24,11 @@ struct ImagesController {
         let images: [ImageView]
     }
 
-    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func list(_ request: Request, context: AdminRequestContext) async throws -> Response {
         return JSONResponse.make(ImageList(images: try await manager.images.list().map(ImageView.init)))
     }
 
-    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let version = context.parameters.get("version") ?? ""
         guard let entry = try await manager.images.list().first(where: { $0.version == version }) else {
             throw VMSessionError(.notFound, "There is no image for version '\(version)'.")
@@ -42,7 +42,7 @@ struct ImagesController {
         let format: String?
     }
 
-    @Sendable func add(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func add(_ request: Request, context: AdminRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(AddRequest.self, from: &request, allowed: ["version", "path", "format"])
         let format = try Self.format(body.format)
@@ -59,7 +59,7 @@ struct ImagesController {
 
     /// Registers a remote image and starts its download in the background (202); `GET /images/{version}`
     /// shows how far it is. An open of the version meanwhile joins the same download.
-    @Sendable func pull(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func pull(_ request: Request, context: AdminRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(PullRequest.self, from: &request, allowed: ["version", "url", "sha256", "format"])
         let format = try Self.format(body.format)
@@ -68,7 +68,7 @@ struct ImagesController {
         return JSONResponse.make(ImageView(record: record), status: .accepted)
     }
 
-    @Sendable func remove(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func remove(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let version = context.parameters.get("version") ?? ""
         if let template = try await templates?.list().first(where: { $0.baseVersion == version }) {
             throw VMSessionError(

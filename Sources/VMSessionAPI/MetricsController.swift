@@ -16,8 +16,8 @@ struct MetricsController {
 
     static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    func addRoutes(to router: Router<APIRequestContext>, manager: SessionManager) {
-        router.group("/metrics").add(middleware: AdminAccess(manager: manager)).get(use: scrapeRoute)
+    func addRoutes(to router: Router<APIRequestContext>) {
+        router.group("/metrics", context: AdminRequestContext.self).get(use: scrapeRoute)
     }
 
     /// The route without a token, for the scrape listener.
@@ -25,7 +25,7 @@ struct MetricsController {
         router.get("/metrics") { _, _ in await scrape() }
     }
 
-    @Sendable func scrapeRoute(_ request: Request, context: APIRequestContext) async -> Response { await scrape() }
+    @Sendable func scrapeRoute(_ request: Request, context: AdminRequestContext) async -> Response { await scrape() }
 
     func scrape() async -> Response {
         var snapshot = await collector.collect()

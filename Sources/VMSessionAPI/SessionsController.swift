@@ -21,8 +21,8 @@ struct SessionsController {
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
         router.post("/api/v1/sessions", use: requestSession)
-        // Everything under a session's path needs a token that may act on it (``SessionAccess``).
-        let session = router.group("/api/v1/sessions/:id").add(middleware: SessionAccess(manager: manager))
+        // Everything under a session's path needs a token that may act on it (``SessionRequestContext``).
+        let session = router.group("/api/v1/sessions/:id", context: SessionRequestContext.self)
         session.get(use: show)
         session.delete(use: delete)
         for action in SessionAction.allCases where !action.isSnapshotAction {
@@ -83,16 +83,16 @@ struct SessionsController {
             status: grant.created ? .created : .ok, headers: headers)
     }
 
-    /// The session from the manager's ``SessionReadModel`` (the token was checked there too, by
-    /// ``SessionAccess``): its JSON encoded once per change. Only while the VM has a process does the view
-    /// carry live figures (CPU time, the applied cap) read from libvirt, and is encoded for the request.
-    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let id = try await authorizedSession(request, context)
+    /// The session from the manager's ``SessionReadModel`` (the token was checked there too, as the
+    /// ``SessionRequestContext`` was made): its JSON encoded once per change. Only while the VM has a process
+    /// does the view carry live figures (CPU time, the applied cap) read from libvirt, and is encoded for the request.
+    @Sendable func show(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        let id = context.session
         let (session, apiAvailable) = try manager.readModel.view(of: id)
         if !session.state.hasRunningMachine {
             return JSONResponse.make(body: views.session(session, apiAvailable: apiAvailable, address: manager.address))
         }
-        let snapshot = try await manager.snapshot(of: id, token: Self.token(in: request))
+        let snapshot = try await manager.snapshot(of: id, token: context.caller.token)
         return JSONResponse.make(
             SessionView(snapshot.session, address: manager.address, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
     }
@@ -109,9 +109,9 @@ struct SessionsController {
         var parameters: [String: String]?
     }
 
-    func perform(_ action: SessionAction, request: Request, context: APIRequestContext) async throws -> Response {
+    func perform(_ action: SessionAction, request: Request, context: SessionRequestContext) async throws -> Response {
         var request = request
-        let id = try await authorizedSession(request, context)
+        let id = context.session
         let input: SessionManager.ActionInput
         // A session whose version names a template is opened and started by its owner (warm, from its memory).
         var fromTemplate: SessionManager.ActionReceipt?
@@ -153,9 +153,9 @@ struct SessionsController {
         let cap: Int
     }
 
-    @Sendable func setExecutionCap(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func setExecutionCap(_ request: Request, context: SessionRequestContext) async throws -> Response {
         var request = request
-        let id = try await authorizedSession(request, context)
+        let id = context.session
         let body = try await RequestBody.decode(CapRequest.self, from: &request, allowed: ["cap"])
         let cap = try ExecutionCap(percent: body.cap)
         let session = try await manager.setExecutionCap(cap, on: id)
@@ -170,9 +170,9 @@ struct SessionsController {
     }
 
     /// `PATCH …/daemon`: the session's controller settings; absent fields keep their value.
-    @Sendable func setDaemonControl(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func setDaemonControl(_ request: Request, context: SessionRequestContext) async throws -> Response {
         var request = request
-        let id = try await authorizedSession(request, context)
+        let id = context.session
         let body = try await RequestBody.decode(
             DaemonControlRequest.self, from: &request, allowed: ["controlled", "minCap", "maxCap", "flags"])
         let session = try await manager.updateDaemonControl(
@@ -191,13 +191,13 @@ struct SessionsController {
         let value: String
     }
 
-    @Sendable func listProperties(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let id = try await authorizedSession(request, context)
+    @Sendable func listProperties(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        let id = context.session
         return JSONResponse.make(["properties": try await manager.properties(of: id)])
     }
 
-    @Sendable func getProperty(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let id = try await authorizedSession(request, context)
+    @Sendable func getProperty(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        let id = context.session
         let name = context.parameters.get("name") ?? ""
         guard let value = try await manager.properties(of: id)[name] else {
             throw VMSessionError(.notFound, "The session has no property '\(name)'.")
@@ -205,9 +205,9 @@ struct SessionsController {
         return JSONResponse.make(PropertyView(name: name, value: value))
     }
 
-    @Sendable func setProperty(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func setProperty(_ request: Request, context: SessionRequestContext) async throws -> Response {
         var request = request
-        let id = try await authorizedSession(request, context)
+        let id = context.session
         let name = context.parameters.get("name") ?? ""
         let body = try await RequestBody.decode(PropertyRequest.self, from: &request, allowed: ["value"])
         try await manager.setProperty(name, to: body.value, of: id)
@@ -215,13 +215,13 @@ struct SessionsController {
     }
 
     /// Revokes the token presented (or, with the admin token, every token of the session).
-    @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
-        try await manager.deleteSession(try authorizedSession(request, context), token: Self.token(in: request))
+    @Sendable func delete(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        try await manager.deleteSession(context.session, token: context.caller.token)
         return Response(status: .noContent)
     }
 
-    @Sendable func revokeToken(_ request: Request, context: APIRequestContext) async throws -> Response {
-        _ = try await manager.revokeTokens(of: try authorizedSession(request, context), token: Self.token(in: request))
+    @Sendable func revokeToken(_ request: Request, context: SessionRequestContext) async throws -> Response {
+        _ = try await manager.revokeTokens(of: context.session, token: context.caller.token)
         return Response(status: .noContent)
     }
 
@@ -261,25 +261,9 @@ struct SessionsController {
         // Running and recently ended operations are in the read model; older ones are read from the store.
         let operation: SessionOperation
         if let known = manager.readModel.operation(id) { operation = known } else { operation = try await manager.operation(id) }
-        try manager.authorize(token: Self.token(in: request), for: operation.sessionID)
+        // An operation's path names no session, so its session's check follows the lookup (404 before 401 here).
+        try context.presented().authorize(for: operation.sessionID)
         return operation
-    }
-
-    /// The session named in the path, once the request's token was checked against it: by ``SessionAccess``
-    /// for the routes in the session group, here for a route registered outside it.
-    func authorizedSession(_ request: Request, _ context: APIRequestContext) async throws -> SessionID {
-        if let id = context.caller?.session { return id }
-        let id = try Self.sessionID(in: context)
-        try manager.authorize(token: Self.token(in: request), for: id)
-        return id
-    }
-
-    /// The session id in the path; anything that is not a UUID names no session (404).
-    static func sessionID(in context: APIRequestContext) throws(VMSessionError) -> SessionID {
-        guard let text = context.parameters.get("id"), let id = SessionID(text) else {
-            throw VMSessionError(.notFound, "There is no such session; session ids are UUIDs.")
-        }
-        return id
     }
 
     /// Who asks: the page's web origin (the origin guard let only approved ones this far), or `local` for

@@ -12,7 +12,7 @@ struct TemplatesController {
     let service: TemplateService
 
     func addRoutes(to router: Router<APIRequestContext>) {
-        let templates = router.group("/api/v1/templates").add(middleware: AdminAccess(manager: manager))
+        let templates = router.group("/api/v1/templates", context: AdminRequestContext.self)
         templates.get(use: list)
         templates.post(use: create)
         templates.get(":template", use: show)
@@ -28,11 +28,11 @@ struct TemplatesController {
         let fromSession: String
     }
 
-    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func list(_ request: Request, context: AdminRequestContext) async throws -> Response {
         JSONResponse.make(TemplateList(templates: try await service.list()))
     }
 
-    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: AdminRequestContext) async throws -> Response {
         let name = context.parameters.get("template") ?? ""
         guard let template = try await service.template(named: name) else {
             throw VMSessionError(.notFound, "There is no template '\(name)'.")
@@ -41,7 +41,7 @@ struct TemplatesController {
     }
 
     /// Makes a template from a running session: 202 with the operation (on that session) that makes it.
-    @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func create(_ request: Request, context: AdminRequestContext) async throws -> Response {
         var request = request
         let body = try await RequestBody.decode(CreateRequest.self, from: &request, allowed: ["name", "fromSession"])
         try VMTemplate.validate(name: body.name)
@@ -55,7 +55,7 @@ struct TemplatesController {
         return JSONResponse.make(view, status: .accepted, headers: headers)
     }
 
-    @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
+    @Sendable func delete(_ request: Request, context: AdminRequestContext) async throws -> Response {
         try await service.delete(context.parameters.get("template") ?? "")
         return Response(status: .noContent)
     }

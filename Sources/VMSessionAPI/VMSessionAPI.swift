@@ -48,6 +48,7 @@ public enum VMSessionAPI {
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
         router.add(middleware: ErrorResponder())
+        router.add(middleware: CredentialsReader(access: manager.access, origins: origins))
         let methods = MethodGuard<APIRequestContext>.Table()
         router.add(middleware: MethodGuard(table: methods))
         let webSocket = Router(context: APIRequestContext.self)
@@ -55,6 +56,7 @@ public enum VMSessionAPI {
         webSocket.add(middleware: HostGuard())
         webSocket.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
         webSocket.add(middleware: ErrorResponder())
+        webSocket.add(middleware: CredentialsReader(access: manager.access, origins: origins))
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
         let templates = templates ?? TemplateService(manager: manager)
@@ -68,18 +70,18 @@ public enum VMSessionAPI {
         ImagesController(manager: manager, templates: templates).addRoutes(to: router)
         TemplatesController(manager: manager, service: templates).addRoutes(to: router)
         // The daemon always has a registry; a test router without one serves no /api/v1/hosts.
-        if let hosts { HostsController(manager: manager, registry: hosts).addRoutes(to: router) }
+        if let hosts { HostsController(registry: hosts).addRoutes(to: router) }
         ContractController().addRoutes(to: router)
         WebController().addRoutes(to: router)
         NoVNCAssets().addRoutes(to: router)
         let displays = DisplayViewers()
         DisplayController(manager: manager, viewers: displays).addRoutes(http: router, webSocket: webSocket)
-        MetricsController(collector: collector) { (streams.openCount, displays.total) }.addRoutes(to: router, manager: manager)
+        MetricsController(collector: collector) { (streams.openCount, displays.total) }.addRoutes(to: router)
         // A hub that is not run as a service (some tests) shows the console but carries no keystrokes.
         ConsoleController(manager: manager, hub: consoles ?? ConsoleHub(logger: Logger(label: "vmsessiond.console")))
             .addRoutes(http: router, webSocket: webSocket)
         XtermAssets().addRoutes(to: router)
-        DaemonController(controller: controller, manager: manager, origins: origins).addRoutes(to: router)
+        DaemonController(controller: controller).addRoutes(to: router)
         methods.set(router.routes.map { (path: $0.path, method: $0.method) })
         return Routers(http: router, webSocket: webSocket) { (streams.openCount, displays.total) }
     }

@@ -50,7 +50,7 @@ extension SessionManager {
     /// What `GET /sessions/{id}` shows, checked against the caller's token, from ``readModel`` (no visit to
     /// the actor); the hypervisor is asked for live figures only while the VM has a process.
     public nonisolated func snapshot(of id: SessionID, token: String?) async throws(VMSessionError) -> SessionSnapshot {
-        try authorize(token: token, for: id)
+        try access.authorize(token: token, for: id)
         let (session, apiAvailable) = try readModel.view(of: id)
         guard session.state.hasRunningMachine else {
             return SessionSnapshot(session: session, apiAvailable: apiAvailable, cpuTime: nil, appliedCap: nil)

@@ -11,6 +11,9 @@ import VMSessionStore
 /// from the idle controller, goes through here: checked against the state machine, written to the
 /// store before the hypervisor is touched, confirmed after, and announced as events.
 ///
+/// Who may ask for a change (tokens, the secret throttle, the quota) is the ``AccessRegistry``'s: the manager
+/// changes it inside its own changes and asks it, and requests are checked by it without visiting this actor.
+///
 /// Long actions run as operations in the manager's own task group (see ``run()``); short ones run inline.
 /// While an action runs on a session, no other action is accepted on it, and the actor re-checks its
 /// state after every `await`.
@@ -74,13 +77,11 @@ public actor SessionManager: Service {
     public nonisolated let images: ImageStore
     let configuration: Configuration
     let hasher: SecretHasher
-    let adminToken: AdminToken?
     let logger: Logger
     /// Counts operations and secret checks where they happen (see ``DaemonMetrics``).
     let metrics: DaemonMetrics
     /// Time for the throttle, progress pacing and waits: a `ContinuousClock` unless a test gives another.
     private let clock: ElapsedClock
-    private var throttle = SecretThrottle<ElapsedClock.Instant>()
     /// When each running operation last announced progress; progress is announced at most every
     /// ``progressInterval``, and always at its end.
     private var lastProgressEvent: [OperationID: ElapsedClock.Instant] = [:]
@@ -94,9 +95,10 @@ public actor SessionManager: Service {
     /// What requests read without a round trip to this actor; every change below is published to it as it
     /// is made, and before the events that announce it are delivered (see ``SessionReadModel``).
     public nonisolated let readModel: SessionReadModel
+    /// Tokens, the secret throttle and the quota: checked on the request path without this actor, changed
+    /// by it inside its changes.
+    public nonisolated let access: AccessRegistry
     var sessions: SessionReadModel.Table
-    /// Which session each token (by its hash) opens: the store's table, cached for the request path.
-    private var tokenOwners: [[UInt8]: SessionID] = [:] { didSet { readModel.publish(tokens: tokenOwners) } }
     /// Whether each running session's guest API answered its last probes (see ``GuestAPIMonitor``).
     private var guestAPIUp: Set<SessionID> = [] { didSet { readModel.publish(apiUp: guestAPIUp) } }
     private nonisolated let daemonAddress = DaemonAddress()
@@ -115,9 +117,11 @@ public actor SessionManager: Service {
         clock: any Clock<Duration> = ContinuousClock(), metrics: DaemonMetrics = DaemonMetrics(), logger: Logger
     ) {
         self.metrics = metrics
-        self.clock = ElapsedClock(clock)
-        self.adminToken = adminToken
-        readModel = SessionReadModel(adminToken: adminToken)
+        let elapsed = ElapsedClock(clock)
+        self.clock = elapsed
+        readModel = SessionReadModel()
+        access = AccessRegistry(
+            adminToken: adminToken, quota: configuration.quota, sessions: readModel, clock: elapsed, metrics: metrics)
         sessions = SessionReadModel.Table(publishingTo: readModel)
         self.store = store
         self.events = events
@@ -157,7 +161,7 @@ public actor SessionManager: Service {
     /// previous run of the daemon left unfinished. The daemon calls it once, before serving requests.
     public func reconcile() async throws {
         let stored = try store.allSessions()
-        tokenOwners = Dictionary(try store.allTokens().map { ($0.hash, $0.session) }, uniquingKeysWith: { _, last in last })
+        access.load(try store.allTokens())
         for repair in try await hypervisor.repairInterrupted() {
             logger.notice("repaired a VM after an interrupted run", metadata: ["repair": "\(repair)"])
         }
@@ -230,23 +234,23 @@ public actor SessionManager: Service {
         if let existing = try storeCall({ try store.session(named: name) }) {
             return try await grantAccess(to: existing, secret: secret, key: key, token: token)
         }
-        try configuration.quota.checkCreate(by: client, existing: holdings())
+        try access.checkCreate(by: client)
         // The attempt is reserved before hashing, so that hashing stays bounded.
-        let reservation = try throttled { () throws(VMSessionError) in try throttle.reserve(key, counted: false, now: clock.now) }
+        let reservation = try access.reserve(key, counted: false)
         let digest: SecretDigest
         do throws(VMSessionError) {
             digest = try await hasher.digest(of: secret)
         } catch {
-            throttle.finish(reservation, .unchecked, now: clock.now)
+            access.finish(reservation, .unchecked)
             throw error
         }
-        throttle.finish(reservation, .unchecked, now: clock.now)
+        access.finish(reservation, .unchecked)
         metrics.secretChecked(.created)
         // Re-check after the await: someone may have taken the name meanwhile, or used the quota.
         if let existing = try storeCall({ try store.session(named: name) }) {
             return try await grantAccess(to: existing, secret: secret, key: key, token: token)
         }
-        try configuration.quota.checkCreate(by: client, existing: holdings())
+        try access.checkCreate(by: client)
         let now = Date()
         let stored = StoredSession(
             session: Session(id: SessionID(), name: name, createdAt: now, updatedAt: now), secret: digest, client: client)
@@ -256,7 +260,7 @@ public actor SessionManager: Service {
             try events.record {
                 let event = try store.createSession(stored, tokenHash: tokenHash, event: (.sessionCreated, created))
                 // Published once stored and before the event goes out: whoever reacts to it finds the session.
-                tokenOwners[tokenHash] = stored.session.id
+                access.grant(tokenHash, to: stored.session.id)
                 sessions[stored.session.id] = stored
                 return [event]
             }
@@ -268,82 +272,43 @@ public actor SessionManager: Service {
     private func grantAccess(
         to stored: StoredSession, secret: String, key: SecretThrottle<ElapsedClock.Instant>.Key, token: String?
     ) async throws(VMSessionError) -> (session: Session, token: String, created: Bool) {
-        let proven = token.map { tokenOwners[SecretHasher.tokenHash($0)] == stored.session.id } ?? false
-        let reservation = try throttled { () throws(VMSessionError) in try throttle.reserve(key, proven: proven, now: clock.now) }
+        let proven = access.opens(stored.session.id, token: token)
+        let reservation = try access.reserve(key, proven: proven)
         let matches: Bool
         do throws(VMSessionError) {
             matches = try await hasher.verify(secret, against: stored.secret)
         } catch {
-            throttle.finish(reservation, .unchecked, now: clock.now)
+            access.finish(reservation, .unchecked)
             throw error
         }
         metrics.secretChecked(matches ? .matched : .wrong)
         guard matches else {
-            throttle.finish(reservation, .wrong, now: clock.now)
+            access.finish(reservation, .wrong)
             logger.notice("wrong secret", metadata: ["session": "\(stored.session.id)", "client": "\(key.client)"])
             throw VMSessionError(.passwordDenied, "The secret does not match the one this session was created with.")
         }
-        throttle.finish(reservation, .matched, now: clock.now)
+        access.finish(reservation, .matched)
         // Re-check after the await: the session may have been deleted meanwhile.
         guard sessions[stored.session.id] != nil else {
             throw VMSessionError(.notFound, "The session '\(stored.session.name)' was deleted meanwhile; ask for it again to create it anew.")
         }
         let (token, hash) = SecretHasher.mintToken()
         try storeCall { try store.addToken(hash: hash, for: stored.session.id, at: Date()) }
-        tokenOwners[hash] = stored.session.id
+        access.grant(hash, to: stored.session.id)
         let current = sessions[stored.session.id]?.session ?? stored.session
         return (current, token, false)
     }
 
-    /// A throttle reservation, counted when the throttle refuses it.
-    private func throttled<T>(_ reserve: () throws(VMSessionError) -> T) throws(VMSessionError) -> T {
-        do throws(VMSessionError) {
-            return try reserve()
-        } catch {
-            if error.code == .tooManyAttempts { metrics.secretThrottled() }
-            throw error
-        }
-    }
-
-    /// Every session as the quota counts it.
-    private func holdings() -> [SessionQuota.Holding] {
-        sessions.values.map { SessionQuota.Holding(id: $0.session.id, client: $0.client, session: $0.session) }
-    }
-
-    /// Who a bearer token speaks for.
-    public enum Caller: Equatable, Sendable {
-        /// The admin token: every session, origins and daemon settings.
-        case admin
-        /// A session's token: that session only.
-        case session(SessionID)
-    }
-
-    /// Who `token` speaks for; `unauthorized` if it is missing or unknown. Read from ``readModel``: no hop.
-    public nonisolated func caller(token: String?) throws(VMSessionError) -> Caller {
-        try readModel.caller(token: token)
-    }
-
-    /// Checks that `token` is valid (401 first: without a token nobody learns which session ids exist), that
-    /// session `id` exists (404), and that the token may act on it (its own token, or the admin token; 403).
-    @discardableResult
-    public nonisolated func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> Caller {
-        try readModel.authorize(token: token, for: id)
-    }
-
-    /// Checks that `token` is the admin token.
-    public nonisolated func authorizeAdmin(token: String?) throws(VMSessionError) {
-        guard try caller(token: token) == .admin else {
-            throw VMSessionError(.notAllowed, "This needs the admin token (in the daemon's state directory).")
-        }
-    }
+    /// Who a bearer token speaks for (``AccessRegistry/Caller``).
+    public typealias Caller = AccessRegistry.Caller
 
     /// Revokes a session's tokens: the one given, or (for the admin) all of them, and ends the event streams
     /// they opened.
     public func revokeTokens(of id: SessionID, token: String?) throws(VMSessionError) -> Int {
-        let caller = try authorize(token: token, for: id)
+        let caller = try access.authorize(token: token, for: id)
         let hash = caller == .admin ? nil : token.map(SecretHasher.tokenHash)
         let count = try storeCall { try store.revokeTokens(of: id, hash: hash) }
-        if let hash { tokenOwners[hash] = nil } else { tokenOwners = tokenOwners.filter { $0.value != id } }
+        access.revoke(hash, of: id)
         // A revoked token's event streams end now, not at their next heartbeat or never.
         let ended = events.end { owner in owner.session == id && (hash == nil || owner.tokenHash == hash) }
         logger.info("tokens revoked", metadata: ["session": "\(id)", "count": "\(count)", "streams ended": "\(ended)"])
@@ -354,7 +319,7 @@ public actor SessionManager: Service {
     /// free again and it no longer counts against the quota. Its token (or the admin token) may do it; any
     /// other state is refused with `invalid_state` (close it first), and its streams end.
     public func deleteSession(_ id: SessionID, token: String?) throws(VMSessionError) {
-        try authorize(token: token, for: id)
+        try access.authorize(token: token, for: id)
         try deleteClosed(id, reason: "deleted")
     }
 
@@ -377,7 +342,7 @@ public actor SessionManager: Service {
         }
         try storeCall { try store.deleteSession(id) }
         sessions[id] = nil
-        tokenOwners = tokenOwners.filter { $0.value != id }
+        access.revoke(nil, of: id)
         guestAPIUp.remove(id)
         let ended = events.end { $0.session == id }
         logger.info("session deleted", metadata: ["session": "\(id)", "reason": "\(reason)", "streams ended": "\(ended)"])
@@ -385,8 +350,8 @@ public actor SessionManager: Service {
 
     /// Forgets tokens the store no longer has (retention pruned them) and ends the streams they opened.
     public func forgetTokens(_ tokens: [(hash: [UInt8], session: SessionID)]) {
-        for token in tokens { tokenOwners[token.hash] = nil }
         let hashes = Set(tokens.map(\.hash))
+        access.forget(hashes)
         let ended = events.end { owner in owner.tokenHash.map(hashes.contains) ?? false }
         logger.info("tokens pruned", metadata: ["count": "\(tokens.count)", "streams ended": "\(ended)"])
     }
@@ -537,7 +502,7 @@ public actor SessionManager: Service {
         // Re-read after the await.
         guard var entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
         if let requirements = input.requirements {
-            try configuration.quota.checkOpen(id, by: entry.client, asking: requirements, existing: holdings())
+            try access.checkOpen(id, by: entry.client, asking: requirements)
         }
         var input = input
         if case .start(let template?, let parameters) = input {

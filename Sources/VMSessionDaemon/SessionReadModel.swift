@@ -2,8 +2,9 @@ import Synchronization
 import VMSessionCore
 import VMSessionStore
 
-/// What the request path reads without asking the ``SessionManager``: who each token speaks for, every
-/// session as it is now, which guest APIs answer, and the operations running or recently ended.
+/// What the request path reads without asking the ``SessionManager``: every session as it is now, which
+/// guest APIs answer, and the operations running or recently ended. (Who each token speaks for is the
+/// ``AccessRegistry``'s, which reads the sessions from here.)
 ///
 /// Why it exists: a GET, and the access check in front of every route, used to be an actor round trip to
 /// the manager (a hop onto its thread and back, queued behind whatever it was doing, a store write
@@ -18,7 +19,6 @@ public final class SessionReadModel: Sendable {
 
     private struct State: Sendable {
         var sessions: [SessionID: StoredSession] = [:]
-        var tokens: [[UInt8]: SessionID] = [:]
         var apiUp: Set<SessionID> = []
         var running: [OperationID: SessionOperation] = [:]
         var ended: [OperationID: SessionOperation] = [:]
@@ -28,38 +28,14 @@ public final class SessionReadModel: Sendable {
     }
 
     private let state = Mutex(State())
-    private let adminHash: [UInt8]?
 
-    public init(adminToken: AdminToken?) {
-        adminHash = adminToken?.hash
-    }
+    public init() {}
 
     // MARK: Reading (any thread)
 
-    /// Who `token` speaks for; `unauthorized` if it is missing or unknown.
-    public func caller(token: String?) throws(VMSessionError) -> SessionManager.Caller {
-        guard let token, !token.isEmpty else {
-            throw VMSessionError(.unauthorized, "This request needs a token (Authorization: Bearer …, or ?token=).")
-        }
-        // Hashed once, outside the lock; the admin token is compared in constant time.
-        let hash = SecretHasher.tokenHash(token)
-        if let adminHash, Self.constantTimeEqual(hash, adminHash) { return .admin }
-        guard let owner = state.withLock({ $0.tokens[hash] }) else {
-            throw VMSessionError(.unauthorized, "The token is not valid.")
-        }
-        return .session(owner)
-    }
-
-    /// Checks that `token` is valid (401 first: without a token nobody learns which session ids exist), that
-    /// session `id` exists (404), and that the token may act on it (its own token, or the admin token; 403).
-    @discardableResult
-    public func authorize(token: String?, for id: SessionID) throws(VMSessionError) -> SessionManager.Caller {
-        let caller = try caller(token: token)
-        _ = try session(id)
-        guard caller == .admin || caller == .session(id) else {
-            throw VMSessionError(.notAllowed, "The token belongs to another session.")
-        }
-        return caller
+    /// Every session with what the daemon keeps of it (its client, for the quota), in no order.
+    func allStored() -> Dictionary<SessionID, StoredSession>.Values {
+        state.withLock { $0.sessions }.values
     }
 
     public func session(_ id: SessionID) throws(VMSessionError) -> Session {
@@ -100,8 +76,6 @@ public final class SessionReadModel: Sendable {
             state.generation &+= 1
         }
     }
-
-    func publish(tokens: [[UInt8]: SessionID]) { state.withLock { $0.tokens = tokens } }
 
     func publish(apiUp: Set<SessionID>) {
         state.withLock { state in
@@ -152,11 +126,5 @@ public final class SessionReadModel: Sendable {
         var values: Dictionary<SessionID, StoredSession>.Values { storage.values }
         var count: Int { storage.count }
         func makeIterator() -> Dictionary<SessionID, StoredSession>.Iterator { storage.makeIterator() }
-    }
-
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference: UInt8 = 0
-        for (x, y) in zip(a, b) { difference |= x ^ y }
-        return difference == 0 && a.count == b.count
     }
 }

@@ -6,8 +6,8 @@ import VMSessionDaemon
 import VMSessionHypervisor
 import VMSessionStore
 
-/// The read model the request path checks callers and reads sessions from: the manager publishes every
-/// change into it before the change's call returns, so no read after it sees the old state.
+/// The read model the request path reads sessions from, and the access registry it checks callers with: the
+/// manager publishes every change into them before the change's call returns, so no read after it sees the old state.
 @Suite("Session read model")
 struct SessionReadModelTests {
     static func withManager(_ body: (SessionManager, EventHub) async throws -> Void) async throws {
@@ -36,18 +36,18 @@ struct SessionReadModelTests {
         try await Self.withManager { manager, _ in
             let grant = try await manager.requestSession(name: "reader", secret: "s3cret")
             let other = try await manager.requestSession(name: "reader", secret: "s3cret")
-            #expect(try manager.readModel.caller(token: grant.token) == .session(grant.session.id))
-            #expect(try manager.readModel.authorize(token: other.token, for: grant.session.id) == .session(grant.session.id))
+            #expect(try manager.access.caller(token: grant.token) == .session(grant.session.id))
+            #expect(try manager.access.authorize(token: other.token, for: grant.session.id) == .session(grant.session.id))
             _ = try await manager.revokeTokens(of: grant.session.id, token: grant.token)
-            #expect(throws: VMSessionError.self) { try manager.readModel.caller(token: grant.token) }
+            #expect(throws: VMSessionError.self) { try manager.access.caller(token: grant.token) }
             do throws(VMSessionError) {
-                _ = try manager.readModel.authorize(token: grant.token, for: grant.session.id)
+                _ = try manager.access.authorize(token: grant.token, for: grant.session.id)
                 Issue.record("a revoked token was let through")
             } catch {
                 #expect(error.code == .unauthorized)
             }
             // The session's other token is untouched.
-            #expect(try manager.readModel.caller(token: other.token) == .session(grant.session.id))
+            #expect(try manager.access.caller(token: other.token) == .session(grant.session.id))
         }
     }
 
@@ -67,7 +67,7 @@ struct SessionReadModelTests {
             // A new session is closed (never opened): it can be deleted.
             try await manager.deleteSession(id, token: grant.token)
             #expect(throws: VMSessionError.self) { try manager.readModel.session(id) }
-            #expect(throws: VMSessionError.self) { try manager.readModel.caller(token: grant.token) }
+            #expect(throws: VMSessionError.self) { try manager.access.caller(token: grant.token) }
             #expect(manager.readModel.allSessions().sessions.isEmpty)
         }
     }
@@ -92,10 +92,10 @@ struct SessionReadModelTests {
     @Test("the admin token is recognised without a session, and a wrong token is not")
     func adminToken() async throws {
         try await Self.withManager { manager, _ in
-            #expect(throws: VMSessionError.self) { try manager.readModel.caller(token: nil) }
-            #expect(throws: VMSessionError.self) { try manager.readModel.caller(token: "not-a-token") }
+            #expect(throws: VMSessionError.self) { try manager.access.caller(token: nil) }
+            #expect(throws: VMSessionError.self) { try manager.access.caller(token: "not-a-token") }
             let grant = try await manager.requestSession(name: "admin-reads", secret: "s3cret")
-            #expect(throws: VMSessionError.self) { try manager.authorizeAdmin(token: grant.token) }
+            #expect(throws: VMSessionError.self) { try manager.access.authorizeAdmin(token: grant.token) }
         }
     }
 }
