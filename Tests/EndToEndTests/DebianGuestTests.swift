@@ -92,6 +92,71 @@ struct DebianGuestTests {
         }
     }
 
+    @Test("a template of the Debian image made by the daemon from a warm-up user-data: the warm-up's work is in the session started from it, which runs its own user-data with real cloud-init")
+    func templateFromImageWithWarmUp() async throws {
+        let image = try #require(DebianGuestImage.directory) + "/debian.qcow2"
+        try #require(FileManager.default.fileExists(atPath: image), "the Debian guest is not built at \(image): run `make debian-guest`")
+        let directory = try TemporaryDirectory("vms-e2e-debian-warmup")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--stop-grace", "30"])
+        do {
+            try await daemon.start()
+            let api = APIClient(port: daemon.port)
+            let admin = try daemon.adminToken()
+            let added = try await api.call(.POST, "/api/v1/images", token: admin, body: #"{"version":"debian","path":"\#(image)","format":"qcow2"}"#)
+            #expect(added.status == 201, "\(added.json)")
+            // The warm-up: work worth keeping (a file), then the ready line on the serial console.
+            let warmUp = "#!/bin/sh\necho warmed > /www/warm.txt\necho VMSESSION-TEMPLATE-READY > /dev/ttyS0\n"
+            let body = try String(
+                decoding: JSONSerialization.data(withJSONObject: [
+                    "name": "debian-img", "fromImage": "debian", "memory": 512, "disk": 2048, "readyTimeout": 900, "userData": warmUp,
+                ]), as: UTF8.self)
+            let clock = ContinuousClock()
+            let began = clock.now
+            #expect(try await api.call(.POST, "/api/v1/templates", token: admin, body: body).status == 202)
+            var status: [String: Any] = [:]
+            while clock.now < began + Self.bootTimeout {
+                status = try await api.call(.GET, "/api/v1/templates/debian-img/warm-up", token: admin).json
+                if status["status"] as? String != "running" { break }
+                try await Task.sleep(for: .seconds(1))
+            }
+            print("Debian template from the image with a warm-up: \(status["status"] ?? "?") after \(clock.now - began)")
+            #expect(status["status"] as? String == "succeeded", "\(status)")
+            let sessions = try await api.call(.GET, "/api/v1/sessions", token: admin)["sessions"] as? [Any] ?? []
+            #expect(sessions.isEmpty, "the internal session is gone: \(sessions)")
+
+            let (id, token) = try await api.newSession("debian-from-image")
+            let path = "/api/v1/sessions/\(id)"
+            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"debian-img"}"#)["status"] as? String == "succeeded")
+            let word = "own-\(UUID().uuidString.prefix(8))"
+            let start = try String(
+                decoding: JSONSerialization.data(withJSONObject: ["userData": "#!/bin/sh\necho \(word) > /www/index.html\n"]), as: UTF8.self)
+            let started = clock.now
+            #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: start)["status"] as? String == "succeeded")
+            let apiURL = try #require(try await api.call(.GET, path, token: token)["apiURL"] as? String)
+            var page = (status: 0, body: "")
+            while clock.now < started + Self.bootTimeout {
+                page = (try? await GuestAPITests.fetch(apiURL + "/", token: token)) ?? (0, "")
+                if page.body == word + "\n" { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            print("Debian session from the warmed-up template: its user-data ran \(clock.now - started) after start")
+            #expect(page.status == 200 && page.body == word + "\n", "the session's own user-data ran: \(page)")
+            let warmed = try await GuestAPITests.fetch(apiURL + "/warm.txt", token: token)
+            #expect(warmed.status == 200 && warmed.body == "warmed\n", "the warm-up's work is there: \(warmed)")
+            let log = (try? String(contentsOfFile: "\(state)/machines/\(id)/console.log", encoding: .utf8)) ?? ""
+            #expect(log.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)"), "the guest saw the session's seed")
+            #expect(try await SnapshotTests.operation(api, path + "/close", token: token)["status"] as? String == "succeeded")
+            #expect(try await api.call(.DELETE, "/api/v1/templates/debian-img", token: admin).status == 204)
+            try await daemon.stop()
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
+        } catch {
+            try? await daemon.stop()
+            TemplateTests.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
+            throw error
+        }
+    }
+
     static func warmSessions(daemon: DaemonProcess, image: String, state: String) async throws {
         try await daemon.start()
         let api = APIClient(port: daemon.port)
@@ -111,6 +176,8 @@ struct DebianGuestTests {
         #expect(sourceIdentity.hasPrefix("vms-\(prepared.id.prefix(8)) "), "\(sourceIdentity)")
         let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"debian-warm","fromSession":"\#(prepared.id)"}"#)
         #expect(made["status"] as? String == "succeeded", "\(made)")
+        let templateBytes = try await TemplateTests.templateNames(api, admin: admin)["debian-warm"]?["bytes"] as? Int ?? 0
+        print("Debian template: \(templateBytes) bytes (memory image and disk copy)")
 
         // Two sessions from it, one after the other (each measured alone): A with #cloud-config, B with a script.
         let wordA = "warm-a-\(UUID().uuidString.prefix(8))"
@@ -165,6 +232,10 @@ struct DebianGuestTests {
             warm.append((tag, id, token, apiURL, word))
         }
 
+        for session in warm {
+            let disk = try FileManager.default.attributesOfItem(atPath: "\(state)/machines/\(session.id)/disk.qcow2")[.size] as? Int ?? 0
+            print("Debian guest warm \(session.tag): its own disk (qcow2 overlay) is \(disk) bytes")
+        }
         // Each is its own machine: its own files, host name and machine-id, through the daemon's proxy.
         var identities: Set<String> = [sourceIdentity]
         let sourceBoot = try await GuestAPITests.fetch(prepared.apiURL + "/boot.txt", token: prepared.token).body
