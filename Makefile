@@ -47,7 +47,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: wayland-protocols all deps deps-test appliance debian-guest test-debian build build-tests release stage run test test-unit test-e2e test-contract test-browser test-package bench bench-quick chaos chaos-quick install install-user deb tarball clean help
+.PHONY: wayland-protocols all deps deps-test appliance debian-guest test-debian test-debian-warm build build-tests release stage run test test-unit test-e2e test-contract test-browser test-package bench bench-quick chaos chaos-quick install install-user deb tarball clean help
 
 all: build
 
@@ -60,6 +60,7 @@ help:
 	@echo "make install-user  user mode: no root, ~/.local and the systemd user unit bound to the graphical session"
 	@echo "make chaos  kill -9 the daemon and its qemu at random points, check what survives (CHAOS_ROUNDS=50)"
 	@echo "make debian-guest  a Debian 12 guest with cloud-init (.cache/debian/debian.qcow2); make test-debian boots it under TCG"
+	@echo "make test-debian-warm  the Debian guest warm from templates too (10-30 min, not in CI)"
 	@echo "make deps | deps-test | appliance | build | release | test-unit | test-e2e | test-contract | test-browser | test-package | bench | chaos-quick | wayland-protocols | clean"
 
 # The Debian packages building and running need, and the system user the embedded QEMU driver insists on.
@@ -145,6 +146,11 @@ test-e2e: appliance build-tests
 # TCG, minutes each, so not part of `make test`; CI runs it after (.ci/run).
 test-debian: debian-guest build-tests
 	$(TEST_ENV) export VMSESSIOND_TEST_DEBIAN=$(DEBIAN_DIR); $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter DebianGuestTests
+
+# The Debian guest started warm from templates (a session's and a warm-up's): cloud-init runs again in each
+# warm session, minutes each under TCG, so 10-30 minutes in all; not in CI.
+test-debian-warm: debian-guest build-tests
+	$(TEST_ENV) export VMSESSIOND_TEST_DEBIAN=$(DEBIAN_DIR) VMSESSIOND_TEST_DEBIAN_WARM=1; $(SWIFT) test $(BUILD_FLAGS) --skip-build --filter DebianGuestTests
 
 # Not tests: what the daemon costs over libvirt itself, side by side in one run
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy

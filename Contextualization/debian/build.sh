@@ -106,7 +106,7 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
     "${DPKG_OPTS[@]}" \
     --include="$PACKAGES" \
     --setup-hook='cp -a '"$HERE"'/rootfs/. "$1"/ && chown -R 0:0 "$1"/etc/cloud "$1"/etc/systemd "$1"/etc/initramfs-tools "$1"/usr/local "$1"/usr/share/initramfs-tools' \
-    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service vmsession-guest-api.service vmsession-cloud-init-report.service' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd.service vmsession-guest-api.service vmsession-cloud-init-report.service vmsession-seed-watch.service' \
     --customize-hook='chroot "$1" systemctl mask e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer' \
     --customize-hook='echo "UUID='"$ROOT_UUID"' / ext4 defaults,errors=remount-ro 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf"' \

@@ -38,7 +38,7 @@ public enum VMSessionAPI {
         controller: IdleController, mode: DaemonMode? = nil,
         budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), guestProxy: GuestProxyPolicy = .defaults,
         consoles: ConsoleHub? = nil, metrics: MetricsCollector? = nil, snapshots: SnapshotService? = nil,
-        templates: TemplateService? = nil, hosts: HostRegistry? = nil
+        templates: TemplateService? = nil, hosts: HostRegistry? = nil, warmUps: TemplateWarmUp? = nil
     ) -> Routers {
         let collector = metrics ?? MetricsCollector(
             metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
@@ -68,7 +68,8 @@ public enum VMSessionAPI {
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
         AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views).addRoutes(to: router)
         ImagesController(manager: manager, templates: templates).addRoutes(to: router)
-        TemplatesController(manager: manager, service: templates).addRoutes(to: router)
+        TemplatesController(manager: manager, service: templates, warmUps: warmUps ?? TemplateWarmUp(manager: manager, templates: templates))
+            .addRoutes(to: router)
         // The daemon always has a registry; a test router without one serves no /api/v1/hosts.
         if let hosts { HostsController(registry: hosts).addRoutes(to: router) }
         ContractController().addRoutes(to: router)

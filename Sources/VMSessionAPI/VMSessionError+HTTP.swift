@@ -22,7 +22,7 @@ extension VMSessionError.Code {
         case .unavailable, .portInUse: .serviceUnavailable
         // The image server sent something wrong or nothing: the fault is upstream of the daemon.
         case .checksumMismatch, .downloadFailed, .guestAPIFailed: .badGateway
-        case .guestAPITimeout: .gatewayTimeout
+        case .guestAPITimeout, .guestNotReady: .gatewayTimeout
         default: .internalServerError
         }
     }

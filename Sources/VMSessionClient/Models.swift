@@ -88,6 +88,21 @@ public struct OperationInfo: Decodable, Sendable {
     public let error: Failure?
 }
 
+/// A template's warm-up from an image (`POST /api/v1/templates` with `fromImage`): how far, how it ended.
+public struct WarmUpInfo: Decodable, Sendable {
+    public struct Progress: Decodable, Sendable {
+        public let done: Int
+        public let total: Int
+        public let message: String
+    }
+    public let name: String
+    public let image: String
+    public let sessionId: String?
+    public let status: String
+    public let progress: Progress
+    public let error: OperationInfo.Failure?
+}
+
 public struct OriginInfo: Decodable, Sendable {
     public let origin: String
     public let status: String

@@ -136,6 +136,24 @@ public struct VMSessionClient: Sendable {
         try await send("POST", "/api/v1/templates", body: ["name": .string(name), "fromSession": .string(id)])
     }
 
+    /// Starts making template `name` from image `version`: an internal session boots it with the warm-up
+    /// `userData`, which prints `VMSESSION-TEMPLATE-READY` on the console when ready; follow it with ``warmUp(of:)``.
+    public func createTemplate(
+        _ name: String, fromImage version: String, userData: String, parameters: [String: String] = [:], cpus: Int? = nil,
+        memory: Int? = nil, disk: Int? = nil, readyTimeout: Int? = nil
+    ) async throws -> WarmUpInfo {
+        var body: [String: JSONValue] = ["name": .string(name), "fromImage": .string(version), "userData": .string(userData)]
+        if !parameters.isEmpty { body["parameters"] = .object(parameters.mapValues { .string($0) }) }
+        if let cpus { body["cpus"] = .number(Double(cpus)) }
+        if let memory { body["memory"] = .number(Double(memory)) }
+        if let disk { body["disk"] = .number(Double(disk)) }
+        if let readyTimeout { body["readyTimeout"] = .number(Double(readyTimeout)) }
+        return try await send("POST", "/api/v1/templates", body: body)
+    }
+
+    /// Template `name`'s last warm-up from an image, running or ended.
+    public func warmUp(of name: String) async throws -> WarmUpInfo { try await get("/api/v1/templates/\(Self.escaped(name))/warm-up") }
+
     /// Deletes template `name`; refused while sessions use it.
     public func deleteTemplate(_ name: String) async throws { try await sendEmpty("DELETE", "/api/v1/templates/\(Self.escaped(name))") }
 

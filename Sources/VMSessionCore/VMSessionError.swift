@@ -69,6 +69,8 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let guestAPIFailed = Code("guest_api_failed", legacyCode: -7)
         /// The guest's API did not answer within the proxy's time limit (504).
         public static let guestAPITimeout = Code("guest_api_timeout", legacyCode: -7)
+        /// A template warm-up's guest did not say it was ready (its console's ready line) in time.
+        public static let guestNotReady = Code("guest_not_ready", legacyCode: -7)
         /// A session has as many proxied requests to its guest in flight as it may; one must end first.
         public static let tooManyRequests = Code("too_many_requests", legacyCode: -10)
         /// A bug: something that should not happen happened.

@@ -43,6 +43,11 @@ public actor TemplateService {
 
     // MARK: Admin
 
+    /// Whether `name` is a template's, in any state (being made or deleted too): a name a new one cannot take.
+    public func isTaken(_ name: String) throws(VMSessionError) -> Bool {
+        try storeCall { try store.templates() }.contains { $0.template.name == name }
+    }
+
     /// Makes template `name` from running session `id`: an operation (202) on that session, which runs on
     /// after it. Refused before anything changes if the name is not a name or is taken, or the session is
     /// not running or has no seed drive.

@@ -63,6 +63,7 @@ struct Daemon {
         try await snapshots.reconcile()
         let templates = TemplateService(manager: manager, logger: logger)
         try await templates.reconcile()
+        let warmUps = TemplateWarmUp(manager: manager, templates: templates, logger: logger)
         let source = DesktopIdleSource(
             variables: settings.sessionVariables, preference: settings.idleSource, factory: DesktopIdleSource.standard(x11: settings.x11Idle))
         let controller = try IdleController(
@@ -89,7 +90,7 @@ struct Daemon {
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
             controller: controller, mode: mode, budget: budget, consoles: consoles, metrics: collector, snapshots: snapshots,
-            templates: templates, hosts: hosts)
+            templates: templates, hosts: hosts, warmUps: warmUps)
         let host = settings.host
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
@@ -115,6 +116,7 @@ struct Daemon {
                 services: services + [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
                     .init(service: controller), .init(service: consoles), .init(service: HostMonitor(registry: hosts, logger: logger)),
+                    .init(service: warmUps),
                     .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
                     .init(service: app),

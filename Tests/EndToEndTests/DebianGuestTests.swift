@@ -8,6 +8,9 @@ import Testing
 /// Where `make debian-guest` put the image, when the test was asked for (outside the suite: its trait reads it).
 enum DebianGuestImage {
     static var directory: String? { ProcessInfo.processInfo.environment["VMSESSIOND_TEST_DEBIAN"] }
+    /// The warm-start tests run cloud-init two or three more times under TCG (10–30 minutes in all), so they
+    /// run in `make test-debian-warm` only (VMSESSIOND_TEST_DEBIAN_WARM=1), not in CI's `make test-debian`.
+    static var warm: Bool { ProcessInfo.processInfo.environment["VMSESSIOND_TEST_DEBIAN_WARM"] == "1" }
 }
 
 extension RealGuestSuites {
@@ -74,6 +77,195 @@ struct DebianGuestTests {
             #expect(try await api.call(.POST, "/api/v1/sessions/\(session.id)/close", token: session.token).status == 202)
         }
         try await daemon.stop()
+    }
+
+    @Test("a template made from a Debian session starts sessions warm, each a machine of its own (host name, machine-id) that runs its own #cloud-config or #!/bin/sh user-data with real cloud-init; the guest API answers through the proxy in each; closing one leaves the other and the template", .enabled(if: DebianGuestImage.warm, "cloud-init runs again in each warm session, minutes each under TCG: it runs in `make test-debian-warm`"))
+    func warmSessionsRunTheirOwnUserData() async throws {
+        let image = try #require(DebianGuestImage.directory) + "/debian.qcow2"
+        try #require(FileManager.default.fileExists(atPath: image), "the Debian guest is not built at \(image): run `make debian-guest`")
+        let directory = try TemporaryDirectory("vms-e2e-debian-warm")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--stop-grace", "30"])
+        do {
+            try await Self.warmSessions(daemon: daemon, image: image, state: state)
+        } catch {
+            try? await daemon.stop()
+            TemplateTests.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
+            throw error
+        }
+    }
+
+    @Test("a template of the Debian image made by the daemon from a warm-up user-data: the warm-up's work is in the session started from it, which runs its own user-data with real cloud-init", .enabled(if: DebianGuestImage.warm, "cloud-init runs again in each warm session, minutes each under TCG: it runs in `make test-debian-warm`"))
+    func templateFromImageWithWarmUp() async throws {
+        let image = try #require(DebianGuestImage.directory) + "/debian.qcow2"
+        try #require(FileManager.default.fileExists(atPath: image), "the Debian guest is not built at \(image): run `make debian-guest`")
+        let directory = try TemporaryDirectory("vms-e2e-debian-warmup")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--stop-grace", "30"])
+        do {
+            try await daemon.start()
+            let api = APIClient(port: daemon.port)
+            let admin = try daemon.adminToken()
+            let added = try await api.call(.POST, "/api/v1/images", token: admin, body: #"{"version":"debian","path":"\#(image)","format":"qcow2"}"#)
+            #expect(added.status == 201, "\(added.json)")
+            // The warm-up: work worth keeping (a file), then the ready line on the serial console.
+            let warmUp = "#!/bin/sh\necho warmed > /www/warm.txt\necho VMSESSION-TEMPLATE-READY > /dev/ttyS0\n"
+            let body = try String(
+                decoding: JSONSerialization.data(withJSONObject: [
+                    "name": "debian-img", "fromImage": "debian", "memory": 512, "disk": 2048, "readyTimeout": 900, "userData": warmUp,
+                ]), as: UTF8.self)
+            let clock = ContinuousClock()
+            let began = clock.now
+            #expect(try await api.call(.POST, "/api/v1/templates", token: admin, body: body).status == 202)
+            var status: [String: Any] = [:]
+            while clock.now < began + Self.bootTimeout {
+                status = try await api.call(.GET, "/api/v1/templates/debian-img/warm-up", token: admin).json
+                if status["status"] as? String != "running" { break }
+                try await Task.sleep(for: .seconds(1))
+            }
+            print("Debian template from the image with a warm-up: \(status["status"] ?? "?") after \(clock.now - began)")
+            #expect(status["status"] as? String == "succeeded", "\(status)")
+            let sessions = try await api.call(.GET, "/api/v1/sessions", token: admin)["sessions"] as? [Any] ?? []
+            #expect(sessions.isEmpty, "the internal session is gone: \(sessions)")
+
+            let (id, token) = try await api.newSession("debian-from-image")
+            let path = "/api/v1/sessions/\(id)"
+            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"debian-img"}"#)["status"] as? String == "succeeded")
+            let word = "own-\(UUID().uuidString.prefix(8))"
+            let start = try String(
+                decoding: JSONSerialization.data(withJSONObject: ["userData": "#!/bin/sh\necho \(word) > /www/index.html\n"]), as: UTF8.self)
+            let started = clock.now
+            #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: start)["status"] as? String == "succeeded")
+            let apiURL = try #require(try await api.call(.GET, path, token: token)["apiURL"] as? String)
+            var page = (status: 0, body: "")
+            while clock.now < started + Self.bootTimeout {
+                page = (try? await GuestAPITests.fetch(apiURL + "/", token: token)) ?? (0, "")
+                if page.body == word + "\n" { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            print("Debian session from the warmed-up template: its user-data ran \(clock.now - started) after start")
+            #expect(page.status == 200 && page.body == word + "\n", "the session's own user-data ran: \(page)")
+            let warmed = try await GuestAPITests.fetch(apiURL + "/warm.txt", token: token)
+            #expect(warmed.status == 200 && warmed.body == "warmed\n", "the warm-up's work is there: \(warmed)")
+            let log = (try? String(contentsOfFile: "\(state)/machines/\(id)/console.log", encoding: .utf8)) ?? ""
+            #expect(log.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)"), "the guest saw the session's seed")
+            #expect(try await SnapshotTests.operation(api, path + "/close", token: token)["status"] as? String == "succeeded")
+            #expect(try await api.call(.DELETE, "/api/v1/templates/debian-img", token: admin).status == 204)
+            try await daemon.stop()
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
+        } catch {
+            try? await daemon.stop()
+            TemplateTests.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
+            throw error
+        }
+    }
+
+    static func warmSessions(daemon: DaemonProcess, image: String, state: String) async throws {
+        try await daemon.start()
+        let api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        let added = try await api.call(.POST, "/api/v1/images", token: admin, body: #"{"version":"debian","path":"\#(image)","format":"qcow2"}"#)
+        #expect(added.status == 201, "\(added.json)")
+        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
+        /// What the guest says about itself, written by each user-data: its host name and machine-id, and the
+        /// kernel's boot id (the same in every session from one template: they are one boot, restored).
+        let identity = #"echo "$(hostname) $(cat /etc/machine-id)" > /www/identity.txt; cat /proc/sys/kernel/random/boot_id > /www/boot.txt"#
+
+        // The prepared session: a cold boot, its own user-data, cloud-init done.
+        let prepared = try await Self.boot(
+            api: api, state: state, name: "debian-template-source", userData: "#!/bin/sh\necho template > /www/index.html\n\(identity)\n",
+            parameters: [:])
+        let sourceIdentity = try await GuestAPITests.fetch(prepared.apiURL + "/identity.txt", token: prepared.token).body
+        #expect(sourceIdentity.hasPrefix("vms-\(prepared.id.prefix(8)) "), "\(sourceIdentity)")
+        let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"debian-warm","fromSession":"\#(prepared.id)"}"#)
+        #expect(made["status"] as? String == "succeeded", "\(made)")
+        let templateBytes = try await TemplateTests.templateNames(api, admin: admin)["debian-warm"]?["bytes"] as? Int ?? 0
+        print("Debian template: \(templateBytes) bytes (memory image and disk copy)")
+
+        // Two sessions from it, one after the other (each measured alone): A with #cloud-config, B with a script.
+        let wordA = "warm-a-\(UUID().uuidString.prefix(8))"
+        let wordB = "warm-b-\(UUID().uuidString.prefix(8))"
+        let userData = [
+            "A": """
+                #cloud-config
+                write_files:
+                  - path: /www/a.txt
+                    content: |
+                      ${word}
+                runcmd:
+                  - '\(identity)'
+                  - [sh, -c, "echo ${word} > /www/index.html"]
+
+                """,
+            "B": "#!/bin/sh\necho \"${word}\" > /www/b.txt\n\(identity)\necho \"${word}\" > /www/index.html\n",
+        ]
+        var warm: [(tag: String, id: String, token: String, apiURL: String, word: String)] = []
+        for (tag, word) in [("A", wordA), ("B", wordB)] {
+            let (id, token) = try await api.newSession("debian-warm-\(tag)")
+            let path = "/api/v1/sessions/\(id)"
+            let body = try String(
+                decoding: JSONSerialization.data(withJSONObject: ["userData": userData[tag] ?? "", "parameters": ["word": word]]), as: UTF8.self)
+            let clock = ContinuousClock()
+            let opened = clock.now
+            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"debian-warm"}"#)["status"] as? String == "succeeded")
+            let started = clock.now
+            let start = try await SnapshotTests.operation(api, path + "/start", token: token, body: body)
+            #expect(start["status"] as? String == "succeeded", "\(start)")
+            let running = clock.now
+            let apiURL = try #require(try await api.call(.GET, path, token: token)["apiURL"] as? String)
+            // The user-data ran once its page is the session's own word.
+            let deadline = clock.now + bootTimeout
+            var ran: Duration?
+            while clock.now < deadline {
+                if let page = try? await GuestAPITests.fetch(apiURL + "/", token: token), page.status == 200, page.body == word + "\n" {
+                    ran = clock.now - started
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            let report = try await waitForReport(console(id))
+            let done = clock.now - started
+            print(
+                "Debian guest warm \(tag): open+start to running \(running - opened) (start \(running - started)), "
+                    + "user-data ran \(ran.map { "\($0)" } ?? "never") after start, cloud-init done \(done) (warm start from a template, TCG)")
+            #expect(ran != nil, "session \(tag)'s own user-data wrote its page")
+            #expect(report.contains("VMSESSION-DEBIAN: cloud-init done"), "cloud-init reports success for session \(tag): \(report)")
+            let log = (try? String(contentsOfFile: console(id), encoding: .utf8)) ?? ""
+            #expect(log.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)"), "the guest saw session \(tag)'s seed")
+            warm.append((tag, id, token, apiURL, word))
+        }
+
+        for session in warm {
+            let disk = try FileManager.default.attributesOfItem(atPath: "\(state)/machines/\(session.id)/disk.qcow2")[.size] as? Int ?? 0
+            print("Debian guest warm \(session.tag): its own disk (qcow2 overlay) is \(disk) bytes")
+        }
+        // Each is its own machine: its own files, host name and machine-id, through the daemon's proxy.
+        var identities: Set<String> = [sourceIdentity]
+        let sourceBoot = try await GuestAPITests.fetch(prepared.apiURL + "/boot.txt", token: prepared.token).body
+        for (tag, id, token, apiURL, word) in warm {
+            let own = try await GuestAPITests.fetch(apiURL + "/\(tag.lowercased()).txt", token: token)
+            #expect(own.status == 200 && own.body == word + "\n", "session \(tag)'s file: \(own)")
+            let other = tag == "A" ? "b" : "a"
+            #expect(try await GuestAPITests.fetch(apiURL + "/\(other).txt", token: token).status == 404, "session \(tag) has no other session's file")
+            let said = try await GuestAPITests.fetch(apiURL + "/identity.txt", token: token).body
+            #expect(said.hasPrefix("vms-\(id.prefix(8)) "), "session \(tag) is named by its own seed: \(said)")
+            identities.insert(said)
+            let boot = try await GuestAPITests.fetch(apiURL + "/boot.txt", token: token).body
+            #expect(boot == sourceBoot && boot.count > 30, "session \(tag) did not boot: it runs on the template's boot \(sourceBoot), not \(boot)")
+        }
+        #expect(identities.count == 3, "three machines, three host names and machine-ids: \(identities)")
+
+        // Closing A leaves B and the template.
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(warm[0].id)/close", token: warm[0].token)["status"] as? String == "succeeded")
+        let stillB = try await GuestAPITests.fetch(warm[1].apiURL + "/", token: warm[1].token)
+        #expect(stillB.status == 200 && stillB.body == warm[1].word + "\n", "B answers after A closed: \(stillB)")
+        #expect(try await TemplateTests.templateNames(api, admin: admin)["debian-warm"]?["sessions"] as? [String] == [warm[1].id])
+        for (id, token) in [(warm[1].id, warm[1].token), (prepared.id, prepared.token)] {
+            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
+        }
+        #expect(try await api.call(.DELETE, "/api/v1/templates/debian-warm", token: admin).status == 204)
+        try await daemon.stop()
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
     }
 
     /// One session of the Debian image started with `userData`: waits for its guest API and for cloud-init's

@@ -81,6 +81,107 @@ struct TemplateTests {
         try await Self.withDaemon("vms-e2e-tplkill", Self.killedDuringWarmStart)
     }
 
+    @Test("a template from an image and a one-time warm-up user-data: the daemon boots it, waits for the guest's ready line, makes the template and leaves no session; a guest that never says ready, or a missing image, leaves nothing")
+    func templateFromImage() async throws {
+        try await Self.withDaemon("vms-e2e-tplimg", Self.templateFromImage)
+    }
+
+    /// The warm-up: counts seconds (as ``prepare``), then says it is ready on the console.
+    static let warmUp = #"#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo \"TPLTICK $i\"; sleep 1; done &\nsleep 2\necho VMSESSION-TEMPLATE-READY\n"#
+
+    /// Polls a warm-up until it ends; returns it as it ended.
+    static func warmUpEnd(_ api: APIClient, _ name: String, admin: String) async throws -> [String: Any] {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(300)
+        while clock.now < deadline {
+            let status = try await api.call(.GET, "/api/v1/templates/\(name)/warm-up", token: admin)
+            #expect(status.status == 200, "\(status.json)")
+            if status["status"] as? String != "running" { return status.json }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw DaemonError("the warm-up of \(name) did not end")
+    }
+
+    static func sessionNames(_ api: APIClient, admin: String) async throws -> [String] {
+        (try await api.call(.GET, "/api/v1/sessions", token: admin)["sessions"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+    }
+
+    static func templateFromImage(daemon: DaemonProcess, state: String) async throws {
+        try await daemon.start()
+        let api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        func machines() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [] }
+
+        // Refused at once, and nothing made: an unknown image, no user-data, both sources, a page's token.
+        let noImage = try await api.call(.POST, "/api/v1/templates", token: admin, body: #"{"name":"w","fromImage":"no-such","userData":"x"}"#)
+        #expect(noImage.status == 404 && noImage.errorCode == "not_found", "\(noImage.json)")
+        let noUserData = try await api.call(.POST, "/api/v1/templates", token: admin, body: #"{"name":"w","fromImage":"appliance"}"#)
+        #expect(noUserData.status == 400 && "\(noUserData.json)".contains("VMSESSION-TEMPLATE-READY"), "\(noUserData.json)")
+        let both = try await api.call(
+            .POST, "/api/v1/templates", token: admin, body: #"{"name":"w","fromImage":"appliance","userData":"x","fromSession":"\#(UUID())"}"#)
+        #expect(both.status == 400, "\(both.json)")
+        let badTimeout = try await api.call(
+            .POST, "/api/v1/templates", token: admin, body: #"{"name":"w","fromImage":"appliance","userData":"x","readyTimeout":0}"#)
+        #expect(badTimeout.status == 400 && "\(badTimeout.json)".contains("readyTimeout"), "\(badTimeout.json)")
+        let (_, pageToken) = try await api.newSession("page")
+        #expect(try await api.call(.POST, "/api/v1/templates", token: pageToken, body: #"{"name":"w","fromImage":"appliance","userData":"x"}"#).status == 403)
+        #expect(try await api.call(.GET, "/api/v1/templates/w/warm-up", token: admin).status == 404)
+        #expect(try await sessionNames(api, admin: admin) == ["page"] && machines().isEmpty)
+
+        // A guest that never says it is ready: the warm-up fails after its timeout and leaves nothing.
+        let never = try await api.call(
+            .POST, "/api/v1/templates", token: admin,
+            body: ##"{"name":"never","fromImage":"appliance","memory":256,"disk":64,"readyTimeout":8,"userData":"#!/bin/sh\necho not ready\n"}"##)
+        #expect(never.status == 202 && never["status"] as? String == "running", "\(never.json)")
+        let again = try await api.call(.POST, "/api/v1/templates", token: admin, body: #"{"name":"never","fromImage":"appliance","userData":"x"}"#)
+        #expect(again.status == 409, "one warm-up of a name at a time: \(again.json)")
+        let failed = try await warmUpEnd(api, "never", admin: admin)
+        #expect(failed["status"] as? String == "failed", "\(failed)")
+        #expect((failed["error"] as? [String: Any])?["code"] as? String == "guest_not_ready", "\(failed)")
+        #expect(try await templateNames(api, admin: admin).isEmpty)
+        #expect(try await sessionNames(api, admin: admin) == ["page"], "the internal session is gone")
+        #expect(machines().isEmpty, "its VM and disks are gone: \(machines())")
+
+        // The warm-up that says ready: a template, and no internal session left.
+        let made = try await api.call(
+            .POST, "/api/v1/templates", token: admin,
+            body: #"{"name":"from-image","fromImage":"appliance","memory":256,"disk":64,"userData":"\#(warmUp)"}"#)
+        #expect(made.status == 202, "\(made.json)")
+        let done = try await warmUpEnd(api, "from-image", admin: admin)
+        #expect(done["status"] as? String == "succeeded", "\(done)")
+        #expect((done["progress"] as? [String: Any])?["done"] as? Int == 5, "\(done)")
+        let listed = try #require(try await templateNames(api, admin: admin)["from-image"])
+        #expect(listed["baseVersion"] as? String == "appliance" && listed["memory"] as? Int == 256, "\(listed)")
+        #expect(try await sessionNames(api, admin: admin) == ["page"] && machines().isEmpty, "\(machines())")
+
+        // A session from it resumes the warm-up's guest (its count goes on) and runs its own user-data.
+        let (id, token) = try await api.newSession("from-image-session")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/open", token: token, body: #"{"version":"from-image"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/start", token: token, body: #"{"userData":"\#(own("W"))"}"#)["status"] as? String == "succeeded")
+        let console = "\(state)/machines/\(id)/console.log"
+        try await waitFor("the warm session's own user-data") { lines(console).contains { $0.contains("TPLFILES W own-W END") } }
+        try await waitFor("the warm-up's count going on") { (ticks(console).first ?? 0) >= 2 }
+        #expect(!lines(console).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "it did not boot")
+
+        // The same by the CLI, from a file; then everything goes.
+        let file = state + "/../warm-up.sh"
+        try #"#!/bin/sh\necho ${word} > /www/index.html\necho VMSESSION-TEMPLATE-READY\n"#.replacingOccurrences(of: "\\n", with: "\n")
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let ctl = ["--url", "http://127.0.0.1:\(daemon.port)", "--state-dir", daemon.stateDirectory, "templates"]
+        let byCLI = try await ControlCommandTests.run(
+            ctl + ["create", "from-cli", "--from-image", "appliance", "--user-data", file, "--param", "word=hi", "--memory", "256", "--disk", "64"])
+        #expect(byCLI.status == 0 && byCLI.output.contains("made template from-cli from image appliance"), "\(byCLI.output)")
+        #expect(byCLI.output.contains("[5/5]"), "the CLI showed the warm-up's progress: \(byCLI.output)")
+        let refused = try await ControlCommandTests.run(ctl + ["create", "x", "--from-image", "no-such", "--user-data", file])
+        #expect(refused.status != 0 && refused.output.contains("no-such"), "\(refused.output)")
+        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
+        for name in ["from-image", "from-cli"] {
+            #expect(try await api.call(.DELETE, "/api/v1/templates/\(name)", token: admin).status == 204)
+        }
+        try await daemon.stop()
+        #expect(machines().isEmpty)
+    }
+
     static func killedDuringWarmStart(daemon: DaemonProcess, state: String) async throws {
         try await daemon.start()
         var api = APIClient(port: daemon.port)

@@ -54,4 +54,36 @@ struct TemplateRoutesTests {
             #expect(open.status == .notFound || open.status == .badRequest, "\(open.json)")
         }
     }
+
+    @Test("a template from an image is refused at once, saying why, for bad fields, an unknown image or a taken name; no session or VM is made")
+    func warmUpRefusals() async throws {
+        let hypervisor = ScriptedHypervisor()
+        try await APIFixture.run(hypervisor: hypervisor) { client, fixture in
+            let admin = fixture.adminToken
+            let create = { (body: String) in try await client.call(.post, "/api/v1/templates", token: admin, body: body) }
+            let noImage = try await create(#"{"name":"warm","fromImage":"no-such","userData":"x"}"#)
+            #expect(noImage.status == .notFound && "\(noImage.json)".contains("no-such"), "\(noImage.json)")
+            let noUserData = try await create(#"{"name":"warm","fromImage":"appliance"}"#)
+            #expect(noUserData.status == .badRequest && "\(noUserData.json)".contains("userData"), "\(noUserData.json)")
+            let emptyUserData = try await create(#"{"name":"warm","fromImage":"appliance","userData":""}"#)
+            #expect(emptyUserData.status == .badRequest, "\(emptyUserData.json)")
+            let both = try await create(#"{"name":"warm","fromImage":"appliance","userData":"x","fromSession":"\#(UUID())"}"#)
+            #expect(both.status == .badRequest, "\(both.json)")
+            let neither = try await create(#"{"name":"warm"}"#)
+            #expect(neither.status == .badRequest && "\(neither.json)".contains("fromImage"), "\(neither.json)")
+            let timeout = try await create(#"{"name":"warm","fromImage":"appliance","userData":"x","readyTimeout":99999}"#)
+            #expect(timeout.status == .badRequest && "\(timeout.json)".contains("readyTimeout"), "\(timeout.json)")
+            let memory = try await create(#"{"name":"warm","fromImage":"appliance","userData":"x","memory":1}"#)
+            #expect(memory.status == .badRequest && "\(memory.json)".contains("memory"), "\(memory.json)")
+            let imageName = try await create(#"{"name":"appliance","fromImage":"appliance","userData":"x"}"#)
+            #expect(imageName.status == .conflict, "\(imageName.json)")
+            let unknownField = try await create(#"{"name":"warm","fromImage":"appliance","userData":"x","secret":"s"}"#)
+            #expect(unknownField.status == .badRequest, "\(unknownField.json)")
+            #expect(try await client.call(.get, "/api/v1/templates/warm/warm-up", token: admin).status == .notFound)
+            #expect(try await client.call(.get, "/api/v1/templates/bad%20name/warm-up", token: admin).status == .badRequest)
+            #expect(await hypervisor.callCount(.define) == 0, "no refusal touched the hypervisor")
+            let sessions = try await client.call(.get, "/api/v1/sessions", token: admin)
+            #expect((sessions["sessions"] as? [Any])?.isEmpty == true, "no internal session was made: \(sessions.json)")
+        }
+    }
 }
