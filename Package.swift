@@ -57,6 +57,8 @@ let package = Package(
         .systemLibrary(name: "CFileHoles"),
         // mallopt(3), which Swift's Glibc module does not declare: the daemon sets its allocator's policy (MallocPolicy).
         .systemLibrary(name: "CMalloc"),
+        // The Swift runtime's global-enqueue hook, which the daemon points at NIO's event loops (EventLoopExecutor).
+        .systemLibrary(name: "CConcurrencyHook"),
         .target(name: "VMSessionIdle", dependencies: ["VMSessionCore", "CXScreenSaver", "CWaylandIdle", "CSystemdBus"]),
         .target(name: "VMSessionCore"),
         .target(name: "VMSessionSchema", path: "Schema", resources: [.copy("sqlite"), .copy("openapi.yaml")]),
@@ -125,6 +127,8 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
+                // HTTPMetrics records the HTTP series through swift-metrics, as Hummingbird's MetricsMiddleware did.
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -144,9 +148,12 @@ let package = Package(
                 "VMSessionIdle",
                 "VMSessionMetrics",
                 "CMalloc",
+                "CConcurrencyHook",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
-                // The process-wide swift-metrics backend (Hummingbird's MetricsMiddleware records through it).
+                // The process-wide swift-metrics backend (HTTPMetrics records through it).
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -199,18 +199,51 @@ def run_peer(peer, *args):
 
 def cold_start_and_control(opts, work):
     runs, control_runs = (1, 3) if opts.quick else (opts.runs, 20)
-    daemon = Daemon(opts.daemon, os.path.join(work, "vm-daemon"), "--accelerator", "tcg", "--appliance-dir", opts.appliance).start()
-    try:
-        cold = []
-        for index in range(runs):
-            start = time.perf_counter()
-            session, token = daemon.new_session(f"cold-{index}")
-            daemon.act(session, token, "open", {"cpus": 1, "memory": 256, "disk": 64})
-            daemon.act(session, token, "start", wait=False)
-            stamp = wait_for_console(os.path.join(daemon.state, "machines", session, "console.log"), "VMSESSION-APPLIANCE: booted")
-            cold.append((stamp - start) * 1000)
-            daemon.act(session, token, "close")
+    cold = []
+    if "cold" in opts.only:
+        daemon = Daemon(opts.daemon, os.path.join(work, "vm-daemon"), "--accelerator", "tcg", "--appliance-dir", opts.appliance).start()
+        try:
+            for index in range(runs):
+                start = time.perf_counter()
+                session, token = daemon.new_session(f"cold-{index}")
+                daemon.act(session, token, "open", {"cpus": 1, "memory": 256, "disk": 64})
+                daemon.act(session, token, "start", wait=False)
+                stamp = wait_for_console(os.path.join(daemon.state, "machines", session, "console.log"), "VMSESSION-APPLIANCE: booted")
+                cold.append((stamp - start) * 1000)
+                daemon.act(session, token, "close")
+        finally:
+            daemon.stop()
+    measured = {}
+    if "control" in opts.only:
+        measured["daemon"] = control_latency(opts.daemon, opts, os.path.join(work, "vm-daemon"), control_runs)
+        if opts.baseline:
+            measured["baseline"] = control_latency(opts.baseline, opts, os.path.join(work, "vm-baseline"), control_runs)
+    results = {}
+    if cold:
+        peer_cold = run_peer(opts.peer, "cold-start", "--state", os.path.join(work, "peer-cold"), "--appliance", opts.appliance, "--runs", str(runs))
+        results["coldStart"] = {
+            "compared": "request to the guest's first console marker: vmsessiond (HTTP create+open+start) vs direct libvirt define+start",
+            "daemonMs": spread(cold), "peerMs": spread(peer_cold["coldStartMs"]),
+            "ratioOfMedians": statistics.median(cold) / statistics.median(peer_cold["coldStartMs"]),
+        }
+    if measured:
+        peer_control = run_peer(opts.peer, "control", "--state", os.path.join(work, "peer-control"), "--appliance", opts.appliance, "--runs", str(control_runs))
+        results["control"] = {"compared": "HTTP request to its event on the SSE stream vs the bare libvirt call"}
+        for name in ("pause", "resume", "cap"):
+            peer = peer_control[f"{name}Ms"]
+            mine = measured["daemon"][name]
+            entry = {"daemonMs": spread(mine), "peerMs": spread(peer), "p50DifferenceMs": percentile(mine, 0.5) - percentile(peer, 0.5)}
+            if "baseline" in measured:
+                old = measured["baseline"][name]
+                entry.update(baselineMs=spread(old), baselineP50DifferenceMs=percentile(old, 0.5) - percentile(peer, 0.5))
+            results["control"][name] = entry
+    return results
 
+
+def control_latency(binary, opts, state, control_runs):
+    """pause / resume / cap of one running appliance guest: HTTP request -> its event on the SSE stream."""
+    daemon = Daemon(binary, state, "--accelerator", "tcg", "--appliance-dir", opts.appliance).start()
+    try:
         session, token = daemon.new_session("control")
         listener = EventListener(daemon.port, session, token)
         listener.start()
@@ -233,22 +266,7 @@ def cold_start_and_control(opts, work):
         daemon.act(session, token, "close")
     finally:
         daemon.stop()
-
-    peer_cold = run_peer(opts.peer, "cold-start", "--state", os.path.join(work, "peer-cold"), "--appliance", opts.appliance, "--runs", str(runs))
-    peer_control = run_peer(opts.peer, "control", "--state", os.path.join(work, "peer-control"), "--appliance", opts.appliance, "--runs", str(control_runs))
-    return {
-        "coldStart": {
-            "compared": "request to the guest's first console marker: vmsessiond (HTTP create+open+start) vs direct libvirt define+start",
-            "daemonMs": spread(cold), "peerMs": spread(peer_cold["coldStartMs"]),
-            "ratioOfMedians": statistics.median(cold) / statistics.median(peer_cold["coldStartMs"]),
-        },
-        "control": {
-            "compared": "HTTP request to its event on the SSE stream vs the bare libvirt call",
-            **{name: {"daemonMs": spread(mine), "peerMs": spread(peer_control[f"{name}Ms"]),
-                      "p50DifferenceMs": percentile(mine, 0.5) - percentile(peer_control[f"{name}Ms"], 0.5)}
-               for name, mine in (("pause", pause), ("resume", resume), ("cap", cap))},
-        },
-    }
+    return {"pause": pause, "resume": resume, "cap": cap}
 
 
 # 3: the read path.
@@ -286,21 +304,31 @@ def wrk(url, token, connections, seconds):
 def read_path(opts, work):
     levels, seconds = ([8], 2) if opts.quick else ([1, 8, 64], 5)
     daemon = Daemon(opts.daemon, os.path.join(work, "read-daemon"), "--libvirt-uri", "test:///default").start()
+    # The binary to compare with (--baseline), measured in turn with the same wrk at each level.
+    baseline = Daemon(opts.baseline, os.path.join(work, "read-baseline"), "--libvirt-uri", "test:///default").start() if opts.baseline else None
     libvirtd, uri = start_libvirtd(work)
     results = {"compared": "GET /api/v1/sessions/{id} under wrk (keep-alive) vs virDomainGetInfo over libvirtd's Unix socket (test driver)",
                "levels": []}
     try:
         session, token = daemon.new_session("reader")
         url = f"http://127.0.0.1:{daemon.port}/api/v1/sessions/{session}"
+        if baseline:
+            old_session, old_token = baseline.new_session("reader")
         for connections in levels:
             mine = wrk(url, token, connections, seconds)
             peer = run_peer(opts.peer, "get-info", "--uri", uri, "--concurrency", str(connections), "--seconds", str(seconds))
-            results["levels"].append({"concurrency": connections, "daemon": mine, "libvirtd": peer,
-                                      "throughputRatio": mine["requestsPerSecond"] / peer["requestsPerSecond"]})
+            level = {"concurrency": connections, "daemon": mine, "libvirtd": peer,
+                     "throughputRatio": mine["requestsPerSecond"] / peer["requestsPerSecond"]}
+            if baseline:
+                old = wrk(f"http://127.0.0.1:{baseline.port}/api/v1/sessions/{old_session}", old_token, connections, seconds)
+                level.update(baseline=old, baselineRatio=old["requestsPerSecond"] / peer["requestsPerSecond"])
+            results["levels"].append(level)
         results["libvirtdRssKiB"] = rss_kib(libvirtd.pid)
         results["libvirtdPssKiB"] = pss_kib(libvirtd.pid)
     finally:
         daemon.stop()
+        if baseline:
+            baseline.stop()
         libvirtd.terminate()
         libvirtd.wait(10)
     return results
@@ -453,17 +481,27 @@ def table(results):
         c = results["coldStart"]
         lines.append(f"cold start to first console marker   daemon p50 {c['daemonMs']['p50']:8.0f} ms   libvirt p50 {c['peerMs']['p50']:8.0f} ms"
                      f"   ratio {c['ratioOfMedians']:.2f}  (n={c['daemonMs']['runs']}, goal <= 1.10)")
+    if "control" in results:
         for name in ("pause", "resume", "cap"):
             x = results["control"][name]
             lines.append(f"{name:7s} request -> SSE event          daemon p50 {x['daemonMs']['p50']:7.2f} p99 {x['daemonMs']['p99']:7.2f} ms"
-                         f"   libvirt p50 {x['peerMs']['p50']:7.2f} p99 {x['peerMs']['p99']:7.2f} ms   +{x['p50DifferenceMs']:.2f} ms")
-    for level in results["readPath"]["levels"]:
+                         f"   libvirt p50 {x['peerMs']['p50']:7.2f} p99 {x['peerMs']['p99']:7.2f} ms   +{x['p50DifferenceMs']:.2f} ms (goal < 1)")
+            if "baselineMs" in x:
+                lines.append(f"{'':7s}   baseline                    p50 {x['baselineMs']['p50']:7.2f} p99 {x['baselineMs']['p99']:7.2f} ms"
+                             f"   +{x['baselineP50DifferenceMs']:.2f} ms")
+    for level in results.get("readPath", {}).get("levels", []):
         d, p = level["daemon"], level["libvirtd"]
         lines.append(f"read path c={level['concurrency']:<4d}                  daemon {d['requestsPerSecond']:9.0f} req/s p99 {d['p99Ms']:6.2f} ms"
-                     f"   libvirtd {p['requestsPerSecond']:9.0f} req/s p99 {p['p99Ms']:6.2f} ms   ratio {level['throughputRatio']:.2f} (goal >= 1.0)")
-    for run in results["fanOut"]["runs"]:
+                     f"   libvirtd {p['requestsPerSecond']:9.0f} req/s p99 {p['p99Ms']:6.2f} ms   ratio {level['throughputRatio']:.2f} (goal >= 1.5)")
+        if "baseline" in level:
+            b = level["baseline"]
+            lines.append(f"{'':7s}   baseline                    {b['requestsPerSecond']:9.0f} req/s p99 {b['p99Ms']:6.2f} ms"
+                         f"   ratio {level['baselineRatio']:.2f}")
+    for run in results.get("fanOut", {}).get("runs", []):
         lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events   p50 {run['latencyMs']['p50']:7.2f} ms"
                      f"  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']} (goal 0)")
+    if "footprint" not in results:
+        return "\n".join(lines)
     f = results["footprint"]
     parts = f["daemonRssIdleParts"]
     lines.append("RSS idle".ljust(37) + f"daemon {f['daemonRssIdleKiB'] / 1024:5.1f} MiB (anon {parts['anonKiB'] / 1024:.1f}, file {parts['fileKiB'] / 1024:.1f})"
@@ -485,7 +523,14 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a few runs of each, to keep the code from rotting")
     parser.add_argument("--skip-vm", action="store_true", help="skip the sections that boot real guests")
+    parser.add_argument("--baseline", help="another vmsessiond binary (say main's release build), measured beside --daemon "
+                                          "in the read path and control sections of the same run")
+    parser.add_argument("--only", default="cold,control,read,fanout,footprint",
+                        help="the sections to run, comma-separated (default: all of cold,control,read,fanout,footprint)")
     opts = parser.parse_args()
+    opts.only = set(opts.only.split(","))
+    if opts.skip_vm:
+        opts.only -= {"cold", "control"}
     opts.appliance = os.path.abspath(opts.appliance)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -494,11 +539,15 @@ def main():
     results = {"quick": opts.quick, "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
     began = time.time()
     try:
-        if not opts.skip_vm:
+        if opts.only & {"cold", "control"}:
             results.update(cold_start_and_control(opts, work))
-        results["readPath"] = read_path(opts, work)
-        results["fanOut"] = fan_out(opts, work)
-        results["footprint"] = footprint(opts, work, results["readPath"].get("libvirtdRssKiB", 0), results["readPath"].get("libvirtdPssKiB", 0))
+        if "read" in opts.only:
+            results["readPath"] = read_path(opts, work)
+        if "fanout" in opts.only:
+            results["fanOut"] = fan_out(opts, work)
+        if "footprint" in opts.only:
+            read = results.get("readPath", {})
+            results["footprint"] = footprint(opts, work, read.get("libvirtdRssKiB", 0), read.get("libvirtdPssKiB", 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.time() - began

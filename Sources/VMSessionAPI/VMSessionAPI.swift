@@ -29,7 +29,7 @@ public enum VMSessionAPI {
     }
 
     /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets, `/metrics`),
-    /// behind Hummingbird's metrics middleware (every HTTP request counted and timed), the security headers every
+    /// behind the metrics middleware (``HTTPMetrics``: every HTTP request counted and timed), the security headers every
     /// response carries, the Host guard (DNS rebinding), the Origin guard (approved web pages only, with CORS)
     /// and the error responder (one JSON error shape), in that order. `metrics` reads and counts the series of
     /// `GET /metrics` (nil: a collector of its own, without the hypervisor's statistics).
@@ -43,7 +43,7 @@ public enum VMSessionAPI {
         let collector = metrics ?? MetricsCollector(
             metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
         let router = Router(context: APIRequestContext.self)
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: HTTPMetrics())
         router.add(middleware: SecurityHeaders())
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
@@ -104,7 +104,7 @@ public enum VMSessionAPI {
     /// 404 or 405). `routers` are the daemon's, whose counts the scrape reads.
     public static func buildScrapeRouter(metrics: MetricsCollector, clientsOf routers: Routers) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
-        router.add(middleware: MetricsMiddleware())
+        router.add(middleware: HTTPMetrics())
         router.add(middleware: SecurityHeaders())
         router.add(middleware: ScrapeHostGuard())
         router.add(middleware: ErrorResponder())

@@ -7,7 +7,7 @@ import VMSessionCore
 ///
 /// It exists so that counting is a one-line hook in the type where the thing happens (no part of the daemon
 /// holds metrics state of its own) and so that every family goes through ``MetricFamily`` (see there why).
-/// It is also the swift-metrics backend of the process (``factory``), which Hummingbird's `MetricsMiddleware`
+/// It is also the swift-metrics backend of the process (``factory``), which the HTTP middleware (`HTTPMetrics`)
 /// records HTTP requests through.
 public final class DaemonMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry

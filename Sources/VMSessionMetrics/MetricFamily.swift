@@ -152,7 +152,7 @@ extension MetricFamily {
     ]
 }
 
-/// What Hummingbird's `MetricsMiddleware` records (through swift-metrics), and the names the daemon gives them.
+/// What the HTTP middleware records (VMSessionAPI's `HTTPMetrics`, under the names of Hummingbird's `MetricsMiddleware`), and the names the daemon gives them.
 ///
 /// The middleware's labels (hummingbird 2.28, `MetricsCache`): `hb.requests` and `http.server.request.duration`
 /// with `http.route`, `http.request.method`, `http.response.status_code`; `hb.request.errors` with `http.route`,

@@ -38,8 +38,8 @@ struct Daemon {
         logger.notice(
             "running in \(mode.mode) mode",
             metadata: ["libvirt": "\(mode.libvirt)", "capMechanism": "\(mode.capMechanism.rawValue)", "capDetail": "\(mode.capDetail)"])
-        // One registry for the process: the daemon's parts count into it, and so does Hummingbird's
-        // MetricsMiddleware, through swift-metrics' process-wide backend.
+        // One registry for the process: the daemon's parts count into it, and so does the HTTP
+        // middleware (HTTPMetrics), through swift-metrics' process-wide backend.
         let metrics = DaemonMetrics()
         MetricsSystem.bootstrap(metrics.factory)
         let events = EventHub(store: store, metrics: metrics)

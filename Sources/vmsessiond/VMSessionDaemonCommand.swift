@@ -127,6 +127,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
 
     func run() async throws {
         MallocPolicy.apply()
+        let onEventLoops = EventLoopExecutor.install()
         let environment = ProcessInfo.processInfo.environment
         var flags: [String: String] = [:]
         flags["listen"] = listen
@@ -166,6 +167,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "vmsessiond")
+        logger.debug("Swift Concurrency's global jobs", metadata: ["runOn": "\(onEventLoops ? "NIO's event loops" : "Swift's own pool")"])
         try await Daemon(settings: settings, logger: logger).run()
     }
 }

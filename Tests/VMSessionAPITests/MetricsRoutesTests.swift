@@ -255,7 +255,41 @@ struct MetricsRoutesTests {
         }
     }
 
-    @Test("every family has one type, one help text and one label set, and none collides with what Hummingbird's MetricsMiddleware registers")
+    @Test("HTTP requests are counted and timed whether the answer has a known length (kept) or streams (counted once written)")
+    func httpRequestsCountedForEveryBodyKind() async throws {
+        let metrics = DaemonMetrics()
+        let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream()
+        try await withMetricsFactory(metrics.factory) {
+            let router = Router()
+            router.add(middleware: HTTPMetrics())
+            router.get("/known") { _, _ in Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "{}"))) }
+            router.get("/streamed") { _, _ in Response(status: .ok, body: .init(asyncSequence: stream)) }
+            try await Application(router: router).test(.live) { client in
+                try await client.execute(uri: "/known", method: .get) { response in
+                    #expect(response.status == .ok)
+                    // The length stays known: one buffer, not a chunked closure body.
+                    #expect(response.headers[.contentLength] == "2")
+                    #expect(response.headers[.transferEncoding] == nil)
+                }
+                let scrape = Scrape(String(decoding: metrics.exposition(MetricsSnapshot()), as: UTF8.self))
+                #expect(scrape.value("vmsessiond_http_requests_total", ["http_route": "/known", "http_response_status_code": "200"]) == 1)
+                #expect(scrape.value("vmsessiond_http_request_duration_seconds_count", ["http_route": "/known"]) == 1)
+                #expect(scrape.value("vmsessiond_http_active_requests", ["http_request_method": "GET"]) == 0)
+                continuation.yield(ByteBuffer(string: "part"))
+                continuation.finish()
+                try await client.execute(uri: "/streamed", method: .get) { response in
+                    #expect(String(buffer: response.body) == "part")
+                    #expect(response.headers[.contentLength] == nil)
+                }
+            }
+        }
+        let scrape = Scrape(String(decoding: metrics.exposition(MetricsSnapshot()), as: UTF8.self))
+        #expect(scrape.value("vmsessiond_http_requests_total", ["http_route": "/streamed", "http_response_status_code": "200"]) == 1)
+        #expect(scrape.value("vmsessiond_http_request_duration_seconds_count", ["http_route": "/streamed"]) == 1)
+        #expect(scrape.value("vmsessiond_http_active_requests", ["http_request_method": "GET"]) == 0)
+    }
+
+    @Test("every family has one type, one help text and one label set, and none collides with what the HTTP middleware registers")
     func noFamilyCollides() async throws {
         // Declared names: unique, conventional, and apart from the HTTP ones.
         let names = MetricFamily.all.map(\.name)
@@ -295,10 +329,10 @@ struct MetricsRoutesTests {
         metrics.originChecked(.approved)
         metrics.originDecided(.approved)
         metrics.guestAPIRequest(status: 200)
-        // Hummingbird's middleware, recording through this registry (task-local, so no other test sees it).
+        // The daemon's HTTP middleware, recording through this registry (task-local, so no other test sees it).
         try await withMetricsFactory(metrics.factory) {
             let router = Router()
-            router.add(middleware: MetricsMiddleware())
+            router.add(middleware: HTTPMetrics())
             router.get("/hello") { _, _ in "hello" }
             router.get("/fails") { _, _ -> String in throw HTTPError(.badRequest) }
             try await Application(router: router).test(.router) { client in
