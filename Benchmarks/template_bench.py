@@ -8,6 +8,10 @@ the same guest, in one run.
             (the guest restored from the template's memory finds the session's seed and runs it)
   template  POST /api/v1/templates -> its operation's end (the prepared session's memory saved, its disk
             copied, the session restored), its bytes, and the bytes a warm session's own disk took
+  steps     where a warm open and start spent their time, from the daemon's own debug log (each step timed
+            by the daemon; steps that run side by side are timed each)
+  idle CPU  what the first cold and warm guests cost the host while idle after their user-data ran (the
+            guest's seed watch), over 5 s of their QEMU's CPU time
 
 Nothing is asserted (shared, noisy machines); prints a table and writes the figures as JSON.
 """
@@ -15,7 +19,9 @@ Nothing is asserted (shared, noisy machines); prints a table and writes the figu
 import argparse
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -44,6 +50,35 @@ def timed_session(daemon, name, version, marker):
 OPENED = []
 
 
+def idle_cpu_percent(session, seconds=5.0):
+    """The share of a host core the session's QEMU used over `seconds` (user + system time), or None."""
+    found = subprocess.run(["pgrep", "-f", f"guest=vms-{session}"], capture_output=True, text=True).stdout.split()
+    if not found:
+        return None
+
+    def used():
+        fields = open(f"/proc/{found[0]}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = used()
+    time.sleep(seconds)
+    return 100 * (used() - before) / seconds
+
+
+def daemon_steps(log_path, message):
+    """Each `<step>Ms=<n>` of the daemon's debug lines that say `message`, as lists of milliseconds."""
+    steps = {}
+    try:
+        text = open(log_path, errors="replace").read()
+    except FileNotFoundError:
+        return steps
+    for line in text.splitlines():
+        if message in line:
+            for key, value in re.findall(r"(\w+)Ms=(\d+)", line):
+                steps.setdefault(key, []).append(float(value))
+    return steps
+
+
 def disk_bytes(path):
     try:
         return os.stat(path).st_blocks * 512
@@ -61,10 +96,12 @@ def main():
     opts.appliance = os.path.abspath(opts.appliance)
     runs = 1 if os.environ.get("QUICK") == "1" else opts.runs
     work = tempfile.mkdtemp(prefix="vms-tplbench-")
-    daemon = Daemon(opts.daemon, os.path.join(work, "daemon"), "--accelerator", "tcg", "--appliance-dir", opts.appliance).start()
+    # At debug level: the daemon logs where each warm open and start spent its time (see daemon_steps).
+    daemon = Daemon(opts.daemon, os.path.join(work, "daemon"), "--accelerator", "tcg", "--appliance-dir", opts.appliance,
+                    "--log-level", "debug").start()
     kinds = ("open", "start", "openStart", "userData", "ready")
     cold, warm = {k: [] for k in kinds}, {k: [] for k in kinds}
-    make, template_bytes, session_disk = [], 0, []
+    make, template_bytes, session_disk, idle_cpu = [], 0, [], {}
     try:
         admin = open(os.path.join(daemon.state, "admin-token")).read().strip()
         source, source_token = daemon.new_session("template-source")
@@ -88,10 +125,14 @@ def main():
                     samples[key].append(times[key])
                 if label == "warm":
                     session_disk.append(disk_bytes(os.path.join(daemon.state, "machines", session, "disk.qcow2")))
+                if index == 0:
+                    idle_cpu[label] = idle_cpu_percent(session)
                 daemon.act(session, token, "close")
             status, reply = daemon.call("DELETE", f"/api/v1/templates/{name}", admin)
             assert status == 204, reply
         daemon.act(source, source_token, "close")
+        steps = {"open": daemon_steps(daemon.log_path, "opened from a template"),
+                 "start": daemon_steps(daemon.log_path, "started warm from a template")}
     finally:
         for session, token in OPENED:
             try:
@@ -106,6 +147,8 @@ def main():
         "warmStart": {f"{key}Ms": spread(warm[key]) for key in kinds},
         "makeTemplate": {"ms": spread(make), "bytes": template_bytes},
         "warmSessionDiskBytes": session_disk,
+        "warmSteps": {phase: {key: spread(values) for key, values in found.items()} for phase, found in steps.items()},
+        "idleGuestCPUPercent": idle_cpu,
     }
     os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
     with open(opts.out, "w") as f:
@@ -121,6 +164,10 @@ def main():
           " figure a page feels)")
     print(f"make a template         p50 {results['makeTemplate']['ms']['p50']:8.0f} ms, {template_bytes / 1048576:.0f} MiB;  "
           f"a warm session's own disk: {max(session_disk or [0]) / 1024:.0f} KiB")
+    for phase, found in results["warmSteps"].items():
+        print(f"warm {phase} steps (daemon log, p50 ms): " + ", ".join(f"{key} {value['p50']:.0f}" for key, value in found.items()))
+    print("idle guest CPU (share of a host core, seed watch included): "
+          + ", ".join(f"{label} {value:.1f} %" for label, value in idle_cpu.items() if value is not None))
     print(f"figures as JSON: {os.path.abspath(opts.out)}")
 
 

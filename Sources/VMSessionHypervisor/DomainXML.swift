@@ -17,15 +17,19 @@ struct DomainXML {
     var displaySocketPath: String? = nil
     /// passt's socket, which the guest's network card connects to; nil for a VM with no network.
     var networkSocketPath: String? = nil
+    /// Where QEMU listens on the VM's second serial port (the guest's ttyS1), which tells a guest restored
+    /// from a template that its seed changed (see ``LibvirtHypervisor/signalSeed(_:)``); only with a seed.
+    var seedSignalSocketPath: String? = nil
 
     static let metadataNamespace = "https://vmsessiond.invalid/xmlns/session/1"
 
     func render() throws(VMSessionError) -> String {
         try spec.requirementsCheck()
-        for path in [diskPath, consolePath] + [seedPath, consoleSocketPath, displaySocketPath, networkSocketPath].compactMap({ $0 }) {
+        let signalSocket = seedPath == nil ? nil : seedSignalSocketPath
+        for path in [diskPath, consolePath] + [seedPath, consoleSocketPath, displaySocketPath, networkSocketPath, signalSocket].compactMap({ $0 }) {
             try Self.checkPath(path)
         }
-        for socket in [consoleSocketPath, displaySocketPath].compactMap({ $0 }) where socket.utf8.count > Self.maximumSocketPath {
+        for socket in [consoleSocketPath, displaySocketPath, signalSocket].compactMap({ $0 }) where socket.utf8.count > Self.maximumSocketPath {
             throw VMSessionError(.invalidArgument, "The socket path '\(socket)' is too long for a Unix socket.")
         }
         var boot = ""
@@ -52,6 +56,19 @@ struct DomainXML {
                       <target dev='vdb' bus='virtio'/>
                       <readonly/>
                     </disk>
+
+                """
+        }
+        var signalSerial = ""
+        if let signalSocket {
+            // Nothing but the daemon's line after a restore from a template goes through it: the guest blocks
+            // reading it instead of polling its seed drive (see Contextualization/appliance/init). After the
+            // console's port, which libvirt takes as the VM's console.
+            signalSerial = """
+                    <serial type='unix'>
+                      <source mode='bind' path='\(Self.escape(signalSocket))'/>
+                      <target type='isa-serial' port='1'/>
+                    </serial>
 
                 """
         }
@@ -130,7 +147,7 @@ struct DomainXML {
                   <source file='\(Self.escape(diskPath))'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
-            \(seedDisk)\(serial)\(display)    <memballoon model='none'/>
+            \(seedDisk)\(serial)\(signalSerial)\(display)    <memballoon model='none'/>
               </devices>
             \(network)</domain>
 

@@ -21,6 +21,42 @@ extension LibvirtHypervisor {
 
     func displaySocketPath(for id: SessionID) -> String { socketPath(for: id, named: "vnc") }
     func consoleSocketPath(for id: SessionID) -> String { socketPath(for: id, named: "console") }
+    /// The guest's second serial port, through which the daemon tells a guest restored from a template that
+    /// its seed changed (see ``signalSeed(_:)``).
+    func seedSignalSocketPath(for id: SessionID) -> String { socketPath(for: id, named: "seed") }
+
+    /// Tells the guest of `id` that its seed drive holds a new seed: one line on its second serial port, which
+    /// the appliance's seed watch blocks on (see Contextualization/appliance/init). Best effort: a VM without
+    /// that port (a template made before it existed) or a guest that does not listen still finds the seed by
+    /// its slower poll. Returns whether the line was written.
+    @discardableResult
+    func signalSeed(_ id: SessionID) async -> Bool {
+        let path = seedSignalSocketPath(for: id)
+        // A local socket QEMU listens on: quick, but a blocking connect and write, so off the cooperative pool.
+        let written = try? await call("signal the guest's new seed") { _ in Self.writeLine("seed\n", toUnixSocket: path) }
+        return written ?? false
+    }
+
+    /// Connects to the Unix socket at `path`, writes `line` and closes; false if any step fails.
+    static func writeLine(_ line: String, toUnixSocket path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { return false }
+        let data = Array(line.utf8)
+        return data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count
+    }
 
     /// `<machine directory>/<name>.sock` when that fits in `sun_path` (107 bytes), else
     /// `/tmp/vmsessiond-<uid>/<session>.<name>`: a deep state directory (a test's, a user's home) would

@@ -84,6 +84,7 @@ extension LibvirtHypervisor {
     }
 
     public func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
+        var times = StepTimes()
         let template = templateDirectory(name)
         let directory = machineDirectory(for: spec.id)
         let diskPath = directory + "/disk.qcow2"
@@ -92,35 +93,88 @@ extension LibvirtHypervisor {
         } catch {
             throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
         }
-        // A fresh overlay: the session sees the template's disk and writes only to its own file.
-        try? FileManager.default.removeItem(atPath: diskPath)
-        let base = template + "/" + Self.templateDisk
-        let bytes = max(Int64(spec.diskMiB) << 20, try await DiskImageInspector.virtualSize(base))
-        try await ExternalCommand.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", diskPath, "\(bytes)"])
-        // A seed is always there (the VM's XML has the template's seed drive): a first start that was cut short
-        // before writing its own must not leave a later cold boot without one.
-        if let seed = spec.seed {
-            try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
-        }
         if let network, let egress = spec.egress {
             _ = try prepareSocket(network.directory(spec.id))
             try network.prepare(spec.id, policy: egress)
         }
-        for socket in [consoleSocketPath(for: spec.id), displaySocketPath(for: spec.id)] { _ = try prepareSocket(socket) }
-        let xml = try await sessionXML(name, for: spec, source: source)
-        try await call("define the VM from template '\(name)'") { connection in _ = try connection.defineDomain(xml: xml) }
+        for socket in [consoleSocketPath(for: spec.id), displaySocketPath(for: spec.id), seedSignalSocketPath(for: spec.id)] {
+            _ = try prepareSocket(socket)
+        }
+        // Independent of each other, so side by side: the disk, the seed, and the guest's network, which comes
+        // up here rather than at `start` (the restore needs it before QEMU runs, and it is most of a warm
+        // start's own work: see the README's Templates). An open session from a template holds its network
+        // helpers until it starts or closes; a daemon restart takes them down and the start brings them up.
+        async let disk = StepTimes.timed { () async throws(VMSessionError) in
+            // A fresh overlay: the session sees the template's disk and writes only to its own file.
+            try? FileManager.default.removeItem(atPath: diskPath)
+            let base = template + "/" + Self.templateDisk
+            let bytes = max(Int64(spec.diskMiB) << 20, try await DiskImageInspector.virtualSize(base))
+            try await ExternalCommand.run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", diskPath, "\(bytes)"])
+        }
+        // A seed is always there (the VM's XML has the template's seed drive): a first start that was cut short
+        // before writing its own must not leave a later cold boot without one.
+        async let seed = StepTimes.timed { () async throws(VMSessionError) in
+            if let seed = spec.seed { try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed") }
+        }
+        async let networkUp = StepTimes.timed { () async throws(VMSessionError) in
+            if spec.egress != nil { try await self.network?.up(spec.id) }
+        }
+        let xml: String
+        do {
+            xml = try await sessionXML(name, for: spec, source: source)
+        } catch {
+            _ = await (disk, seed, networkUp)
+            network?.down(spec.id)
+            throw error
+        }
+        times.lap("xml")
+        let results = await (disk: disk, seed: seed, network: networkUp)
+        do {
+            times.record("disk", try results.disk.get())
+            times.record("seed", try results.seed.get())
+            times.record("network", try results.network.get())
+            try await call("define the VM from template '\(name)'") { connection in _ = try connection.defineDomain(xml: xml) }
+        } catch {
+            network?.down(spec.id)
+            throw error
+        }
+        times.lap("define")
+        logger.debug("opened from a template", metadata: times.metadata(["session": "\(spec.id)", "template": "\(name)"]))
     }
 
     public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
+        var times = StepTimes()
         let directory = machineDirectory(for: spec.id)
         guard let seed = spec.seed else {
             throw VMSessionError(.internalError, "A start from a template needs the session's seed (its user-data, or an empty one).")
         }
-        // Where the template's seed was: the guest notices the new one there after the restore.
-        try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
-        var header = try Self.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
-        header.xml = try await sessionXML(name, for: spec, source: source)
-        try await restoreSaved(spec.id, from: templateDirectory(name) + "/" + Self.templateMemory, header: header)
+        // Side by side: the session's seed (where the template's was: the guest finds the new one there after
+        // the restore), its network (normally up since `open`, then this only looks), and the header's XML.
+        async let seedWritten = StepTimes.timed { () async throws(VMSessionError) in
+            try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+        }
+        async let networkUp = StepTimes.timed { () async throws(VMSessionError) in try await self.network?.up(spec.id) }
+        let header: SaveImageHeader
+        do {
+            var read = try Self.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
+            read.xml = try TemplateDomainXML.retarget(read.xml, from: source, to: spec.id, sessionName: spec.sessionName)
+            header = read
+        } catch {
+            _ = await (seedWritten, networkUp)
+            throw error
+        }
+        times.lap("header")
+        let results = await (seed: seedWritten, network: networkUp)
+        times.record("seed", try results.seed.get())
+        times.record("network", try results.network.get())
+        times.lap("waited")
+        try await restoreSaved(spec.id, from: templateDirectory(name) + "/" + Self.templateMemory, header: header, times: &times)
+        // The guest blocks on its signal port rather than polling its seed drive: tell it.
+        let signalled = await signalSeed(spec.id)
+        times.lap("signal")
+        logger.debug(
+            "started warm from a template",
+            metadata: times.metadata(["session": "\(spec.id)", "template": "\(name)", "signalled": "\(signalled)"]))
     }
 
     public func removeTemplate(_ name: String) async throws(VMSessionError) {
@@ -150,14 +204,24 @@ extension LibvirtHypervisor {
     /// Restores the VM of `id` from the save image at `path`, running; with `header`, after writing it over the
     /// image's own (under ``templateRestoreLock``, so that concurrent restores each read their own).
     private func restoreSaved(_ id: SessionID, from path: String, header: SaveImageHeader?) async throws(VMSessionError) {
+        var times = StepTimes()
+        try await restoreSaved(id, from: path, header: header, times: &times)
+    }
+
+    private func restoreSaved(_ id: SessionID, from path: String, header: SaveImageHeader?, times: inout StepTimes) async throws(VMSessionError) {
         await releaseCap(id)
         starting.insert(id)
         defer { starting.remove(id) }
         try await network?.up(id)
+        times.lap("networkCheck")
         let bytes = try header?.encoded()
         do {
-            try await call("restore the VM from \(path)") { connection in
+            // Only the header is written (in place, ``SaveImageHeader/size`` + its padded XML); the memory
+            // stream after it is never read or copied by the daemon.
+            let written: (Duration, Duration) = try await call("restore the VM from \(path)") { connection in
                 try Self.templateRestoreLock.withLock { _ in
+                    let clock = ContinuousClock()
+                    let start = clock.now
                     if let bytes {
                         guard let handle = FileHandle(forUpdatingAtPath: path) else {
                             throw VMSessionError(.ioError, "Cannot open the template's memory image \(path).")
@@ -166,9 +230,14 @@ extension LibvirtHypervisor {
                         try handle.seek(toOffset: 0)
                         try handle.write(contentsOf: bytes)
                     }
+                    let headerWritten = clock.now
                     try connection.restoreDomain(from: path)
+                    return (start.duration(to: headerWritten), headerWritten.duration(to: clock.now))
                 }
             }
+            times.record("headerWrite", written.0)
+            times.record("libvirtRestore", written.1)
+            times.lap("restore")
         } catch {
             if let network {
                 switch try? await status(of: id) {

@@ -123,6 +123,13 @@ public final class LibvirtHypervisor: Hypervisor {
             for (domain, isActive) in zip(all, active) where !isActive {
                 if let network, let id = SessionID(machineName: domain.name) { network.down(id) }
             }
+            // A warm open (which starts the network beside the disk, see defineFromTemplate) killed before it
+            // defined the VM leaves a network of no VM: it goes too.
+            if let network {
+                let defined = Set(all.compactMap { SessionID(machineName: $0.name) })
+                let directories = (try? FileManager.default.contentsOfDirectory(atPath: stateDirectory + "/machines")) ?? []
+                for id in directories.compactMap({ SessionID($0) }) where !defined.contains(id) { network.down(id) }
+            }
         }
     }
 
@@ -232,19 +239,25 @@ public final class LibvirtHypervisor: Hypervisor {
             seedPath: spec.seed == nil ? nil : seedPath, consolePath: consoleLogPath(for: spec.id),
             consoleSocketPath: try prepareSocket(consoleSocketPath(for: spec.id)),
             displaySocketPath: try prepareSocket(displaySocketPath(for: spec.id)),
-            networkSocketPath: networkSocketPath
+            networkSocketPath: networkSocketPath,
+            seedSignalSocketPath: try prepareSocket(seedSignalSocketPath(for: spec.id))
         ).render()
         try await call("define the VM") { connection in _ = try connection.defineDomain(xml: xml) }
     }
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
+        var times = StepTimes()
         await releaseCap(id)  // a cgroup left by a VM that powered off on its own
+        times.lap("releaseCap")
         starting.insert(id)
         defer { starting.remove(id) }
         // The guest's network comes up first: QEMU connects to it as it starts (or restores).
         try await network?.up(id)
+        times.lap("network")
         do {
             try await withDomain(id, "start the VM") { try $0.start() }
+            times.lap("libvirtStart")
+            logger.debug("VM started (booted, or restored from hibernation)", metadata: times.metadata(["session": "\(id)"]))
         } catch {
             if let network {
                 switch try? await status(of: id) {
@@ -315,9 +328,13 @@ public final class LibvirtHypervisor: Hypervisor {
     /// hibernated session holds no process and no memory (passt and pasta cost about 39 MiB private), and its
     /// restore starts a new network sandbox (a few hundred ms on a busy machine; see the README).
     public func hibernate(_ id: SessionID) async throws(VMSessionError) {
+        var times = StepTimes()
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
+        times.lap("libvirtManagedSave")
         await releaseCap(id)
         network?.down(id)
+        times.lap("release")
+        logger.debug("VM hibernated", metadata: times.metadata(["session": "\(id)"]))
     }
 
     public func remove(_ id: SessionID) async throws(VMSessionError) {
@@ -335,6 +352,7 @@ public final class LibvirtHypervisor: Hypervisor {
         }
         try? FileManager.default.removeItem(atPath: displaySocketPath(for: id))
         try? FileManager.default.removeItem(atPath: consoleSocketPath(for: id))
+        try? FileManager.default.removeItem(atPath: seedSignalSocketPath(for: id))
         if configuration.uri == nil {
             // QEMU's own log of the VM (stdio_handler = "file"); it names the VM, so it goes with it.
             try? FileManager.default.removeItem(atPath: "\(configuration.embeddedRoot)/log/qemu/\(id.machineName).log")

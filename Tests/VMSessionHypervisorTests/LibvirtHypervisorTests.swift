@@ -149,6 +149,63 @@ struct LibvirtHypervisorTests {
         xml.spec.cpus = 99
         #expect(throws: VMSessionError.self) { _ = try xml.render() }
     }
+
+    @Test("a VM with a seed gets a seed-signal serial port (ttyS1) after its console's; one without a seed has none")
+    func seedSignalPort() throws {
+        let fixture = try Fixture()
+        let id = SessionID()
+        var xml = DomainXML(
+            spec: fixture.spec(id), accelerator: .tcg, diskPath: "/d/disk.qcow2", seedPath: "/d/seed.iso", consolePath: "/d/c.log",
+            consoleSocketPath: "/d/console.sock", seedSignalSocketPath: "/d/seed.sock")
+        let rendered = try xml.render()
+        let console = try #require(rendered.range(of: "<source mode='bind' path='/d/console.sock'/>"))
+        let signal = try #require(rendered.range(of: "<source mode='bind' path='/d/seed.sock'/>"))
+        #expect(console.upperBound < signal.lowerBound, "libvirt takes the first serial port as the console")
+        let signalEnd = try #require(rendered[signal.upperBound...].range(of: "</serial>"))
+        #expect(rendered[signal.upperBound..<signalEnd.lowerBound].contains("<target type='isa-serial' port='1'/>"))
+        xml.seedPath = nil
+        #expect(!(try xml.render()).contains("seed.sock"))
+        xml.seedPath = "/d/seed.iso"
+        xml.seedSignalSocketPath = "/d/" + String(repeating: "s", count: 120)
+        #expect(throws: VMSessionError.self) { _ = try xml.render() }
+    }
+
+    @Test("the seed signal writes one line to the guest's port, and says so when nothing listens there")
+    func seedSignalWritesALine() async throws {
+        let fixture = try Fixture()
+        let id = SessionID()
+        #expect(await fixture.hypervisor.signalSeed(id) == false)
+        try FileManager.default.createDirectory(atPath: fixture.hypervisor.machineDirectory(for: id), withIntermediateDirectories: true)
+        let path = try fixture.hypervisor.prepareSocket(fixture.hypervisor.seedSignalSocketPath(for: id))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // QEMU's side of the port: a listening Unix socket.
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(bound == 0 && listen(listener, 1) == 0)
+        #expect(await fixture.hypervisor.signalSeed(id))
+        let peer = accept(listener, nil, nil)
+        try #require(peer >= 0)
+        defer { close(peer) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        var received: [UInt8] = []
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(peer, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            received += buffer[0..<count]
+        }
+        #expect(String(decoding: received, as: UTF8.self) == "seed\n")
+    }
 }
 
 /// What a daemon killed in the middle of an action leaves to libvirt, and what the hypervisor makes of it.
