@@ -15,10 +15,10 @@ BUILD_FLAGS ?=
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # What the daemon runs with: libvirt's embedded QEMU driver (libvirt-daemon brings its helpers, e.g.
-# libvirt_iohelper), QEMU, qemu-img, xorriso (seed ISOs), the guests' network sandbox (passt and pasta,
+# libvirt_iohelper), QEMU, qemu-img, genisoimage (seed ISOs), the guests' network sandbox (passt and pasta,
 # socat, ip from iproute2, which reads protocol names from netbase's /etc/protocols), noVNC and xterm.js
 # (served to pages). packaging/deb/control.in names the same.
-RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils xorriso passt socat iproute2 netbase \
+RUNTIME_PACKAGES := libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils genisoimage passt socat iproute2 netbase \
 	novnc libjs-xterm node-xterm
 # What building needs: the C libraries' headers (libcurl's: Foundation's URLSession, linked statically in the
 # release build, takes libcurl from the system), and the appliance's tools (Contextualization/appliance/build.sh).

@@ -39,7 +39,7 @@ The system must provide:
 - libvirt >= 9.0 with its QEMU driver (the daemon uses the embedded driver, qemu:///embed; no libvirtd),
   and a system user named libvirt-qemu (libvirt's embedded driver insists on it):
     useradd --system --no-create-home --shell /usr/sbin/nologin libvirt-qemu
-- qemu-system-x86_64 and qemu-img (QEMU >= 7.2), xorriso, passt (with pasta), socat, ip (iproute2) and /etc/protocols,
+- qemu-system-x86_64 and qemu-img (QEMU >= 7.2), genisoimage, passt (with pasta), socat, ip (iproute2) and /etc/protocols,
   unprivileged user namespaces (the guests' network sandbox)
 - these shared libraries (glibc >= $GLIBC): $LIBS
 - optional, for the console and display in pages: noVNC in /usr/share/novnc, xterm.js in

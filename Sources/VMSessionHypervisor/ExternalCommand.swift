@@ -2,7 +2,7 @@ import Foundation
 import Subprocess
 import VMSessionCore
 
-/// Runs a helper program (qemu-img, xorriso) with an argument vector: no shell ever sees the arguments.
+/// Runs a helper program (qemu-img, genisoimage) with an argument vector: no shell ever sees the arguments.
 enum ExternalCommand {
     static func run(_ program: String, _ arguments: [String]) async throws(VMSessionError) {
         _ = try await output(of: program, arguments)
