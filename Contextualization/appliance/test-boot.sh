@@ -25,7 +25,7 @@ MARK="VMSESSION-APPLIANCE:"
 for f in vmlinuz initrd.img cmdline; do
     [ -s "$OUT/$f" ] || { echo "test-boot: $OUT/$f missing (run build.sh first)" >&2; exit 2; }
 done
-for t in "$QEMU" xorriso curl timeout; do
+for t in "$QEMU" genisoimage curl timeout; do
     command -v "$t" >/dev/null || { echo "test-boot: '$t' not found" >&2; exit 2; }
 done
 CMDLINE=$(cat "$OUT/cmdline")
@@ -75,7 +75,7 @@ cat >"$TMP/seed/user-data" <<UD
 echo "$TOKEN" >/www/index.html
 echo "user-data: wrote token, hostname \$(hostname)"
 UD
-xorriso -as mkisofs -volid cidata -joliet -rock -o "$TMP/seed.iso" "$TMP/seed" >/dev/null 2>&1
+genisoimage -quiet -V cidata -J -R -o "$TMP/seed.iso" "$TMP/seed"
 
 # boot NAME EXTRA_APPEND QEMU_ARGS...: start QEMU in the background with the
 # serial console in $TMP/NAME.log and the HMP monitor on stdin (fd 4 writes).
