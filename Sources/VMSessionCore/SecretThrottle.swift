@@ -38,7 +38,7 @@ public struct SecretThrottle<Instant: InstantProtocol>: Sendable where Instant.D
         }
     }
 
-    /// A granted attempt; hand it back to ``finish(_:_:now:)`` exactly once.
+    /// A granted attempt; hand it back to ``settle(_:_:now:)`` exactly once.
     public struct Reservation: Hashable, Sendable {
         public let key: Key
         let counted: Bool
@@ -103,7 +103,7 @@ public struct SecretThrottle<Instant: InstantProtocol>: Sendable where Instant.D
     }
 
     /// Ends a reserved attempt with its outcome.
-    public mutating func finish(_ reservation: Reservation, _ outcome: Outcome, now: Instant) {
+    public mutating func settle(_ reservation: Reservation, _ outcome: Outcome, now: Instant) {
         let client = reservation.key.client
         hashing = max(hashing - 1, 0)
         let remaining = hashingByClient[client, default: 1] - 1

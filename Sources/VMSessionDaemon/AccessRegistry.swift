@@ -124,9 +124,9 @@ public final class AccessRegistry: Sendable {
     }
 
     /// Ends a reserved secret check with its outcome.
-    func finish(_ reservation: SecretThrottle<ElapsedClock.Instant>.Reservation, _ outcome: SecretThrottle<ElapsedClock.Instant>.Outcome) {
+    func settle(_ reservation: SecretThrottle<ElapsedClock.Instant>.Reservation, _ outcome: SecretThrottle<ElapsedClock.Instant>.Outcome) {
         let now = clock.now
-        state.withLock { $0.throttle.finish(reservation, outcome, now: now) }
+        state.withLock { $0.throttle.settle(reservation, outcome, now: now) }
     }
 
     // MARK: The quota

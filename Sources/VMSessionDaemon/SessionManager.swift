@@ -241,10 +241,10 @@ public actor SessionManager: Service {
         do throws(VMSessionError) {
             digest = try await hasher.digest(of: secret)
         } catch {
-            access.finish(reservation, .unchecked)
+            access.settle(reservation, .unchecked)
             throw error
         }
-        access.finish(reservation, .unchecked)
+        access.settle(reservation, .unchecked)
         metrics.secretChecked(.created)
         // Re-check after the await: someone may have taken the name meanwhile, or used the quota.
         if let existing = try storeCall({ try store.session(named: name) }) {
@@ -278,16 +278,16 @@ public actor SessionManager: Service {
         do throws(VMSessionError) {
             matches = try await hasher.verify(secret, against: stored.secret)
         } catch {
-            access.finish(reservation, .unchecked)
+            access.settle(reservation, .unchecked)
             throw error
         }
         metrics.secretChecked(matches ? .matched : .wrong)
         guard matches else {
-            access.finish(reservation, .wrong)
+            access.settle(reservation, .wrong)
             logger.notice("wrong secret", metadata: ["session": "\(stored.session.id)", "client": "\(key.client)"])
             throw VMSessionError(.passwordDenied, "The secret does not match the one this session was created with.")
         }
-        access.finish(reservation, .matched)
+        access.settle(reservation, .matched)
         // Re-check after the await: the session may have been deleted meanwhile.
         guard sessions[stored.session.id] != nil else {
             throw VMSessionError(.notFound, "The session '\(stored.session.name)' was deleted meanwhile; ask for it again to create it anew.")

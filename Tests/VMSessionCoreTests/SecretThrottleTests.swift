@@ -23,7 +23,7 @@ struct SecretThrottleTests {
         throws(VMSessionError)
     {
         let reservation = try throttle.reserve(key, proven: proven, now: now)
-        throttle.finish(reservation, outcome, now: now)
+        throttle.settle(reservation, outcome, now: now)
     }
 
     func refusal(_ body: () throws(VMSessionError) -> Void) -> VMSessionError? {
@@ -90,7 +90,7 @@ struct SecretThrottleTests {
         let first = try throttle.reserve(attacker, now: zero)
         _ = try throttle.reserve(attacker, now: zero)
         #expect(refusal { () throws(VMSessionError) in _ = try throttle.reserve(attacker, now: zero) }?.code == .tooManyAttempts)
-        throttle.finish(first, .wrong, now: zero)
+        throttle.settle(first, .wrong, now: zero)
         // One failure and one still in flight: still two.
         #expect(refusal { () throws(VMSessionError) in _ = try throttle.reserve(attacker, now: zero) }?.code == .tooManyAttempts)
     }
@@ -104,8 +104,8 @@ struct SecretThrottleTests {
         let full = refusal { () throws(VMSessionError) in _ = try throttle.reserve(.init(name: "c", client: "three"), counted: false, now: zero) }
         #expect(full?.code == .tooManyAttempts)
         #expect(full?.retryAfterSeconds == 1)
-        throttle.finish(a, .unchecked, now: zero)
-        throttle.finish(b, .unchecked, now: zero)
+        throttle.settle(a, .unchecked, now: zero)
+        throttle.settle(b, .unchecked, now: zero)
         #expect(throttle.hashesInFlight == 0)
         _ = try throttle.reserve(.init(name: "c", client: "three"), counted: false, now: zero)
         // One client holds at most one hash, even for different names.
@@ -134,7 +134,7 @@ struct SecretThrottleTests {
         #expect(refusal { () throws(VMSessionError) in _ = try throttle.reserve(owner, now: zero) } != nil)
         let proven = try throttle.reserve(owner, proven: true, now: zero)
         #expect(refusal { () throws(VMSessionError) in _ = try throttle.reserve(owner, proven: true, now: zero) } != nil)
-        throttle.finish(proven, .matched, now: zero)
+        throttle.settle(proven, .matched, now: zero)
         _ = try throttle.reserve(owner, now: zero)
     }
 

@@ -119,11 +119,11 @@ struct AccessRegistryTests {
         let fixture = Fixture()
         let registry = fixture.registry
         let key = SecretThrottle<ElapsedClock.Instant>.Key(name: "shared", client: "https://guess.example")
-        for _ in 0..<2 { registry.finish(try registry.reserve(key), .wrong) }
+        for _ in 0..<2 { registry.settle(try registry.reserve(key), .wrong) }
         #expect(Self.code { _ = try registry.reserve(key) } == .tooManyAttempts)
-        registry.finish(try registry.reserve(key, proven: true), .matched)
-        registry.finish(try registry.reserve(.init(name: "shared", client: "local")), .matched)
+        registry.settle(try registry.reserve(key, proven: true), .matched)
+        registry.settle(try registry.reserve(.init(name: "shared", client: "local")), .matched)
         fixture.clock.advance(by: .seconds(61))
-        registry.finish(try registry.reserve(key), .matched)
+        registry.settle(try registry.reserve(key), .matched)
     }
 }
