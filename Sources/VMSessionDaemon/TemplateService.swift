@@ -150,6 +150,8 @@ public actor TemplateService {
                 try await self.hypervisor.start(id)
             case .bootOwnDisk:
                 await progress(1, "Booting the VM from its own disk (it ran since it left template '\(stored.name)')")
+                // This start's user-data, as a cold session's define writes it: the VM is not redefined.
+                try await self.hypervisor.replaceSeed(seed, for: id)
                 try await self.hypervisor.start(id)
             }
             let cap = try self.manager.session(id).executionCap

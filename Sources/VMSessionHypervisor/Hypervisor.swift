@@ -65,6 +65,9 @@ public protocol Hypervisor: Sendable {
 
     /// Whether the VM of `id` has a seed drive (it was started with user-data).
     func hasSeed(_ id: SessionID) -> Bool
+    /// Puts `seed` in the seed drive of the defined, stopped VM of `id`, which then boots with it: how a
+    /// session from a template that ran before gets the user-data of its next start (it is not redefined).
+    func replaceSeed(_ seed: ContextSeed, for id: SessionID) async throws(VMSessionError)
     /// Saves the running VM of `id` as template `name` (its memory image, a read-only copy of its disk) and
     /// brings it back running where it was; returns the bytes the template takes on the host.
     func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64
@@ -101,6 +104,7 @@ extension Hypervisor {
     }
     public func snapshotNames(of id: SessionID) async throws(VMSessionError) -> [String] { [] }
     public func hasSeed(_ id: SessionID) -> Bool { false }
+    public func replaceSeed(_ seed: ContextSeed, for id: SessionID) async throws(VMSessionError) {}
     public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
         throw VMSessionError(.notSupported, "This hypervisor makes no templates.")
     }

@@ -27,6 +27,11 @@ extension LibvirtHypervisor {
         FileManager.default.fileExists(atPath: machineDirectory(for: id) + "/seed.iso")
     }
 
+    public func replaceSeed(_ seed: ContextSeed, for id: SessionID) async throws(VMSessionError) {
+        let directory = machineDirectory(for: id)
+        try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+    }
+
     public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
         try VMTemplate.validate(name: name)
         let directory = templateDirectory(name)

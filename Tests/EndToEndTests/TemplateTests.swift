@@ -318,6 +318,17 @@ struct TemplateTests {
             lines(console(c)).contains { $0.contains("TPLFILES C own-C END") }
         }
 
+        // C stopped and started again with other user-data boots from its own disk (the template's memory no
+        // longer matches it) and runs this start's user-data, not its first's.
+        let cPath = "/api/v1/sessions/\(c)"
+        #expect(try await SnapshotTests.operation(api, cPath + "/stop", token: cToken)["status"] as? String == "succeeded")
+        let bootedBefore = lines(console(c)).count
+        #expect(try await SnapshotTests.operation(api, cPath + "/start", token: cToken, body: #"{"userData":"\#(own("C2"))"}"#)["status"] as? String == "succeeded")
+        try await waitFor("session C's second user-data after a cold boot") {
+            lines(console(c)).dropFirst(bootedBefore).contains { $0.contains("TPLUSERDATA C2 ran") }
+        }
+        #expect(lines(console(c)).dropFirst(bootedBefore).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "C booted cold")
+
         // A second template by the CLI, from the source session; then everything goes.
         let second = try await ControlCommandTests.run(ctl + ["create", "warm-2", "--from-session", "tpl-source"])
         #expect(second.status == 0, "\(second.output)")
