@@ -15,8 +15,12 @@ import VMSessionHypervisor
 /// at its next probe (its connection closed), and graceful shutdown ends them all.
 public struct HostMonitor: Service {
     public struct Settings: Sendable {
-        /// How often a connected host is probed (capacity and latency) and the local capacity read.
+        /// How often a connected remote host is probed (capacity and latency).
         public var probeInterval: Duration = .seconds(2)
+        /// How often the local host's capacity is read again. Its CPUs and memory do not change, and its free
+        /// memory only orders placement: an idle desktop daemon should not wake every 2 s for it (it did, and
+        /// the idle bench showed the daemon's CPU while idle double).
+        public var localProbeInterval: Duration = .seconds(60)
         /// How long opening a connection may take before the attempt counts as failed.
         public var connectTimeout: Duration = .seconds(10)
         /// libvirt keepalive: a probe after this many seconds of silence…
@@ -54,12 +58,12 @@ public struct HostMonitor: Service {
         }
     }
 
-    /// Reads the local host's capacity now and every probe interval.
+    /// Reads the local host's capacity now and every local probe interval.
     func followLocal() async {
         while !Task.isCancelled {
             let capacity = await offPool { localCapacity() }
             registry.measured(HostDefinition.localName, capacity: capacity, latency: nil)
-            do { try await clock.sleep(for: settings.probeInterval) } catch { return }
+            do { try await clock.sleep(for: settings.localProbeInterval) } catch { return }
         }
     }
 
