@@ -14,7 +14,7 @@ extension LibvirtHypervisor {
         let diskPath = machineDirectory(for: id) + "/disk.qcow2"
         // The seed is a raw, read-only disk: it cannot hold an internal snapshot and never changes, so it
         // is left out. The session's own disk is always qcow2 (see DomainXML).
-        let hasSeed = FileManager.default.fileExists(atPath: machineDirectory(for: id) + "/seed.iso")
+        let hasSeed = FileManager.default.fileExists(atPath: seedPath(for: id))
         let xml = """
             <domainsnapshot>
               <name>\(name)</name>

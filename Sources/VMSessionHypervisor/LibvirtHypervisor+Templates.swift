@@ -24,12 +24,11 @@ extension LibvirtHypervisor {
     func templateDirectory(_ name: String) -> String { "\(configuration.stateDirectory)/templates/\(name)" }
 
     public func hasSeed(_ id: SessionID) -> Bool {
-        FileManager.default.fileExists(atPath: machineDirectory(for: id) + "/seed.iso")
+        FileManager.default.fileExists(atPath: seedPath(for: id))
     }
 
     public func replaceSeed(_ seed: ContextSeed, for id: SessionID) async throws(VMSessionError) {
-        let directory = machineDirectory(for: id)
-        try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+        try await SeedImage.write(seed, to: seedPath(for: id), scratch: machineDirectory(for: id) + "/seed")
     }
 
     public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
@@ -119,7 +118,7 @@ extension LibvirtHypervisor {
         // A seed is always there (the VM's XML has the template's seed drive): a first start that was cut short
         // before writing its own must not leave a later cold boot without one.
         async let seed = StepTimes.timed { () async throws(VMSessionError) in
-            if let seed = spec.seed { try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed") }
+            if let seed = spec.seed { try await self.replaceSeed(seed, for: spec.id) }
         }
         async let networkUp = StepTimes.timed { () async throws(VMSessionError) in
             if spec.egress != nil { try await self.network?.up(spec.id) }
@@ -149,14 +148,13 @@ extension LibvirtHypervisor {
 
     public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
         var times = StepTimes()
-        let directory = machineDirectory(for: spec.id)
         guard let seed = spec.seed else {
             throw VMSessionError(.internalError, "A start from a template needs the session's seed (its user-data, or an empty one).")
         }
         // Side by side: the session's seed (where the template's was: the guest finds the new one there after
         // the restore), its network (normally up since `open`, then this only looks), and the header's XML.
         async let seedWritten = StepTimes.timed { () async throws(VMSessionError) in
-            try await SeedImage.write(seed, to: directory + "/seed.iso", scratch: directory + "/seed")
+            try await self.replaceSeed(seed, for: spec.id)
         }
         async let networkUp = StepTimes.timed { () async throws(VMSessionError) in try await self.network?.up(spec.id) }
         let header: SaveImageHeader

@@ -196,12 +196,15 @@ public final class LibvirtHypervisor: Hypervisor {
     /// Everything the guest wrote to its serial port, across every start and restore (QEMU appends to it).
     public func consoleLogPath(for id: SessionID) -> String { machineDirectory(for: id) + "/console.log" }
 
+    /// The VM's NoCloud seed drive: its user-data and meta-data (absent for a VM started without user-data).
+    public func seedPath(for id: SessionID) -> String { machineDirectory(for: id) + "/seed.iso" }
+
     // MARK: Hypervisor
 
     public func define(_ spec: MachineSpec) async throws(VMSessionError) {
         let directory = machineDirectory(for: spec.id)
         let diskPath = directory + "/disk.qcow2"
-        let seedPath = directory + "/seed.iso"
+        let seedPath = seedPath(for: spec.id)
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -219,7 +222,7 @@ public final class LibvirtHypervisor: Hypervisor {
             try await ExternalCommand.run("qemu-img", arguments)
         }
         if let seed = spec.seed {
-            try await SeedImage.write(seed, to: seedPath, scratch: directory + "/seed")
+            try await replaceSeed(seed, for: spec.id)
         } else {
             try? FileManager.default.removeItem(atPath: seedPath)
         }
