@@ -66,11 +66,8 @@ struct HostsController {
             since = at
             reason = why
         }
-        let latency = status.latency.map { duration -> Double in
-            let (seconds, attoseconds) = duration.components
-            // Milliseconds, to the microsecond.
-            return ((Double(seconds) * 1000 + Double(attoseconds) / 1e15) * 1000).rounded() / 1000
-        }
+        // Milliseconds, to the microsecond.
+        let latency = status.latency.map { ($0.inSeconds * 1_000_000).rounded() / 1000 }
         return HostInfo(
             name: definition.name, uri: definition.uri, labels: definition.labels, maxSessions: definition.maxSessions,
             draining: definition.draining, source: definition.source.rawValue, state: stateName(status.link), since: since,

@@ -21,7 +21,7 @@ public struct ConsoleInputBudget<Instant: InstantProtocol>: Sendable where Insta
     public mutating func take(_ count: Int, now: Instant) -> Bool {
         if let last {
             let elapsed = last.duration(to: now)
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.inSeconds
             if seconds > 0 { available = min(Double(burst), available + seconds * Double(bytesPerSecond)) }
         }
         last = now

@@ -146,7 +146,7 @@ public struct SecretThrottle<Instant: InstantProtocol>: Sendable where Instant.D
     }
 
     private static func seconds(_ wait: Duration) -> Int {
-        let seconds = Int((Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18).rounded(.up))
+        let seconds = Int(wait.inSeconds.rounded(.up))
         return max(seconds, 1)
     }
 }

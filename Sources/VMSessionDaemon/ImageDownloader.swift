@@ -126,7 +126,7 @@ public struct ImageDownloader: Sendable {
         var lastReport: ContinuousClock.Instant?
         let first = received
         func progress() -> ImageDownloadProgress {
-            let seconds = Self.seconds(started.duration(to: clock.now))
+            let seconds = started.duration(to: clock.now).inSeconds
             return ImageDownloadProgress(
                 bytes: received, totalBytes: total, bytesPerSecond: seconds > 0 ? Double(received - first) / seconds : 0)
         }
@@ -148,11 +148,6 @@ public struct ImageDownloader: Sendable {
 
     static func size(of path: String) -> Int64 {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 
     /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).

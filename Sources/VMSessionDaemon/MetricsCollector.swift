@@ -51,7 +51,7 @@ public struct MetricsCollector: Sendable {
         }
         if let consoles { snapshot.consoleClients = await consoles.viewerCount() }
         for host in hosts?.all() ?? [] {
-            let latency = host.latency.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+            let latency = host.latency?.inSeconds
             snapshot.hosts[host.definition.name] = (host.isConnected, latency)
         }
         if let hypervisor {
