@@ -81,13 +81,19 @@ struct DebianGuestTests {
 
     @Test("a template made from a Debian session starts sessions warm, each a machine of its own (host name, machine-id) that runs its own #cloud-config or #!/bin/sh user-data with real cloud-init; the guest API answers through the proxy in each; closing one leaves the other and the template", .enabled(if: DebianGuestImage.warm, "cloud-init runs again in each warm session, minutes each under TCG: it runs in `make test-debian-warm`"))
     func warmSessionsRunTheirOwnUserData() async throws {
+        try await Self.withDaemon("vms-e2e-debian-warm", Self.warmSessions)
+    }
+
+    /// Runs `body` with a TCG daemon (not yet started) on a temporary state directory and the built image; if it
+    /// fails half-way, stops the daemon and ends the VMs and helpers it left (they outlive their daemon).
+    static func withDaemon(_ tag: String, _ body: (DaemonProcess, String, String) async throws -> Void) async throws {
         let image = try #require(DebianGuestImage.directory) + "/debian.qcow2"
         try #require(FileManager.default.fileExists(atPath: image), "the Debian guest is not built at \(image): run `make debian-guest`")
-        let directory = try TemporaryDirectory("vms-e2e-debian-warm")
+        let directory = try TemporaryDirectory(tag)
         let state = directory.path + "/state"
         let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--stop-grace", "30"])
         do {
-            try await Self.warmSessions(daemon: daemon, image: image, state: state)
+            try await body(daemon, image, state)
         } catch {
             try? await daemon.stop()
             TemplateTests.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
@@ -97,12 +103,7 @@ struct DebianGuestTests {
 
     @Test("a template of the Debian image made by the daemon from a warm-up user-data: the warm-up's work is in the session started from it, which runs its own user-data with real cloud-init", .enabled(if: DebianGuestImage.warm, "cloud-init runs again in each warm session, minutes each under TCG: it runs in `make test-debian-warm`"))
     func templateFromImageWithWarmUp() async throws {
-        let image = try #require(DebianGuestImage.directory) + "/debian.qcow2"
-        try #require(FileManager.default.fileExists(atPath: image), "the Debian guest is not built at \(image): run `make debian-guest`")
-        let directory = try TemporaryDirectory("vms-e2e-debian-warmup")
-        let state = directory.path + "/state"
-        let daemon = DaemonProcess(stateDirectory: state, arguments: ["--accelerator", "tcg", "--stop-grace", "30"])
-        do {
+        try await Self.withDaemon("vms-e2e-debian-warmup") { daemon, image, state in
             try await daemon.start()
             let api = APIClient(port: daemon.port)
             let admin = try daemon.adminToken()
@@ -153,10 +154,6 @@ struct DebianGuestTests {
             #expect(try await api.call(.DELETE, "/api/v1/templates/debian-img", token: admin).status == 204)
             try await daemon.stop()
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
-        } catch {
-            try? await daemon.stop()
-            TemplateTests.endProcesses(of: state, ids: (try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? [])
-            throw error
         }
     }
 
