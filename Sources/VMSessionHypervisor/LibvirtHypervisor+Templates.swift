@@ -242,12 +242,7 @@ extension LibvirtHypervisor {
             times.record("libvirtRestore", written.1)
             times.lap("restore")
         } catch {
-            if let network {
-                switch try? await status(of: id) {
-                case .running, .paused, .shuttingDown, .suspendedByGuest: break
-                default: network.down(id)
-                }
-            }
+            await releaseNetworkAfterFailedStart(id)
             throw error
         }
     }

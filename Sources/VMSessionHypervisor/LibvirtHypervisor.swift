@@ -262,13 +262,17 @@ public final class LibvirtHypervisor: Hypervisor {
             times.lap("libvirtStart")
             logger.debug("VM started (booted, or restored from hibernation)", metadata: times.metadata(["session": "\(id)"]))
         } catch {
-            if let network {
-                switch try? await status(of: id) {
-                case .running, .paused, .shuttingDown, .suspendedByGuest: break
-                default: network.down(id)
-                }
-            }
+            await releaseNetworkAfterFailedStart(id)
             throw error
+        }
+    }
+
+    /// After a start or restore that failed: takes the guest's network down, unless a VM still runs on it.
+    func releaseNetworkAfterFailedStart(_ id: SessionID) async {
+        guard let network else { return }
+        switch try? await status(of: id) {
+        case .running, .paused, .shuttingDown, .suspendedByGuest: break
+        default: network.down(id)
         }
     }
 
