@@ -1,6 +1,7 @@
 import Foundation
 import Libvirt
 import Logging
+import Synchronization
 import Testing
 import VMSessionContext
 import VMSessionCore
@@ -82,6 +83,11 @@ extension RealGuestSuites.RemoteHostTests {
         let remote = try #require(hypervisor)
         #expect(remote.description.driver == "QEMU")
         #expect(!remote.description.supportsExecutionCap, "a session libvirt offers no cap")
+        // The host's lifecycle events, as the router would follow them.
+        let changed = SeenSessions()
+        let changes = remote.changes
+        let follower = Task { for await id in changes { changed.withLock { $0.append(id) } } }
+        defer { follower.cancel() }
 
         let id = SessionID()
         let token = UUID().uuidString.prefix(8).lowercased()
@@ -133,8 +139,11 @@ extension RealGuestSuites.RemoteHostTests {
         let png = try await remote.screenshot(of: id)
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
 
+        changed.withLock { $0.removeAll() }
         try await remote.pause(id)
         #expect(try await remote.status(of: id) == .paused(reason: "by request"))
+        try await Self.waitFor("the host's event for the pause") { changed.withLock { $0.contains(id) } }
+        #expect(!changed.withLock { $0.contains(second) }, "only the paused VM's events")
         try await remote.resume(id)
         #expect(try await remote.status(of: id) == .running)
         await #expect(throws: VMSessionError.self) { try await remote.setExecutionCap(try ExecutionCap(percent: 50), for: id) }
@@ -186,4 +195,10 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!FileManager.default.fileExists(atPath: host.home + "/pool"))
         #expect(hypervisor == nil)
     }
+}
+
+/// Sessions seen on a hypervisor's `changes`, shared with the task that follows them.
+final class SeenSessions: Sendable {
+    private let ids = Mutex<[SessionID]>([])
+    func withLock<T: Sendable>(_ body: (inout [SessionID]) -> T) -> T { ids.withLock { body(&$0) } }
 }
