@@ -130,6 +130,7 @@ extension RealGuestSuites.RemoteHostTests {
         // The guest's output reaches the local log through the relay: it booted and ran the seed's user-data.
         try await Self.waitFor("the ready marker on the console relay", timeout: .seconds(120)) { log().contains(Self.readyMarker) }
         try await Self.waitFor("the user-data's output") { log().contains("remote-seed-\(token)") }
+        #expect(log().contains("VMSESSION-APPLIANCE: booted"), "the first line of the guest's init is in the history")
         #expect(remote.isConsoleRelayed(id))
         // Input typed into the relay's socket reaches the guest's shell on its serial port.
         try Self.type("echo typed-\(token)-$((6*7))\n", into: console.socket)
