@@ -73,11 +73,17 @@ extension RealGuestSuites.RemoteHostTests {
     /// dropped on return.
     static func runLifecycle(on host: SSHLibvirtHost, local: String) async throws {
         let admin = try await Self.connect(host.uri)
-        try Self.definePool(on: admin, at: host.home + "/pool")
-
         let clock = ContinuousClock()
         let connection = try await HostConnection.open(uri: host.uri, timeout: .seconds(60), clock: clock)
         let definition = HostDefinition(name: "remote-a", uri: host.uri, source: .admin)
+        // A session libvirt without the admin's pool is refused, saying what to do; nothing is made on the host.
+        let refused = #expect(throws: VMSessionError.self) {
+            _ = try RemoteLibvirtHypervisor(host: definition, connection: connection, stateDirectory: local + "/refused", logger: Logger(label: "test"))
+        }
+        #expect(refused?.code == .notSupported && refused?.message.contains("pool-define-as vmsessiond") == true)
+        #expect(try admin.allStoragePools().isEmpty)
+        try Self.definePool(on: admin, at: host.home + "/pool")
+
         var hypervisor: RemoteLibvirtHypervisor? = try RemoteLibvirtHypervisor(
             host: definition, connection: connection, stateDirectory: local + "/hosts/remote-a", logger: Logger(label: "test"))
         let remote = try #require(hypervisor)

@@ -24,6 +24,10 @@ struct RemoteVolumesTests {
         #expect(RemoteVolumes.isDigest(digestA))
         #expect(!RemoteVolumes.isDigest(String(repeating: "A", count: 64)))
         #expect(!RemoteVolumes.isDigest("../" + String(repeating: "a", count: 61)))
+        // Only a system libvirt gets a pool the daemon defines itself (see RemoteStorage).
+        #expect(RemoteStorage.isSystemURI("qemu+ssh://root@lab/system"))
+        #expect(RemoteStorage.isSystemURI("qemu+tls://lab.example/system?pkipath=/x"))
+        #expect(!RemoteStorage.isSystemURI("qemu+ssh://u@127.0.0.1:22/session?keyfile=/k"))
     }
 
     @Test("bases that a defined domain or an overlay still names stay; the others go with their markers, and markers of no base go too")
