@@ -17,9 +17,15 @@ struct DomainXML {
     /// Where QEMU listens for VNC clients (a Unix socket: no TCP port that other local users could reach);
     /// nil for a VM without a display.
     var displaySocketPath: String? = nil
-    /// A display no client connects to (VNC listening nowhere), for a VM whose screen is only read through
-    /// libvirt's screenshot stream (a remote host); used when ``displaySocketPath`` is nil.
-    var headlessDisplay = false
+    /// For a VM on a remote host (used when ``displaySocketPath`` is nil): its display listens nowhere (its
+    /// screen is only read through libvirt's screenshot stream), or on a socket libvirt places in the VM's
+    /// private directory on the host and removes with it (reached through SSH, see ``SSHForward``).
+    var hostDisplay: HostDisplay? = nil
+
+    enum HostDisplay {
+        case nowhere
+        case libvirtSocket
+    }
     /// passt's socket, which the guest's network card connects to; nil for a VM with no network.
     var networkSocketPath: String? = nil
     /// Where QEMU listens on the VM's second serial port (the guest's ttyS1), which tells a guest restored
@@ -89,10 +95,10 @@ struct DomainXML {
                     </video>
 
                 """
-        } else if headlessDisplay {
+        } else if let hostDisplay {
             display = """
                     <graphics type='vnc'>
-                      <listen type='none'/>
+                      <listen type='\(hostDisplay == .nowhere ? "none" : "socket")'/>
                     </graphics>
                     <video>
                       <model type='vga'/>

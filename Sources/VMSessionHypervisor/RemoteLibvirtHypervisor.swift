@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Libvirt
 import Logging
+import Synchronization
 import VMSessionContext
 import VMSessionCore
 
@@ -13,12 +14,12 @@ import VMSessionCore
 /// libvirt instead. Every file a VM needs goes to the host as a storage volume filled through a stream
 /// (``RemoteStorage``); the serial console comes home through libvirt's console stream (``ConsoleRelay``),
 /// into a local log and socket, so the daemon's console layer is the same; the screen through libvirt's
-/// screenshot stream. The domain XML (``DomainXML``), the status mapping and every domain verb are the
+/// screenshot stream; the VNC display, on a host reached over SSH, through an SSH forward (``SSHForward``). The domain XML (``DomainXML``), the status mapping and every domain verb are the
 /// local hypervisor's own (``LibvirtCaller``).
 ///
 /// What a remote host does not offer (yet), each answered `not_supported` with the reason: a network for the
 /// guest (the sandbox's passt, pasta and socat are processes of the daemon's machine: a remote VM has no NIC,
-/// whatever its egress policy, so no guest API either), the VNC display (no socket of the daemon's machine),
+/// whatever its egress policy, so no guest API either), the display on a host not reached over SSH,
 /// execution caps on a session libvirt (its QEMU runs in a user's session, with no cgroup the daemon can
 /// reach; a system libvirt uses its scheduler parameters), snapshots and templates.
 public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
@@ -31,11 +32,15 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     let storage: RemoteStorage
     let relay: ConsoleRelay
     let capMechanism: any CapMechanism
+    /// The VMs' displays reached through the host's SSH transport; nil for a host reached otherwise (TLS).
+    let forward: SSHForward?
     /// This host's local files: per session, the console's log and socket, and scratch for seeds.
     let stateDirectory: String
     let logger: Logger
     private let changesContinuation: AsyncStream<SessionID>.Continuation
     private let eventHandlerID: Int32
+    /// The host-side display socket of each VM whose display is forwarded now.
+    private let displayForwards = Mutex<[SessionID: String]>([:])
 
     public init(host: HostDefinition, connection: HostConnection, stateDirectory: String, logger: Logger) throws(VMSessionError) {
         self.host = host
@@ -66,6 +71,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             uri: host.uri, driver: driver, accelerator: Accelerator.tcg.rawValue, supportsExecutionCap: capMechanism.kind != .none,
             version: try? libvirt.hypervisorVersion())
         relay = ConsoleRelay(logger: logger)
+        forward = SSHForward.Target(uri: host.uri).map { SSHForward(target: $0, directory: stateDirectory) }
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         do {
             try FileManager.default.createDirectory(atPath: stateDirectory + "/machines", withIntermediateDirectories: true)
@@ -153,6 +159,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         let storage = storage
         let connection = connection
         let accelerator = accelerator
+        let forward = forward
         let finalBases = bases
         let seedToSend = localSeed
         let diskCapacity = capacity
@@ -185,7 +192,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             }
             let xml = try DomainXML(
                 spec: hostSpec, accelerator: accelerator, diskPath: diskPath, seedPath: seedPath, consolePath: nil,
-                headlessDisplay: true
+                hostDisplay: forward == nil ? .nowhere : .libvirtSocket
             ).render()
             _ = try connection.defineDomain(xml: xml)
         }
@@ -205,6 +212,32 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         } catch {
             logger.warning("the remote VM's console could not be opened", metadata: ["session": "\(id)", "error": "\(error)"])
         }
+        await forwardDisplay(id)
+    }
+
+    /// Forwards the local display socket of `id` to the one libvirt made for its VM on the host (its path is
+    /// in the running VM's XML). A display that cannot be forwarded leaves the VM running (logged).
+    func forwardDisplay(_ id: SessionID) async {
+        guard let forward else { return }
+        do {
+            let xml = try await call("read the VM's display") { connection in
+                try connection.domain(named: id.machineName)?.xmlDescription() ?? ""
+            }
+            guard let remote = RemoteVolumes.displaySocket(inDomainXML: xml) else {
+                throw VMSessionError(.hypervisorError, "The VM's XML names no display socket.")
+            }
+            _ = try prepareSocketDirectory(localDisplaySocketPath(for: id))
+            try await forward.forward(localDisplaySocketPath(for: id), to: remote)
+            displayForwards.withLock { $0[id] = remote }
+        } catch {
+            logger.warning("the remote VM's display could not be forwarded", metadata: ["session": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    /// Cancels the display's forward of `id`, if any.
+    func stopForwardingDisplay(_ id: SessionID) async {
+        guard let forward, let remote = displayForwards.withLock({ $0.removeValue(forKey: id) }) else { return }
+        await forward.cancel(localDisplaySocketPath(for: id), to: remote)
     }
 
     /// Attaches the console relay off the caller's thread (at start-up, for VMs that kept running).
@@ -236,6 +269,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public func stop(_ id: SessionID, grace: Duration) async throws(VMSessionError) {
         let relay = relay
         try await powerOff(id, grace: grace, logger: logger) { relay.detach(id) }
+        await stopForwardingDisplay(id)
     }
 
     /// libvirt's managed save: the memory image stays on the host (in its libvirt's save directory), and the
@@ -243,6 +277,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public func hibernate(_ id: SessionID) async throws(VMSessionError) {
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
         relay.detach(id)
+        await stopForwardingDisplay(id)
     }
 
     /// Powers off, undefines the VM (its saved memory with it), deletes its volumes and every base volume no VM
@@ -250,6 +285,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public func remove(_ id: SessionID) async throws(VMSessionError) {
         try await destroyIfActive(id)
         relay.detach(id)
+        await stopForwardingDisplay(id)
         try await call("remove the VM") { connection in
             try connection.domain(named: id.machineName)?.undefine()
         }
@@ -313,16 +349,33 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// Whether the console of `id` is relayed now (its VM runs and the stream is open).
     public func isConsoleRelayed(_ id: SessionID) -> Bool { relay.isAttached(id) }
 
-    /// No VNC socket of the daemon's machine: the display is not available on a remote host.
-    public func displaySocket(of id: SessionID) -> String? { nil }
+    /// The local end of the display's SSH forward (see ``SSHForward``); nil on a host not reached over SSH.
+    public func displaySocket(of id: SessionID) -> String? { forward == nil ? nil : localDisplaySocketPath(for: id) }
+
+    func localDisplaySocketPath(for id: SessionID) -> String {
+        let beside = machineDirectory(for: id) + "/vnc.sock"
+        if beside.utf8.count <= DomainXML.maximumSocketPath { return beside }
+        return LibvirtHypervisor.shortSocketDirectory + "/\(id).remote-vnc"
+    }
+
+    /// Makes the socket's directory (ours alone) and returns the path.
+    private func prepareSocketDirectory(_ path: String) throws(VMSessionError) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the socket directory \(directory).", cause: error)
+        }
+        return path
+    }
 
     /// No network sandbox on a remote host: the guest has no NIC, so no API.
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { nil }
 
-    /// Why the display and the guest API answer `not_supported` for a session on this host.
+    /// Why the guest API (and, on a host not reached over SSH, the display) answers `not_supported` here.
     public var unavailableFeatures: String {
-        "The display and the guest's API are not available on remote host \(host.name): remote VMs run without a "
-            + "network sandbox and their VNC socket is on the host."
+        "The guest's API is not available on remote host \(host.name): remote VMs run without a network sandbox"
+            + (forward == nil ? "; nor is the display: its socket is on the host, reached only over an SSH transport." : ".")
     }
 
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {

@@ -78,4 +78,14 @@ enum RemoteVolumes {
         return "<volume><name>\(name)</name><capacity unit='bytes'>\(capacity)</capacity>"
             + "<target><format type='\(format)'/></target>\(backingXML)</volume>"
     }
+
+    /// The display socket libvirt chose for a running VM (`<listen type='socket' socket='…'/>` in its live XML).
+    static func displaySocket(inDomainXML xml: String) -> String? {
+        guard let graphics = xml.range(of: "<graphics type='vnc'"), let end = xml.range(of: "</graphics>", range: graphics.upperBound..<xml.endIndex)
+        else { return nil }
+        let element = xml[graphics.lowerBound..<end.lowerBound]
+        guard let socket = element.range(of: "socket='") else { return nil }
+        let path = element[socket.upperBound...].prefix { $0 != "'" }
+        return path.hasPrefix("/") ? String(path) : nil
+    }
 }

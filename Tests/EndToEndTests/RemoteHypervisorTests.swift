@@ -58,6 +58,29 @@ extension RealGuestSuites.RemoteHostTests {
         usleep(300_000)  // the relay reads and sends before the connection closes
     }
 
+    /// The first bytes a server sends on the Unix socket at `path` (a VNC server's protocol version).
+    static func greeting(of path: String) throws -> String {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(connected == 0, "something listens on \(path)")
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 12)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, 12) }
+        return String(decoding: buffer.prefix(max(0, count)), as: UTF8.self)
+    }
+
     @Test("a remote host's hypervisor runs the appliance with every file sent as a volume: boot output on the console relay, typed input, pause, resume, hibernate and restore on the host, reset, stop, and remove leaves no VM, no volume and no SSH session")
     func remoteHypervisorLifecycle() async throws {
         let host = try await Self.startHosts(1)[0]
@@ -114,7 +137,7 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!xml.contains(DaemonProcess.applianceDirectory) && !xml.contains(local), "the XML names only the host's paths")
         #expect(xml.contains(host.home + "/pool/"))
         #expect(!xml.contains("qemu:commandline"), "no network card on a remote host")
-        #expect(remote.guestAPIAddress(of: id) == nil && remote.displaySocket(of: id) == nil)
+        #expect(remote.guestAPIAddress(of: id) == nil)
         // The kernel arrived byte for byte.
         let kernelPath = host.home + "/pool/" + (volumes.first { $0.hasSuffix(".kernel") } ?? "")
         #expect(FileManager.default.contents(atPath: kernelPath) == FileManager.default.contents(atPath: DaemonProcess.applianceDirectory + "/vmlinuz"))
@@ -145,6 +168,9 @@ extension RealGuestSuites.RemoteHostTests {
         // The screen through libvirt's screenshot stream.
         let png = try await remote.screenshot(of: id)
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+        // The display: QEMU's VNC socket on the host, reached through an SSH forward to a local socket.
+        let display = try #require(remote.displaySocket(of: id))
+        #expect(try Self.greeting(of: display).hasPrefix("RFB 003."))
 
         changed.withLock { $0.removeAll() }
         try await remote.pause(id)
@@ -186,6 +212,7 @@ extension RealGuestSuites.RemoteHostTests {
         let afterFirst = try await remote.volumeNames()
         #expect(afterFirst.contains { $0.hasSuffix(".kernel") } && !afterFirst.contains { $0.contains(id.description) }, "\(afterFirst)")
         #expect(!FileManager.default.fileExists(atPath: remote.machineDirectory(for: id)))
+        #expect(!FileManager.default.fileExists(atPath: display), "the display's forward went with the VM")
 
         try await remote.remove(second)
         #expect(try await remote.volumeNames() == [], "no volume is left on the host")

@@ -83,19 +83,39 @@ struct RemoteVolumesTests {
         let spec = MachineSpec(
             id: SessionID(), sessionName: "demo", requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"),
             image: .kernel(kernelPath: "/p/base-k", initrdPath: "/p/base-i", commandLine: "console=ttyS0"))
-        var xml = DomainXML(spec: spec, accelerator: .tcg, diskPath: "/p/vms.disk.qcow2", seedPath: nil, consolePath: nil, headlessDisplay: true)
+        var xml = DomainXML(spec: spec, accelerator: .tcg, diskPath: "/p/vms.disk.qcow2", seedPath: nil, consolePath: nil, hostDisplay: .nowhere)
         let rendered = try xml.render()
         #expect(rendered.contains("<serial type='pty'>"))
         #expect(!rendered.contains("<log ") && !rendered.contains("type='file'>\n          <source path"))
         #expect(rendered.contains("<listen type='none'/>") && rendered.contains("<model type='vga'/>"))
+        xml.hostDisplay = .libvirtSocket
+        #expect(try xml.render().contains("<listen type='socket'/>"), "libvirt chooses the socket's path on the host")
         #expect(!rendered.contains("qemu:commandline"), "no network card")
         #expect(rendered.contains("<kernel>/p/base-k</kernel>") && rendered.contains("<source file='/p/vms.disk.qcow2'/>"))
         // A local VM's XML is unchanged by the new options.
         xml.consolePath = "/d/c.log"
         xml.consoleSocketPath = "/d/console.sock"
-        xml.headlessDisplay = false
+        xml.hostDisplay = nil
         let local = try xml.render()
         #expect(local.contains("<serial type='unix'>") && local.contains("<log file='/d/c.log' append='on'/>"))
         #expect(!local.contains("<graphics"))
+    }
+
+    @Test("the display socket is read from a running VM's XML, and only a qemu+ssh URI gives an SSH target, with its user, port, key and command")
+    func displayOverSSH() {
+        let live = "<domain><devices><graphics type='vnc' socket='/h/.config/libvirt/qemu/lib/domain-3-vms-x/vnc.sock'>\n"
+            + "<listen type='socket' socket='/h/.config/libvirt/qemu/lib/domain-3-vms-x/vnc.sock'/></graphics></devices></domain>"
+        #expect(RemoteVolumes.displaySocket(inDomainXML: live) == "/h/.config/libvirt/qemu/lib/domain-3-vms-x/vnc.sock")
+        #expect(RemoteVolumes.displaySocket(inDomainXML: "<domain><graphics type='vnc'><listen type='none'/></graphics></domain>") == nil)
+        #expect(RemoteVolumes.displaySocket(inDomainXML: "<domain/>") == nil)
+
+        let target = SSHForward.Target(uri: "qemu+ssh://lab@127.0.0.1:2222/session?keyfile=/k/id&command=/w/ssh")
+        #expect(target?.user == "lab" && target?.host == "127.0.0.1" && target?.port == 2222)
+        #expect(target?.keyfile == "/k/id" && target?.program == "/w/ssh" && target?.verifyHostKey == true)
+        #expect(target?.arguments(control: "/c").contains("StreamLocalBindUnlink=yes") == true)
+        #expect(SSHForward.Target(uri: "qemu+ssh://root@lab/system?no_verify=1")?.verifyHostKey == false)
+        #expect(SSHForward.Target(uri: "qemu+ssh://root@lab/system")?.program == "ssh")
+        #expect(SSHForward.Target(uri: "qemu+tls://lab.example/system") == nil)
+        #expect(SSHForward.Target(uri: "qemu:///system") == nil)
     }
 }
