@@ -47,7 +47,8 @@ final class SSHForward: Sendable {
     /// The master's control socket.
     let control: String
     let log: String
-    private let masterPID = Mutex<Int32?>(nil)
+    /// The master's pid once known, and whether a call is starting it (others wait for that one).
+    private let master = Mutex<(pid: Int32?, starting: Bool)>((nil, false))
 
     init(target: Target, directory: String) {
         self.target = target
@@ -56,7 +57,7 @@ final class SSHForward: Sendable {
     }
 
     deinit {
-        if let pid = masterPID.withLock({ $0 }) { kill(pid, SIGTERM) }
+        if let pid = master.withLock({ $0.pid }) { kill(pid, SIGTERM) }
         unlink(control)
     }
 
@@ -69,7 +70,7 @@ final class SSHForward: Sendable {
 
     /// Cancels the forward of `local` (best effort) and removes its socket.
     func cancel(_ local: String, to remote: String) async {
-        if masterPID.withLock({ $0 }) != nil {
+        if master.withLock({ $0.pid }) != nil {
             _ = try? await ssh(["-O", "cancel", "-L", "\(local):\(remote)", "--", target.host])
         }
         unlink(local)
@@ -83,7 +84,23 @@ final class SSHForward: Sendable {
     }
 
     private func ensureMaster() async throws(VMSessionError) {
-        if let pid = masterPID.withLock({ $0 }), kill(pid, 0) == 0 { return }
+        // One caller starts the master; the others wait for it rather than start a second one.
+        while true {
+            let mine: Bool? = master.withLock { master in
+                if let pid = master.pid, kill(pid, 0) == 0 { return nil }
+                if master.starting { return false }
+                master.starting = true
+                return true
+            }
+            guard let mine else { return }
+            if mine { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        var pid: Int32?
+        defer { master.withLock { $0 = (pid, false) } }
+        // A master left by an earlier run of the daemon (ssh -f outlives it) is adopted, not doubled.
+        pid = Self.pid(inCheck: (try? await ssh(["-O", "check", "--", target.host])) ?? "")
+        if pid != nil { return }
         unlink(control)
         // `-f`: ssh goes to the background once authenticated; its descriptors are /dev/null and the log, so
         // nothing waits on them. It ends with the hypervisor (deinit) or the host's connection.
@@ -91,11 +108,16 @@ final class SSHForward: Sendable {
             "sh",
             ["-c", "log=$1; shift; exec \"$@\" </dev/null >/dev/null 2>>\"$log\"", "vmsessiond-ssh", log, target.program]
                 + target.arguments(control: control) + ["-f", "-N", "-M", "-o", "ExitOnForwardFailure=yes", "--", target.host])
-        // ssh -O check reports the master's pid on standard error: "Master running (pid=N)".
         let check = try await ssh(["-O", "check", "--", target.host])
-        guard let range = check.range(of: "pid="), let pid = Int32(check[range.upperBound...].prefix { $0.isNumber }) else {
+        pid = Self.pid(inCheck: check)
+        if pid == nil {
             throw VMSessionError(.unavailable, "The SSH connection to \(target.host) for the VM's sockets did not start: \(check)")
         }
-        masterPID.withLock { $0 = pid }
+    }
+
+    /// The master's pid in `ssh -O check`'s answer ("Master running (pid=N)").
+    static func pid(inCheck answer: String) -> Int32? {
+        guard answer.contains("Master running"), let range = answer.range(of: "pid=") else { return nil }
+        return Int32(answer[range.upperBound...].prefix { $0.isNumber }).flatMap { $0 > 1 ? $0 : nil }
     }
 }

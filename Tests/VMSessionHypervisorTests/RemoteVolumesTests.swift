@@ -117,5 +117,7 @@ struct RemoteVolumesTests {
         #expect(SSHForward.Target(uri: "qemu+ssh://root@lab/system")?.program == "ssh")
         #expect(SSHForward.Target(uri: "qemu+tls://lab.example/system") == nil)
         #expect(SSHForward.Target(uri: "qemu:///system") == nil)
+        #expect(SSHForward.pid(inCheck: "Master running (pid=4242)\r\n") == 4242)
+        #expect(SSHForward.pid(inCheck: "Control socket connect(/c): No such file or directory") == nil)
     }
 }
