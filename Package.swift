@@ -229,6 +229,9 @@ let package = Package(
                 "VMSessionClient",
                 // The many-hosts tests drive libvirt hosts reached over SSH directly (SSHLibvirtHost, RemoteHostTests).
                 "Libvirt",
+                // RemoteHypervisorTests drive the remote hosts' hypervisor itself (RemoteLibvirtHypervisor).
+                "VMSessionHypervisor", "VMSessionCore",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),

@@ -7,14 +7,25 @@ struct DomainXML {
     var accelerator: Accelerator
     var diskPath: String
     var seedPath: String?
-    /// QEMU's log of the serial port: everything the guest printed, appended to across starts and restores.
-    var consolePath: String
+    /// QEMU's log of the serial port: everything the guest printed, appended to across starts and restores;
+    /// nil for a serial port on a pty of the host, which the daemon reads through libvirt's console stream
+    /// (a remote host, where a file of the host's is no use to the daemon: see ``ConsoleRelay``).
+    var consolePath: String?
     /// Where QEMU listens for the serial port's one client (the daemon's console multiplexer); nil for a
     /// serial port that only writes the log.
     var consoleSocketPath: String? = nil
     /// Where QEMU listens for VNC clients (a Unix socket: no TCP port that other local users could reach);
     /// nil for a VM without a display.
     var displaySocketPath: String? = nil
+    /// For a VM on a remote host (used when ``displaySocketPath`` is nil): its display listens nowhere (its
+    /// screen is only read through libvirt's screenshot stream), or on a socket libvirt places in the VM's
+    /// private directory on the host and removes with it (reached through SSH, see ``SSHForward``).
+    var hostDisplay: HostDisplay? = nil
+
+    enum HostDisplay {
+        case nowhere
+        case libvirtSocket
+    }
     /// passt's socket, which the guest's network card connects to; nil for a VM with no network.
     var networkSocketPath: String? = nil
     /// Where QEMU listens on the VM's second serial port (the guest's ttyS1), which tells a guest restored
@@ -26,7 +37,7 @@ struct DomainXML {
     func render() throws(VMSessionError) -> String {
         try spec.requirementsCheck()
         let signalSocket = seedPath == nil ? nil : seedSignalSocketPath
-        for path in [diskPath, consolePath] + [seedPath, consoleSocketPath, displaySocketPath, networkSocketPath, signalSocket].compactMap({ $0 }) {
+        for path in [diskPath] + [consolePath, seedPath, consoleSocketPath, displaySocketPath, networkSocketPath, signalSocket].compactMap({ $0 }) {
             try Self.checkPath(path)
         }
         for socket in [consoleSocketPath, displaySocketPath, signalSocket].compactMap({ $0 }) where socket.utf8.count > Self.maximumSocketPath {
@@ -84,17 +95,35 @@ struct DomainXML {
                     </video>
 
                 """
+        } else if let hostDisplay {
+            display = """
+                    <graphics type='vnc'>
+                      <listen type='\(hostDisplay == .nowhere ? "none" : "socket")'/>
+                    </graphics>
+                    <video>
+                      <model type='vga'/>
+                    </video>
+
+                """
         }
         // The serial port: QEMU writes every byte to the log (append: the history outlives restarts and
         // hibernation) and, while the daemon is connected, to the socket, whose input reaches the guest.
         var serial = """
-                <serial type='file'>
-                  <source path='\(Self.escape(consolePath))'/>
+                <serial type='pty'>
                   <target port='0'/>
                 </serial>
 
             """
-        if let consoleSocketPath {
+        if let consolePath {
+            serial = """
+                    <serial type='file'>
+                      <source path='\(Self.escape(consolePath))'/>
+                      <target port='0'/>
+                    </serial>
+
+                """
+        }
+        if let consolePath, let consoleSocketPath {
             serial = """
                     <serial type='unix'>
                       <source mode='bind' path='\(Self.escape(consoleSocketPath))'/>

@@ -12,7 +12,7 @@ import VMSessionCore
 /// libvirt calls block, so each one runs on a dispatch queue rather than on Swift concurrency's small
 /// cooperative pool. Lifecycle events arrive on libvirt's event-loop thread and are passed on as
 /// ``changes``.
-public final class LibvirtHypervisor: Hypervisor {
+public final class LibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// How to reach libvirt and where VM files live.
     public struct Configuration: Sendable {
         /// A libvirt URI, or nil for the embedded QEMU driver rooted at `<stateDirectory>/libvirt`.
@@ -289,46 +289,11 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func stop(_ id: SessionID, grace: Duration) async throws(VMSessionError) {
-        let clock = ContinuousClock()
-        let deadline = clock.now + grace
-        switch try await status(of: id) {
-        case .running:
-            // A guest that ignores ACPI still gets powered off below.
-            try? await withDomain(id, "ask the guest to power off") { try $0.shutdown() }
-        case .paused:
-            // A paused guest cannot see the ACPI button, so waiting would always cost the whole grace. It is
-            // woken to power off cleanly (its disk outlives the stop); if it cannot be woken, it is powered
-            // off at once.
-            do {
-                try await withDomain(id, "resume the VM to power it off") { try $0.resume() }
-                try? await withDomain(id, "ask the guest to power off") { try $0.shutdown() }
-            } catch {
-                logger.info("paused guest could not be woken; powering off", metadata: ["session": "\(id)", "error": "\(error)"])
-                try await destroyIfActive(id)
-                network?.down(id)
-                return
-            }
-        case .suspendedByGuest, .unknown:
-            // Asleep or unknown: no ACPI request can be seen.
-            try await destroyIfActive(id)
+        let network = network
+        try await powerOff(id, grace: grace, logger: logger) {
+            await releaseCap(id)
             network?.down(id)
-            return
-        default:
-            break
         }
-        while clock.now < deadline {
-            switch try await status(of: id) {
-            case .running, .paused, .shuttingDown: try? await Task.sleep(for: .milliseconds(200))
-            default:
-                await releaseCap(id)
-                network?.down(id)
-                return
-            }
-        }
-        logger.info("guest did not power off in time; powering off", metadata: ["session": "\(id)"])
-        try await destroyIfActive(id)
-        await releaseCap(id)
-        network?.down(id)
     }
 
     /// Saves the VM's memory to libvirt's managed-save image and ends its QEMU and its network helpers: a
@@ -388,21 +353,11 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func status(of id: SessionID) async throws(VMSessionError) -> MachineStatus {
-        try await call("read the VM's state") { connection in
-            guard let domain = try connection.domain(named: id.machineName) else { return .absent }
-            return try Self.status(of: domain)
-        }
+        try await domainStatus(of: id)
     }
 
     public func allMachines() async throws(VMSessionError) -> [SessionID: MachineStatus] {
-        try await call("list the VMs") { connection in
-            var result: [SessionID: MachineStatus] = [:]
-            for domain in try connection.allDomains() {
-                guard let id = SessionID(machineName: domain.name) else { continue }
-                result[id] = try Self.status(of: domain)
-            }
-            return result
-        }
+        try await allDomainStatuses()
     }
 
     public func repairInterrupted() async throws(VMSessionError) -> [String] {
@@ -430,48 +385,6 @@ public final class LibvirtHypervisor: Hypervisor {
     }
 
     public func cpuTime(of id: SessionID) async throws(VMSessionError) -> UInt64? {
-        try await call("read the VM's CPU time") { connection in
-            guard let domain = try connection.domain(named: id.machineName) else { return nil }
-            return try domain.cpuTime()
-        }
-    }
-
-    // MARK: Plumbing
-
-    private func destroyIfActive(_ id: SessionID) async throws(VMSessionError) {
-        try await call("power off the VM") { connection in
-            guard let domain = try connection.domain(named: id.machineName) else { return }
-            if try domain.state().isActive { try domain.destroy() }
-        }
-    }
-
-    private func withDomain(_ id: SessionID, _ what: String, _ body: @escaping @Sendable (Domain) throws -> Void) async throws(VMSessionError) {
-        try await call(what) { connection in
-            guard let domain = try connection.domain(named: id.machineName) else {
-                throw VMSessionError(.notFound, "Could not \(what): the VM \(id.machineName) is not defined.")
-            }
-            try body(domain)
-        }
-    }
-
-    /// Runs a blocking libvirt call off the cooperative pool and turns libvirt's error into ours.
-    func call<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Connection) throws -> T) async throws(VMSessionError) -> T {
-        let connection = self.connection
-        let result: Result<T, any Error> = await withCheckedContinuation { continuation in
-            queue.async {
-                continuation.resume(returning: Result { try body(connection) })
-            }
-        }
-        switch result {
-        case .success(let value): return value
-        case .failure(let error as LibvirtError):
-            let code: VMSessionError.Code =
-                error.isUnsupported ? .notSupported : (error.isInvalidOperation ? .invalidState : .hypervisorError)
-            throw VMSessionError(code, "Could not \(what): \(error.message)", cause: error)
-        case .failure(let error as VMSessionError):
-            throw error
-        case .failure(let error):
-            throw VMSessionError(.hypervisorError, "Could not \(what).", cause: error)
-        }
+        try await domainCPUTime(of: id)
     }
 }

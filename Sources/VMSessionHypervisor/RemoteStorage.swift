@@ -1,0 +1,166 @@
+import Foundation
+import Libvirt
+import Synchronization
+import VMSessionCore
+
+/// A remote host's storage as the daemon uses it: one pool (``RemoteVolumes/poolName``) on the host, base
+/// volumes uploaded once per content, each session's disk and seed as volumes, and the collection of bases no
+/// session uses any more. Files reach the host only through libvirt (volumes filled by streams over the
+/// connection): no shared file system is assumed.
+///
+/// Which pool: the host's pool named `vmsessiond` when there is one (the admin's choice of place: any pool
+/// type whose volumes are files, e.g. `virsh -c URI pool-define-as vmsessiond dir --target DIR`, `pool-build`,
+/// `pool-start`, `pool-autostart`); else, on a system libvirt, the daemon defines it as a directory pool at
+/// ``RemoteVolumes/systemPoolPath`` (a path the daemon can know, and that root's QEMU can read). A session
+/// libvirt (`…/session`) runs as a user whose home the daemon cannot learn through libvirt, so there the
+/// admin's pool is required and its absence is a plain `not_supported` error naming the commands to run.
+///
+/// Every method blocks (libvirt calls, uploads): they run on one serial queue (see ``run(_:)``), so a base is
+/// never deleted between a define's check that it is there and the definition that names it, and one
+/// upload of a base is ever in flight per host.
+final class RemoteStorage: Sendable {
+    let connection: Connection
+    let pool: StoragePool
+    private let queue = DispatchQueue(label: "vmsessiond.remote-storage")
+    /// SHA-256 digests of local files, by path, size and modification time: a kernel or disk image is hashed
+    /// once per daemon run, not once per session.
+    private let digests = Mutex<[String: String]>([:])
+
+    init(connection: Connection, uri: String) throws(VMSessionError) {
+        self.connection = connection
+        do {
+            if let pool = try connection.storagePool(named: RemoteVolumes.poolName) {
+                if !pool.isActive { try pool.start() }
+                self.pool = pool
+                return
+            }
+            guard Self.isSystemURI(uri) else {
+                throw VMSessionError(
+                    .notSupported,
+                    "The remote host \(uri) has no storage pool '\(RemoteVolumes.poolName)' and is a session libvirt, whose "
+                        + "home the daemon cannot learn: define one there (virsh -c '\(uri)' pool-define-as \(RemoteVolumes.poolName) "
+                        + "dir --target DIR; pool-build, pool-start and pool-autostart \(RemoteVolumes.poolName)).")
+            }
+            let pool = try connection.defineStoragePool(xml: """
+                <pool type='dir'><name>\(RemoteVolumes.poolName)</name>\
+                <target><path>\(RemoteVolumes.systemPoolPath)</path></target></pool>
+                """)
+            try pool.build()
+            try pool.start()
+            self.pool = pool
+        } catch let error as VMSessionError {
+            throw error
+        } catch let error as LibvirtError {
+            throw VMSessionError(.hypervisorError, "Cannot set up the storage pool on \(uri): \(error.message)", cause: error)
+        } catch {
+            throw VMSessionError(.hypervisorError, "Cannot set up the storage pool on \(uri).", cause: error)
+        }
+    }
+
+    static func isSystemURI(_ uri: String) -> Bool { URLComponents(string: uri)?.path == "/system" }
+
+    /// Runs `body` on the storage queue, off the cooperative pool; libvirt's errors become ours.
+    func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable () throws -> T) async throws(VMSessionError) -> T {
+        let result: Result<T, any Error> = await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: Result { try body() }) }
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(let error as VMSessionError): throw error
+        case .failure(let error as LibvirtError):
+            throw VMSessionError(.hypervisorError, "Could not \(what) on the remote host: \(error.message)", cause: error)
+        case .failure(let error): throw VMSessionError(.hypervisorError, "Could not \(what) on the remote host.", cause: error)
+        }
+    }
+
+    /// The SHA-256 of a local file (cached by path, size and modification time).
+    func digest(of path: String) async throws(VMSessionError) -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw VMSessionError(.ioError, "Cannot read \(path) to send it to a remote host.") }
+        let key = "\(path)\u{0}\(info.st_size)\u{0}\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+        if let known = digests.withLock({ $0[key] }) { return known }
+        let output = try await ExternalCommand.output(of: "sha256sum", ["--", path])
+        let digest = String(output.prefix(64))
+        guard RemoteVolumes.isDigest(digest) else { throw VMSessionError(.ioError, "sha256sum gave no digest for \(path).") }
+        digests.withLock { $0[key] = digest }
+        return digest
+    }
+
+    // MARK: Blocking (on the storage queue)
+
+    /// The host's path of the base volume holding `localPath` (whose digest is `digest`), uploaded if the host
+    /// has no complete copy yet.
+    func ensureBase(_ localPath: String, digest: String, role: RemoteVolumes.Role) throws -> String {
+        let name = RemoteVolumes.baseName(digest: digest, role: role)
+        let markerName = RemoteVolumes.markerName(ofBase: name)
+        if let base = try pool.volume(named: name), try pool.volume(named: markerName) != nil { return try base.path() }
+        // A base without its marker is an upload cut short: it is made again.
+        try pool.volume(named: name)?.delete()
+        var info = stat()
+        guard stat(localPath, &info) == 0 else { throw VMSessionError(.ioError, "Cannot read \(localPath) to send it to a remote host.") }
+        let volume = try pool.createVolume(xml: try RemoteVolumes.volumeXML(name: name, capacity: UInt64(info.st_size), format: "raw"))
+        do {
+            try volume.upload(contentsOf: localPath)
+            _ = try pool.createVolume(xml: try RemoteVolumes.volumeXML(name: markerName, capacity: 0, format: "raw"))
+        } catch {
+            try? volume.delete()
+            throw error
+        }
+        return try volume.path()
+    }
+
+    /// The host's path of the session's disk, made if missing: a blank qcow2 of `capacity` bytes, or an
+    /// overlay on `backing`.
+    func ensureDisk(_ id: SessionID, capacity: UInt64, backing: (path: String, format: String)?) throws -> String {
+        if let disk = try pool.volume(named: RemoteVolumes.diskName(id)) { return try disk.path() }
+        let xml = try RemoteVolumes.volumeXML(name: RemoteVolumes.diskName(id), capacity: capacity, format: "qcow2", backing: backing)
+        return try pool.createVolume(xml: xml).path()
+    }
+
+    /// Puts the local seed image at `localPath` in the session's seed volume; returns its path on the host.
+    func putSeed(_ id: SessionID, from localPath: String) throws -> String {
+        let name = RemoteVolumes.seedName(id)
+        let volume: StorageVolume
+        if let existing = try pool.volume(named: name) {
+            volume = existing
+        } else {
+            volume = try pool.createVolume(xml: try RemoteVolumes.volumeXML(name: name, capacity: UInt64(SeedImage.paddedBytes), format: "raw"))
+        }
+        try volume.upload(contentsOf: localPath)
+        return try volume.path()
+    }
+
+    func removeSeed(_ id: SessionID) throws {
+        try pool.volume(named: RemoteVolumes.seedName(id))?.delete()
+    }
+
+    /// Deletes the session's volumes, then every base no domain and no overlay on the host names any more.
+    /// Returns the names of the volumes deleted.
+    @discardableResult
+    func removeVolumes(of id: SessionID) throws -> [String] {
+        var deleted: [String] = []
+        for volume in try pool.allVolumes() where RemoteVolumes.belongs(volume.name, to: id) {
+            try volume.delete()
+            deleted.append(volume.name)
+        }
+        return deleted + (try collectUnusedBases())
+    }
+
+    /// Deletes the bases (and markers) that nothing on the host uses (see ``RemoteVolumes/unusedBases``).
+    func collectUnusedBases() throws -> [String] {
+        let volumes = try pool.allVolumes()
+        var paths: [String: String] = [:]
+        var references: [String] = []
+        for volume in volumes {
+            paths[volume.name] = try volume.path()
+            if !volume.name.hasPrefix("base-") { references.append(try volume.xmlDescription()) }
+        }
+        for domain in try connection.allDomains() { references.append(try domain.xmlDescription()) }
+        let doomed = RemoteVolumes.unusedBases(volumes: paths, references: references)
+        for volume in volumes where doomed.contains(volume.name) { try volume.delete() }
+        return doomed
+    }
+
+    /// The names of the pool's volumes (for tests and logs).
+    func volumeNames() throws -> [String] { try pool.allVolumes().map(\.name).sorted() }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import Synchronization
+import VMSessionCore
+
+/// Host-local Unix sockets of a `qemu+ssh://` host reached from the daemon's machine through the same SSH
+/// transport libvirt uses: one OpenSSH master connection per host (its control socket in the host's state
+/// directory), and on it one forward per socket (`-O forward -L local:remote`), added when a VM starts and
+/// cancelled when it stops. OpenSSH forwards Unix sockets both ends; a `qemu+tls://` host has no such
+/// transport, so it gets no forwarder (its display answers `not_supported`).
+final class SSHForward: Sendable {
+    /// How to run ssh for the host: the URI's user, host, port, key file and `command` (libvirt's own
+    /// parameters for its ssh transport).
+    struct Target: Equatable, Sendable {
+        var program: String
+        var user: String?
+        var host: String
+        var port: Int?
+        var keyfile: String?
+        var verifyHostKey: Bool
+
+        /// The target of a `…+ssh://` URI, or nil for any other transport.
+        init?(uri: String) {
+            guard let components = URLComponents(string: uri), let scheme = components.scheme, scheme.hasSuffix("+ssh"),
+                let host = components.host, !host.isEmpty
+            else { return nil }
+            let query = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+            self.program = query["command"].flatMap { $0.isEmpty ? nil : $0 } ?? "ssh"
+            self.user = components.user
+            self.host = host
+            self.port = components.port
+            self.keyfile = query["keyfile"].flatMap { $0.isEmpty ? nil : $0 }
+            self.verifyHostKey = query["no_verify"] != "1"
+        }
+
+        /// The options every call gives ssh, before the control arguments and the host.
+        func arguments(control: String) -> [String] {
+            var arguments = ["-S", control, "-o", "BatchMode=yes", "-o", "StreamLocalBindUnlink=yes", "-o", "StreamLocalBindMask=0177"]
+            if let port { arguments += ["-p", "\(port)"] }
+            if let user { arguments += ["-l", user] }
+            if let keyfile { arguments += ["-i", keyfile] }
+            if !verifyHostKey { arguments += ["-o", "StrictHostKeyChecking=no"] }
+            return arguments
+        }
+    }
+
+    let target: Target
+    /// The master's control socket.
+    let control: String
+    let log: String
+    /// The master's pid once known, and whether a call is starting it (others wait for that one).
+    private let master = Mutex<(pid: Int32?, starting: Bool)>((nil, false))
+
+    init(target: Target, directory: String) {
+        self.target = target
+        self.control = directory + "/ssh.ctl"
+        self.log = directory + "/ssh.log"
+    }
+
+    deinit {
+        if let pid = master.withLock({ $0.pid }) { kill(pid, SIGTERM) }
+        unlink(control)
+    }
+
+    /// Forwards the local socket `local` to `remote` on the host, starting the master connection if needed.
+    func forward(_ local: String, to remote: String) async throws(VMSessionError) {
+        try await ensureMaster()
+        unlink(local)
+        _ = try await ssh(["-O", "forward", "-L", "\(local):\(remote)", "--", target.host])
+    }
+
+    /// Cancels the forward of `local` (best effort) and removes its socket.
+    func cancel(_ local: String, to remote: String) async {
+        if master.withLock({ $0.pid }) != nil {
+            _ = try? await ssh(["-O", "cancel", "-L", "\(local):\(remote)", "--", target.host])
+        }
+        unlink(local)
+    }
+
+    /// Runs the host's ssh (a name or a path: through `sh`) on the master's control socket; returns what it
+    /// printed, standard error included (where `-O` answers).
+    private func ssh(_ arguments: [String]) async throws(VMSessionError) -> String {
+        try await ExternalCommand.output(
+            of: "sh", ["-c", "exec \"$@\" 2>&1", "vmsessiond-ssh", target.program] + target.arguments(control: control) + arguments)
+    }
+
+    private func ensureMaster() async throws(VMSessionError) {
+        // One caller starts the master; the others wait for it rather than start a second one.
+        while true {
+            let mine: Bool? = master.withLock { master in
+                if let pid = master.pid, kill(pid, 0) == 0 { return nil }
+                if master.starting { return false }
+                master.starting = true
+                return true
+            }
+            guard let mine else { return }
+            if mine { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        var pid: Int32?
+        defer { master.withLock { $0 = (pid, false) } }
+        // A master left by an earlier run of the daemon (ssh -f outlives it) is adopted, not doubled.
+        pid = Self.pid(inCheck: (try? await ssh(["-O", "check", "--", target.host])) ?? "")
+        if pid != nil { return }
+        unlink(control)
+        // `-f`: ssh goes to the background once authenticated; its descriptors are /dev/null and the log, so
+        // nothing waits on them. It ends with the hypervisor (deinit) or the host's connection.
+        try await ExternalCommand.run(
+            "sh",
+            ["-c", "log=$1; shift; exec \"$@\" </dev/null >/dev/null 2>>\"$log\"", "vmsessiond-ssh", log, target.program]
+                + target.arguments(control: control) + ["-f", "-N", "-M", "-o", "ExitOnForwardFailure=yes", "--", target.host])
+        let check = try await ssh(["-O", "check", "--", target.host])
+        pid = Self.pid(inCheck: check)
+        if pid == nil {
+            throw VMSessionError(.unavailable, "The SSH connection to \(target.host) for the VM's sockets did not start: \(check)")
+        }
+    }
+
+    /// The master's pid in `ssh -O check`'s answer ("Master running (pid=N)").
+    static func pid(inCheck answer: String) -> Int32? {
+        guard answer.contains("Master running"), let range = answer.range(of: "pid=") else { return nil }
+        return Int32(answer[range.upperBound...].prefix { $0.isNumber }).flatMap { $0 > 1 ? $0 : nil }
+    }
+}
