@@ -21,8 +21,11 @@ struct TemplatesController {
         templates.delete(":template", use: delete)
     }
 
+    /// The templates, and the warm-ups from images since the daemon started: one under way has no template yet,
+    /// and one that failed leaves none, so the list alone could not show either.
     struct TemplateList: Encodable {
         let templates: [VMTemplate]
+        let warmUps: [TemplateWarmUpStatus]
     }
 
     /// From a running session (`fromSession`), or from an image with a warm-up (`fromImage`, `userData`, …).
@@ -41,7 +44,7 @@ struct TemplatesController {
     static let fromImageFields: Set<String> = ["fromImage", "userData", "parameters", "cpus", "memory", "disk", "readyTimeout"]
 
     @Sendable func list(_ request: Request, context: AdminRequestContext) async throws -> Response {
-        JSONResponse.make(TemplateList(templates: try await service.list()))
+        JSONResponse.make(TemplateList(templates: try await service.list(), warmUps: await warmUps.all()))
     }
 
     @Sendable func show(_ request: Request, context: AdminRequestContext) async throws -> Response {

@@ -58,6 +58,12 @@ public actor TemplateWarmUp: Service {
     /// Template `name`'s last warm-up, running or finished.
     public func status(of name: String) -> TemplateWarmUpStatus? { warmUps[name] }
 
+    /// Every warm-up known since the daemon started (those under way and the last ``keptFinished`` that ended),
+    /// newest first: what an admin's list shows beside the templates, since a warm-up under way has no template yet.
+    public func all() -> [TemplateWarmUpStatus] {
+        warmUps.values.sorted { ($0.createdAt, $0.name) > ($1.createdAt, $1.name) }
+    }
+
     /// Begins a warm-up: checked first (the request, the name free, the image there), then the internal session
     /// is made and opened; the rest runs in the background. Nothing is left if a check or the open is refused.
     public func begin(_ request: TemplateWarmUpRequest) async throws(VMSessionError) -> TemplateWarmUpStatus {

@@ -56,7 +56,7 @@ def test_a_public_https_page_allowed_the_local_network_opens_and_starts_a_sessio
     public_browser.navigate(page_url(origin, daemon))
     first, finished = outcomes(public_browser, 2, "the page to connect and start its session")[:2]
     assert public_browser.evaluate("window.isSecureContext") is True
-    assert first == {"when": "load", "outcome": "connected", "version": "1.2.0"}, first
+    assert first == {"when": "load", "outcome": "connected", "version": "1.3.0"}, first
     assert finished.get("session") == "running", finished
     assert finished["states"][-1] == "running" and "starting" in finished["states"], "events came on the page's stream"
 

@@ -174,6 +174,17 @@ struct DebianGuestTests {
             parameters: [:])
         let sourceIdentity = try await GuestAPITests.fetch(prepared.apiURL + "/identity.txt", token: prepared.token).body
         #expect(sourceIdentity.hasPrefix("vms-\(prepared.id.prefix(8)) "), "\(sourceIdentity)")
+        // Its seed watch (started after the boot's cloud-init) waits on the daemon's seed signal: the template's
+        // memory holds it waiting there, so each session's restore wakes it (asserted for each below).
+        let watching = "VMSESSION-DEBIAN: seed watch: "
+        let watchDeadline = ContinuousClock.now + .seconds(120)
+        var watchLine = ""
+        while ContinuousClock.now < watchDeadline {
+            let log = (try? String(contentsOfFile: console(prepared.id), encoding: .utf8)) ?? ""
+            if let line = log.components(separatedBy: "\n").first(where: { $0.contains(watching) }) { watchLine = line; break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(watchLine.contains("woken by the daemon's signal on /dev/ttyS1"), "the seed watch uses the signal port: '\(watchLine)'")
         let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"debian-warm","fromSession":"\#(prepared.id)"}"#)
         #expect(made["status"] as? String == "succeeded", "\(made)")
         let templateBytes = try await TemplateTests.templateNames(api, admin: admin)["debian-warm"]?["bytes"] as? Int ?? 0
@@ -228,7 +239,9 @@ struct DebianGuestTests {
             #expect(ran != nil, "session \(tag)'s own user-data wrote its page")
             #expect(report.contains("VMSESSION-DEBIAN: cloud-init done"), "cloud-init reports success for session \(tag): \(report)")
             let log = (try? String(contentsOfFile: console(id), encoding: .utf8)) ?? ""
-            #expect(log.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)"), "the guest saw session \(tag)'s seed")
+            let changed = log.components(separatedBy: "\n").first { $0.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)") }
+            #expect(changed != nil, "the guest saw session \(tag)'s seed")
+            #expect(changed?.contains("found on the daemon's signal") == true, "the seed signal woke the guest, not its poll: \(changed ?? "")")
             warm.append((tag, id, token, apiURL, word))
         }
 

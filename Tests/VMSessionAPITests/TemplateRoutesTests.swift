@@ -87,3 +87,29 @@ struct TemplateRoutesTests {
         }
     }
 }
+
+extension TemplateRoutesTests {
+    /// A warm-up under way has no template yet; the admin's list must show it anyway (the daemon's page does).
+    /// The fixture runs no ``TemplateWarmUp`` service, so the warm-up stays where `begin` left it: under way.
+    @Test("the template list shows a warm-up from an image beside the templates while it runs, and only to the admin")
+    func listShowsWarmUps() async throws {
+        let hypervisor = ScriptedHypervisor()
+        try await APIFixture.run(hypervisor: hypervisor) { client, fixture in
+            let admin = fixture.adminToken
+            let empty = try await client.call(.get, "/api/v1/templates", token: admin)
+            #expect(empty.status == .ok && (empty["warmUps"] as? [Any])?.isEmpty == true, "\(empty.json)")
+            let begun = try await client.call(
+                .post, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromImage":"appliance","userData":"x"}"#)
+            #expect(begun.status == .accepted, "\(begun.json)")
+            let list = try await client.call(.get, "/api/v1/templates", token: admin)
+            #expect((list["templates"] as? [Any])?.isEmpty == true, "no template before the warm-up ends: \(list.json)")
+            let warmUps = try #require(list["warmUps"] as? [[String: Any]], "\(list.json)")
+            #expect(warmUps.count == 1, "\(list.json)")
+            #expect(warmUps.first?["name"] as? String == "warm" && warmUps.first?["image"] as? String == "appliance")
+            #expect(warmUps.first?["status"] as? String == "running")
+            #expect(warmUps.first?["sessionId"] as? String == begun["sessionId"] as? String && begun["sessionId"] != nil)
+            let (_, token) = try await client.newSession()
+            #expect(try await client.call(.get, "/api/v1/templates", token: token).status == .forbidden)
+        }
+    }
+}

@@ -1,5 +1,5 @@
-// The daemon's own page: sessions live (one daemon-wide event stream), their controls, and the web
-// origins waiting for the user's decision. It is served by the daemon, so it is same-origin and needs
+// The daemon's own page: sessions live (one daemon-wide event stream), their controls, the templates,
+// and the web origins waiting for the user's decision. It is served by the daemon, so it is same-origin and needs
 // no approval; the admin token is pasted once per tab and kept in sessionStorage.
 'use strict';
 
@@ -128,16 +128,178 @@
   function renderSession(session) {
     const old = byId('sessions').querySelector('tr[data-session-id="' + session.id + '"]');
     if (old) old.replaceWith(sessionRow(session));
+    sessionChoices();
   }
 
   async function loadSessions() {
     const sessions = await admin.sessions();
     sessions.sort((a, b) => a.name.localeCompare(b.name));
     sessions.forEach(follow);
+    knownSessions = sessions;
+    sessionChoices();
     const tbody = byId('sessions');
     if (sessions.length === 0) emptyRow(tbody, 6, 'No sessions yet.');
     else tbody.replaceChildren(...sessions.map(sessionRow));
   }
+
+  // Templates: the list, with the warm-ups from images under way (and those that failed, which left no
+  // template), making one from a running session or from an image with a warm-up user-data, deleting one.
+  // Refreshed every few seconds, every second while a warm-up runs, and soon after any session's operation
+  // ends or its state changes (a template made, a session from one opened or closed).
+
+  const TEMPLATE_REFRESH_MS = 3000;
+  const WARM_UP_REFRESH_MS = 1000;
+  let templateTimer = null;
+  let templateLoads = 0;
+  /** The sessions last listed, to name a template's sessions and to offer the running ones as a source. */
+  let knownSessions = [];
+  /** Per template name: the daemon's last refusal to delete it, shown in its row until it is deleted. */
+  const templateRefusals = new Map();
+
+  function size(bytes) {
+    if (bytes >= 1 << 30) return (bytes / (1 << 30)).toFixed(1) + ' GiB';
+    if (bytes >= 1 << 20) return (bytes / (1 << 20)).toFixed(1) + ' MiB';
+    return Math.ceil(bytes / 1024) + ' KiB';
+  }
+
+  function sessionLabel(id) {
+    const session = knownSessions.find(s => s.id === id);
+    return session ? session.name : id.slice(0, 8);
+  }
+
+  function deleteTemplate(name) {
+    if (!window.confirm('Delete template "' + name + '"? Its memory image and disk are removed.')) return;
+    say('deleting template ' + name + '…');
+    admin.deleteTemplate(name).then(() => {
+      templateRefusals.delete(name);
+      say('template ' + name + ' deleted');
+      refreshTemplates(0);
+    }, error => {
+      templateRefusals.set(name, error.message);
+      say('template ' + name + ' not deleted: ' + error.message + ' (' + error.code + ')', true);
+      refreshTemplates(0);
+    });
+  }
+
+  function templateRow(template, warmUp) {
+    const from = warmUp ? 'warm-up of image ' + warmUp.image : 'session ' + sessionLabel(template.fromSession) + ' on image ' + template.baseVersion;
+    // The refusal names the sessions that used it; once none does, it no longer holds.
+    const refusal = template.sessions.length ? templateRefusals.get(template.name) : null;
+    const row = element('tr', {}, [
+      element('td', { title: 'made ' + new Date(template.created).toLocaleString() }, [template.name]),
+      element('td', { textContent: from, title: template.cpus + ' cpu · ' + template.memory + ' MiB · at least ' + template.disk + ' MiB disk' }),
+      element('td', { textContent: size(template.bytes), title: template.bytes + ' bytes' }),
+      element('td', { className: 'users', textContent: template.sessions.length + (template.sessions.length ? ': ' + template.sessions.map(sessionLabel).join(', ') : '') }),
+      element('td', { textContent: warmUp ? 'done in ' + Math.round((Date.parse(warmUp.updatedAt) - Date.parse(warmUp.createdAt)) / 1000) + ' s' : '—' }),
+      element('td', { className: 'actions' }, [
+        element('button', { type: 'button', className: 'delete', textContent: 'delete', onclick: () => deleteTemplate(template.name) }),
+        ...(refusal ? [' ', element('span', { className: 'refusal', textContent: refusal })] : []),
+      ]),
+    ]);
+    row.dataset.template = template.name;
+    row.dataset.kind = 'template';
+    row.dataset.sessions = String(template.sessions.length);
+    row.dataset.bytes = String(template.bytes);
+    return row;
+  }
+
+  function warmUpRow(warmUp) {
+    const p = warmUp.progress;
+    const status = warmUp.status === 'running'
+      ? [element('progress', { max: p.total || 1, value: p.done }), ' ', p.message]
+      : [element('span', { className: 'refusal', textContent: 'failed: ' + (warmUp.error ? warmUp.error.message + ' (' + warmUp.error.code + ')' : '') })];
+    const row = element('tr', {}, [
+      element('td', {}, [warmUp.name]),
+      element('td', { textContent: 'warm-up of image ' + warmUp.image }),
+      element('td', { textContent: '—' }),
+      element('td', { textContent: warmUp.sessionId ? 'its own: ' + sessionLabel(warmUp.sessionId) : '' }),
+      element('td', { className: 'warm-up' }, status),
+      element('td', {}, []),
+    ]);
+    row.dataset.template = warmUp.name;
+    row.dataset.kind = 'warm-up';
+    row.dataset.status = warmUp.status;
+    return row;
+  }
+
+  async function loadTemplates() {
+    const load = ++templateLoads;
+    const { templates, warmUps } = await admin.templates();
+    if (load !== templateLoads) return null;  // a later load began; its answer is the one to show
+    const names = new Set(templates.map(t => t.name));
+    const rows = templates.map(t => templateRow(t, warmUps.find(w => w.name === t.name && w.status === 'succeeded')));
+    for (const warmUp of warmUps) {
+      if (warmUp.status === 'running' || (warmUp.status === 'failed' && !names.has(warmUp.name))) rows.push(warmUpRow(warmUp));
+    }
+    const tbody = byId('templates');
+    if (rows.length === 0) emptyRow(tbody, 6, 'No templates yet.');
+    else tbody.replaceChildren(...rows);
+    return warmUps.some(w => w.status === 'running');
+  }
+
+  /** Loads the templates after `wait` ms, then again and again (sooner while a warm-up runs) until the token goes. */
+  function refreshTemplates(wait) {
+    if (!admin) return;
+    clearTimeout(templateTimer);
+    templateTimer = setTimeout(() => {
+      templateTimer = null;
+      loadTemplates().then(running => {
+        if (running !== null && admin && !templateTimer) refreshTemplates(running ? WARM_UP_REFRESH_MS : TEMPLATE_REFRESH_MS);
+      }, error => {
+        say('Cannot list the templates: ' + error.message, true);
+        if (admin && !templateTimer) refreshTemplates(TEMPLATE_REFRESH_MS);
+      });
+    }, wait);
+  }
+
+  /** The running sessions, offered as a template's source; the choice is kept while it still runs. */
+  function sessionChoices() {
+    const select = byId('tfs-session');
+    const chosen = select.value;
+    const running = knownSessions.filter(s => s.stateName === 'running');
+    select.replaceChildren(...running.map(s => element('option', { value: s.id, textContent: s.name })));
+    if (running.some(s => s.id === chosen)) select.value = chosen;
+  }
+
+  function makeTemplate(name, source, what) {
+    if (!admin) { say('Enter the admin token first.', true); return; }
+    say('making template ' + name + ' from ' + what + '…');
+    let shown = false;
+    admin.makeTemplate(name, source, warmUp => {
+      say('warming up template ' + name + ': ' + warmUp.progress.message + ' (' + warmUp.progress.done + '/' + warmUp.progress.total + ')');
+      if (!shown) { shown = true; refreshTemplates(0); }
+    }).then(() => {
+      say('template ' + name + ' made from ' + what);
+      refreshTemplates(0);
+    }, error => {
+      say('template ' + name + ' not made: ' + error.message + ' (' + error.code + ')', true);
+      refreshTemplates(0);
+    });
+  }
+
+  byId('template-from-session').addEventListener('submit', event => {
+    event.preventDefault();
+    const select = byId('tfs-session');
+    if (!select.value) { say('No running session to make a template of.', true); return; }
+    makeTemplate(byId('tfs-name').value.trim(), { fromSession: select.value }, 'session ' + sessionLabel(select.value));
+  });
+
+  byId('template-from-image').addEventListener('submit', event => {
+    event.preventDefault();
+    const parameters = {};
+    for (const line of byId('tfi-parameters').value.split('\n')) {
+      if (!line.trim()) continue;
+      const equals = line.indexOf('=');
+      if (equals < 1) { say('A parameter is name=value, one a line; not "' + line.trim() + '".', true); return; }
+      parameters[line.slice(0, equals).trim()] = line.slice(equals + 1);
+    }
+    const image = byId('tfi-image').value.trim();
+    const source = { fromImage: image, userData: byId('tfi-user-data').value, parameters };
+    for (const [field, id] of [['cpus', 'tfi-cpus'], ['memory', 'tfi-memory'], ['disk', 'tfi-disk'], ['readyTimeout', 'tfi-timeout']]) {
+      if (byId(id).value !== '') source[field] = Number(byId(id).value);
+    }
+    makeTemplate(byId('tfi-name').value.trim(), source, 'image ' + image);
+  });
 
   // Origins.
 
@@ -177,6 +339,8 @@
     admin = null;
     if (originTimer) clearInterval(originTimer);
     originTimer = null;
+    clearTimeout(templateTimer);
+    templateTimer = null;
   }
 
   async function useToken(token) {
@@ -192,6 +356,8 @@
     sessionStorage.setItem(TOKEN_KEY, token);
     admin.addEventListener('sessionCreated', () => loadSessions().catch(error => say(error.message, true)));
     admin.addEventListener('reconnected', () => loadSessions().catch(error => say(error.message, true)));
+    for (const type of ['operationCompleted', 'operationFailed', 'stateChanged']) admin.addEventListener(type, () => refreshTemplates(200));
+    refreshTemplates(0);
     await admin.watch();
     await loadOrigins().catch(error => say(error.message, true));
     originTimer = setInterval(() => loadOrigins().catch(error => say(error.message, true)), ORIGIN_REFRESH_MS);
@@ -210,6 +376,9 @@
     byId('token').value = '';
     emptyRow(byId('sessions'), 6, 'Enter the admin token to see the sessions.');
     emptyRow(byId('origins'), 5, 'Enter the admin token to see the origins.');
+    emptyRow(byId('templates'), 6, 'Enter the admin token to see the templates.');
+    knownSessions = [];
+    sessionChoices();
     say('Token forgotten.');
   });
 
@@ -302,6 +471,7 @@
     const info = daemon.info;
     byId('daemon').textContent = 'vmsessiond ' + info.version + ' at ' + location.origin + ' · ' +
       (info.hypervisor && info.hypervisor.uri ? info.hypervisor.uri : '') + ' · images: ' + (info.imageVersions || []).join(', ');
+    byId('tfi-images').replaceChildren(...(info.imageVersions || []).map(version => element('option', { value: version })));
     const saved = sessionStorage.getItem(TOKEN_KEY);
     if (saved) { byId('token').value = saved; useToken(saved); }
   }, error => {

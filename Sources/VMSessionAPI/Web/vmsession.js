@@ -1,4 +1,4 @@
-/*! vmsession.js 1.2.0 | the web-page client of vmsessiond, the local VM session daemon */
+/*! vmsession.js 1.3.0 | the web-page client of vmsessiond, the local VM session daemon */
 /*
  * vmsession.js: use a local vmsessiond from a web page. One file, no dependency, no build step. The daemon
  * serves it at /vmsession.js, but a page on a public site loads it from ITS OWN origin (a copy of this file,
@@ -1260,8 +1260,8 @@
   }
 
   /**
-   * The admin's view, with the admin token from <stateDir>/admin-token: every session, the web origins,
-   * and one daemon-wide event stream that keeps every Session it handed out current. It fires each
+   * The admin's view, with the admin token from <stateDir>/admin-token: every session, the web origins, the
+   * templates, and one daemon-wide event stream that keeps every Session it handed out current. It fires each
    * daemon event on itself too (with .sessionId), and `reconnected` after the stream was reopened.
    */
   class Admin extends EventTarget {
@@ -1298,6 +1298,50 @@
     approve(origin) { return this._request('POST', '/origins/approve', { origin }); }
     deny(origin) { return this._request('POST', '/origins/deny', { origin }); }
     async forget(origin) { await this._request('POST', '/origins/forget', { origin }); }
+
+    // templates
+
+    /**
+     * The templates and the warm-ups from images since the daemon started, newest first: {templates: [{name,
+     * created, fromSession, baseVersion, cpus, memory, disk, bytes, sessions (ids)}], warmUps: [{name, image,
+     * sessionId, status ('running', 'succeeded' or 'failed'), progress: {done, total, message}, error, createdAt,
+     * updatedAt}]}.
+     */
+    templates() { return this._request('GET', '/templates'); }
+
+    /**
+     * Makes template `name` from `source`: {fromSession: id} (a running session started with user-data; it runs
+     * on), or {fromImage, userData, parameters?, cpus?, memory?, disk?, readyTimeout?} (a warm-up: the daemon boots
+     * the image with the user-data, which prints VMSESSION-TEMPLATE-READY on the console when the guest is
+     * ready). Resolves when the template is made, with the finished operation (from a session) or warm-up (from
+     * an image); rejects with why not: the daemon's refusal, or how the operation or warm-up failed.
+     * `onProgress(warmUp)` is called with a warm-up's progress about every second while it runs.
+     */
+    async makeTemplate(name, source, onProgress) {
+      const reply = await this._request('POST', '/templates', Object.assign({}, source, { name: String(name) }));
+      if (reply.operation) {
+        let operation = reply.operation;
+        while (operation.status === 'running') {
+          operation = await this._daemon._request('GET', API + '/operations/' + operation.id + '/wait?timeout=60', { token: this._token });
+        }
+        if (operation.status === 'failed') throw VMSessionError.from(operation.error, 0);
+        return operation;
+      }
+      let warmUp = reply;
+      while (warmUp.status === 'running') {
+        if (typeof onProgress === 'function') onProgress(warmUp);
+        await delay(1000);
+        warmUp = await this.templateWarmUp(name);
+      }
+      if (warmUp.status === 'failed') throw VMSessionError.from(warmUp.error, 0);
+      return warmUp;
+    }
+
+    /** Template `name`'s last warm-up from an image: under way (its progress) or how it ended. */
+    templateWarmUp(name) { return this._request('GET', '/templates/' + encodeURIComponent(name) + '/warm-up'); }
+
+    /** Deletes template `name` and its files; refused (code invalid_state, naming them) while sessions use it. */
+    async deleteTemplate(name) { await this._request('DELETE', '/templates/' + encodeURIComponent(name)); }
 
     /** Follows every session's events; resolves once connected (at most 5 s). */
     watch() {
@@ -1486,7 +1530,7 @@
   }
 
   const VMSession = Object.freeze({
-    version: '1.2.0', connect, localNetworkPermission, STATES, EVENT_TYPES, ACTIONS,
+    version: '1.3.0', connect, localNetworkPermission, STATES, EVENT_TYPES, ACTIONS,
     Error: VMSessionError, Session, PluginSession, DaemonAccess, Admin, Daemon, Console: SessionConsole,
   });
   global.VMSession = VMSession;
