@@ -80,9 +80,18 @@ public enum TemplatePolicy {
     /// Checks that a session in `state`, with or without a seed drive, can become template `name`, which must
     /// be free (not a template, not an image).
     public static func checkCreate(
-        name: String, sessionState: SessionState, hasSeed: Bool, existingTemplates: [String], isImage: Bool
+        name: String, sessionState: SessionState, hasSeed: Bool, existingTemplates: [String], isImage: Bool,
+        runsFromTemplate: String? = nil
     ) throws(VMSessionError) {
         try VMTemplate.validate(name: name)
+        // A warm session's disk is an overlay on its template's disk: a template made from it would name that disk
+        // as its own disk's base, and deleting the first template would leave the second without its disk.
+        if let source = runsFromTemplate {
+            throw VMSessionError(
+                .invalidState,
+                "This session runs from template '\(source)', so a template made from it would depend on that template's "
+                    + "disk. Make the template from a session opened from an image.")
+        }
         guard sessionState == .running else {
             throw VMSessionError(
                 .invalidState, "Only a running session can become a template; this one is \(sessionState.rawValue).")

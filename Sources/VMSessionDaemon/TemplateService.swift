@@ -222,8 +222,10 @@ public actor TemplateService {
     private func check(_ name: String, session: Session) async throws(VMSessionError) {
         let existing = try storeCall { try store.templates() }.map(\.template.name)
         let isImage = await manager.images.versions().contains(name)
+        let source = try storeCall { try store.templateUse(of: session.id) }?.template
         try TemplatePolicy.checkCreate(
-            name: name, sessionState: session.state, hasSeed: hypervisor.hasSeed(session.id), existingTemplates: existing, isImage: isImage)
+            name: name, sessionState: session.state, hasSeed: hypervisor.hasSeed(session.id), existingTemplates: existing, isImage: isImage,
+            runsFromTemplate: source)
     }
 
     /// The network the session's client is allowed (as the manager gives its own starts).

@@ -49,6 +49,22 @@ struct TemplatePolicyTests {
         #expect(code("appliance", isImage: true) == .invalidState)
     }
 
+    @Test("a session that runs from a template does not become one: its disk is an overlay on that template's disk")
+    func createRefusedFromAWarmSession() {
+        #expect {
+            try TemplatePolicy.checkCreate(
+                name: "second", sessionState: .running, hasSeed: true, existingTemplates: ["first"], isImage: false,
+                runsFromTemplate: "first")
+        } throws: { error in
+            guard let error = error as? VMSessionError else { return false }
+            return error.code == .invalidState && error.message.contains("'first'")
+        }
+        #expect(throws: Never.self) {
+            try TemplatePolicy.checkCreate(
+                name: "second", sessionState: .running, hasSeed: true, existingTemplates: ["first"], isImage: false, runsFromTemplate: nil)
+        }
+    }
+
     @Test("a template in use is not deleted, and the refusal names its sessions")
     func deleteRefusedWhileInUse() throws {
         try TemplatePolicy.checkDelete(name: "warm", users: [])
