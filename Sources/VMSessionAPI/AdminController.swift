@@ -1,4 +1,5 @@
 import Foundation
+import VMSessionClient
 import Hummingbird
 import VMSessionCore
 import VMSessionDaemon
@@ -12,6 +13,8 @@ struct AdminController {
     let metrics: DaemonMetrics
     /// The session list's JSON, encoded once per change (``SessionsController/views``).
     var views = EncodedViews()
+    /// The hosts, for each session's host URI (nil in tests without them).
+    var hosts: HostRegistry? = nil
 
     func addRoutes(to router: Router<APIRequestContext>) {
         let origins = router.group("/api/v1/origins", context: AdminRequestContext.self)
@@ -88,7 +91,10 @@ struct AdminController {
             body: views.list(generation: generation) {
                 // Read at or after `generation`: a list cached under it is never older than what it says.
                 let sessions = manager.readModel.allSessions().sessions
-                return (SessionList(sessions: sessions.map { SessionView($0, address: manager.address) }), Set(sessions.map(\.id)))
+                // The host's name and URI (which do not change while it holds sessions); its link is in each session's own view.
+                let uris = Dictionary((hosts?.all() ?? []).map { ($0.definition.name, $0.definition.uri) }, uniquingKeysWith: { a, _ in a })
+                let views = sessions.map { SessionView($0, address: manager.address, host: SessionHost(name: $0.host, uri: uris[$0.host])) }
+                return (SessionList(sessions: views), Set(sessions.map(\.id)))
             })
     }
 }

@@ -57,6 +57,8 @@ public struct SessionInfo: Decodable, Sendable {
     public let apiURL: String?
     /// What the guest may reach on the network, as its VM was last started.
     public let egress: String?
+    /// The host the session's VM is placed on (absent from daemons before hosts).
+    public let host: SessionHost?
     public let apiAvailable: Bool
     public let lastError: String?
     public let createdAt: Date
