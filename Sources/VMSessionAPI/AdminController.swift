@@ -39,6 +39,8 @@ struct AdminController {
         var privileged: Bool?
         /// What the origin's guests may reach (`none`, `internet`, `open`); absent: the daemon's default.
         var egress: String?
+        /// The labels a host must carry for the origin's sessions to be placed on it; absent: any host.
+        var hostLabels: [String: String]?
     }
 
     @Sendable func listOrigins(_ request: Request, context: AdminRequestContext) async throws -> Response {
@@ -47,16 +49,22 @@ struct AdminController {
 
     func decide(_ status: WebOrigin.Status, _ request: Request, _ context: AdminRequestContext) async throws -> Response {
         var request = request
-        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged", "egress"])
+        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged", "egress", "hostLabels"])
         let origin = try Self.origin(body.origin)
         let egress = try body.egress.map { text throws(VMSessionError) in try EgressPolicy.parse(text) }
         if egress != nil, status != .approved {
             throw VMSessionError(.invalidArgument, "Only an approved origin has an egress policy; 'egress' goes with approve.")
         }
+        if let labels = body.hostLabels {
+            guard status == .approved else {
+                throw VMSessionError(.invalidArgument, "Only an approved origin is restricted to hosts; 'hostLabels' goes with approve.")
+            }
+            try HostDefinition.validate(labels: labels)
+        }
         if body.privileged == true, status != .approved {
             throw VMSessionError(.invalidArgument, "Only an approved origin can be privileged; 'privileged' goes with approve.")
         }
-        let decided = try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress)
+        let decided = try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress, hostLabels: body.hostLabels ?? [:])
         metrics.originDecided(status == .approved ? .approved : .denied)
         return JSONResponse.make(decided)
     }

@@ -111,6 +111,8 @@ public struct OriginInfo: Decodable, Sendable {
     public let privileged: Bool?
     /// What the origin's guests may reach, if the admin chose it (else the daemon's default).
     public let egress: String?
+    /// The labels a host must carry for the origin's sessions to be placed on it (empty: any host).
+    public let hostLabels: [String: String]?
 }
 
 public struct ImageInfo: Decodable, Sendable {

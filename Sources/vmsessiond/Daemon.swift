@@ -87,8 +87,10 @@ struct Daemon {
                 egress: { [defaultEgress = settings.guestEgress] client in
                     WebOrigin(client).flatMap { origins.egress(of: $0) } ?? defaultEgress
                 },
-                place: { id, requirements, _ throws(VMSessionError) in
-                    let host = try hosts.place(requirements)
+                place: { id, requirements, client throws(VMSessionError) in
+                    // The admin's labels for the page's origin (never the page's own choice); none for local clients.
+                    let labels = WebOrigin(client).map { origins.hostLabels(of: $0) } ?? [:]
+                    let host = try hosts.place(requirements, labels: labels)
                     hypervisor.place(id, on: host)
                     return host
                 }),

@@ -1,4 +1,7 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 import Testing
 import VMSessionClient
 
@@ -56,6 +59,24 @@ struct PlacementTests {
         #expect(try await admin.host("local").sessions == 1)
         let onLab = first.host?.name == "lab" ? first : second
 
+        // An origin the admin restricted to hosts labelled room=a: its session goes to the lab, though the local host
+        // (as many sessions, more free memory) would win otherwise; restricted to room=b, nothing fits.
+        let page = "http://localhost:9417"
+        let badLabels = await #expect(throws: VMSessionClientError.self) {
+            try await admin.decide("deny", origin: page, hostLabels: ["room": "a"])
+        }
+        #expect(badLabels?.status == 400, "host labels go with approve")
+        let approved = try await admin.decide("approve", origin: page, hostLabels: ["room": "a"])
+        #expect(approved.hostLabels == ["room": "a"])
+        let labelled = try await Self.openFromPage(base, origin: page, name: "labelled")
+        #expect(labelled.status == 202, "\(labelled.body)")
+        #expect(try await admin.session(labelled.id).host?.name == "lab")
+        _ = try await admin.decide("approve", origin: page, hostLabels: ["room": "b"])
+        let refusedByLabel = try await Self.openFromPage(base, origin: page, name: "nowhere")
+        #expect(refusedByLabel.status == 507 && refusedByLabel.body.contains("not labelled room=b"), "\(refusedByLabel.body)")
+        #expect(try await admin.session(refusedByLabel.id).state == "closed")
+        try await admin.run("close", on: labelled.id)
+
         // Started and paused on its host; its lifecycle is the lab's.
         var owner = firstOwner
         if onLab.id != first.id {
@@ -81,5 +102,30 @@ struct PlacementTests {
         try await admin.removeHost("lab")
         #expect(try await admin.hosts().map(\.name) == ["local"])
         try await daemon.stop()
+    }
+
+    /// A page of `origin` asks for session `name` and opens it: the open's status and body, and the session's id.
+    static func openFromPage(_ base: String, origin: String, name: String) async throws -> (id: String, status: UInt, body: String) {
+        func send(_ method: HTTPMethod, _ path: String, token: String?, body: String) async throws -> (UInt, String) {
+            var request = HTTPClientRequest(url: base + path)
+            request.method = method
+            request.headers.add(name: "Origin", value: origin)
+            request.headers.add(name: "Content-Type", value: "application/json")
+            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            request.body = .bytes(ByteBuffer(string: body))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            return (response.status.code, String(buffer: try await response.body.collect(upTo: 1 << 20)))
+        }
+        let (_, granted) = try await send(.POST, "/api/v1/sessions", token: nil, body: #"{"name":"\#(name)","secret":"s3cret"}"#)
+        let grant = try #require(try JSONSerialization.jsonObject(with: Data(granted.utf8)) as? [String: Any])
+        let token = try #require(grant["token"] as? String)
+        let id = try #require((grant["session"] as? [String: Any])?["id"] as? String)
+        let (status, body) = try await send(.POST, "/api/v1/sessions/\(id)/open", token: token, body: #"{"cpus":1,"memory":128,"disk":64}"#)
+        if status == 202, let reply = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
+            let operation = (reply["operation"] as? [String: Any])?["id"] as? String
+        {
+            _ = try await send(.GET, "/api/v1/operations/\(operation)/wait?timeout=30", token: token, body: "")
+        }
+        return (id, status, body)
     }
 }
