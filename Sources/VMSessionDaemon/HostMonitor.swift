@@ -87,15 +87,22 @@ public struct HostMonitor: Service {
                 let first = try await connection.probe()
                 registry.measured(host.name, generation: host.generation, capacity: first.capacity, latency: first.latency)
                 // The runtime first: a host counts as connected (placement sends sessions there) once calls can reach it.
-                if let runtimes { try await runtimes.connect(try registry.host(named: host.name).definition, connection: connection) }
+                if let runtimes {
+                    do throws(VMSessionError) {
+                        try await runtimes.connect(try registry.host(named: host.name).definition, connection: connection)
+                    } catch where error.code == .notSupported {
+                        // No hypervisor for this host's transport: it is followed, and takes no sessions.
+                        logger.notice("host followed without sessions", metadata: ["host": "\(host.name)", "why": "\(error.message)"])
+                    }
+                }
                 _ = registry.report(host, .connected(at: Date()))
                 guard let reason = await watch(connection, host) else { return }
                 let time = Date()
-                runtimes?.lost(host.name, at: time, reason: reason)
+                await runtimes?.lost(host.name, at: time, reason: reason)
                 action = registry.report(host, .lost(at: time, reason: reason))
             } catch {
                 let time = Date()
-                runtimes?.lost(host.name, at: time, reason: error.message)
+                await runtimes?.lost(host.name, at: time, reason: error.message)
                 action = registry.report(host, .failed(at: time, reason: error.message))
             }
             guard case .retry(let delay) = action else { return }

@@ -110,6 +110,11 @@ public final class HostRuntimes: Hypervisor, Service {
     /// The host of `id` (`local` unless placed elsewhere).
     public func host(of id: SessionID) -> String { state.withLock { $0.roster.host(of: id) } }
 
+    /// Whether `host` has a hypervisor here now (the local host always): placement sends sessions only to those.
+    public func serves(_ host: String) -> Bool {
+        host == HostDefinition.localName || state.withLock { $0.runtimes[host] != nil }
+    }
+
     /// Whether calls for `id` reach its host now.
     public func reaches(_ id: SessionID) -> Bool {
         if case .host = state.withLock({ $0.roster.route(id) }) { return true }
@@ -146,25 +151,31 @@ public final class HostRuntimes: Hypervisor, Service {
             }
         }
         if back.wasLost, !back.sessions.isEmpty {
-            announce(back.sessions, .hostReachable, SessionEvent.encode(SessionEvent.HostReachable(host: host)))
+            await tell(back.sessions, .hostReachable, SessionEvent.encode(SessionEvent.HostReachable(host: host)))
         }
         for id in back.sessions { changesContinuation.yield(id) }
     }
 
     /// `host` was lost at `time` (or could not be connected to): its runtime is taken back and its sessions told,
     /// once per loss.
-    public func lost(_ host: String, at time: Date, reason: String) {
+    public func lost(_ host: String, at time: Date, reason: String) async {
         let (told, runtime) = state.withLock { state -> ([SessionID], Runtime?) in
             let runtime = state.runtimes.removeValue(forKey: host)
             return (state.roster.lost(host, at: time, reason: reason), runtime)
         }
         runtime?.detached.finish()
         if !told.isEmpty {
-            announce(told, .hostUnreachable, SessionEvent.encode(SessionEvent.HostUnreachable(host: host, reason: reason, since: time)))
+            await tell(told, .hostUnreachable, SessionEvent.encode(SessionEvent.HostUnreachable(host: host, reason: reason, since: time)))
         }
         if runtime != nil || !told.isEmpty {
             logger.notice("host runtime lost", metadata: ["host": "\(host)", "reason": "\(reason)", "sessions": "\(told.count)"])
         }
+    }
+
+    /// Writes the events off the cooperative pool (they are SQLite writes).
+    private func tell(_ sessions: [SessionID], _ kind: SessionEvent.Kind, _ payload: String) async {
+        let announce = self.announce
+        await offPool { announce(sessions, kind, payload) }
     }
 
     /// The admin removed `host` (it held no sessions): its runtime goes.

@@ -52,7 +52,14 @@ struct Daemon {
         let hypervisor = HostRuntimes(
             local: localHypervisor,
             factory: { [logger] host, _ throws(VMSessionError) in
-                try LibvirtHypervisor(
+                // A second libvirt connection over SSH or TLS, without the monitor's deadline and keepalive, would hang
+                // the hypervisor's calls (and its host's loss) on a host that stops answering: those hosts wait for the
+                // remote hypervisor, and are followed meanwhile without taking sessions.
+                if ["qemu+ssh:", "qemu+tls:", "qemu+libssh2:"].contains(where: { host.uri.hasPrefix($0) }) {
+                    throw VMSessionError(
+                        .notSupported, "Host '\(host.name)' takes no sessions yet: this build has no hypervisor for remote transports.")
+                }
+                return try LibvirtHypervisor(
                     configuration: .init(
                         uri: host.uri, stateDirectory: state + "/hosts/" + host.name, accelerator: settings.accelerator,
                         capMechanism: "libvirt"),
@@ -90,7 +97,7 @@ struct Daemon {
                 place: { id, requirements, client throws(VMSessionError) in
                     // The admin's labels for the page's origin (never the page's own choice); none for local clients.
                     let labels = WebOrigin(client).map { origins.hostLabels(of: $0) } ?? [:]
-                    let host = try hosts.place(requirements, labels: labels)
+                    let host = try hosts.place(requirements, labels: labels, serving: { hypervisor.serves($0) })
                     hypervisor.place(id, on: host)
                     return host
                 }),
