@@ -75,9 +75,9 @@ struct HostRuntimesTests {
             _ = registry.report(labHost, .connected(at: Date()))
         }
 
-        func labLost(_ reason: String) {
+        func labLost(_ reason: String) async {
             let time = Date()
-            runtimes.lost("lab", at: time, reason: reason)
+            await runtimes.lost("lab", at: time, reason: reason)
             _ = registry.report(labHost, .lost(at: time, reason: reason))
         }
 
@@ -161,11 +161,11 @@ struct HostRuntimesTests {
             for id in [a, b] { _ = try await fixture.act(.start, id, .start(userData: nil, parameters: [:])) }
             #expect(try [a, b, c].map { try fixture.manager.session($0).host } == ["lab", "local", "lab"])
 
-            fixture.labLost("the connection is closed")
+            await fixture.labLost("the connection is closed")
             #expect(try fixture.kinds(a).last == .hostUnreachable)
             #expect(try fixture.kinds(c).last == .hostUnreachable)
             #expect(try !fixture.kinds(b).contains(.hostUnreachable))
-            fixture.labLost("a probe failed")
+            await fixture.labLost("a probe failed")
             #expect(try fixture.kinds(a).filter { $0 == .hostUnreachable }.count == 1, "told once per loss")
 
             let refused = await #expect(throws: VMSessionError.self) { _ = try await fixture.manager.perform(.pause, on: a) }
