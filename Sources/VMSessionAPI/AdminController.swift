@@ -1,4 +1,5 @@
 import Foundation
+import VMSessionClient
 import Hummingbird
 import VMSessionCore
 import VMSessionDaemon
@@ -12,6 +13,8 @@ struct AdminController {
     let metrics: DaemonMetrics
     /// The session list's JSON, encoded once per change (``SessionsController/views``).
     var views = EncodedViews()
+    /// The hosts, for each session's host URI (nil in tests without them).
+    var hosts: HostRegistry? = nil
 
     func addRoutes(to router: Router<APIRequestContext>) {
         let origins = router.group("/api/v1/origins", context: AdminRequestContext.self)
@@ -36,6 +39,8 @@ struct AdminController {
         var privileged: Bool?
         /// What the origin's guests may reach (`none`, `internet`, `open`); absent: the daemon's default.
         var egress: String?
+        /// The labels a host must carry for the origin's sessions to be placed on it; absent: any host.
+        var hostLabels: [String: String]?
     }
 
     @Sendable func listOrigins(_ request: Request, context: AdminRequestContext) async throws -> Response {
@@ -44,16 +49,22 @@ struct AdminController {
 
     func decide(_ status: WebOrigin.Status, _ request: Request, _ context: AdminRequestContext) async throws -> Response {
         var request = request
-        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged", "egress"])
+        let body = try await RequestBody.decode(DecisionRequest.self, from: &request, allowed: ["origin", "privileged", "egress", "hostLabels"])
         let origin = try Self.origin(body.origin)
         let egress = try body.egress.map { text throws(VMSessionError) in try EgressPolicy.parse(text) }
         if egress != nil, status != .approved {
             throw VMSessionError(.invalidArgument, "Only an approved origin has an egress policy; 'egress' goes with approve.")
         }
+        if let labels = body.hostLabels {
+            guard status == .approved else {
+                throw VMSessionError(.invalidArgument, "Only an approved origin is restricted to hosts; 'hostLabels' goes with approve.")
+            }
+            try HostDefinition.validate(labels: labels)
+        }
         if body.privileged == true, status != .approved {
             throw VMSessionError(.invalidArgument, "Only an approved origin can be privileged; 'privileged' goes with approve.")
         }
-        let decided = try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress)
+        let decided = try origins.decide(origin, status, privileged: body.privileged ?? false, egress: egress, hostLabels: body.hostLabels ?? [:])
         metrics.originDecided(status == .approved ? .approved : .denied)
         return JSONResponse.make(decided)
     }
@@ -88,7 +99,10 @@ struct AdminController {
             body: views.list(generation: generation) {
                 // Read at or after `generation`: a list cached under it is never older than what it says.
                 let sessions = manager.readModel.allSessions().sessions
-                return (SessionList(sessions: sessions.map { SessionView($0, address: manager.address) }), Set(sessions.map(\.id)))
+                // The host's name and URI (which do not change while it holds sessions); its link is in each session's own view.
+                let uris = Dictionary((hosts?.all() ?? []).map { ($0.definition.name, $0.definition.uri) }, uniquingKeysWith: { a, _ in a })
+                let views = sessions.map { SessionView($0, address: manager.address, host: SessionHost(name: $0.host, uri: uris[$0.host])) }
+                return (SessionList(sessions: views), Set(sessions.map(\.id)))
             })
     }
 }

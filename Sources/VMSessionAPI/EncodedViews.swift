@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import Synchronization
+import VMSessionClient
 import VMSessionCore
 import VMSessionDaemon
 
@@ -16,6 +17,7 @@ final class EncodedViews: Sendable {
     private struct SessionEntry {
         let session: Session
         let apiAvailable: Bool
+        let host: SessionHost?
         let body: ByteBuffer
     }
 
@@ -38,14 +40,16 @@ final class EncodedViews: Sendable {
     var encodeCount: Int { encodes.load(ordering: .relaxed) }
 
     /// A session's view (as ``SessionView`` shows it without live figures).
-    func session(_ session: Session, apiAvailable: Bool, address: DaemonAddress) -> ByteBuffer {
-        if let entry = state.withLock({ $0.sessions[session.id] }), entry.apiAvailable == apiAvailable, entry.session == session {
+    func session(_ session: Session, apiAvailable: Bool, address: DaemonAddress, host: SessionHost? = nil) -> ByteBuffer {
+        if let entry = state.withLock({ $0.sessions[session.id] }), entry.apiAvailable == apiAvailable, entry.session == session,
+            entry.host == host
+        {
             return entry.body
         }
-        let body = encode(SessionView(session, address: address, apiAvailable: apiAvailable))
+        let body = encode(SessionView(session, address: address, apiAvailable: apiAvailable, host: host))
         // Two requests racing over a change may store in either order: an older entry only costs the next
         // request one encode, since entries are compared with the values before they are used.
-        state.withLock { $0.sessions[session.id] = SessionEntry(session: session, apiAvailable: apiAvailable, body: body) }
+        state.withLock { $0.sessions[session.id] = SessionEntry(session: session, apiAvailable: apiAvailable, host: host, body: body) }
         return body
     }
 

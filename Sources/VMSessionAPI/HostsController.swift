@@ -75,6 +75,17 @@ struct HostsController {
             sessions: status.sessions, latencyMs: latency)
     }
 
+    /// The `host` of a session's view: the host's name and link for everyone, its URI for the admin.
+    static func sessionHost(_ name: String, registry: HostRegistry?, admin: Bool) -> SessionHost {
+        guard let status = try? registry?.host(named: name) else { return SessionHost(name: name) }
+        var host = SessionHost(name: name, state: stateName(status.link), uri: admin ? status.definition.uri : nil)
+        if case .unreachable(let since, let reason) = status.link {
+            host.since = since
+            host.reason = reason
+        }
+        return host
+    }
+
     static func stateName(_ link: HostLink.State) -> String {
         switch link {
         case .connecting: "connecting"

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import VMSessionClient
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
@@ -17,6 +18,8 @@ struct SessionsController {
     var views = EncodedViews()
     /// Opens and starts sessions whose `version` names a template (nil: every version is an image).
     var templates: TemplateService? = nil
+    /// The libvirt hosts, for the host a session's view names (nil in tests without them).
+    var hosts: HostRegistry? = nil
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/api/v1", use: daemonInfo)
@@ -89,12 +92,15 @@ struct SessionsController {
     @Sendable func show(_ request: Request, context: SessionRequestContext) async throws -> Response {
         let id = context.session
         let (session, apiAvailable) = try manager.readModel.view(of: id)
-        if !session.state.hasRunningMachine {
-            return JSONResponse.make(body: views.session(session, apiAvailable: apiAvailable, address: manager.address))
+        let host = HostsController.sessionHost(session.host, registry: hosts, admin: context.caller.role == .admin)
+        if !session.state.hasRunningMachine || !(host.state == nil || host.state == "connected") {
+            return JSONResponse.make(body: views.session(session, apiAvailable: apiAvailable, address: manager.address, host: host))
         }
         let snapshot = try await manager.snapshot(of: id, token: context.caller.token)
         return JSONResponse.make(
-            SessionView(snapshot.session, address: manager.address, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable, appliedCap: snapshot.appliedCap))
+            SessionView(
+                snapshot.session, address: manager.address, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable,
+                appliedCap: snapshot.appliedCap, host: host))
     }
 
     struct OpenRequest: Decodable {

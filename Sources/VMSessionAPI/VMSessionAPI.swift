@@ -59,6 +59,7 @@ public enum VMSessionAPI {
         webSocket.add(middleware: CredentialsReader(access: manager.access, origins: origins))
         var sessions = SessionsController(manager: manager, hypervisor: hypervisor, mode: mode)
         sessions.idleSource = { controller.idleSource() }
+        sessions.hosts = hosts
         let templates = templates ?? TemplateService(manager: manager)
         sessions.templates = templates
         sessions.addRoutes(to: router)
@@ -66,7 +67,7 @@ public enum VMSessionAPI {
         let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
         SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
-        AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views).addRoutes(to: router)
+        AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views, hosts: hosts).addRoutes(to: router)
         ImagesController(manager: manager, templates: templates).addRoutes(to: router)
         TemplatesController(manager: manager, service: templates, warmUps: warmUps ?? TemplateWarmUp(manager: manager, templates: templates))
             .addRoutes(to: router)

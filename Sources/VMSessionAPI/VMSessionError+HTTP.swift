@@ -19,7 +19,7 @@ extension VMSessionError.Code {
         case .originNotApproved: .forbidden
         case .notSupported: .unprocessableContent
         case .notImplemented: .notImplemented
-        case .unavailable, .portInUse: .serviceUnavailable
+        case .unavailable, .portInUse, .hostUnreachable: .serviceUnavailable
         // The image server sent something wrong or nothing: the fault is upstream of the daemon.
         case .checksumMismatch, .downloadFailed, .guestAPIFailed: .badGateway
         case .guestAPITimeout, .guestNotReady: .gatewayTimeout

@@ -1,4 +1,5 @@
 import Foundation
+import VMSessionClient
 import VMSessionCore
 import VMSessionDaemon
 
@@ -23,6 +24,8 @@ struct SessionView: Encodable {
     /// What the guest may reach on the network (`none`, `internet`, `open`), as its VM was last started;
     /// set by the admin per daemon and per origin, never by a page.
     let egress: String?
+    /// The libvirt host the session's VM is placed on, and whether the daemon reaches it now.
+    let host: SessionHost
     /// The daemon's page showing this session's display, while the VM has one (running or paused); relative
     /// to the daemon's address (`vmsession.js` makes it absolute). The plugin's `rdpURL` maps to it.
     let displayURL: String?
@@ -40,8 +43,10 @@ struct SessionView: Encodable {
     let updatedAt: Date
 
     init(
-        _ session: Session, address: DaemonAddress, cpuTime: UInt64? = nil, apiAvailable: Bool = false, appliedCap: ExecutionCap? = nil
+        _ session: Session, address: DaemonAddress, cpuTime: UInt64? = nil, apiAvailable: Bool = false, appliedCap: ExecutionCap? = nil,
+        host: SessionHost? = nil
     ) {
+        self.host = host ?? SessionHost(name: session.host)
         id = session.id.description
         name = session.name
         state = session.state.rawValue

@@ -107,3 +107,26 @@ extension VMSessionClient {
     /// Removes a host added through the API; refused while it holds sessions.
     public func removeHost(_ name: String) async throws { try await sendEmpty("DELETE", "/api/v1/hosts/\(Self.escaped(name))") }
 }
+
+/// The host a session's VM is placed on, as the session's view shows it (the `host` field): its name, whether the
+/// daemon reaches it now (`connected`, `connecting`, or `unreachable` with `since` and `reason`: actions on the VM
+/// then answer 503 `host_unreachable`), and its libvirt URI, for the admin token only (pages see the name).
+public struct SessionHost: Codable, Sendable, Equatable {
+    public var name: String
+    /// `connected`, `connecting` or `unreachable`; absent where the daemon serves no host list (some tests).
+    public var state: String?
+    /// Unreachable since.
+    public var since: Date?
+    /// Why it is unreachable.
+    public var reason: String?
+    /// The host's libvirt URI (admin only).
+    public var uri: String?
+
+    public init(name: String, state: String? = nil, since: Date? = nil, reason: String? = nil, uri: String? = nil) {
+        self.name = name
+        self.state = state
+        self.since = since
+        self.reason = reason
+        self.uri = uri
+    }
+}

@@ -57,6 +57,8 @@ public struct SessionInfo: Decodable, Sendable {
     public let apiURL: String?
     /// What the guest may reach on the network, as its VM was last started.
     public let egress: String?
+    /// The host the session's VM is placed on (absent from daemons before hosts).
+    public let host: SessionHost?
     public let apiAvailable: Bool
     public let lastError: String?
     public let createdAt: Date
@@ -109,6 +111,8 @@ public struct OriginInfo: Decodable, Sendable {
     public let privileged: Bool?
     /// What the origin's guests may reach, if the admin chose it (else the daemon's default).
     public let egress: String?
+    /// The labels a host must carry for the origin's sessions to be placed on it (empty: any host).
+    public let hostLabels: [String: String]?
 }
 
 public struct ImageInfo: Decodable, Sendable {

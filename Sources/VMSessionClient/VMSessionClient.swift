@@ -172,10 +172,13 @@ public struct VMSessionClient: Sendable {
 
     /// `decision` is `approve` or `deny`; `privileged` (approve only) also lets the origin's pages change the
     /// idle-aware controller.
-    public func decide(_ decision: String, origin: String, privileged: Bool = false, egress: String? = nil) async throws -> OriginInfo {
+    public func decide(
+        _ decision: String, origin: String, privileged: Bool = false, egress: String? = nil, hostLabels: [String: String] = [:]
+    ) async throws -> OriginInfo {
         var body: [String: JSONValue] = ["origin": .string(origin)]
         if privileged { body["privileged"] = true }
         if let egress { body["egress"] = .string(egress) }
+        if !hostLabels.isEmpty { body["hostLabels"] = .object(hostLabels.mapValues { .string($0) }) }
         return try await send("POST", "/api/v1/origins/\(decision)", body: body)
     }
 

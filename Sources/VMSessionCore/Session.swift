@@ -17,15 +17,20 @@ public struct Session: Codable, Equatable, Sendable {
     /// What the guest may reach on the network, as its VM was last started with; nil before a start
     /// (and for a VM with no network).
     public var egress: EgressPolicy?
+    /// The libvirt host the session's VM is placed on (issue 22): set when it is opened from closed, kept until
+    /// it is opened again; `local` (the daemon's own host) until then, and on a daemon with no other hosts.
+    public var host: String
     public var createdAt: Date
     public var updatedAt: Date
 
     public init(
         id: SessionID, name: String, state: SessionState = .closed, requirements: Requirements? = nil,
         executionCap: ExecutionCap = .unlimited, daemon: DaemonControl = .init(), lastError: String? = nil,
-        operationID: OperationID? = nil, egress: EgressPolicy? = nil, createdAt: Date, updatedAt: Date
+        operationID: OperationID? = nil, egress: EgressPolicy? = nil, host: String = HostDefinition.localName, createdAt: Date,
+        updatedAt: Date
     ) {
         self.egress = egress
+        self.host = host
         self.id = id
         self.name = name
         self.state = state

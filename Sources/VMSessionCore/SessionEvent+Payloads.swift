@@ -94,6 +94,25 @@ extension SessionEvent {
         public init(reason: String) { self.reason = reason }
     }
 
+    /// `hostUnreachable`: the host of the session's VM stopped answering; actions on the VM answer
+    /// `host_unreachable` until it is back (a close forgets the session, and its VM goes when the host returns).
+    public struct HostUnreachable: Codable, Equatable, Sendable {
+        public var host: String
+        public var reason: String
+        public var since: Date
+        public init(host: String, reason: String, since: Date) {
+            self.host = host
+            self.reason = reason
+            self.since = since
+        }
+    }
+
+    /// `hostReachable`: the host of the session's VM is connected again; the session is reconciled with its VM.
+    public struct HostReachable: Codable, Equatable, Sendable {
+        public var host: String
+        public init(host: String) { self.host = host }
+    }
+
     /// `idleChanged`: the desktop became idle (the controller lends the CPU) or active (it takes it back).
     /// Written on the stream of every controlled session, so that replay works as for any other event.
     public struct IdleChanged: Codable, Equatable, Sendable {

@@ -14,6 +14,9 @@ public struct SessionEvent: Equatable, Sendable {
         case debug
         /// A snapshot of the session's VM was taken, reverted to, or deleted (payload: ``SessionEvent/SnapshotChanged``).
         case snapshotCreated, snapshotReverted, snapshotDeleted
+        /// The libvirt host of the session's VM was lost (payload: ``SessionEvent/HostUnreachable``), or came back
+        /// and the session was looked at again (``SessionEvent/HostReachable``).
+        case hostUnreachable, hostReachable
     }
 
     public var id: Int64

@@ -73,6 +73,9 @@ public struct VMSessionError: Error, Sendable, CustomStringConvertible {
         public static let guestNotReady = Code("guest_not_ready", legacyCode: -7)
         /// A session has as many proxied requests to its guest in flight as it may; one must end first.
         public static let tooManyRequests = Code("too_many_requests", legacyCode: -10)
+        /// The session's VM is on a libvirt host the daemon cannot reach now (503); the message names the host,
+        /// since when and why. Every other host's sessions keep working.
+        public static let hostUnreachable = Code("host_unreachable", legacyCode: -7)
         /// A bug: something that should not happen happened.
         public static let internalError = Code("internal_error", legacyCode: -7)
     }

@@ -32,16 +32,19 @@ public struct HostMonitor: Service {
     }
 
     let registry: HostRegistry
+    /// Where each connected host's hypervisor is handed over (and taken back on loss); nil: hosts are only followed.
+    let runtimes: HostRuntimes?
     let settings: Settings
     let localCapacity: @Sendable () -> HostCapacity?
     let clock: any Clock<Duration>
     let logger: Logger
 
     public init(
-        registry: HostRegistry, settings: Settings = .init(), localCapacity: @escaping @Sendable () -> HostCapacity? = LocalHostCapacity.read,
+        registry: HostRegistry, runtimes: HostRuntimes? = nil, settings: Settings = .init(), localCapacity: @escaping @Sendable () -> HostCapacity? = LocalHostCapacity.read,
         clock: any Clock<Duration> = ContinuousClock(), logger: Logger
     ) {
         self.registry = registry
+        self.runtimes = runtimes
         self.settings = settings
         self.localCapacity = localCapacity
         self.clock = clock
@@ -70,6 +73,10 @@ public struct HostMonitor: Service {
     /// Connects to `host`, watches the connection, and reconnects after each loss, until the host is removed
     /// or the service ends.
     func follow(_ host: HostRegistry.RemoteHost) async {
+        defer {
+            // Removed by the admin (it held no sessions): its runtime goes with it.
+            if (try? registry.host(named: host.name)) == nil { runtimes?.removeHost(host.name) }
+        }
         while registry.isCurrent(host), !Task.isCancelled {
             let action: HostLink.Action?
             do throws(VMSessionError) {
@@ -79,11 +86,24 @@ public struct HostMonitor: Service {
                 guard registry.isCurrent(host), !Task.isCancelled else { return }
                 let first = try await connection.probe()
                 registry.measured(host.name, generation: host.generation, capacity: first.capacity, latency: first.latency)
+                // The runtime first: a host counts as connected (placement sends sessions there) once calls can reach it.
+                if let runtimes {
+                    do throws(VMSessionError) {
+                        try await runtimes.connect(try registry.host(named: host.name).definition, connection: connection)
+                    } catch where error.code == .notSupported {
+                        // No hypervisor for this host's transport: it is followed, and takes no sessions.
+                        logger.notice("host followed without sessions", metadata: ["host": "\(host.name)", "why": "\(error.message)"])
+                    }
+                }
                 _ = registry.report(host, .connected(at: Date()))
                 guard let reason = await watch(connection, host) else { return }
-                action = registry.report(host, .lost(at: Date(), reason: reason))
+                let time = Date()
+                await runtimes?.lost(host.name, at: time, reason: reason)
+                action = registry.report(host, .lost(at: time, reason: reason))
             } catch {
-                action = registry.report(host, .failed(at: Date(), reason: error.message))
+                let time = Date()
+                await runtimes?.lost(host.name, at: time, reason: error.message)
+                action = registry.report(host, .failed(at: time, reason: error.message))
             }
             guard case .retry(let delay) = action else { return }
             do { try await clock.sleep(for: delay) } catch { return }

@@ -109,6 +109,32 @@ public final class HostRegistry: Sendable {
             sessions: sessionCount(entry.definition.name))
     }
 
+    // MARK: Placement
+
+    /// What ``HostPlacement`` needs of each host, as known now: reachable (its link connected), draining, labels,
+    /// limit, CPUs and free memory (the last measured; a host not measured yet is not refused for them), and the
+    /// sessions it holds that are not closed. A host `serving` says has no hypervisor here counts as unreachable.
+    public func placement(serving: (String) -> Bool = { _ in true }) -> HostPlacement {
+        HostPlacement(hosts: all().map { host in
+            HostPlacement.Host(
+                name: host.definition.name, labels: host.definition.labels, cpus: host.capacity?.cpus ?? Int.max,
+                freeMemory: host.capacity.map { $0.freeMemory ?? $0.memory } ?? Int.max, sessions: host.sessions,
+                maxSessions: host.definition.maxSessions, draining: host.definition.draining,
+                reachable: host.isConnected && serving(host.definition.name))
+        })
+    }
+
+    /// The host a session of `requirements` from an origin restricted to `labels` goes to, by ``HostPlacement``'s
+    /// rule; `insufficient_resources` naming each host's refusal when none fits. A daemon with only its own host
+    /// places everything there, as before hosts existed.
+    public func place(
+        _ requirements: Requirements, labels: [String: String] = [:], serving: (String) -> Bool = { _ in true }
+    ) throws(VMSessionError) -> String {
+        let onlyLocal = state.withLock { $0.entries.count == 1 && $0.entries[HostDefinition.localName] != nil }
+        if onlyLocal, labels.isEmpty { return HostDefinition.localName }
+        return try placement(serving: serving).place(requirements, labels: labels).name
+    }
+
     static func unknown(_ name: String) -> VMSessionError {
         VMSessionError(.notFound, "There is no host '\(name.prefix(80))'; see GET /api/v1/hosts.")
     }

@@ -23,6 +23,8 @@ public final class OriginRegistry: Sendable {
         var privileged: Set<WebOrigin>
         /// The admin's egress policy per approved origin (absent: the daemon's default).
         var egress: [WebOrigin: EgressPolicy] = [:]
+        /// The labels the admin requires of the hosts an approved origin's sessions go to.
+        var hostLabels: [WebOrigin: [String: String]] = [:]
         var pendingCount: Int
         var refusals: [WebOrigin: Refusals] = [:]
         var overflowLoggedAt: Date?
@@ -52,6 +54,8 @@ public final class OriginRegistry: Sendable {
             State(
                 statuses: known, privileged: Set(records.filter(\.privileged).map(\.origin)),
                 egress: Dictionary(records.compactMap { record in record.egress.map { (record.origin, $0) } }, uniquingKeysWith: { _, last in last }),
+                hostLabels: Dictionary(
+                    records.filter { !$0.hostLabels.isEmpty }.map { ($0.origin, $0.hostLabels) }, uniquingKeysWith: { _, last in last }),
                 pendingCount: known.values.count { $0 == .pending }))
     }
 
@@ -63,6 +67,11 @@ public final class OriginRegistry: Sendable {
     /// Whether the user approved `origin` as privileged (it may change the idle-aware controller).
     public func isPrivileged(_ origin: WebOrigin) -> Bool {
         state.withLock { $0.statuses[origin] == .approved && $0.privileged.contains(origin) }
+    }
+
+    /// The labels the admin requires of the hosts an approved origin's sessions are placed on; empty: any host.
+    public func hostLabels(of origin: WebOrigin) -> [String: String] {
+        state.withLock { $0.statuses[origin] == .approved ? $0.hostLabels[origin] ?? [:] : [:] }
     }
 
     /// The egress policy the admin chose for an approved origin's guests; nil: the daemon's default.
@@ -125,11 +134,12 @@ public final class OriginRegistry: Sendable {
 
     /// Approves (optionally as privileged) or denies an origin.
     public func decide(
-        _ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, egress: EgressPolicy? = nil
+        _ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, egress: EgressPolicy? = nil,
+        hostLabels: [String: String] = [:]
     ) throws(VMSessionError) -> OriginRecord {
         let record: OriginRecord
         do {
-            record = try store.decide(origin, status, privileged: privileged, egress: egress, at: Date())
+            record = try store.decide(origin, status, privileged: privileged, egress: egress, hostLabels: hostLabels, at: Date())
         } catch let error as VMSessionError {
             throw error
         } catch {
@@ -139,6 +149,7 @@ public final class OriginRegistry: Sendable {
             Self.set(origin, status, in: &$0)
             if record.privileged { $0.privileged.insert(origin) } else { $0.privileged.remove(origin) }
             $0.egress[origin] = record.egress
+            $0.hostLabels[origin] = record.hostLabels.isEmpty ? nil : record.hostLabels
         }
         logger.notice("origin \(status.rawValue)\(record.privileged ? " as privileged" : "")", metadata: ["origin": "\(origin)"])
         return record

@@ -27,14 +27,20 @@ public actor SessionManager: Service {
         /// What a guest started for `client` (a web origin, or `local`) may reach: the admin's choice for
         /// that origin, else the daemon's default (see ``EgressPolicy``).
         public var egress: @Sendable (_ client: String) -> EgressPolicy
+        /// Which libvirt host a session opened from closed goes to (the daemon's placement over its hosts, see
+        /// ``HostRegistry/placement()``); throws when none can take it. `local` unless the daemon says otherwise.
+        public var place: @Sendable (_ id: SessionID, _ requirements: Requirements, _ client: String) throws(VMSessionError) -> String
 
         public init(
             stopGrace: Duration = .seconds(30), quota: SessionQuota = .defaults,
-            egress: @escaping @Sendable (_ client: String) -> EgressPolicy = { _ in .internet }
+            egress: @escaping @Sendable (_ client: String) -> EgressPolicy = { _ in .internet },
+            place: @escaping @Sendable (_ id: SessionID, _ requirements: Requirements, _ client: String) throws(VMSessionError) -> String =
+                { _, _, _ in HostDefinition.localName }
         ) {
             self.stopGrace = stopGrace
             self.quota = quota
             self.egress = egress
+            self.place = place
         }
     }
 
@@ -168,13 +174,15 @@ public actor SessionManager: Service {
         let machines = try await hypervisor.allMachines()
         for var entry in stored {
             let id = entry.session.id
+            // A VM on a host that is lost now is not absent: its session is left as it is until the host returns.
+            let reachable = machines[id] != nil || hypervisor.reaches(id)
             let status = machines[id] ?? .absent
             var lifecycle = SessionLifecycle(state: entry.session.state)
             var changes: [SessionLifecycle.Change] = []
             var announcements: [(SessionEvent.Kind, String)] = []
             if let action = entry.pendingAction, let transition = Self.interruptedTransition(action, state: entry.session.state) {
                 lifecycle = SessionLifecycle(state: transition.during, pending: transition)
-                let finished = Self.reached(transition, status: status)
+                let finished = reachable && Self.reached(transition, status: status)
                 if let change = lifecycle.complete(succeeded: finished, reason: "the daemon restarted during '\(action.rawValue)'") {
                     changes.append(change)
                 }
@@ -190,8 +198,8 @@ public actor SessionManager: Service {
                     announcements.append((finished ? .operationCompleted : .operationFailed, SessionEvent.encode(update)))
                 }
             }
-            if let change = lifecycle.observe(status) { changes.append(change) }
-            if entry.pendingAction == .close, lifecycle.state == .closed {
+            if reachable, let change = lifecycle.observe(status) { changes.append(change) }
+            if reachable, entry.pendingAction == .close, lifecycle.state == .closed {
                 // A close killed after the VM was undefined may have left its files: finish removing them.
                 try await hypervisor.remove(id)
             }
@@ -525,6 +533,14 @@ public actor SessionManager: Service {
             sessionID: id, action: action, progress: .init(done: 0, total: 1, message: "\(action.rawValue) requested"),
             createdAt: now, updatedAt: now)
         if let requirements = input.requirements { entry.session.requirements = requirements }
+        if action == .open, transition.from == .closed {
+            // Placed once per open from closed; a session from a template stays with the template, on `local`.
+            if case .open(let requirements) = input {
+                entry.session.host = try configuration.place(id, requirements, entry.client)
+            } else {
+                entry.session.host = HostDefinition.localName
+            }
+        }
         if action == .start, let egress = work?.egress { entry.session.egress = egress }
         entry.session.state = lifecycle.state
         entry.session.operationID = operation.id

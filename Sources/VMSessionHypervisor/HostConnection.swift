@@ -13,11 +13,16 @@ import VMSessionCore
 /// and a connection that opens later is closed at once.
 public final class HostConnection: Sendable {
     let connection: Connection
+    /// libvirt's test driver answers `virNodeGetFreeMemory` with its cells' free memory in KiB, though the call
+    /// speaks bytes (test_driver.c sums `cells[].freeMem`, set in KiB): read as bytes, a test host would have
+    /// 3 MiB free and no session could ever be placed on it.
+    let freeMemoryInKiB: Bool
     /// Yields the reason once when libvirt closes the connection underneath, then finishes.
     public let closed: AsyncStream<String>
 
-    init(connection: Connection, closed: AsyncStream<String>) {
+    init(connection: Connection, closed: AsyncStream<String>, freeMemoryInKiB: Bool = false) {
         self.connection = connection
+        self.freeMemoryInKiB = freeMemoryInKiB
         self.closed = closed
     }
 
@@ -58,7 +63,7 @@ public final class HostConnection: Sendable {
         } catch {
             throw VMSessionError(.unavailable, error.message, cause: error)
         }
-        return HostConnection(connection: connection, closed: closed)
+        return HostConnection(connection: connection, closed: closed, freeMemoryInKiB: uri.hasPrefix("test:"))
     }
 
     /// Whether libvirt still counts the connection as open.
@@ -67,6 +72,7 @@ public final class HostConnection: Sendable {
     /// The host's capacity and the time a free-memory query took (one round trip), read off the pool.
     public func probe() async throws(VMSessionError) -> (capacity: HostCapacity, latency: Duration) {
         let connection = self.connection
+        let freeShift: UInt64 = freeMemoryInKiB ? 10 : 20
         let clock = ContinuousClock()
         return try await offPool { () throws(VMSessionError) -> (HostCapacity, Duration) in
             do throws(LibvirtError) {
@@ -81,7 +87,7 @@ public final class HostConnection: Sendable {
                 // The round trip of the first call; nodeInfo's (when free memory is not reported) otherwise.
                 let latency = started.duration(to: clock.now) / (free == nil ? 1 : 2)
                 return (
-                    HostCapacity(cpus: info.cpus, memory: Int(info.memoryKiB / 1024), freeMemory: free.map { Int($0 >> 20) }), latency
+                    HostCapacity(cpus: info.cpus, memory: Int(info.memoryKiB / 1024), freeMemory: free.map { Int($0 >> freeShift) }), latency
                 )
             } catch {
                 throw VMSessionError(.unavailable, error.message, cause: error)

@@ -36,6 +36,9 @@ public protocol Hypervisor: Sendable {
     /// managed-save image beside a VM that still runs). Called once at start-up, before ``allMachines()``;
     /// returns a line per repair, for the log.
     func repairInterrupted() async throws(VMSessionError) -> [String]
+    /// Whether calls for `id`'s VM reach its host now. A hypervisor over several hosts says false for a session
+    /// whose host is lost: ``allMachines()`` leaves its VM out, and start-up must skip it rather than stop it.
+    func reaches(_ id: SessionID) -> Bool
     /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
     var changes: AsyncStream<SessionID> { get }
     /// The Unix socket of the VM's VNC display (QEMU listens on it while the VM has a process), or nil if
@@ -86,6 +89,7 @@ public protocol Hypervisor: Sendable {
 
 extension Hypervisor {
     public func repairInterrupted() async throws(VMSessionError) -> [String] { [] }
+    public func reaches(_ id: SessionID) -> Bool { true }
     public func displaySocket(of id: SessionID) -> String? { nil }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
         throw VMSessionError(.notSupported, "This hypervisor gives VMs no display.")

@@ -14,12 +14,16 @@ public struct OriginRecord: Codable, Equatable, Sendable {
     public var privileged: Bool
     /// What its pages' guests may reach, as the admin chose when approving it; nil: the daemon's default.
     public var egress: EgressPolicy?
+    /// The labels a host must carry for this origin's sessions to be placed on it (the admin's choice when
+    /// approving it; empty: any host).
+    public var hostLabels: [String: String]
 
     public init(
         origin: WebOrigin, status: WebOrigin.Status, firstSeen: Date, lastSeen: Date, decidedAt: Date? = nil, requests: Int = 0,
-        privileged: Bool = false, egress: EgressPolicy? = nil
+        privileged: Bool = false, egress: EgressPolicy? = nil, hostLabels: [String: String] = [:]
     ) {
         self.egress = egress
+        self.hostLabels = hostLabels
         self.privileged = privileged
         self.origin = origin
         self.status = status

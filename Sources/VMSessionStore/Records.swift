@@ -29,6 +29,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     var operationId: String?
     var egress: String?
     var client: String
+    var host: String
     var createdAt: Date
     var updatedAt: Date
 
@@ -54,6 +55,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
         operationId = session.operationID?.description
         egress = session.egress?.rawValue
         client = stored.client
+        host = session.host
         createdAt = session.createdAt
         updatedAt = session.updatedAt
     }
@@ -71,7 +73,7 @@ struct SessionRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
             executionCap: (try? ExecutionCap(percent: executionCap)) ?? .unlimited,
             daemon: DaemonControl(controlled: daemonControlled, minCap: daemonMinCap, maxCap: daemonMaxCap, flags: daemonFlags),
             lastError: lastError, operationID: operationId.flatMap(OperationID.init), egress: egress.flatMap(EgressPolicy.init(rawValue:)),
-            createdAt: createdAt, updatedAt: updatedAt)
+            host: host, createdAt: createdAt, updatedAt: updatedAt)
         return StoredSession(
             session: session, secret: SecretDigest(kdf: secretKdf, salt: Array(secretSalt), hash: Array(secretHash)),
             pendingAction: pendingAction.flatMap(SessionAction.init(rawValue:)), client: client)

@@ -35,7 +35,7 @@ struct HostRow: Codable, FetchableRecord, PersistableRecord {
 }
 
 extension JSONEncoder {
-    fileprivate static let sortedKeys: JSONEncoder = {
+    static let sortedKeys: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return encoder

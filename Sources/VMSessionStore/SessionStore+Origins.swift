@@ -15,9 +15,12 @@ struct OriginRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     var requests: Int
     var privileged: Bool
     var egress: String?
+    /// A JSON object of strings.
+    var hostLabels: String
 
     init(_ record: OriginRecord) {
         privileged = record.privileged
+        hostLabels = Self.encode(record.hostLabels)
         egress = record.egress?.rawValue
         origin = record.origin.value
         status = record.status.rawValue
@@ -31,7 +34,12 @@ struct OriginRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
         guard let origin = WebOrigin(origin), let status = WebOrigin.Status(rawValue: status) else { return nil }
         return OriginRecord(
             origin: origin, status: status, firstSeen: firstSeen, lastSeen: lastSeen, decidedAt: decidedAt, requests: requests,
-            privileged: privileged, egress: egress.flatMap(EgressPolicy.init(rawValue:)))
+            privileged: privileged, egress: egress.flatMap(EgressPolicy.init(rawValue:)),
+            hostLabels: (try? JSONDecoder().decode([String: String].self, from: Data(hostLabels.utf8))) ?? [:])
+    }
+
+    static func encode(_ labels: [String: String]) -> String {
+        String(decoding: (try? JSONEncoder.sortedKeys.encode(labels)) ?? Data("{}".utf8), as: UTF8.self)
     }
 }
 
@@ -56,10 +64,11 @@ extension SessionStore {
     }
 
     /// Records the user's decision about an origin (creating it if it never asked); only an approved origin
-    /// can be privileged or have an egress policy of its own.
+    /// can be privileged, have an egress policy of its own, or be restricted to hosts with labels.
     @discardableResult
     public func decide(
-        _ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, egress: EgressPolicy? = nil, at time: Date
+        _ origin: WebOrigin, _ status: WebOrigin.Status, privileged: Bool = false, egress: EgressPolicy? = nil,
+        hostLabels: [String: String] = [:], at time: Date
     ) throws -> OriginRecord {
         try write { db in
             var row = try OriginRow.fetchOne(db, key: origin.value)
@@ -67,6 +76,7 @@ extension SessionStore {
             row.status = status.rawValue
             row.privileged = status == .approved && privileged
             row.egress = status == .approved ? egress?.rawValue : nil
+            row.hostLabels = OriginRow.encode(status == .approved ? hostLabels : [:])
             row.decidedAt = time
             try row.save(db)
             guard let record = row.record() else { throw VMSessionError(.internalError, "An origin could not be stored.") }

@@ -10,8 +10,18 @@ struct OriginsApprove: AsyncParsableCommand {
     var privileged = false
     @Option(help: "What its pages' guests may reach: none, internet or open (default: the daemon's guestEgress).")
     var egress: String?
+    @Option(name: .customLong("host-label"), help: "Place its sessions only on hosts labelled KEY=VALUE; repeatable.")
+    var hostLabels: [String] = []
 
     func run() async throws {
-        try await OriginsCommand.decide("approve", origin: origin, privileged: privileged, egress: egress, options: options)
+        var labels: [String: String] = [:]
+        for label in hostLabels {
+            guard let equals = label.firstIndex(of: "="), equals != label.startIndex else {
+                throw ValidationError("--host-label takes KEY=VALUE; got '\(label)'.")
+            }
+            labels[String(label[..<equals])] = String(label[label.index(after: equals)...])
+        }
+        try await OriginsCommand.decide(
+            "approve", origin: origin, privileged: privileged, egress: egress, hostLabels: labels, options: options)
     }
 }

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 import VMSessionAPI
 import VMSessionCore
@@ -25,16 +26,16 @@ struct Daemon {
         defer { lock.release() }
 
         let store = try SessionStore(path: state + "/vmsessiond.sqlite")
-        let hypervisor = try LibvirtHypervisor(
+        let localHypervisor = try LibvirtHypervisor(
             configuration: .init(
                 uri: settings.libvirtURI, stateDirectory: state, accelerator: settings.accelerator,
                 capMechanism: settings.capMechanism, cgroupDirectory: settings.cgroupDirectory),
             logger: logger)
         logger.info(
             "hypervisor ready",
-            metadata: ["uri": "\(hypervisor.description.uri)", "driver": "\(hypervisor.description.driver)",
-                       "accelerator": "\(hypervisor.description.accelerator)"])
-        let mode = hypervisor.mode
+            metadata: ["uri": "\(localHypervisor.description.uri)", "driver": "\(localHypervisor.description.driver)",
+                       "accelerator": "\(localHypervisor.description.accelerator)"])
+        let mode = localHypervisor.mode
         logger.notice(
             "running in \(mode.mode) mode",
             metadata: ["libvirt": "\(mode.libvirt)", "capMechanism": "\(mode.capMechanism.rawValue)", "capDetail": "\(mode.capDetail)"])
@@ -43,18 +44,62 @@ struct Daemon {
         let metrics = DaemonMetrics()
         MetricsSystem.bootstrap(metrics.factory)
         let events = EventHub(store: store, metrics: metrics)
+        // Every session's calls go through the runtimes, which route them to the hypervisor of the session's host:
+        // the local one, and a remote host's while its connection is up (built here from the host's definition).
+        // Until the remote hypervisor (branch remote-hv) is merged, a remote host gets a LibvirtHypervisor of its own
+        // on the host's URI, with its state under hosts/NAME (what `test:///default` hosts need).
+        let settings = self.settings
+        let hypervisor = HostRuntimes(
+            local: localHypervisor,
+            factory: { [logger] host, _ throws(VMSessionError) in
+                // A second libvirt connection over SSH or TLS, without the monitor's deadline and keepalive, would hang
+                // the hypervisor's calls (and its host's loss) on a host that stops answering: those hosts wait for the
+                // remote hypervisor, and are followed meanwhile without taking sessions.
+                if ["qemu+ssh:", "qemu+tls:", "qemu+libssh2:"].contains(where: { host.uri.hasPrefix($0) }) {
+                    throw VMSessionError(
+                        .notSupported, "Host '\(host.name)' takes no sessions yet: this build has no hypervisor for remote transports.")
+                }
+                return try LibvirtHypervisor(
+                    configuration: .init(
+                        uri: host.uri, stateDirectory: state + "/hosts/" + host.name, accelerator: settings.accelerator,
+                        capMechanism: "libvirt"),
+                    logger: logger)
+            },
+            announce: { [logger] ids, kind, payload in
+                do {
+                    _ = try events.record { try store.append(kind, payload: payload, forEach: ids, at: Date()) }
+                } catch {
+                    logger.error("could not record \(kind.rawValue)", metadata: ["error": "\(error)"])
+                }
+            }, logger: logger)
+        // Where each session is, as the store says, before the first call for one.
+        for entry in try store.allSessions() where entry.session.host != HostDefinition.localName {
+            hypervisor.place(entry.session.id, on: entry.session.host, closed: entry.session.state == .closed)
+        }
         let adminToken = try AdminToken.load(stateDirectory: state)
         logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
         let origins = try OriginRegistry(store: store, maximumPending: settings.maximumPendingOrigins, logger: logger)
         let images = ImageStore(
             store: store, catalog: ImageCatalog(applianceDirectory: settings.applianceDirectory), directory: state + "/images",
             downloader: ImageDownloader(logger: logger), logger: logger)
+        // The host registry is made before the manager (placement reads it); its session count reads the manager's.
+        let counter = SessionCounter()
+        let hosts = try HostRegistry(
+            store: store, localURI: localHypervisor.description.uri, configured: settings.hosts,
+            sessionCount: { name in counter.count(name) }, logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
             configuration: .init(
                 stopGrace: .seconds(settings.stopGraceSeconds), quota: settings.quota,
                 egress: { [defaultEgress = settings.guestEgress] client in
                     WebOrigin(client).flatMap { origins.egress(of: $0) } ?? defaultEgress
+                },
+                place: { id, requirements, client throws(VMSessionError) in
+                    // The admin's labels for the page's origin (never the page's own choice); none for local clients.
+                    let labels = WebOrigin(client).map { origins.hostLabels(of: $0) } ?? [:]
+                    let host = try hosts.place(requirements, labels: labels, serving: { hypervisor.serves($0) })
+                    hypervisor.place(id, on: host)
+                    return host
                 }),
             adminToken: adminToken, metrics: metrics, logger: logger)
         // Sessions are reconciled before the first request is served.
@@ -79,12 +124,9 @@ struct Daemon {
             "connection budget",
             metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
         let consoles = ConsoleHub(limits: settings.console, logger: logger)
-        // Sessions all run on the local host until placement comes (issue 22); remote hosts hold none yet.
-        let hosts = try HostRegistry(
-            store: store, localURI: hypervisor.description.uri, configured: settings.hosts,
-            sessionCount: { name in
-                name == HostDefinition.localName ? manager.readModel.allSessions().sessions.filter { $0.state != .closed }.count : 0
-            }, logger: logger)
+        counter.read = { [readModel = manager.readModel] name in
+            readModel.allSessions().sessions.filter { $0.state != .closed && $0.host == name }.count
+        }
         let collector = MetricsCollector(
             metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles, hosts: hosts)
         let routers = VMSessionAPI.buildRouters(
@@ -115,7 +157,7 @@ struct Daemon {
         var configuration = ServiceGroupConfiguration(
                 services: services + [
                     .init(service: manager), .init(service: images), .init(service: GuestAPIMonitor(manager: manager, logger: logger)),
-                    .init(service: controller), .init(service: consoles), .init(service: HostMonitor(registry: hosts, logger: logger)),
+                    .init(service: controller), .init(service: consoles), .init(service: hypervisor), .init(service: HostMonitor(registry: hosts, runtimes: hypervisor, logger: logger)),
                     .init(service: warmUps),
                     .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
@@ -154,4 +196,17 @@ struct Daemon {
             tasks.cancelAll()
         }
     }
+}
+
+/// The host registry's count of sessions per host, read from the session manager's read model once the manager
+/// exists (the registry is made first, because placement, which the manager is given, reads it).
+private final class SessionCounter: Sendable {
+    private let reader = Mutex<(@Sendable (String) -> Int)?>(nil)
+
+    var read: (@Sendable (String) -> Int)? {
+        get { reader.withLock { $0 } }
+        set { reader.withLock { $0 = newValue } }
+    }
+
+    func count(_ host: String) -> Int { read?(host) ?? 0 }
 }

@@ -83,7 +83,13 @@ struct ReadPathTests {
             }
             let before = try await body(token)
             #expect(try await body(token) == before)
-            #expect(try await body(fixture.adminToken) == before)
+            // The admin's view also names the host's URI (a page's does not): encoded once per change too.
+            let admin = try await body(fixture.adminToken)
+            #expect(try await body(fixture.adminToken) == admin)
+            let pageHost = try #require((try JSONSerialization.jsonObject(with: before) as? [String: Any])?["host"] as? [String: Any])
+            let adminHost = try #require((try JSONSerialization.jsonObject(with: admin) as? [String: Any])?["host"] as? [String: Any])
+            #expect(pageHost["name"] as? String == "local" && pageHost["state"] as? String == "connected" && pageHost["uri"] == nil)
+            #expect(adminHost["name"] as? String == "local" && adminHost["uri"] as? String == "test:///default")
             let patch = try await client.call(.patch, "/api/v1/sessions/\(id)/daemon", token: token, body: #"{"controlled":true,"minCap":20,"maxCap":80}"#)
             #expect(patch.status == .ok)
             let after = try await client.call(.get, "/api/v1/sessions/\(id)", token: token)

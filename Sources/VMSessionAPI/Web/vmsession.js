@@ -19,7 +19,8 @@
  * Events. A Session is an EventTarget. Each daemon event arrives as a CustomEvent whose .detail is the
  * event's `data` (and .eventId, .time, .sessionId the rest): sessionCreated, stateChanged, progress,
  * operationStarted, operationCompleted, operationFailed, executionCapChanged, propertyChanged, error,
- * apiAvailable, apiUnavailable, snapshotCreated, snapshotReverted, snapshotDeleted. The session's
+ * apiAvailable, apiUnavailable, snapshotCreated, snapshotReverted, snapshotDeleted, hostUnreachable,
+ * hostReachable (the libvirt host of the session's VM was lost, or is back). The session's
  * properties are updated before its listeners run.
  * The stream is an EventSource, which reconnects by itself and sends Last-Event-ID; when the browser
  * gives up on it (an HTTP error, the daemon restarting), it is reopened with ?since=<last event id>
@@ -102,6 +103,7 @@
     'sessionCreated', 'stateChanged', 'progress', 'operationStarted', 'operationCompleted', 'operationFailed',
     'executionCapChanged', 'propertyChanged', 'error', 'apiAvailable', 'apiUnavailable', 'debug',
     'daemonControlChanged', 'idleChanged', 'snapshotCreated', 'snapshotReverted', 'snapshotDeleted',
+    'hostUnreachable', 'hostReachable',
     // Not stored: sent first when a replay reaches into events the daemon's retention removed.
     'eventsDropped',
   ]);
