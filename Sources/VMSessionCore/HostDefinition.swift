@@ -71,6 +71,12 @@ public struct HostDefinition: Equatable, Sendable {
         }
     }
 
+    /// Whether `uri` reaches libvirt on another machine (SSH or TLS), whose files and processes the daemon cannot
+    /// touch directly: such a host's VMs get their files through storage volumes and have no guest network.
+    public static func isRemoteTransport(_ uri: String) -> Bool {
+        ["qemu+ssh:", "qemu+tls:", "qemu+libssh2:"].contains { uri.lowercased().hasPrefix($0) }
+    }
+
     /// The libvirt URIs a host may have: a remote daemon over SSH or TLS (`qemu+ssh://[user@]host[:port]/session|system`,
     /// `qemu+tls://host[:port]/system`), a local daemon (`qemu:///session`, `qemu:///system`), or libvirt's test
     /// driver (`test:///default`). Not the embedded driver (`qemu:///embed`): a process has one embedded root,

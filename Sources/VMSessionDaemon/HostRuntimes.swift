@@ -290,6 +290,7 @@ public final class HostRuntimes: Hypervisor, Service {
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await hypervisor(for: id).screenshot(of: id) }
     public func console(of id: SessionID) -> ConsoleEndpoints? { (try? hypervisor(for: id))?.console(of: id) }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { (try? hypervisor(for: id))?.guestAPIAddress(of: id) }
+    public func offersGuestNetwork(_ id: SessionID) -> Bool { (try? hypervisor(for: id))?.offersGuestNetwork(id) ?? false }
 
     /// Each reachable host's figures; a host whose read fails is left out (logged), the others still count.
     public func machineStats() async throws -> [SessionID: MachineStats] {

@@ -39,6 +39,10 @@ public protocol Hypervisor: Sendable {
     /// Whether calls for `id`'s VM reach its host now. A hypervisor over several hosts says false for a session
     /// whose host is lost: ``allMachines()`` leaves its VM out, and start-up must skip it rather than stop it.
     func reaches(_ id: SessionID) -> Bool
+    /// Whether `id`'s VM gets a guest network (the egress sandbox and the guest API) where it runs. A host that
+    /// cannot give one (a remote host: its sandbox helpers cannot be started through libvirt) says false, and the
+    /// session is defined with no network card and no egress policy, so that its view does not claim one.
+    func offersGuestNetwork(_ id: SessionID) -> Bool
     /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
     var changes: AsyncStream<SessionID> { get }
     /// The Unix socket of the VM's VNC display (QEMU listens on it while the VM has a process), or nil if
@@ -90,6 +94,7 @@ public protocol Hypervisor: Sendable {
 extension Hypervisor {
     public func repairInterrupted() async throws(VMSessionError) -> [String] { [] }
     public func reaches(_ id: SessionID) -> Bool { true }
+    public func offersGuestNetwork(_ id: SessionID) -> Bool { true }
     public func displaySocket(of id: SessionID) -> String? { nil }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
         throw VMSessionError(.notSupported, "This hypervisor gives VMs no display.")

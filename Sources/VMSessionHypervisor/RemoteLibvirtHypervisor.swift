@@ -371,6 +371,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
 
     /// No network sandbox on a remote host: the guest has no NIC, so no API.
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { nil }
+    public func offersGuestNetwork(_ id: SessionID) -> Bool { false }
 
     /// Why the guest API (and, on a host not reached over SSH, the display) answers `not_supported` here.
     public var unavailableFeatures: String {

@@ -45,19 +45,17 @@ struct Daemon {
         MetricsSystem.bootstrap(metrics.factory)
         let events = EventHub(store: store, metrics: metrics)
         // Every session's calls go through the runtimes, which route them to the hypervisor of the session's host:
-        // the local one, and a remote host's while its connection is up (built here from the host's definition).
-        // Until the remote hypervisor (branch remote-hv) is merged, a remote host gets a LibvirtHypervisor of its own
-        // on the host's URI, with its state under hosts/NAME (what `test:///default` hosts need).
+        // the local one, and a remote host's while its connection is up, built here from the host's definition and
+        // the monitor's connection (keepalive and deadline included). A host reached over SSH or TLS gets the remote
+        // hypervisor (files as volumes, the console relayed); another libvirt on this machine (`qemu:///system`,
+        // `test:///default`) a LibvirtHypervisor of its own with its state under hosts/NAME.
         let settings = self.settings
         let hypervisor = HostRuntimes(
             local: localHypervisor,
-            factory: { [logger] host, _ throws(VMSessionError) in
-                // A second libvirt connection over SSH or TLS, without the monitor's deadline and keepalive, would hang
-                // the hypervisor's calls (and its host's loss) on a host that stops answering: those hosts wait for the
-                // remote hypervisor, and are followed meanwhile without taking sessions.
-                if ["qemu+ssh:", "qemu+tls:", "qemu+libssh2:"].contains(where: { host.uri.hasPrefix($0) }) {
-                    throw VMSessionError(
-                        .notSupported, "Host '\(host.name)' takes no sessions yet: this build has no hypervisor for remote transports.")
+            factory: { [logger] host, connection throws(VMSessionError) -> any Hypervisor in
+                if HostDefinition.isRemoteTransport(host.uri) {
+                    return try RemoteLibvirtHypervisor(
+                        host: host, connection: connection, stateDirectory: state + "/hosts/" + host.name, logger: logger)
                 }
                 return try LibvirtHypervisor(
                     configuration: .init(

@@ -146,4 +146,14 @@ struct HostDefinitionTests {
         #expect(throws: VMSessionError.self) { try HostDefinition.parse(spec: "lab1 test:///default maxSessions=many") }
         #expect(throws: VMSessionError.self) { try HostDefinition.parse(spec: "lab1 test:///default a=1 a=2") }
     }
+
+    @Test("hosts reached over SSH or TLS are remote transports; local libvirts and the test driver are not")
+    func remoteTransports() {
+        for uri in ["qemu+ssh://u@h/session", "QEMU+SSH://h/system", "qemu+tls://h/system", "qemu+libssh2://h/system"] {
+            #expect(HostDefinition.isRemoteTransport(uri), "\(uri)")
+        }
+        for uri in ["qemu:///system", "qemu:///session", "test:///default", "qemu:///embed?root=/x", ""] {
+            #expect(!HostDefinition.isRemoteTransport(uri), "\(uri)")
+        }
+    }
 }
