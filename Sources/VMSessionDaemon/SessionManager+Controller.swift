@@ -34,14 +34,19 @@ extension SessionManager {
         return entry.session
     }
 
-    /// The sessions the controller acts on.
+    /// The sessions the controller acts on: those that opted in and run on the local host. The controller lends
+    /// this desktop's idle CPU; a session on another host does not use it, so the desktop's activity leaves it alone.
     public func controlledSessions() -> [Session] {
-        sessions.values.map(\.session).filter(\.daemon.controlled).sorted { $0.createdAt < $1.createdAt }
+        sessions.values.map(\.session).filter(Self.lendsThisDesktop).sorted { $0.createdAt < $1.createdAt }
+    }
+
+    static func lendsThisDesktop(_ session: Session) -> Bool {
+        session.daemon.controlled && session.host == HostDefinition.localName
     }
 
     /// Writes `idleChanged` on the stream of every controlled session, before the controller acts on them.
     public func announceIdle(_ idle: Bool) {
-        let ids = sessions.values.filter(\.session.daemon.controlled).map(\.session.id)
+        let ids = sessions.values.map(\.session).filter(Self.lendsThisDesktop).map(\.id)
         guard !ids.isEmpty else { return }
         let payload = SessionEvent.encode(SessionEvent.IdleChanged(idle: idle))
         recordOrLog("idleChanged", session: nil) { try store.append(.idleChanged, payload: payload, forEach: ids, at: Date()) }

@@ -236,4 +236,15 @@ struct HostRuntimesTests {
             #expect(reconciled, "its VM powered off meanwhile")
         }
     }
+
+    @Test("the idle controller lends this desktop's CPU: it acts on controlled sessions on the local host only")
+    func controllerActsOnLocalSessionsOnly() {
+        let now = Date()
+        var session = Session(id: SessionID(), name: "c", createdAt: now, updatedAt: now)
+        #expect(!SessionManager.lendsThisDesktop(session), "not opted in")
+        session.daemon.controlled = true
+        #expect(SessionManager.lendsThisDesktop(session))
+        session.host = "lab"
+        #expect(!SessionManager.lendsThisDesktop(session), "a session on another host does not use this desktop's CPU")
+    }
 }
