@@ -124,3 +124,17 @@ extension LibvirtCaller {
         await release()
     }
 }
+
+extension LibvirtCaller {
+    /// The VM's screen as PNG, read through libvirt's screenshot stream (local or over the remote protocol).
+    func screenshotPNG(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
+        let shot = try await call("take a screenshot") { connection in
+            guard let domain = try connection.domain(named: id.machineName) else {
+                throw VMSessionError(.notFound, "Could not take a screenshot: the VM \(id.machineName) is not defined.")
+            }
+            return try domain.screenshot()
+        }
+        // Encoding a full screen takes a few milliseconds of CPU: not on the cooperative pool either.
+        return try await call("encode the screenshot") { _ in try ScreenshotImage.png(from: shot.data, mimeType: shot.mimeType) }
+    }
+}

@@ -84,14 +84,5 @@ extension LibvirtHypervisor {
         return path
     }
 
-    public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
-        let shot = try await call("take a screenshot") { connection in
-            guard let domain = try connection.domain(named: id.machineName) else {
-                throw VMSessionError(.notFound, "Could not take a screenshot: the VM \(id.machineName) is not defined.")
-            }
-            return try domain.screenshot()
-        }
-        // Encoding a full screen takes a few milliseconds of CPU: not on the cooperative pool either.
-        return try await call("encode the screenshot") { _ in try ScreenshotImage.png(from: shot.data, mimeType: shot.mimeType) }
-    }
+    public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await screenshotPNG(of: id) }
 }

@@ -379,15 +379,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             + (forward == nil ? "; nor is the display: its socket is on the host, reached only over an SSH transport." : ".")
     }
 
-    public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
-        let shot = try await call("take a screenshot") { connection in
-            guard let domain = try connection.domain(named: id.machineName) else {
-                throw VMSessionError(.notFound, "Could not take a screenshot: the VM \(id.machineName) is not defined.")
-            }
-            return try domain.screenshot()
-        }
-        return try await call("encode the screenshot") { _ in try ScreenshotImage.png(from: shot.data, mimeType: shot.mimeType) }
-    }
+    public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await screenshotPNG(of: id) }
 
     // MARK: Not on a remote host (yet)
 
