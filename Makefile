@@ -198,7 +198,8 @@ bench-quick: appliance build-tests
 # start from one, and with its qemu killed; after every
 # restart it checks events, state against the VMs, orphans, the database and the next action, and prints
 # the counts (Tests/Chaos/chaos.py). CHAOS_ROUNDS sets the rounds (50 by default; chaos-quick runs 5,
-# for `make test`); CHAOS_SEED replays a run.
+# for `make test`); CHAOS_SEED replays a run. CHAOS_HOSTS=1 adds an SSH-reached libvirt host that is lost
+# (libvirtd killed, sshd stopped) at random (root only; chaos-quick does not: its rounds take minutes).
 CHAOS_ROUNDS ?= 50
 chaos: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \
