@@ -26,10 +26,11 @@ BUILD_PACKAGES := libvirt-dev libsqlite3-dev libxss-dev libxext-dev libx11-dev l
 	busybox-static kmod cpio
 # What only the tests and benchmarks need: Chromium, X11/Wayland sessions to drive idle detection, load
 # tools, the protocol XML for `make wayland-protocols`, the package test's tools (mmdebstrap, bwrap,
-# systemd-analyze), and sshd for the libvirt hosts the many-hosts tests reach over SSH (SSHLibvirtHost).
+# systemd-analyze), and sshd for the libvirt hosts the many-hosts tests reach over SSH (SSHLibvirtHost), with
+# virsh for the benchmarks' Python twin of it (Benchmarks/sshhost.py defines the host's storage pool with it).
 TEST_PACKAGES := curl procps wrk python3 python3-pip chromium xvfb xdotool x11-utils \
 	wayland-protocols plasma-wayland-protocols sway mutter dbus-daemon python3-dbus \
-	mmdebstrap bubblewrap systemd prometheus openssh-server
+	mmdebstrap bubblewrap systemd prometheus openssh-server libvirt-clients
 APT_PACKAGES := $(RUNTIME_PACKAGES) $(BUILD_PACKAGES)
 # The Wayland idle protocols' C glue (Sources/CWaylandIdle/generated) is wayland-scanner's output for these.
 WAYLAND_IDLE := Sources/CWaylandIdle
@@ -156,7 +157,8 @@ test-debian-warm: debian-guest build-tests
 # (Benchmarks/daemon_overhead.py), and the idle-aware controller on real parts: Xvfb, xdotool and a busy
 # TCG guest (Benchmarks/idle_bench.py: input -> cap latency on X11 (XSync alarms, and the polled XScreenSaver fallback) and on
 # Wayland (sway), the daemon's CPU while idle, cap accuracy); hibernate and restore of a 256 MiB and a 1 GiB guest beside libvirt's
-# own managed save (Benchmarks/hibernate_bench.py).
+# own managed save (Benchmarks/hibernate_bench.py); sessions on an SSH-reached libvirt host against local ones, and placement
+# over many hosts (Benchmarks/hosts_bench.py, with Benchmarks/sshhost.py).
 # `make bench` measures the release build that installs ship (`make release`'s, with the benchmark's peer); QUICK=1 (and `make test`, through bench-quick) runs a few of each
 # with the debug build so that the benchmark code never rots, without judging its numbers.
 BENCH_OUT ?= $(CURDIR)/artifacts/bench.json
@@ -174,7 +176,8 @@ else
 		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json && \
 		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json && \
 		python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench.json && \
-		python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench.json
+		python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench.json && \
+		python3 Benchmarks/hosts_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/hosts_bench.json
 endif
 
 bench-quick: appliance build-tests
@@ -187,14 +190,16 @@ bench-quick: appliance build-tests
 		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench-quick.json && \
-		QUICK=1 python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench-quick.json
+		QUICK=1 python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench-quick.json && \
+		QUICK=1 python3 Benchmarks/hosts_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/hosts_bench-quick.json
 
 # Chaos: the real daemon on the embedded driver with real appliance guests, killed with SIGKILL at random
 # points of open, start, pause, hibernate, restore, stop, close, snapshots, making a template and a warm
 # start from one, and with its qemu killed; after every
 # restart it checks events, state against the VMs, orphans, the database and the next action, and prints
 # the counts (Tests/Chaos/chaos.py). CHAOS_ROUNDS sets the rounds (50 by default; chaos-quick runs 5,
-# for `make test`); CHAOS_SEED replays a run.
+# for `make test`); CHAOS_SEED replays a run. CHAOS_HOSTS=1 adds an SSH-reached libvirt host that is lost
+# (libvirtd killed, sshd stopped) at random (root only; chaos-quick does not: its rounds take minutes).
 CHAOS_ROUNDS ?= 50
 chaos: appliance build-tests
 	bin=$$($(SWIFT) build $(BUILD_FLAGS) --build-tests --show-bin-path); \

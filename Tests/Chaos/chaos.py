@@ -15,9 +15,20 @@ making a template and a warm start from one, and with its qemu killed. After eac
 
 It prints the counts (rounds, mismatches, failed next actions, 5xx) and exits non-zero if any is not 0.
 Every qemu it started is killed at the end. CHAOS_ROUNDS (or --rounds) sets the number of rounds.
+
+CHAOS_HOSTS=1 (or --hosts) adds a libvirt host reached over real SSH (Benchmarks/sshhost.py: a user's session
+libvirtd behind a loopback sshd; root only) and as many sessions again that are placed there (the other host is
+drained for each of their opens). In half the rounds, right after the round's action, that host is lost: its
+libvirtd is SIGKILLed with its socket directory closed (so it cannot be autostarted again), or its sshd is
+SIGSTOPped. While it is down it checks that every session on it says `host.state` unreachable and that every
+local session keeps working (its state matches its VM; a running one pauses and resumes); then the host comes
+back and must be `connected` again. Every round's checks above also hold for the host's sessions (the VM and
+its managed save are looked for in the host user's libvirt, snapshots and templates are not used there: a
+session libvirt of another user offers neither), and a closed session's VM and volumes are gone from the host.
 """
 import argparse
 import glob
+import http.client
 import json
 import os
 import random
@@ -49,6 +60,11 @@ NEXT_ACTIONS = {
 REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
 # CHAOS_FOCUS=templates: half the running sessions' rounds make a template, and every open is from one.
 FOCUS = os.environ.get("CHAOS_FOCUS", "")
+# Actions a session on the SSH host does not take: a session libvirt offers no snapshot with memory, and a
+# template is made from (and opened on) the local host only.
+LOCAL_ONLY = {"snapshot", "revert", "template"}
+# How long a lost or returning host may take to be seen as such (libvirt keepalive: seconds).
+HOST_TIMEOUT = 60
 
 
 class Counts:
@@ -133,6 +149,10 @@ class API:
                 return error.code, json.loads(payload or b"{}")
             except ValueError:
                 return error.code, {}
+        except (OSError, http.client.HTTPException) as error:
+            # No answer at all (the daemon died under the request, or hangs): counted, not a crash of the run.
+            self.counts.note("server_errors", f"{method} {path} -> no answer: {error!r}")
+            return 0, {}
 
 
 class Follower(threading.Thread):
@@ -222,6 +242,18 @@ def network_helpers():
     return found
 
 
+def remote_reality(host, sid):
+    """The same as reality(), on the SSH host: the host user's libvirt keeps the definition and the managed save
+    under its home, and the session's volumes are in its `vmsessiond` pool (`dir`: a volume is left)."""
+    name = f"vms-{sid}"
+    saves, defined = False, False
+    for root, _, files in os.walk(host.home):
+        saves = saves or f"{name}.save" in files
+        defined = defined or (f"{name}.xml" in files and root.endswith("/qemu"))
+    volumes = [f for f in os.listdir(host.home + "/pool") if name in f] if os.path.isdir(host.home + "/pool") else []
+    return {"qemu": len(qemu_pids(name)), "save": saves, "defined": defined, "dir": bool(volumes)}
+
+
 def reality(state_dir, sid):
     name = f"vms-{sid}"
     root = os.path.join(state_dir, "libvirt")
@@ -287,7 +319,15 @@ def admin_token(state_dir):
         return f.read().strip()
 
 
-def act(api, sid, token, action, state_dir=None):
+def local_open(api, state_dir):
+    """Half of the opens are from a template, if there is one: their start is a warm start."""
+    names = sorted(templates(api, state_dir)) if state_dir else []
+    if names and (FOCUS == "templates" or random.random() < 0.5):
+        return dict(REQUIREMENTS, version=random.choice(names))
+    return REQUIREMENTS
+
+
+def act(api, sid, token, action, state_dir=None, where=None):
     if action == "template":
         # One or two templates at a time: an unused older one goes first.
         existing = templates(api, state_dir)
@@ -306,15 +346,83 @@ def act(api, sid, token, action, state_dir=None):
             api.call("DELETE", f"/api/v1/sessions/{sid}/snapshots/{names[0]}", token=token)
         return api.call("POST", f"/api/v1/sessions/{sid}/snapshots", token=token, body={"name": f"chaos-{time.time_ns()}"})
     body = None
+    if action == "open" and where is not None:
+        # Placement is steered: the other host is drained while this session is opened.
+        other = "local" if where != "local" else "lab"
+        api.call("POST", f"/api/v1/hosts/{other}/drain", token=admin_token(state_dir), body={})
+        try:
+            return api.call("POST", f"/api/v1/sessions/{sid}/open", token=token,
+                            body=REQUIREMENTS if where != "local" else local_open(api, state_dir))
+        finally:
+            api.call("POST", f"/api/v1/hosts/{other}/undrain", token=admin_token(state_dir), body={})
     if action == "open":
-        body = REQUIREMENTS
-        # Half of the opens are from a template, if there is one: their start is a warm start.
-        names = sorted(templates(api, state_dir)) if state_dir else []
-        if names and (FOCUS == "templates" or random.random() < 0.5):
-            body = dict(REQUIREMENTS, version=random.choice(names))
+        body = local_open(api, state_dir)
     elif action == "start":
         body = {"userData": "#!/bin/sh\necho chaos\n"}
     return api.call("POST", f"/api/v1/sessions/{sid}/{action}", token=token, body=body)
+
+
+def wait_host(api, admin, name, state, timeout=HOST_TIMEOUT):
+    """Whether the host `name` reaches `state` (connected, unreachable) within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if api.daemon.process.poll() is not None:
+            return False  # the daemon died (counted once by the round)
+        status, body = api.call("GET", f"/api/v1/hosts/{name}", token=admin)
+        if status == 200 and body.get("state") == state:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def host_fault(api, state_dir, host, sessions, counts):
+    """Loses the SSH host (its libvirtd killed and kept down, or its sshd stopped), checks its sessions are told
+    and the local ones keep working, and brings it back."""
+    kind = random.choice(["libvirtd", "sshd"])
+    admin = admin_token(state_dir)
+    sockets = host.home + "/.cache/libvirt"
+    stopped = []
+    print(f"  host fault: {kind}", flush=True)
+    if kind == "libvirtd":
+        pid = host.libvirtd_pid()
+        os.chmod(sockets, 0)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+    else:
+        stopped = [host.sshd.pid] + host.session_processes()
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        if not wait_host(api, admin, "lab", "unreachable"):
+            counts.note("mismatches", f"host lab never unreachable after its {kind} was lost")
+        else:
+            for s, e in sessions.items():
+                status, body = api.call("GET", f"/api/v1/sessions/{s}", token=admin)
+                seen = (body.get("host") or {}).get("state")
+                if e["where"] == "lab" and seen != "unreachable":
+                    counts.note("mismatches", f"{s[:8]} on the lost host says host.state {seen}")
+                if e["where"] != "local":
+                    continue
+                # Every other session keeps working while the host is down.
+                real = reality(state_dir, s)
+                if status != 200 or not matches(body.get("state"), real):
+                    counts.note("mismatches", f"{s[:8]} (local) is {body.get('state')} while the host is down, VM {real}")
+                elif body.get("state") == "running":
+                    for action in ("pause", "resume"):
+                        status, reply = api.call("POST", f"/api/v1/sessions/{s}/{action}", token=e["token"], body={})
+                        if status != 200:
+                            counts.note("failed_next", f"{s[:8]} (local) {action} while the host is down: {status} {json.dumps(reply)[:300]}")
+                            break
+    finally:
+        if kind == "libvirtd":
+            os.chmod(sockets, 0o700)
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    if not wait_host(api, admin, "lab", "connected"):
+        counts.note("mismatches", f"host lab not connected again within {HOST_TIMEOUT} s of its {kind}'s return")
 
 
 def main():
@@ -325,9 +433,13 @@ def main():
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", str(int(time.time())))))
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
+    parser.add_argument("--hosts", action="store_true", default=os.environ.get("CHAOS_HOSTS", "") not in ("", "0"),
+                        help="add an SSH host with as many sessions again, and lose it at random (CHAOS_HOSTS=1)")
     args = parser.parse_args()
     random.seed(args.seed)
-    print(f"chaos: {args.rounds} rounds, {args.sessions} sessions, seed {args.seed}", flush=True)
+    print(f"chaos: {args.rounds} rounds, {args.sessions} sessions{' + as many on an SSH host' if args.hosts else ''}, "
+          f"seed {args.seed}", flush=True)
+    host = None
 
     counts = Counts()
     workdir = tempfile.mkdtemp(prefix="vms-chaos-")
@@ -337,13 +449,22 @@ def main():
     ours = set()
     try:
         daemon.start()
+        if args.hosts:
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Benchmarks"))
+            from sshhost import SSHHost
+            host = SSHHost.start()
+            host.define_pool()
+            status, body = api.call("POST", "/api/v1/hosts", token=admin_token(state_dir), body={"name": "lab", "uri": host.uri})
+            assert status == 201, body
+            assert wait_host(api, admin_token(state_dir), "lab", "connected"), "the SSH host never connected"
         sessions = {}
-        for i in range(args.sessions):
+        for i in range(args.sessions * (2 if args.hosts else 1)):
             status, body = api.call("POST", "/api/v1/sessions", body={"name": f"chaos-{i}", "secret": "chaos"})
             assert status == 201, body
             sid = body["session"]["id"]
-            sessions[sid] = {"token": body["token"], "seen": []}
+            sessions[sid] = {"token": body["token"], "seen": [], "where": "lab" if i >= args.sessions else "local"}
             ours.add(f"vms-{sid}")
+        where = (lambda s: sessions[s]["where"]) if args.hosts else (lambda s: None)
 
         # Clients follow every session from its first event and never hang up while the daemon lives
         # (a client that disconnects while events are sent is issue 10 item 1, tested elsewhere).
@@ -355,7 +476,10 @@ def main():
             token = entry["token"]
             _, current = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
             state = current.get("state", "?")
-            action = random.choice(ACTIONS_BY_STATE.get(state, ["close"]))
+            choices = ACTIONS_BY_STATE.get(state, ["close"])
+            if where(sid) == "lab":
+                choices = [c for c in choices if c not in LOCAL_ONLY]
+            action = random.choice(choices)
             if FOCUS == "templates" and state == "running" and random.random() < 0.5:
                 action = "template"
             delay = random.choice([0.0, 0.005, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
@@ -365,8 +489,12 @@ def main():
                     os.kill(pid, signal.SIGKILL)
                 time.sleep(1 + delay)
             else:
-                act(api, sid, token, action, state_dir)
+                act(api, sid, token, action, state_dir, where(sid))
                 time.sleep(delay)
+            if host and random.random() < 0.5:
+                host_fault(api, state_dir, host, sessions, counts)
+            if daemon.process.poll() is not None:
+                counts.note("server_errors", f"the daemon died on its own (exit {daemon.process.returncode}); see {daemon.log}")
             daemon.kill9()
             for follower in followers.values():
                 follower.join(timeout=5)
@@ -374,6 +502,8 @@ def main():
                 sessions[s]["seen"] = follower.received
 
             daemon.start()
+            if host and not wait_host(api, admin_token(state_dir), "lab", "connected"):
+                counts.note("mismatches", f"host lab not connected within {HOST_TIMEOUT} s of the daemon's restart")
             followers = follow(api, sessions)
             # Events a client had: still there, in order, the same (replayed from ?since=0).
             for s, e in sessions.items():
@@ -390,6 +520,12 @@ def main():
             for s, e in sessions.items():
                 _, body = api.call("GET", f"/api/v1/sessions/{s}", token=e["token"])
                 real = reality(state_dir, s)
+                if where(s) == "lab":
+                    # The daemon reconciles a host when it connects, in the background: a while to settle.
+                    deadline = time.time() + 30
+                    while not matches(body.get("state"), real := remote_reality(host, s)) and time.time() < deadline:
+                        time.sleep(0.5)
+                        _, body = api.call("GET", f"/api/v1/sessions/{s}", token=e["token"])
                 if not matches(body.get("state"), real):
                     counts.note("mismatches", f"{s[:8]} is {body.get('state')} ({body.get('lastError')}) but the VM is {real}")
                 # Snapshots: the daemon lists exactly those libvirt keeps (none once closed).
@@ -430,12 +566,13 @@ def main():
             # The next action works.
             _, body = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
             state = body.get("state", "?")
-            follow_up = random.choice(NEXT_ACTIONS[state]) if state in NEXT_ACTIONS else None
+            follow_ups = [a for a in NEXT_ACTIONS.get(state, []) if where(sid) != "lab" or a not in LOCAL_ONLY]
+            follow_up = random.choice(follow_ups) if follow_ups else None
             if follow_up is None:
                 counts.note("failed_next", f"{sid[:8]} left in {state}, no action possible")
                 continue
             print(f"  then {follow_up}", flush=True)
-            status, body = act(api, sid, token, follow_up, state_dir)
+            status, body = act(api, sid, token, follow_up, state_dir, where(sid))
             if status == 202:
                 status, body = wait_operation(api, token, body["operation"]["id"])
                 ok = body.get("status") == "succeeded"
@@ -448,7 +585,12 @@ def main():
         daemon.kill9()
         leftover = [pid for name, pids in qemu_pids().items() if name in ours for pid in pids] + probe_pids(state_dir)
         for pid in leftover:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if host:
+            host.tear_down()
         # The VMs still running at the end were killed above; their network helpers are detached and go only
         # with a daemon's stop, so the run takes them down itself.
         for s, pids in network_helpers().items():
