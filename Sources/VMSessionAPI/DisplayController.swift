@@ -147,6 +147,26 @@ struct DisplayController {
         }
     }
 
+    /// Connects to QEMU's VNC socket. QEMU listens with a backlog of one, so viewers connecting at once (a page
+    /// and a read-only viewer opened together) can find the queue full: a non-blocking connect then fails with
+    /// EAGAIN although the display is there. That is retried for up to 2 s; any other failure is final.
+    static func connectToDisplay(_ socket: String) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        var attempt = 0
+        while true {
+            do {
+                return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .connect(unixDomainSocketPath: socket) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                        }
+                    }
+            } catch let error as IOError where error.errnoCode == EAGAIN && attempt < 100 {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
     /// Copies bytes both ways between one viewer and a fresh connection to QEMU's VNC socket, until either
     /// side ends, the viewer sends what it may not, or it stops reading.
     static func bridge(
@@ -155,12 +175,7 @@ struct DisplayController {
     ) async -> Ending {
         let vnc: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
-            vnc = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(unixDomainSocketPath: socket) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
+            vnc = try await connectToDisplay(socket)
         } catch {
             return .displayUnavailable("\(error)")
         }
