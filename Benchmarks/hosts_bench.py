@@ -15,9 +15,10 @@ each side is measured:
 Prints each row beside its goal and writes --out as JSON. Nothing is asserted. Everything started (daemons, the
 SSH host's user, processes and files) is torn down at the end, also on failure. Root only (the SSH host).
 """
-import argparse, http.client, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+import argparse, http.client, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_overhead import EventListener  # noqa: E402
 from sshhost import SSHHost  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
@@ -121,50 +122,6 @@ class Daemon:
         return None
 
 
-class EventListener(threading.Thread):
-    """Follows one session's SSE stream and timestamps each event as it arrives."""
-
-    def __init__(self, port, session, token):
-        super().__init__(daemon=True)
-        self.port, self.session, self.token = port, session, token
-        self.events = []
-        self.lock = threading.Condition()
-        self.connected = threading.Event()
-
-    def run(self):
-        connection = http.client.HTTPConnection("127.0.0.1", self.port)
-        connection.request("GET", f"/api/v1/sessions/{self.session}/events?token={self.token}")
-        response = connection.getresponse()
-        self.connected.set()
-        kind, data = None, None
-        while True:
-            line = response.fp.readline()
-            if not line:
-                return
-            line = line.decode().rstrip("\n")
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-            elif line == "" and kind:
-                with self.lock:
-                    self.events.append((time.perf_counter(), kind, data))
-                    self.lock.notify_all()
-                kind, data = None, None
-
-    def wait_for(self, after, kind, predicate, timeout=120):
-        deadline = time.perf_counter() + timeout
-        with self.lock:
-            while True:
-                for stamp, k, d in self.events:
-                    if stamp >= after and k == kind and predicate(d["data"]):
-                        return stamp
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    raise TimeoutError(f"no {kind} event")
-                self.lock.wait(remaining)
-
-
 def wait_for_console(find, marker, timeout=300):
     """perf_counter when the console log (`find()` gives its path, or None while there is none) shows `marker`."""
     deadline = time.perf_counter() + timeout
@@ -204,10 +161,10 @@ def measure_side(daemon, remote, cold_runs, control_runs):
     for _ in range(control_runs):
         start = time.perf_counter()
         daemon.expect("POST", path + "/pause", token, {})
-        pause.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "paused") - start) * 1000)
+        pause.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "paused", timeout=120) - start) * 1000)
         start = time.perf_counter()
         daemon.expect("POST", path + "/resume", token, {})
-        resume.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "running") - start) * 1000)
+        resume.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "running", timeout=120) - start) * 1000)
     status, reply = daemon.call("PUT", path + "/execution-cap", token, {"cap": 50})
     error = reply.get("error")
     cap = {"status": status, "code": error.get("code") if isinstance(error, dict) else reply.get("code"), "answer": reply}
