@@ -86,4 +86,30 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!connection.isAlive)
         #expect(hosts[0].libvirtdPID != nil, "the host's libvirtd itself still runs")
     }
+
+    @Test("keepalive that sends no probes of its own (count 0, as the daemon sets it): a connection silent on our side stays open on the host libvirtd's own probes, and is closed by keepalive within the interval once the host's SSH stops answering")
+    func keepaliveWithoutOwnProbes() async throws {
+        let hosts = try await Self.startHosts(1)
+        defer { hosts[0].tearDown() }
+        let connection = try await Self.connect(hosts[0].uri)
+        #expect(try connection.setKeepAlive(interval: 8, count: 0))
+        let reasons = try Self.closeReasons(of: connection)
+
+        // No call for 20 s, more than twice the interval: only the host's probes (every 5 s of silence) are heard.
+        #expect(await Self.first(reasons, within: .seconds(20)) == nil, "a live host is not taken for a silent one")
+        #expect(connection.isAlive)
+        #expect(try connection.allDomains().isEmpty)
+
+        let sessions = hosts[0].sessionProcesses()
+        let clock = ContinuousClock()
+        let stopped = clock.now
+        for session in sessions { kill(session.pid, SIGSTOP) }
+        defer { for session in sessions { kill(session.pid, SIGCONT) } }
+        let reason = await Self.first(reasons, within: .seconds(30))
+        let after = stopped.duration(to: clock.now)
+        print("sshd stopped, keepalive without probes: connection reported \(reason.map(String.init(describing:)) ?? "nothing") after \(after)")
+        #expect(reason == .keepalive)
+        #expect(after < .seconds(12), "closed within the interval (8 s) and the timer's second")
+        #expect(!connection.isAlive)
+    }
 }
