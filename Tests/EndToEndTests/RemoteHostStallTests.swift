@@ -40,8 +40,12 @@ extension RealGuestSuites.RemoteHostTests {
         // A session on the local host (the test driver), placed there while the lab is drained…
         _ = try await control.drainHost("lab")
         let (nearby, nearbyToken) = try await api.newSession("close-by")
-        #expect(try await api.call(.POST, "/api/v1/sessions/\(nearby)/open", token: nearbyToken, body: #"{"cpus":1,"memory":128,"disk":64}"#).status == 202)
-        #expect(try await api.call(.POST, "/api/v1/sessions/\(nearby)/start", token: nearbyToken).status == 202)
+        for (action, body) in [("open", #"{"cpus":1,"memory":128,"disk":64}"#), ("start", "{}")] {
+            let reply = try await api.call(.POST, "/api/v1/sessions/\(nearby)/\(action)", token: nearbyToken, body: body)
+            #expect(reply.status == 202, "\(action): \(reply.json)")
+            let operation = try #require((reply.json["operation"] as? [String: Any])?["id"] as? String)
+            #expect(try await Self.operationStatus(api, operation, token: nearbyToken, timeout: .seconds(60)) == "succeeded", "\(action)")
+        }
         // …and one on the lab, placed there while the local host is drained.
         _ = try await control.drainHost("lab", draining: false)
         _ = try await control.drainHost("local")
