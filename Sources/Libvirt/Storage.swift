@@ -113,8 +113,13 @@ public final class StorageVolume: @unchecked Sendable {
 
     /// Replaces the volume's content from the start with the local file at `path`, streamed over the libvirt
     /// connection (no shared file system, no other channel to the host). Returns the bytes sent.
+    ///
+    /// The host says nothing while it receives an upload, so every `answerEvery` of sending a cheap call
+    /// (`virConnectGetLibVersion`) gets an answer from it: a connection whose keepalive closes it after some
+    /// seconds without a word from the host (and sends no probes of its own, see `HostConnection`) would
+    /// otherwise be closed under a long upload.
     @discardableResult
-    public func upload(contentsOf path: String, chunkSize: Int = 1 << 20) throws(LibvirtError) -> UInt64 {
+    public func upload(contentsOf path: String, chunkSize: Int = 1 << 20, answerEvery: Duration = .seconds(2)) throws(LibvirtError) -> UInt64 {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             throw LibvirtError(code: -1, domain: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))", operation: "upload")
@@ -131,7 +136,18 @@ public final class StorageVolume: @unchecked Sendable {
         }
         var buffer = [UInt8](repeating: 0, count: chunkSize)
         var sent: UInt64 = 0
+        let clock = ContinuousClock()
+        var lastAnswer = clock.now
         while sent < length {
+            if lastAnswer.duration(to: clock.now) >= answerEvery {
+                var version: UInt = 0
+                guard virConnectGetLibVersion(connection, &version) == 0 else {
+                    let error = LibvirtError.last("virConnectGetLibVersion")
+                    stream.abort()
+                    throw error
+                }
+                lastAnswer = clock.now
+            }
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, chunkSize) }
             guard count > 0 else {
                 stream.abort()

@@ -6,7 +6,7 @@ import VMSessionHypervisor
 
 /// Keeps one libvirt connection per remote host (issue 22), the daemon's long-running side of the
 /// ``HostRegistry``: it opens each host's connection with keepalive, notices its loss (libvirt's close
-/// callback: at once for a host whose libvirtd or sshd went away, after about keepalive interval × (count + 1)
+/// callback: at once for a host whose libvirtd or sshd went away, after the keepalive interval of silence
 /// for one that stopped answering; a failed probe otherwise), reconnects after the ``HostLink`` backoff, and
 /// measures each host's capacity and latency every ``Settings/probeInterval``. It also reads the local host's
 /// capacity. It decides nothing itself: the registry's ``HostLink`` says what to do after each event.
@@ -23,10 +23,13 @@ public struct HostMonitor: Service {
         public var localProbeInterval: Duration = .seconds(60)
         /// How long opening a connection may take before the attempt counts as failed.
         public var connectTimeout: Duration = .seconds(10)
-        /// libvirt keepalive: a probe after this many seconds of silence…
-        public var keepAliveInterval: Int32 = 2
-        /// …and the connection closed after this many unanswered.
-        public var keepAliveCount: UInt32 = 2
+        /// libvirt keepalive: the connection is closed after this many seconds in which the host sent nothing.
+        /// More than a host libvirtd's own keepalive probes' interval (5 s by default), which keep a live host from
+        /// falling silent during a long call: a stalled host is noticed within 8 to 9 s.
+        public var keepAliveInterval: Int32 = 8
+        /// …after this many probes of libvirt's own went unanswered: 0, none, since on libvirt 9.0 a probe sent
+        /// during a call can crash the daemon (CVE-2024-4418: see ``HostConnection``).
+        public var keepAliveCount: UInt32 = 0
 
         public init() {}
     }

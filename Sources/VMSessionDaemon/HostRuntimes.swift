@@ -121,11 +121,12 @@ public final class HostRuntimes: Hypervisor, Service {
         return false
     }
 
-    /// `definition`'s host connected: its hypervisor is built from `connection` (off the pool: it may open
-    /// connections of its own) and attached. Throws what the factory throws (the host then counts as not connected).
+    /// `definition`'s host connected: its hypervisor is built from `connection` (on the connection's queue, off the
+    /// pool: building it makes calls on the connection, which must not overlap the monitor's probes) and attached.
+    /// Throws what the factory throws (the host then counts as not connected).
     public func connect(_ definition: HostDefinition, connection: HostConnection) async throws(VMSessionError) {
         let factory = self.factory
-        let hypervisor = try await offPool { () throws(VMSessionError) -> any Hypervisor in try factory(definition, connection) }
+        let hypervisor = try await connection.run { (_) throws(VMSessionError) -> any Hypervisor in try factory(definition, connection) }
         await attach(definition.name, hypervisor: hypervisor)
     }
 

@@ -36,8 +36,14 @@ extension LibvirtCaller {
 
     func destroyIfActive(_ id: SessionID) async throws(VMSessionError) {
         try await call("power off the VM") { connection in
-            guard let domain = try connection.domain(named: id.machineName) else { return }
-            if try domain.state().isActive { try domain.destroy() }
+            guard let domain = try connection.domain(named: id.machineName), try domain.state().isActive else { return }
+            do {
+                try domain.destroy()
+            } catch let error as LibvirtError where error.isInvalidOperation {
+                // It stopped between the look and the destroy (a remote host's libvirtd, just restarted, found
+                // its QEMU gone while the daemon removed a leftover): what was asked for.
+                if try domain.state().isActive { throw error }
+            }
         }
     }
 

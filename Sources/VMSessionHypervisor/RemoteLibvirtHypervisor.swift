@@ -27,7 +27,10 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public let description: HypervisorDescription
     public let changes: AsyncStream<SessionID>
     let connection: Connection
-    let queue = DispatchQueue(label: "vmsessiond.remote-libvirt", attributes: .concurrent)
+    /// The host connection's one serial queue: every libvirt call of this hypervisor, its storage and its
+    /// console relay runs there, one at a time (see ``HostConnection``: libvirt's RPC client crashes when
+    /// several threads make calls on one remote connection).
+    let queue: DispatchQueue
     /// The host's pool and volumes.
     let storage: RemoteStorage
     let relay: ConsoleRelay
@@ -42,9 +45,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// The host-side display socket of each VM whose display is forwarded now.
     private let displayForwards = Mutex<[SessionID: String]>([:])
 
+    /// Blocks on libvirt calls: run it on the connection's queue (``HostConnection/run(_:)``), as the daemon's
+    /// host runtimes do.
     public init(host: HostDefinition, connection: HostConnection, stateDirectory: String, logger: Logger) throws(VMSessionError) {
         self.host = host
         self.connection = connection.connection
+        self.queue = connection.queue
         self.stateDirectory = stateDirectory
         var logger = logger
         logger[metadataKey: "host"] = "\(host.name)"
@@ -59,7 +65,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         guard driver == "QEMU" else {
             throw VMSessionError(.notSupported, "The remote host \(host.name) runs libvirt's \(driver) driver; only QEMU hosts can run sessions.")
         }
-        storage = try RemoteStorage(connection: libvirt, uri: host.uri)
+        storage = try RemoteStorage(connection: libvirt, uri: host.uri, queue: connection.queue)
         if RemoteStorage.isSystemURI(host.uri) {
             capMechanism = LibvirtSchedulerCap()
         } else {
@@ -70,7 +76,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         description = HypervisorDescription(
             uri: host.uri, driver: driver, accelerator: Accelerator.tcg.rawValue, supportsExecutionCap: capMechanism.kind != .none,
             version: try? libvirt.hypervisorVersion())
-        relay = ConsoleRelay(logger: logger)
+        relay = ConsoleRelay(queue: connection.queue, logger: logger)
         forward = SSHForward.Target(uri: host.uri).map { SSHForward(target: $0, directory: stateDirectory) }
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         do {
@@ -99,7 +105,10 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     }
 
     deinit {
-        connection.removeLifecycleHandler(eventHandlerID)
+        // Deregistering is a call on the connection: on its queue, like every other.
+        let connection = connection
+        let eventHandlerID = eventHandlerID
+        queue.async { connection.removeLifecycleHandler(eventHandlerID) }
         changesContinuation.finish()
         relay.detachAll()
     }
@@ -164,7 +173,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         let seedToSend = localSeed
         let diskCapacity = capacity
         let format = backingFormat
-        // One step on the storage queue, so no removal collects a base between its check and the definition.
+        // One step on the connection's queue, so no removal collects a base between its check and the definition.
         try await storage.run("define the VM") {
             var hostPaths: [RemoteVolumes.Role: String] = [:]
             for base in finalBases {

@@ -15,19 +15,22 @@ import VMSessionCore
 /// libvirt (`…/session`) runs as a user whose home the daemon cannot learn through libvirt, so there the
 /// admin's pool is required and its absence is a plain `not_supported` error naming the commands to run.
 ///
-/// Every method blocks (libvirt calls, uploads): they run on one serial queue (see ``run(_:)``), so a base is
-/// never deleted between a define's check that it is there and the definition that names it, and one
-/// upload of a base is ever in flight per host.
+/// Every method blocks (libvirt calls, uploads): they run on the host connection's one serial queue (see
+/// ``run(_:_:)`` and ``HostConnection``), so a base is never deleted between a define's check that it is there
+/// and the definition that names it, one upload of a base is ever in flight per host, and no other call on the
+/// connection runs during a step (an upload holds the host's other calls until it is done).
 final class RemoteStorage: Sendable {
     let connection: Connection
     let pool: StoragePool
-    private let queue = DispatchQueue(label: "vmsessiond.remote-storage")
+    private let queue: DispatchQueue
     /// SHA-256 digests of local files, by path, size and modification time: a kernel or disk image is hashed
     /// once per daemon run, not once per session.
     private let digests = Mutex<[String: String]>([:])
 
-    init(connection: Connection, uri: String) throws(VMSessionError) {
+    /// Blocks on libvirt calls: run it on `queue`, the connection's.
+    init(connection: Connection, uri: String, queue: DispatchQueue) throws(VMSessionError) {
         self.connection = connection
+        self.queue = queue
         do {
             if let pool = try connection.storagePool(named: RemoteVolumes.poolName) {
                 if !pool.isActive { try pool.start() }
@@ -59,7 +62,7 @@ final class RemoteStorage: Sendable {
 
     static func isSystemURI(_ uri: String) -> Bool { URLComponents(string: uri)?.path == "/system" }
 
-    /// Runs `body` on the storage queue, off the cooperative pool; libvirt's errors become ours.
+    /// Runs `body` on the connection's queue, off the cooperative pool; libvirt's errors become ours.
     func run<T: Sendable>(_ what: String, _ body: @escaping @Sendable () throws -> T) async throws(VMSessionError) -> T {
         let result: Result<T, any Error> = await withCheckedContinuation { continuation in
             queue.async { continuation.resume(returning: Result { try body() }) }

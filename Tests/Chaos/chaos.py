@@ -398,8 +398,13 @@ def host_fault(api, state_dir, host, sessions, counts):
         else:
             for s, e in sessions.items():
                 status, body = api.call("GET", f"/api/v1/sessions/{s}", token=admin)
+                placed = (body.get("host") or {}).get("name")
                 seen = (body.get("host") or {}).get("state")
-                if e["where"] == "lab" and seen != "unreachable":
+                # A session meant for the lab is on it once opened there; one never opened (closed, still on
+                # the host it was created on) is not.
+                if e["where"] == "lab" and body.get("state") != "closed" and placed != "lab":
+                    counts.note("mismatches", f"{s[:8]} ({body.get('state')}) is on host {placed}, not the lab")
+                if placed == "lab" and seen != "unreachable":
                     counts.note("mismatches", f"{s[:8]} on the lost host says host.state {seen}")
                 if e["where"] != "local":
                     continue

@@ -1,5 +1,6 @@
 import Foundation
 import Libvirt
+import Synchronization
 import Testing
 
 /// Connection health over SSH: a host whose libvirt dies, or whose transport stops answering, is reported
@@ -85,5 +86,37 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(reason == .keepalive)
         #expect(!connection.isAlive)
         #expect(hosts[0].libvirtdPID != nil, "the host's libvirtd itself still runs")
+    }
+
+    @Test("keepalive that sends no probes of its own (count 0, as the daemon sets it): a connection silent on our side stays open on the host libvirtd's own probes, and is closed by keepalive within the interval once the host's SSH stops answering")
+    func keepaliveWithoutOwnProbes() async throws {
+        let hosts = try await Self.startHosts(1)
+        defer { hosts[0].tearDown() }
+        let connection = try await Self.connect(hosts[0].uri)
+        #expect(try connection.setKeepAlive(interval: 8, count: 0))
+        // The close as libvirt reports it, and when (one stream of reasons can be awaited only once).
+        let clock = ContinuousClock()
+        let closed = Mutex<(reason: ConnectionCloseReason, at: ContinuousClock.Instant)?>(nil)
+        try connection.onClose { reason in closed.withLock { $0 = (reason, clock.now) } }
+
+        // No call for 20 s, more than twice the interval: only the host's probes (every 5 s of silence) are heard.
+        try await Task.sleep(for: .seconds(20))
+        #expect(closed.withLock { $0 } == nil, "a live host is not taken for a silent one")
+        #expect(connection.isAlive)
+        #expect(try connection.allDomains().isEmpty)
+
+        let sessions = hosts[0].sessionProcesses()
+        let stopped = clock.now
+        for session in sessions { kill(session.pid, SIGSTOP) }
+        defer { for session in sessions { kill(session.pid, SIGCONT) } }
+        while closed.withLock({ $0 }) == nil, stopped.duration(to: clock.now) < .seconds(30) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let seen = closed.withLock { $0 }
+        let after = seen.map { stopped.duration(to: $0.at) }
+        print("sshd stopped, keepalive without probes: connection reported \(seen.map { String(describing: $0.reason) } ?? "nothing") after \(after.map { "\($0)" } ?? "30 s")")
+        #expect(seen?.reason == .keepalive)
+        #expect(after.map { $0 < .seconds(12) } == true, "closed within the interval (8 s) and the timer's second")
+        #expect(!connection.isAlive)
     }
 }

@@ -69,4 +69,52 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!FileManager.default.fileExists(atPath: poolPath))
         #expect(try connection.allDomains().isEmpty)
     }
+
+    @Test("an upload that outlasts keepalive's silence (count 0: closed after the interval without a word from the host, which says nothing while it receives) survives because the upload asks the host a cheap question every few seconds; without those questions the same upload is cut by keepalive")
+    func longUploadKeepsTheConnection() async throws {
+        let hosts = try await Self.startHosts(1)
+        let host = hosts[0]
+        defer { host.tearDown() }
+        let local = try TemporaryDirectory("vms-e2e-long-upload")
+        // 1 GiB: through SSH on loopback it takes some seconds, well past the 2 s interval below.
+        let source = local.path + "/big.raw"
+        let size = 1 << 30
+        #expect(FileManager.default.createFile(atPath: source, contents: nil))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: source))
+        let block = Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) })
+        for _ in 0..<(size >> 20) { handle.write(block) }
+        try handle.close()
+
+        func upload(answerEvery: Duration) async throws -> (Result<UInt64, LibvirtError>, Duration, Bool) {
+            let connection = try await Self.connect(host.uri)
+            let poolName = "long-\(UUID().uuidString.prefix(8).lowercased())"
+            let pool = try connection.defineStoragePool(xml: """
+                <pool type='dir'><name>\(poolName)</name><target><path>\(host.home)/\(poolName)</path></target></pool>
+                """)
+            try pool.build()
+            try pool.start()
+            let volume = try pool.createVolume(xml: """
+                <volume><name>big.raw</name><capacity unit='bytes'>\(size)</capacity><target><format type='raw'/></target></volume>
+                """)
+            #expect(try connection.setKeepAlive(interval: 2, count: 0))
+            let clock = ContinuousClock()
+            let started = clock.now
+            let result: Result<UInt64, LibvirtError> = try await Command.onThread {
+                Result { () throws(LibvirtError) -> UInt64 in try volume.upload(contentsOf: source, answerEvery: answerEvery) }
+            }
+            return (result, started.duration(to: clock.now), connection.isAlive)
+        }
+
+        let (answered, answeredTook, answeredAlive) = try await upload(answerEvery: .milliseconds(300))
+        print("upload with answers: \(answered) in \(answeredTook)")
+        #expect((try? answered.get()) == UInt64(size))
+        #expect(answeredAlive)
+
+        let (silent, silentTook, silentAlive) = try await upload(answerEvery: .seconds(3600))
+        print("upload without answers: \(silent) after \(silentTook)")
+        #expect((try? silent.get()) == nil, "keepalive cut the upload the host never answered during")
+        #expect(!silentAlive)
+        // Else this shows nothing: the answered upload ran well past the moment the silent one was cut.
+        #expect(answeredTook > silentTook * 2, "answered \(answeredTook), cut after \(silentTook)")
+    }
 }

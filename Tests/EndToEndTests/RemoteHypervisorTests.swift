@@ -107,8 +107,11 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(try admin.allStoragePools().isEmpty)
         try Self.definePool(on: admin, at: host.home + "/pool")
 
-        var hypervisor: RemoteLibvirtHypervisor? = try RemoteLibvirtHypervisor(
-            host: definition, connection: connection, stateDirectory: local + "/hosts/remote-a", logger: Logger(label: "test"))
+        // Built on the connection's queue, as the daemon's host runtimes build it: its calls never overlap another.
+        var hypervisor: RemoteLibvirtHypervisor? = try await connection.run { (_) throws(VMSessionError) in
+            try RemoteLibvirtHypervisor(
+                host: definition, connection: connection, stateDirectory: local + "/hosts/remote-a", logger: Logger(label: "test"))
+        }
         let remote = try #require(hypervisor)
         #expect(remote.description.driver == "QEMU")
         #expect(!remote.description.supportsExecutionCap, "a session libvirt offers no cap")
