@@ -242,6 +242,8 @@ struct DebianGuestTests {
             let log = (try? String(contentsOfFile: console(id), encoding: .utf8)) ?? ""
             let changed = log.components(separatedBy: "\n").first { $0.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)") }
             #expect(changed != nil, "the guest saw session \(tag)'s seed")
+            let reseedFailure = log.components(separatedBy: "\n").first { $0.contains("could not reseed") }
+            #expect(reseedFailure == nil, "the watch reseeded session \(tag)'s random generator: \(reseedFailure ?? "")")
             #expect(changed?.contains("found on the daemon's signal") == true, "the seed signal woke the guest, not its poll: \(changed ?? "")")
             warm.append((tag, id, token, apiURL, word))
         }
