@@ -24,14 +24,22 @@ public struct ContextSeed: Equatable, Sendable {
     /// - amiconfig (CernVM): `context.sh` with `EC2_USER_DATA` (base64) and the instance id;
     /// - EC2 and OpenStack config-drive style: `ec2/latest/user-data`, `openstack/latest/user_data` and
     ///   `openstack/latest/meta_data.json`.
-    public static func noCloud(userData: String, instanceID: String, hostname: String) throws(VMSessionError) -> ContextSeed {
+    ///
+    /// `randomSeed` goes in as `random_seed`, the key cloud-init (NoCloud's `meta-data`) and OpenStack's
+    /// `meta_data.json` use to hand a guest entropy from the host: a guest under TCG has no RDRAND and no
+    /// hardware generator, and a guest restored from a template starts with the template's generator state,
+    /// which it must leave before it makes a machine-id or a key (see the Debian guest's seed watch).
+    public static func noCloud(
+        userData: String, instanceID: String, hostname: String, randomSeed: [UInt8] = ContextSeed.randomSeed()
+    ) throws(VMSessionError) -> ContextSeed {
         let bytes = Array(userData.utf8)
         guard bytes.count <= maximumUserDataBytes else {
             throw VMSessionError(
                 .payloadTooLarge,
                 "'userData' is \(bytes.count) bytes after filling in its parameters; the limit is \(maximumUserDataBytes) bytes.")
         }
-        let metaData = "instance-id: \(instanceID)\nlocal-hostname: \(hostname)\n"
+        let seedText = Data(randomSeed).base64EncodedString()
+        let metaData = "instance-id: \(instanceID)\nlocal-hostname: \(hostname)\nrandom_seed: \"\(seedText)\"\n"
         let contextScript = """
             # Written by vmsessiond for amiconfig (CernVM): the user-data, base64-encoded.
             EC2_USER_DATA=\(Data(bytes).base64EncodedString())
@@ -39,7 +47,7 @@ public struct ContextSeed: Equatable, Sendable {
             HOSTNAME=\(hostname)
 
             """
-        let openStackMeta = #"{"uuid":"\#(instanceID)","hostname":"\#(hostname)","name":"\#(hostname)"}"# + "\n"
+        let openStackMeta = #"{"uuid":"\#(instanceID)","hostname":"\#(hostname)","name":"\#(hostname)","random_seed":"\#(seedText)"}"# + "\n"
         return ContextSeed(
             volumeID: "cidata",
             files: [
@@ -47,5 +55,11 @@ public struct ContextSeed: Equatable, Sendable {
                 "ec2/latest/user-data": bytes, "openstack/latest/user_data": bytes,
                 "openstack/latest/meta_data.json": Array(openStackMeta.utf8),
             ])
+    }
+
+    /// 64 bytes from the system's generator: a fresh `random_seed` for each seed.
+    public static func randomSeed() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<64).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
     }
 }

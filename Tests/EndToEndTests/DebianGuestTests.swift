@@ -165,8 +165,9 @@ struct DebianGuestTests {
         #expect(added.status == 201, "\(added.json)")
         func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
         /// What the guest says about itself, written by each user-data: its host name and machine-id, and the
-        /// kernel's boot id (the same in every session from one template: they are one boot, restored).
-        let identity = #"echo "$(hostname) $(cat /etc/machine-id)" > /www/identity.txt; cat /proc/sys/kernel/random/boot_id > /www/boot.txt"#
+        /// kernel's boot id (the same in every session from one template: they are one boot, restored), and 16
+        /// bytes of /dev/urandom (different in each: the seed watch reseeds the restored kernel's generator).
+        let identity = #"echo "$(hostname) $(cat /etc/machine-id)" > /www/identity.txt; cat /proc/sys/kernel/random/boot_id > /www/boot.txt; head -c 16 /dev/urandom | od -An -tx1 | tr -dc 0-9a-f > /www/random.txt"#
 
         // The prepared session: a cold boot, its own user-data, cloud-init done.
         let prepared = try await Self.boot(
@@ -241,6 +242,8 @@ struct DebianGuestTests {
             let log = (try? String(contentsOfFile: console(id), encoding: .utf8)) ?? ""
             let changed = log.components(separatedBy: "\n").first { $0.contains("VMSESSION-DEBIAN: seed changed: instance-id \(id)") }
             #expect(changed != nil, "the guest saw session \(tag)'s seed")
+            let reseedFailure = log.components(separatedBy: "\n").first { $0.contains("could not reseed") }
+            #expect(reseedFailure == nil, "the watch reseeded session \(tag)'s random generator: \(reseedFailure ?? "")")
             #expect(changed?.contains("found on the daemon's signal") == true, "the seed signal woke the guest, not its poll: \(changed ?? "")")
             warm.append((tag, id, token, apiURL, word))
         }
@@ -251,6 +254,8 @@ struct DebianGuestTests {
         }
         // Each is its own machine: its own files, host name and machine-id, through the daemon's proxy.
         var identities: Set<String> = [sourceIdentity]
+        var machineIDs: Set<Substring> = [sourceIdentity.split(separator: " ").last ?? ""]
+        var randomBytes: Set<String> = [try await GuestAPITests.fetch(prepared.apiURL + "/random.txt", token: prepared.token).body]
         let sourceBoot = try await GuestAPITests.fetch(prepared.apiURL + "/boot.txt", token: prepared.token).body
         for (tag, id, token, apiURL, word) in warm {
             let own = try await GuestAPITests.fetch(apiURL + "/\(tag.lowercased()).txt", token: token)
@@ -260,10 +265,16 @@ struct DebianGuestTests {
             let said = try await GuestAPITests.fetch(apiURL + "/identity.txt", token: token).body
             #expect(said.hasPrefix("vms-\(id.prefix(8)) "), "session \(tag) is named by its own seed: \(said)")
             identities.insert(said)
+            machineIDs.insert(said.split(separator: " ").last ?? "")
+            randomBytes.insert(try await GuestAPITests.fetch(apiURL + "/random.txt", token: token).body)
             let boot = try await GuestAPITests.fetch(apiURL + "/boot.txt", token: token).body
             #expect(boot == sourceBoot && boot.count > 30, "session \(tag) did not boot: it runs on the template's boot \(sourceBoot), not \(boot)")
         }
         #expect(identities.count == 3, "three machines, three host names and machine-ids: \(identities)")
+        // A host name comes from the seed; a machine-id and urandom's bytes come from the kernel's generator,
+        // which the restore handed over from the template: each session must still draw its own.
+        #expect(machineIDs.count == 3 && !machineIDs.contains(""), "three machine-ids: \(machineIDs)")
+        #expect(randomBytes.count == 3 && randomBytes.allSatisfy { $0.count == 32 }, "three sessions, three draws from /dev/urandom: \(randomBytes)")
 
         // Closing A leaves B and the template.
         #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(warm[0].id)/close", token: warm[0].token)["status"] as? String == "succeeded")

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VMSessionContext
 import VMSessionCore
@@ -59,15 +60,29 @@ struct UserDataTemplateTests {
 
     @Test("the seed carries NoCloud, amiconfig and config-drive layouts with the same user-data")
     func seedLayouts() throws {
-        let seed = try ContextSeed.noCloud(userData: "#!/bin/sh\necho hi\n", instanceID: "id-1", hostname: "vm-1")
+        let seed = try ContextSeed.noCloud(userData: "#!/bin/sh\necho hi\n", instanceID: "id-1", hostname: "vm-1", randomSeed: [1, 2, 3])
         #expect(seed.volumeID == "cidata")
         let userData = Array("#!/bin/sh\necho hi\n".utf8)
         #expect(seed.files["user-data"] == userData)
         #expect(seed.files["ec2/latest/user-data"] == userData)
         #expect(seed.files["openstack/latest/user_data"] == userData)
-        #expect(String(decoding: seed.files["meta-data"] ?? [], as: UTF8.self) == "instance-id: id-1\nlocal-hostname: vm-1\n")
+        #expect(String(decoding: seed.files["meta-data"] ?? [], as: UTF8.self) == "instance-id: id-1\nlocal-hostname: vm-1\nrandom_seed: \"AQID\"\n")
+        #expect(String(decoding: seed.files["openstack/latest/meta_data.json"] ?? [], as: UTF8.self).contains(#""random_seed":"AQID""#))
         let context = String(decoding: seed.files["context.sh"] ?? [], as: UTF8.self)
         #expect(context.contains("EC2_USER_DATA=IyEvYmluL3NoCmVjaG8gaGkK"))
+    }
+
+    @Test("each seed hands its guest 64 fresh random bytes as random_seed (cloud-init's and OpenStack's key), never another seed's")
+    func eachSeedCarriesItsOwnRandomSeed() throws {
+        func randomSeed(_ seed: ContextSeed) -> Data? {
+            let metaData = String(decoding: seed.files["meta-data"] ?? [], as: UTF8.self)
+            guard let line = metaData.split(separator: "\n").first(where: { $0.hasPrefix("random_seed: ") }) else { return nil }
+            return Data(base64Encoded: String(line.dropFirst("random_seed: ".count).filter { $0 != "\"" }))
+        }
+        let first = try #require(randomSeed(try ContextSeed.noCloud(userData: "", instanceID: "i", hostname: "h")))
+        let second = try #require(randomSeed(try ContextSeed.noCloud(userData: "", instanceID: "i", hostname: "h")))
+        #expect(first.count == 64 && second.count == 64)
+        #expect(first != second)
     }
 
     @Test("expansion stops at the limit while it runs: ${a} × 200,000 with a 1 MiB parameter is refused, not built")
