@@ -135,7 +135,9 @@ struct Daemon {
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
         let logger = self.logger
-        let app = VMSessionAPI.buildApplication(routers: routers, host: host, port: settings.port, logger: logger, budget: budget) { port in
+        let app = VMSessionAPI.buildApplication(
+            routers: routers, host: host, port: settings.port, logger: logger, budget: budget, readFastPath: settings.readFastPath
+        ) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             manager.address.listening(host: host, port: port)
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
