@@ -40,6 +40,22 @@ struct Credentials: Sendable {
     let access: AccessRegistry
     let origins: OriginRegistry
 
+    /// What `request` presents (here and on the read fast path, ``ReadFastPath``).
+    init(of request: Request, access: AccessRegistry, origins: OriginRegistry) {
+        var origin: WebOrigin?
+        if let header = request.headers[.origin], !CORS.isSameOrigin(header, authority: request.head.authority) {
+            origin = WebOrigin(header)
+        }
+        self.init(token: SessionsController.token(in: request), origin: origin, access: access, origins: origins)
+    }
+
+    init(token: String?, origin: WebOrigin?, access: AccessRegistry, origins: OriginRegistry) {
+        self.token = token
+        self.origin = origin
+        self.access = access
+        self.origins = origins
+    }
+
     /// Who the token speaks for; `unauthorized` (401) without a valid token.
     func caller() throws(VMSessionError) -> AccessRegistry.Caller {
         try access.caller(token: token)
@@ -83,12 +99,7 @@ struct CredentialsReader: RouterMiddleware {
         _ request: Request, context: APIRequestContext, next: (Request, APIRequestContext) async throws -> Response
     ) async throws -> Response {
         var context = context
-        var origin: WebOrigin?
-        if let header = request.headers[.origin], !CORS.isSameOrigin(header, authority: request.head.authority) {
-            origin = WebOrigin(header)
-        }
-        context.credentials = Credentials(
-            token: SessionsController.token(in: request), origin: origin, access: access, origins: origins)
+        context.credentials = Credentials(of: request, access: access, origins: origins)
         return try await next(request, context)
     }
 }

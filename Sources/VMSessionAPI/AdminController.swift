@@ -1,6 +1,7 @@
 import Foundation
 import VMSessionClient
 import Hummingbird
+import NIOCore
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionMetrics
@@ -94,15 +95,19 @@ struct AdminController {
     }
 
     @Sendable func listSessions(_ request: Request, context: AdminRequestContext) async throws -> Response {
+        JSONResponse.make(body: encodedList())
+    }
+
+    /// Every session's view, encoded once per generation of the read model (here and on ``ReadFastPath``).
+    func encodedList() -> ByteBuffer {
         let generation = manager.readModel.generation
-        return JSONResponse.make(
-            body: views.list(generation: generation) {
-                // Read at or after `generation`: a list cached under it is never older than what it says.
-                let sessions = manager.readModel.allSessions().sessions
-                // The host's name and URI (which do not change while it holds sessions); its link is in each session's own view.
-                let uris = Dictionary((hosts?.all() ?? []).map { ($0.definition.name, $0.definition.uri) }, uniquingKeysWith: { a, _ in a })
-                let views = sessions.map { SessionView($0, address: manager.address, host: SessionHost(name: $0.host, uri: uris[$0.host])) }
-                return (SessionList(sessions: views), Set(sessions.map(\.id)))
-            })
+        return views.list(generation: generation) {
+            // Read at or after `generation`: a list cached under it is never older than what it says.
+            let sessions = manager.readModel.allSessions().sessions
+            // The host's name and URI (which do not change while it holds sessions); its link is in each session's own view.
+            let uris = Dictionary((hosts?.all() ?? []).map { ($0.definition.name, $0.definition.uri) }, uniquingKeysWith: { a, _ in a })
+            let views = sessions.map { SessionView($0, address: manager.address, host: SessionHost(name: $0.host, uri: uris[$0.host])) }
+            return (SessionList(sessions: views), Set(sessions.map(\.id)))
+        }
     }
 }

@@ -50,6 +50,9 @@ struct HTTPMetrics<Context: RequestContext>: RouterMiddleware {
 
     /// The metric objects of each method and endpoint, made once (a swift-metrics factory looks them up by
     /// label and dimensions, which costs more than a dictionary of our own).
+    ///
+    /// The factory is the one current where the series are made (the process's, or a test's task-local one), so
+    /// that a request counted on an event loop outside any task (``ReadFastPath``) lands in the same registry.
     final class Series: Sendable {
         struct Key: Hashable {
             let endpoint: String
@@ -62,23 +65,25 @@ struct HTTPMetrics<Context: RequestContext>: RouterMiddleware {
             let duration: Timer
             let errors: Counter
 
-            init(_ key: Key) {
+            init(_ key: Key, factory: any MetricsFactory) {
                 let status = ("http.response.status_code", key.status.code.description)
                 let route = ("http.route", key.endpoint)
                 let method = ("http.request.method", key.method.description)
-                requests = Counter(label: "hb.requests", dimensions: [route, method, status])
-                duration = Timer(label: "http.server.request.duration", dimensions: [route, method, status], preferredDisplayUnit: .seconds)
-                errors = Counter(label: "hb.request.errors", dimensions: [route, method, ("error.type", key.status.code.description)])
+                requests = Counter(label: "hb.requests", dimensions: [route, method, status], factory: factory)
+                duration = Timer(
+                    label: "http.server.request.duration", dimensions: [route, method, status], preferredDisplayUnit: .seconds, factory: factory)
+                errors = Counter(label: "hb.request.errors", dimensions: [route, method, ("error.type", key.status.code.description)], factory: factory)
             }
         }
 
+        private let factory: any MetricsFactory = MetricsSystem.factory
         private let meters = Mutex<[HTTPRequest.Method: Meter]>([:])
         private let endpoints = Mutex<[Key: Endpoint]>([:])
 
         func active(_ method: HTTPRequest.Method) -> Meter {
             meters.withLock { meters in
                 if let meter = meters[method] { return meter }
-                let meter = Meter(label: "http.server.active_requests", dimensions: [("http.request.method", method.description)])
+                let meter = Meter(label: "http.server.active_requests", dimensions: [("http.request.method", method.description)], factory: factory)
                 meters[method] = meter
                 return meter
             }
@@ -87,7 +92,7 @@ struct HTTPMetrics<Context: RequestContext>: RouterMiddleware {
         func endpoint(_ key: Key) -> Endpoint {
             endpoints.withLock { endpoints in
                 if let endpoint = endpoints[key] { return endpoint }
-                let endpoint = Endpoint(key)
+                let endpoint = Endpoint(key, factory: factory)
                 endpoints[key] = endpoint
                 return endpoint
             }

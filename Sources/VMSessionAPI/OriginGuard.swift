@@ -18,31 +18,22 @@ struct OriginGuard<Context: RequestContext>: RouterMiddleware {
     let metrics: DaemonMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let header = request.headers[.origin] else { return try await next(request, context) }
-        if CORS.isSameOrigin(header, authority: request.head.authority) {
-            metrics.originChecked(.sameOrigin)
+        let verdict = Self.verdict(of: request, origins: origins)
+        if let check = verdict.check { metrics.originChecked(check) }
+        switch verdict {
+        case .noOrigin, .sameOrigin, .publicAsset:
             return try await next(request, context)
-        }
-        if request.method == .get, WebController.publicPaths.contains(request.uri.path) || request.uri.path.hasPrefix(WebController.libraryPrefix) {
-            metrics.originChecked(.publicAsset)
-            return try await next(request, context)
-        }
-        guard let origin = WebOrigin(header) else {
-            metrics.originChecked(.invalid)
+        case .invalid(let header):
             return VMSessionError(.originNotApproved, "Requests from the origin '\(header)' are not accepted.").response()
-        }
-        let status = origins.status(of: origin)
-        metrics.originChecked(status == .approved ? .approved : status == .denied ? .denied : .pending)
-        switch status {
-        case .approved:
+        case .approved(let origin):
             if request.method == .options { return CORS.preflight(request, origin: origin) }
             var response = try await next(request, context)
             CORS.addHeaders(to: &response.headers, origin: origin)
             return response
-        case .denied:
+        case .denied(let origin):
             origins.noteRefused(origin)
             return VMSessionError(.originNotApproved, "The user denied \(origin) the use of vmsessiond.").response()
-        case .pending, nil:
+        case .pending(let origin):
             guard origins.noteRefused(origin) else {
                 return VMSessionError(
                     .originNotApproved,
@@ -54,6 +45,50 @@ struct OriginGuard<Context: RequestContext>: RouterMiddleware {
                 .originNotApproved,
                 "\(origin) is not approved yet; the user can approve it with `vmsessionctl origins approve \(origin)`."
             ).response()
+        }
+    }
+
+    /// What the guard decides for a request, before anything is counted or recorded: the one decision that
+    /// this guard and the read fast path (``ReadFastPath``) both act on.
+    enum Verdict: Equatable {
+        /// No `Origin` header: curl, vmsessionctl, other local programs.
+        case noOrigin
+        /// The daemon's own page.
+        case sameOrigin
+        /// A GET of public library code, from anywhere.
+        case publicAsset
+        /// An `Origin` header that is no web origin.
+        case invalid(String)
+        case approved(WebOrigin)
+        case denied(WebOrigin)
+        /// Not decided by the user yet, or never seen.
+        case pending(WebOrigin)
+
+        /// The origin check the metrics count for it (none without an `Origin` header).
+        var check: DaemonMetrics.OriginCheck? {
+            switch self {
+            case .noOrigin: nil
+            case .sameOrigin: .sameOrigin
+            case .publicAsset: .publicAsset
+            case .invalid: .invalid
+            case .approved: .approved
+            case .denied: .denied
+            case .pending: .pending
+            }
+        }
+    }
+
+    static func verdict(of request: Request, origins: OriginRegistry) -> Verdict {
+        guard let header = request.headers[.origin] else { return .noOrigin }
+        if CORS.isSameOrigin(header, authority: request.head.authority) { return .sameOrigin }
+        if request.method == .get, WebController.publicPaths.contains(request.uri.path) || request.uri.path.hasPrefix(WebController.libraryPrefix) {
+            return .publicAsset
+        }
+        guard let origin = WebOrigin(header) else { return .invalid(header) }
+        switch origins.status(of: origin) {
+        case .approved: return .approved(origin)
+        case .denied: return .denied(origin)
+        case .pending, nil: return .pending(origin)
         }
     }
 }

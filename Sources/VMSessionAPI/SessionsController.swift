@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 import VMSessionClient
 import VMSessionCore
 import VMSessionDaemon
@@ -58,13 +59,21 @@ struct SessionsController {
         // The image store keeps the list it read last until an image is added or removed: no hop while it holds.
         let versions: [String]
         if let known = manager.images.knownVersions { versions = known } else { versions = await manager.images.versions() }
+        return JSONResponse.make(body: encodedDaemonInfo(imageVersions: versions))
+    }
+
+    /// `GET /api/v1`'s body while the image store knows its versions without a read; nil when it does not.
+    func encodedDaemonInfo() -> ByteBuffer? {
+        manager.images.knownVersions.map { encodedDaemonInfo(imageVersions: $0) }
+    }
+
+    private func encodedDaemonInfo(imageVersions versions: [String]) -> ByteBuffer {
         let key = EncodedViews.DaemonInfoKey(imageVersions: versions, idleSource: idleSource())
-        return JSONResponse.make(
-            body: views.daemonInfo(key) {
-                DaemonInfo(
-                    version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: key.imageVersions, runtime: mode,
-                    idleSource: key.idleSource)
-            })
+        return views.daemonInfo(key) {
+            DaemonInfo(
+                version: VMSessionAPI.version, hypervisor: hypervisor, imageVersions: key.imageVersions, runtime: mode,
+                idleSource: key.idleSource)
+        }
     }
 
     struct SessionRequest: Decodable {
@@ -91,16 +100,24 @@ struct SessionsController {
     /// does the view carry live figures (CPU time, the applied cap) read from libvirt, and is encoded for the request.
     @Sendable func show(_ request: Request, context: SessionRequestContext) async throws -> Response {
         let id = context.session
-        let (session, apiAvailable) = try manager.readModel.view(of: id)
-        let host = HostsController.sessionHost(session.host, registry: hosts, admin: context.caller.role == .admin)
-        if !session.state.hasRunningMachine || !(host.state == nil || host.state == "connected") {
-            return JSONResponse.make(body: views.session(session, apiAvailable: apiAvailable, address: manager.address, host: host))
-        }
+        let (body, host) = try encodedView(of: context.caller)
+        if let body { return JSONResponse.make(body: body) }
         let snapshot = try await manager.snapshot(of: id, token: context.caller.token)
         return JSONResponse.make(
             SessionView(
                 snapshot.session, address: manager.address, cpuTime: snapshot.cpuTime, apiAvailable: snapshot.apiAvailable,
                 appliedCap: snapshot.appliedCap, host: host))
+    }
+
+    /// The caller's session's view as encoded once per change, or nil (with its host) while the VM has a process
+    /// on a connected host, when the view needs live figures. Here and on the read fast path (``ReadFastPath``).
+    func encodedView(of caller: SessionCaller) throws(VMSessionError) -> (body: ByteBuffer?, host: SessionHost) {
+        let (session, apiAvailable) = try manager.readModel.view(of: caller.session)
+        let host = HostsController.sessionHost(session.host, registry: hosts, admin: caller.role == .admin)
+        if !session.state.hasRunningMachine || !(host.state == nil || host.state == "connected") {
+            return (views.session(session, apiAvailable: apiAvailable, address: manager.address, host: host), host)
+        }
+        return (nil, host)
     }
 
     struct OpenRequest: Decodable {
@@ -261,15 +278,28 @@ struct SessionsController {
     }
 
     func authorizedOperation(_ request: Request, _ context: APIRequestContext) async throws -> SessionOperation {
-        guard let text = context.parameters.get("operation"), let id = OperationID(text) else {
+        let credentials = try context.presented()
+        if let known = try knownOperation(context.parameters.get("operation"), credentials: credentials) { return known }
+        // Older operations are read from the store.
+        let operation = try await manager.operation(try Self.operationID(context.parameters.get("operation")))
+        try credentials.authorize(for: operation.sessionID)
+        return operation
+    }
+
+    /// The operation named `text` if it runs or ended recently (the read model holds it), checked against the
+    /// credentials; nil if only the store can tell. Here and on the read fast path (``ReadFastPath``).
+    func knownOperation(_ text: String?, credentials: Credentials) throws(VMSessionError) -> SessionOperation? {
+        guard let operation = manager.readModel.operation(try Self.operationID(text)) else { return nil }
+        // An operation's path names no session, so its session's check follows the lookup (404 before 401 here).
+        try credentials.authorize(for: operation.sessionID)
+        return operation
+    }
+
+    static func operationID(_ text: String?) throws(VMSessionError) -> OperationID {
+        guard let text, let id = OperationID(text) else {
             throw VMSessionError(.notFound, "There is no such operation; operation ids are UUIDs.")
         }
-        // Running and recently ended operations are in the read model; older ones are read from the store.
-        let operation: SessionOperation
-        if let known = manager.readModel.operation(id) { operation = known } else { operation = try await manager.operation(id) }
-        // An operation's path names no session, so its session's check follows the lookup (404 before 401 here).
-        try context.presented().authorize(for: operation.sessionID)
-        return operation
+        return id
     }
 
     /// Who asks: the page's web origin (the origin guard let only approved ones this far), or `local` for

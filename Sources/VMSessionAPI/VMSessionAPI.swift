@@ -13,6 +13,8 @@ import VMSessionMetrics
 /// very router the daemon serves.
 public enum VMSessionAPI {
     public static let version = "0.1.0"
+    /// The `Server` header of every answer.
+    static let serverName = "vmsessiond"
 
     /// The routes of the daemon: `http` serves every request, `webSocket` decides WebSocket upgrades.
     ///
@@ -26,6 +28,9 @@ public enum VMSessionAPI {
         public let webSocket: Router<APIRequestContext>
         /// Open event streams and display viewers, which the API layer counts (for `/metrics`).
         let clients: @Sendable () -> (eventStreams: Int, displays: Int)
+        /// The hot read GETs answered below Hummingbird's async layer, from the same functions as `http`'s routes
+        /// (``ReadFastPath``); used by ``VMSessionAPI/buildApplication(routers:host:port:logger:budget:readFastPath:onListening:)``.
+        public let readFastPath: ReadFastPath
     }
 
     /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets, `/metrics`),
@@ -43,7 +48,8 @@ public enum VMSessionAPI {
         let collector = metrics ?? MetricsCollector(
             metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: controller, consoles: consoles)
         let router = Router(context: APIRequestContext.self)
-        router.add(middleware: HTTPMetrics())
+        let httpMetrics = HTTPMetrics<APIRequestContext>()
+        router.add(middleware: httpMetrics)
         router.add(middleware: SecurityHeaders())
         router.add(middleware: HostGuard())
         router.add(middleware: OriginGuard(origins: origins, metrics: collector.metrics))
@@ -67,7 +73,8 @@ public enum VMSessionAPI {
         let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
         SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
         EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
-        AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views, hosts: hosts).addRoutes(to: router)
+        let admin = AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views, hosts: hosts)
+        admin.addRoutes(to: router)
         ImagesController(manager: manager, templates: templates).addRoutes(to: router)
         TemplatesController(manager: manager, service: templates, warmUps: warmUps ?? TemplateWarmUp(manager: manager, templates: templates))
             .addRoutes(to: router)
@@ -84,8 +91,12 @@ public enum VMSessionAPI {
             .addRoutes(http: router, webSocket: webSocket)
         XtermAssets().addRoutes(to: router)
         DaemonController(controller: controller).addRoutes(to: router)
-        methods.set(router.routes.map { (path: $0.path, method: $0.method) })
-        return Routers(http: router, webSocket: webSocket) { (streams.openCount, displays.total) }
+        let routes = router.routes.map { (path: $0.path, method: $0.method) }
+        methods.set(routes)
+        let fastPath = ReadFastPath(
+            sessions: sessions, admin: admin, access: manager.access, origins: origins, originMetrics: collector.metrics,
+            http: httpMetrics.series, routes: routes)
+        return Routers(http: router, webSocket: webSocket, clients: { (streams.openCount, displays.total) }, readFastPath: fastPath)
     }
 
     /// The HTTP routes alone, for tests that need no WebSocket.
@@ -120,27 +131,32 @@ public enum VMSessionAPI {
     ) -> some ApplicationProtocol {
         Application(
             router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
-            configuration: .init(address: .hostname(host, port: port), serverName: "vmsessiond"),
+            configuration: .init(address: .hostname(host, port: port), serverName: serverName),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
     }
 
     /// The HTTP server as a service, bound to `host:port`. `onListening` gets the port actually bound
     /// (useful with port 0). Past `budget.connections` open connections it stops accepting until one closes:
-    /// the connections it has keep being served, and new clients wait in the listen backlog.
+    /// the connections it has keep being served, and new clients wait in the listen backlog. With `readFastPath`
+    /// (the default) every connection answers the hot read GETs itself (``ReadFastPath``); without, the router
+    /// answers every request (the same answers, the way the tests compare them).
     public static func buildApplication(
         routers: Routers, host: String, port: Int, logger: Logger,
-        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768),
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), readFastPath: Bool = true,
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        Application(
+        let fastPath: ReadFastPath? = readFastPath ? routers.readFastPath : nil
+        return Application(
             router: routers.http,
             // Idle keep-alive connections close after a minute; a response in progress (an event stream) is never cut.
             server: .http1WebSocketUpgrade(
                 webSocketRouter: routers.webSocket,
-                configuration: .init(http1: .init(idleTimeout: .seconds(60)), ws: webSocketConfiguration)),
+                configuration: .init(
+                    http1: .init(additionalChannelHandlers: fastPath.map { [ReadFastPathInstaller($0)] as [any RemovableChannelHandler] } ?? [], idleTimeout: .seconds(60)),
+                    ws: webSocketConfiguration)),
             configuration: .init(
-                address: .hostname(host, port: port), serverName: "vmsessiond",
+                address: .hostname(host, port: port), serverName: serverName,
                 availableConnectionsDelegate: MaximumAvailableConnections(budget.connections, logger: logger)),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)

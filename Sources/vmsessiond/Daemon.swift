@@ -135,7 +135,9 @@ struct Daemon {
         // Known before the first probe can announce a guest's apiURL (port 0 is known once bound, below).
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
         let logger = self.logger
-        let app = VMSessionAPI.buildApplication(routers: routers, host: host, port: settings.port, logger: logger, budget: budget) { port in
+        let app = VMSessionAPI.buildApplication(
+            routers: routers, host: host, port: settings.port, logger: logger, budget: budget, readFastPath: settings.readFastPath
+        ) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             manager.address.listening(host: host, port: port)
             logger.notice("vmsessiond listening on http://\(shown):\(port)", metadata: ["state": "\(state)"])
@@ -198,13 +200,22 @@ struct Daemon {
 
 /// The host registry's count of sessions per host, read from the session manager's read model once the manager
 /// exists (the registry is made first, because placement, which the manager is given, reads it).
+///
+/// The closure is kept in a struct: a bare closure in the generic `Mutex` was re-abstracted through `withLock`'s
+/// `inout` on every read, and each write-back wrapped it in two more thunks, so every `GET` of a session (whose view
+/// names its host, with this count) got slower than the one before (`perf` on the release build: three quarters of
+/// the CPU in nested reabstraction thunks after a minute of wrk).
 private final class SessionCounter: Sendable {
-    private let reader = Mutex<(@Sendable (String) -> Int)?>(nil)
-
-    var read: (@Sendable (String) -> Int)? {
-        get { reader.withLock { $0 } }
-        set { reader.withLock { $0 = newValue } }
+    private struct Reader: Sendable {
+        let count: @Sendable (String) -> Int
     }
 
-    func count(_ host: String) -> Int { read?(host) ?? 0 }
+    private let reader = Mutex<Reader?>(nil)
+
+    var read: (@Sendable (String) -> Int)? {
+        get { reader.withLock { $0?.count } }
+        set { reader.withLock { $0 = newValue.map(Reader.init) } }
+    }
+
+    func count(_ host: String) -> Int { reader.withLock { $0 }?.count(host) ?? 0 }
 }

@@ -63,6 +63,9 @@ struct DaemonSettings: Sendable {
     /// scraper is (the loopback, or a private interface for a remote Prometheus) and firewalled like any
     /// exporter's port.
     var metricsListen: (host: String, port: Int)? = nil
+    /// Whether the hot read GETs are answered below Hummingbird's async layer (`readFastPath`: on or off; the
+    /// answers are the same either way, see `ReadFastPath`).
+    var readFastPath = true
     /// Remote libvirt hosts (`hosts`: `NAME URI [KEY=VALUE]... [maxSessions=N]` each), beside the local one.
     var hosts: [HostDefinition] = []
 
@@ -216,6 +219,10 @@ struct DaemonSettings: Sendable {
         guard let x11Idle = X11IdleMethod.Preference(rawValue: x11Text) else {
             throw VMSessionError(.invalidArgument, "x11Idle must be auto or poll; got '\(x11Text)'.")
         }
+        let fastPathText = config.string(forKey: "readFastPath", default: "on")
+        guard ["on", "off"].contains(fastPathText) else {
+            throw VMSessionError(.invalidArgument, "readFastPath must be on or off; got '\(fastPathText)'.")
+        }
         var sessionVariables = environment.filter { sessionVariableNames.contains($0.key) }
         sessionVariables["DISPLAY"] = display
         if let wayland = config.string(forKey: "waylandDisplay") { sessionVariables["WAYLAND_DISPLAY"] = wayland }
@@ -234,7 +241,7 @@ struct DaemonSettings: Sendable {
             maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,
             consoleLog: ConsoleLogBound(keepBytes: UInt64(logBytes)), capMechanism: capMechanism,
             cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil, guestEgress: guestEgress,
-            metricsListen: metricsListen,
+            metricsListen: metricsListen, readFastPath: fastPathText == "on",
             hosts: try (config.stringArray(forKey: "hosts") ?? []).map { spec throws(VMSessionError) in
                 do throws(VMSessionError) {
                     return try HostDefinition.parse(spec: spec)

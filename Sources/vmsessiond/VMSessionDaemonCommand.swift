@@ -56,6 +56,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
               guestEgress   VMSESSIOND_GUEST_EGRESS   default internet (none: no network; open: the host's loopback too)
               metricsListen VMSESSIOND_METRICS_LISTEN default none (ADDRESS:PORT of a second listener that serves only
                                                       GET /metrics, without a token; the daemon's own needs the admin token)
+              readFastPath  VMSESSIOND_READ_FAST_PATH default on (GET of a session, the list, an operation, /api/v1
+                                                      answered below Hummingbird's async layer; off: by the router)
               hosts         VMSESSIOND_HOSTS          default none (remote libvirt hosts beside the local one, each
                                                       "NAME URI [KEY=VALUE]... [maxSessions=N]"; a JSON array of
                                                       strings, or comma-separated in the variable; flag --host)
@@ -119,6 +121,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("metrics-listen"), help: "ADDRESS:PORT of a listener that serves only GET /metrics, without a token (default: none).")
     var metricsListen: String?
 
+    @Option(name: .customLong("read-fast-path"), help: "on (default) or off: answer the hot read GETs below Hummingbird's async layer.")
+    var readFastPath: String?
+
     @Option(name: .customLong("host"), help: "A remote libvirt host, as 'NAME URI [KEY=VALUE]... [maxSessions=N]'; repeatable.")
     var host: [String] = []
 
@@ -154,6 +159,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["idleSource"] = idleSource
         flags["waylandDisplay"] = waylandDisplay
         flags["x11Idle"] = x11Idle
+        flags["readFastPath"] = readFastPath
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, hostFlags: host, configFile: config, environment: environment)

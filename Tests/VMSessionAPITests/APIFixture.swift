@@ -27,6 +27,8 @@ struct APIFixture {
     let controller: IdleController
     /// The libvirt hosts (the local one; tests add more). No monitor runs unless a test runs one.
     let hosts: HostRegistry
+    /// The routers served on real loopback sockets, with the read fast path and without (run by the tests that need them).
+    let live: LiveServers
 
     /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
     /// `apiPort` is the loopback port of the stand-in server that plays every started guest's API (the proxy's tests);
@@ -78,17 +80,18 @@ struct APIFixture {
             sessionCount: { name in
                 name == HostDefinition.localName ? manager.readModel.allSessions().sessions.filter { $0.state != .closed }.count : 0
             }, logger: logger)
-        let router = VMSessionAPI.buildRouter(
+        let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: chosen.description, controller: controller,
             guestProxy: guestProxy,
             metrics: MetricsCollector(
                 metrics: metrics, manager: manager, hypervisor: chosen, controller: controller, consoles: nil, hosts: hosts),
             hosts: hosts)
+        let router = routers.http
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(
             manager: manager, store: store, directory: directory, images: images, adminToken: admin,
-            routes: router.routes.map(\.description), controller: controller, hosts: hosts)
+            routes: router.routes.map(\.description), controller: controller, hosts: hosts, live: LiveServers(routers: routers))
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }
             group.addTask { try await images.run() }
