@@ -314,6 +314,13 @@ def templates(api, state_dir):
     return {t["name"]: t["sessions"] for t in listed.get("templates", [])} if status == 200 else {}
 
 
+def runs_from_template(view, api, state_dir):
+    """A session opened from a template: the daemon refuses (409) to make a template of it, by design (its disk
+    is an overlay on the first template's), so it is never asked to."""
+    version = view.get("version")
+    return bool(version) and version in templates(api, state_dir)
+
+
 def admin_token(state_dir):
     with open(os.path.join(state_dir, "admin-token")) as f:
         return f.read().strip()
@@ -484,8 +491,11 @@ def main():
             choices = ACTIONS_BY_STATE.get(state, ["close"])
             if where(sid) == "lab":
                 choices = [c for c in choices if c not in LOCAL_ONLY]
+            warm = runs_from_template(current, api, state_dir)
+            if warm:
+                choices = [c for c in choices if c != "template"]
             action = random.choice(choices)
-            if FOCUS == "templates" and state == "running" and random.random() < 0.5:
+            if FOCUS == "templates" and state == "running" and not warm and random.random() < 0.5:
                 action = "template"
             delay = random.choice([0.0, 0.005, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
             print(f"round {round_number}: {sid[:8]} {state} -> {action}, kill after {delay:.3f} s", flush=True)
@@ -572,6 +582,8 @@ def main():
             _, body = api.call("GET", f"/api/v1/sessions/{sid}", token=token)
             state = body.get("state", "?")
             follow_ups = [a for a in NEXT_ACTIONS.get(state, []) if where(sid) != "lab" or a not in LOCAL_ONLY]
+            if runs_from_template(body, api, state_dir):
+                follow_ups = [a for a in follow_ups if a != "template"]
             follow_up = random.choice(follow_ups) if follow_ups else None
             if follow_up is None:
                 counts.note("failed_next", f"{sid[:8]} left in {state}, no action possible")
