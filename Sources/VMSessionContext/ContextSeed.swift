@@ -8,14 +8,20 @@ public struct ContextSeed: Equatable, Sendable {
     public var volumeID: String
     /// File name (at the root of the volume) to contents.
     public var files: [String: [UInt8]]
+    /// Written into the volume's primary descriptor (ISO 9660's volume set id): the instance-id, so that two
+    /// seeds of different instances never have the same descriptor, which a guest restored from a template
+    /// compares to see that its seed drive holds a new seed (two seeds of the same size made in the same
+    /// second had identical ones).
+    public var stamp: String?
 
     /// The largest user-data accepted, in bytes. cloud-init itself reads far more; the bound keeps a page
     /// from filling the disk through the API, and is reported, never silently applied.
     public static let maximumUserDataBytes = 1 << 20
 
-    public init(volumeID: String, files: [String: [UInt8]]) {
+    public init(volumeID: String, files: [String: [UInt8]], stamp: String? = nil) {
         self.volumeID = volumeID
         self.files = files
+        self.stamp = stamp
     }
 
     /// The seed a guest reads at boot, in every layout the CernVM lineage used, on one volume labelled
@@ -54,7 +60,7 @@ public struct ContextSeed: Equatable, Sendable {
                 "user-data": bytes, "meta-data": Array(metaData.utf8), "context.sh": Array(contextScript.utf8),
                 "ec2/latest/user-data": bytes, "openstack/latest/user_data": bytes,
                 "openstack/latest/meta_data.json": Array(openStackMeta.utf8),
-            ])
+            ], stamp: instanceID)
     }
 
     /// 64 bytes from the system's generator: a fresh `random_seed` for each seed.

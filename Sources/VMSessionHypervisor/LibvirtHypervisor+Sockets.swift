@@ -28,17 +28,26 @@ extension LibvirtHypervisor {
     /// Tells the guest of `id` that its seed drive holds a new seed: one line on its second serial port, which
     /// the appliance's seed watch blocks on (see Contextualization/appliance/init). Best effort: a VM without
     /// that port (a template made before it existed) or a guest that does not listen still finds the seed by
-    /// its slower poll. Returns whether the line was written.
+    /// its slower look at the drive. Returns whether QEMU took the line (see ``writeLine(_:toUnixSocket:timeout:)``).
     @discardableResult
     func signalSeed(_ id: SessionID) async -> Bool {
         let path = seedSignalSocketPath(for: id)
-        // A local socket QEMU listens on: quick, but a blocking connect and write, so off the cooperative pool.
+        // A local socket QEMU listens on: quick, but a blocking connect, write and wait, so off the cooperative pool.
         let written = try? await call("signal the guest's new seed") { _ in Self.writeLine("seed\n", toUnixSocket: path) }
         return written ?? false
     }
 
-    /// Connects to the Unix socket at `path`, writes `line` and closes; false if any step fails.
-    static func writeLine(_ line: String, toUnixSocket path: String) -> Bool {
+    /// Connects to the Unix socket of a QEMU serial port at `path`, writes `line`, and waits (at most `timeout`)
+    /// until QEMU has read all of it; false if any step fails or QEMU did not read it in time.
+    ///
+    /// Not write-and-close: QEMU's socket chardev reads only as many bytes as the guest's UART has room for,
+    /// and drops what it has not read when it sees the client hang up (its HUP watch), so a line written and
+    /// closed at once was now and then lost (a warm guest then took its seed only at its 5 s look). Half-closed
+    /// instead, the connection shows QEMU no hang-up but an end of file after the line: QEMU reads the line,
+    /// then the end, and closes its side, which is what this waits for.
+    static func writeLine(_ line: String, toUnixSocket path: String, timeout: Duration = .milliseconds(500)) -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -55,7 +64,23 @@ extension LibvirtHypervisor {
         }
         guard connected == 0 else { return false }
         let data = Array(line.utf8)
-        return data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count
+        guard data.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == data.count,
+            shutdown(fd, Int32(SHUT_WR)) == 0
+        else { return false }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            let left = clock.now.duration(to: deadline)
+            guard left > .zero else { return false }
+            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+            let ready = poll(&descriptor, 1, milliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else { return false }
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count == 0 { return true }  // QEMU read the line and the end of file after it, and closed.
+            if count < 0 && errno != EINTR && errno != EAGAIN { return false }
+            // count > 0: what the guest wrote on the port, relayed by QEMU; not ours to read.
+        }
     }
 
     /// `<machine directory>/<name>.sock` when that fits in `sun_path` (107 bytes), else

@@ -39,8 +39,9 @@ enum SeedImage {
         // never none, so the VM's next start finds the drive its XML names.
         let newPath = isoPath + ".new"
         try? manager.removeItem(atPath: newPath)
+        let stamp = seed.stamp.map { ["-volset", $0] } ?? []
         try await ExternalCommand.run(
-            "genisoimage", ["-quiet", "-V", seed.volumeID, "-J", "-R", "-o", newPath, scratch])
+            "genisoimage", ["-quiet", "-V", seed.volumeID] + stamp + ["-J", "-R", "-o", newPath, scratch])
         var info = stat()
         guard stat(newPath, &info) == 0, info.st_size <= paddedBytes, truncate(newPath, paddedBytes) == 0 else {
             try? manager.removeItem(atPath: newPath)

@@ -86,6 +86,16 @@ struct TemplateTests {
         try await Self.withDaemon("vms-e2e-tplimg", Self.templateFromImage)
     }
 
+    @Test("a template saved while the guest's seed watch has its seed mounted but not yet read: a warm session from it still runs its own whole user-data")
+    func templateSavedMidSeedRead() async throws {
+        try await Self.withDaemon("vms-e2e-tplmid", Self.templateSavedMidSeedRead)
+    }
+
+    @Test("templates made the moment the prepared guest says ready (as the benchmark makes them): each warm session runs its own whole user-data")
+    func templatesMadeRightAfterReady() async throws {
+        try await Self.withDaemon("vms-e2e-tplready", Self.templatesMadeRightAfterReady)
+    }
+
     /// The warm-up: counts seconds (as ``prepare``), then says it is ready on the console.
     static let warmUp = #"#!/bin/sh\ni=0\nwhile :; do i=$((i+1)); echo \"TPLTICK $i\"; sleep 1; done &\nsleep 2\necho VMSESSION-TEMPLATE-READY\n"#
 
@@ -180,6 +190,121 @@ struct TemplateTests {
         }
         try await daemon.stop()
         #expect(machines().isEmpty)
+    }
+
+    /// A warm session's user-data longer than any prepared guest's here, whose whole line says it ran whole: a
+    /// guest that read it through the template's view of the seed (its directory: the template's file sizes)
+    /// runs only its start.
+    static func whole(_ tag: String) -> String {
+        #"#!/bin/sh\necho TPLWHOLE-\#(tag)-\#(String(repeating: "0123456789", count: 8))-END\n"#
+    }
+
+    static func ranWhole(_ console: String, _ tag: String) -> Bool {
+        lines(console).contains { $0.contains("TPLWHOLE-\(tag)-\(String(repeating: "0123456789", count: 8))-END") }
+    }
+
+    /// Where the daemon's QEMU listens on the VM's seed-signal port (as LibvirtHypervisor.socketPath places it).
+    static func seedSignalSocket(state: String, session: String) -> String {
+        let beside = "\(state)/machines/\(session)/seed.sock"
+        return beside.utf8.count <= 107 ? beside : "/tmp/vmsessiond-\(geteuid())/\(session).seed"
+    }
+
+    /// Writes one line on a VM's seed-signal port, as the daemon does after a warm restore, and waits until
+    /// QEMU took it (it closes its side after the end of file).
+    static func signal(_ path: String) throws {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(connected == 0, "connect to \(path)")
+        let line = Array("seed\n".utf8)
+        try #require(line.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == line.count)
+        _ = shutdown(fd, Int32(SHUT_WR))
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        var byte: UInt8 = 0
+        while poll(&descriptor, 1, 5000) > 0, read(fd, &byte, 1) > 0 {}
+    }
+
+    /// The window the benchmark's first warm session fell into, held open: the prepared guest's seed watch is
+    /// stopped (a seam of the appliance's /init) right after it mounted its seed and before it read it, and the
+    /// template is made then. Restored for a warm session, that watch goes on with the template's mount over
+    /// the session's seed; it must notice the drive changed under it and read the seed again, not run the
+    /// session's user-data cut to the template's length.
+    static func templateSavedMidSeedRead(daemon: DaemonProcess, state: String) async throws {
+        try await daemon.start()
+        let api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
+        let (source, sourceToken) = try await api.newSession("mid-source")
+        let sourcePath = "/api/v1/sessions/\(source)"
+        // After the boot's first look at the seed: ask the watch to stop at its next look, then make it look.
+        let hold = #"#!/bin/sh\nsleep 2\ntouch /run/vmsession-seedwatch-hold\necho TPLHOLD set\n"#
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(hold)"}"#)["status"] as? String == "succeeded")
+        try await waitFor("the hold asked for") { lines(console(source)).contains { $0.contains("TPLHOLD set") } }
+        try await Task.sleep(for: .seconds(1))
+        if !lines(console(source)).contains(where: { $0.contains("VMSESSION-APPLIANCE: seed watch held") }) {
+            try signal(seedSignalSocket(state: state, session: source))
+        }
+        try await waitFor("the seed watch held with its seed mounted") {
+            lines(console(source)).contains { $0.contains("VMSESSION-APPLIANCE: seed watch held") }
+        }
+        let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"mid","fromSession":"\#(source)"}"#)
+        #expect(made["status"] as? String == "succeeded", "\(made)")
+        let (id, token) = try await api.newSession("mid-warm")
+        let path = "/api/v1/sessions/\(id)"
+        #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"mid"}"#)["status"] as? String == "succeeded")
+        #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(whole("M"))"}"#)["status"] as? String == "succeeded")
+        // The daemon's signal releases the held watch; its whole user-data runs, once.
+        try await waitFor("the warm session's whole user-data", timeout: .seconds(60)) { ranWhole(console(id), "M") }
+        #expect(lines(console(id)).filter { $0.contains("VMSESSION-APPLIANCE: seed changed") }.count == 1, "\(lines(console(id)).suffix(8))")
+        for (session, sessionToken) in [(id, token), (source, sourceToken)] {
+            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(session)/close", token: sessionToken)["status"] as? String == "succeeded")
+        }
+        #expect(try await api.call(.DELETE, "/api/v1/templates/mid", token: admin).status == 204)
+        try await daemon.stop()
+    }
+
+    /// What the benchmark does: a template made as soon as the prepared guest prints its ready line, while its
+    /// seed watch makes its first look, then a warm session from it; three times, each from a fresh guest.
+    static func templatesMadeRightAfterReady(daemon: DaemonProcess, state: String) async throws {
+        try await daemon.start()
+        let api = APIClient(port: daemon.port)
+        let admin = try daemon.adminToken()
+        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
+        let prepared = #"#!/bin/sh\necho prepared\n"#
+        for round in 0..<3 {
+            let (source, sourceToken) = try await api.newSession("ready-source-\(round)")
+            let sourcePath = "/api/v1/sessions/\(source)"
+            #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
+            #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepared)"}"#)["status"] as? String == "succeeded")
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(180)
+            while clock.now < deadline, !lines(console(source)).contains(where: { $0.contains("VMSESSION-APPLIANCE: ready") }) {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"ready-\#(round)","fromSession":"\#(source)"}"#)
+            #expect(made["status"] as? String == "succeeded", "\(made)")
+            let (id, token) = try await api.newSession("ready-warm-\(round)")
+            let path = "/api/v1/sessions/\(id)"
+            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"ready-\#(round)"}"#)["status"] as? String == "succeeded")
+            #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(whole("R\(round)"))"}"#)["status"] as? String == "succeeded")
+            try await waitFor("warm session \(round)'s whole user-data", timeout: .seconds(60)) { ranWhole(console(id), "R\(round)") }
+            for (session, sessionToken) in [(id, token), (source, sourceToken)] {
+                #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(session)/close", token: sessionToken)["status"] as? String == "succeeded")
+            }
+            #expect(try await api.call(.DELETE, "/api/v1/templates/ready-\(round)", token: admin).status == 204)
+        }
+        try await daemon.stop()
     }
 
     static func killedDuringWarmStart(daemon: DaemonProcess, state: String) async throws {

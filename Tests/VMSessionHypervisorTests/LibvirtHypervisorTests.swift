@@ -170,7 +170,27 @@ struct LibvirtHypervisorTests {
         #expect(throws: VMSessionError.self) { _ = try xml.render() }
     }
 
-    @Test("the seed signal writes one line to the guest's port, and says so when nothing listens there")
+    @Test("a seed's volume descriptor holds its instance-id: two seeds of the same size for two instances, made in the same second, differ there")
+    func seedDescriptorNamesItsInstance() async throws {
+        let fixture = try Fixture()
+        var descriptors: [SessionID: [UInt8]] = [:]
+        for id in [SessionID(), SessionID()] {
+            try FileManager.default.createDirectory(atPath: fixture.hypervisor.machineDirectory(for: id), withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: fixture.hypervisor.machineDirectory(for: id)) }
+            let seed = try ContextSeed.noCloud(userData: "#!/bin/sh\necho same\n", instanceID: id.description, hostname: "vm")
+            try await fixture.hypervisor.replaceSeed(seed, for: id)
+            // What a guest's seed watch reads: the primary volume descriptor, 2 KiB at 32 KiB.
+            let handle = try #require(FileHandle(forReadingAtPath: fixture.hypervisor.seedPath(for: id)))
+            defer { try? handle.close() }
+            try handle.seek(toOffset: 16 * 2048)
+            let descriptor = [UInt8](try #require(try handle.read(upToCount: 2048)))
+            #expect(String(decoding: descriptor, as: UTF8.self).contains(id.description), "the instance-id in the descriptor")
+            descriptors[id] = descriptor
+        }
+        #expect(Set(descriptors.values).count == 2)
+    }
+
+    @Test("the seed signal reaches a port that reads only after a while and drops what it has not read on a hang-up, as QEMU's chardev does; it says so when nothing listens")
     func seedSignalWritesALine() async throws {
         let fixture = try Fixture()
         let id = SessionID()
@@ -178,10 +198,51 @@ struct LibvirtHypervisorTests {
         try FileManager.default.createDirectory(atPath: fixture.hypervisor.machineDirectory(for: id), withIntermediateDirectories: true)
         let path = try fixture.hypervisor.prepareSocket(fixture.hypervisor.seedSignalSocketPath(for: id))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        // QEMU's side of the port: a listening Unix socket.
+        let listener = try Self.listeningSocket(at: path)
+        defer { close(listener) }
+        let hypervisor = fixture.hypervisor
+        // QEMU's side of the port (chardev/char-socket.c): it accepts, reads only once the guest's UART has room
+        // (here: 100 ms later), and drops the connection, unread bytes and all, as soon as it sees a hang-up.
+        async let signalled = hypervisor.signalSeed(id)
+        let received = await Self.likeQEMU(listener, readingAfter: 100_000)
+        #expect(received.map { String(decoding: $0, as: UTF8.self) } == "seed\n", "the line QEMU read before it saw the connection end")
+        #expect(await signalled, "QEMU read the line and the end of file after it")
+        // A port that never reads: the signal gives up after its timeout and says the line was not taken.
+        async let unread = hypervisor.signalSeed(id)
+        let peer = accept(listener, nil, nil)
+        #expect(await unread == false)
+        close(peer)
+    }
+
+    /// Accepts one connection on `listener` and, `delay` microseconds later, reads it to its end as QEMU's
+    /// chardev would: nothing if the client had hung up by then (QEMU drops the connection on G_IO_HUP).
+    static func likeQEMU(_ listener: Int32, readingAfter delay: UInt32) async -> [UInt8]? {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                let peer = accept(listener, nil, nil)
+                guard peer >= 0 else { return continuation.resume(returning: nil) }
+                defer { close(peer) }
+                usleep(delay)
+                var descriptor = pollfd(fd: peer, events: Int16(POLLIN), revents: 0)
+                guard poll(&descriptor, 1, 2000) > 0, descriptor.revents & Int16(POLLHUP) == 0 else {
+                    return continuation.resume(returning: [])
+                }
+                var buffer = [UInt8](repeating: 0, count: 64)
+                var bytes: [UInt8] = []
+                while true {
+                    let count = buffer.withUnsafeMutableBytes { read(peer, $0.baseAddress, $0.count) }
+                    if count <= 0 { break }
+                    bytes += buffer[0..<count]
+                }
+                continuation.resume(returning: bytes)
+            }
+        }
+    }
+
+    /// A listening Unix socket at `path`, as QEMU's `server=on` chardev is.
+    static func listeningSocket(at path: String) throws -> Int32 {
         let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         try #require(listener >= 0)
-        defer { close(listener) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -193,18 +254,7 @@ struct LibvirtHypervisorTests {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         try #require(bound == 0 && listen(listener, 1) == 0)
-        #expect(await fixture.hypervisor.signalSeed(id))
-        let peer = accept(listener, nil, nil)
-        try #require(peer >= 0)
-        defer { close(peer) }
-        var buffer = [UInt8](repeating: 0, count: 64)
-        var received: [UInt8] = []
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(peer, $0.baseAddress, $0.count) }
-            if count <= 0 { break }
-            received += buffer[0..<count]
-        }
-        #expect(String(decoding: received, as: UTF8.self) == "seed\n")
+        return listener
     }
 }
 
