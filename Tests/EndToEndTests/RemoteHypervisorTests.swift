@@ -39,20 +39,8 @@ extension RealGuestSuites.RemoteHostTests {
 
     /// Writes `text` into the console relay's socket (as the daemon's console layer does).
     static func type(_ text: String, into socket: String) throws {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(fd >= 0)
+        let fd = try UnixSocketClient.connect(to: socket, "the relay listens on \(socket)")
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(socket.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        try #require(connected == 0, "the relay listens on \(socket)")
         let data = Array(text.utf8)
         #expect(data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == data.count)
         usleep(300_000)  // the relay reads and sends before the connection closes
@@ -60,20 +48,8 @@ extension RealGuestSuites.RemoteHostTests {
 
     /// The first bytes a server sends on the Unix socket at `path` (a VNC server's protocol version).
     static func greeting(of path: String) throws -> String {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(fd >= 0)
+        let fd = try UnixSocketClient.connect(to: path, "something listens on \(path)")
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        try #require(connected == 0, "something listens on \(path)")
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 12)

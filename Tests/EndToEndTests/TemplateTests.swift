@@ -212,20 +212,8 @@ struct TemplateTests {
     /// Writes one line on a VM's seed-signal port, as the daemon does after a warm restore, and waits until
     /// QEMU took it (it closes its side after the end of file).
     static func signal(_ path: String) throws {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(fd >= 0)
+        let fd = try UnixSocketClient.connect(to: path, "the VM's seed-signal port")
         defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        try #require(connected == 0, "connect to \(path)")
         let line = Array("seed\n".utf8)
         try #require(line.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == line.count)
         _ = shutdown(fd, Int32(SHUT_WR))
