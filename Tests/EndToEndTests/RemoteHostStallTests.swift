@@ -16,25 +16,11 @@ extension RealGuestSuites.RemoteHostTests {
 
     @Test("a host whose sshd is stopped in the middle of a restore there: the daemon stays up, the session is told the host is unreachable within seconds and its operation ends, a session on another host keeps working, the lost host's session closes; when sshd continues the host is connected again and nothing is left on it")
     func stalledHostMidRestore() async throws {
-        let appliance = DaemonProcess.applianceDirectory
-        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "make appliance first: \(appliance)")
-        let host = try await Self.startHosts(1)[0]
+        let lab = try await Self.startLab("stall")
+        let (host, state, daemon, control) = (lab.host, lab.state, lab.daemon, lab.control)
         defer { host.tearDown() }
-        let admin = try await Self.connect(host.uri)
-        try Self.definePool(on: admin, at: host.home + "/pool")
-
-        let directory = try TemporaryDirectory("vms-e2e-remote-stall")
-        let state = directory.path + "/state"
-        let daemon = DaemonProcess(
-            stateDirectory: state,
-            arguments: ["--libvirt-uri", "test:///default", "--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
-        try await daemon.start()
         defer { daemon.kill9() }
         let daemonPID = try #require(daemon.processID)
-        let control = VMSessionClient(baseURL: "http://127.0.0.1:\(daemon.port)", token: try daemon.adminToken())
-        _ = try await control.addHost(HostRequest(name: "lab", uri: host.uri))
-        let (connected, _) = try await Self.waitForHost("lab", control, within: .seconds(30)) { $0.state == "connected" }
-        #expect(connected.state == "connected", "\(connected)")
         let api = APIClient(port: daemon.port)
 
         // A session on the local host (the test driver), placed there while the lab is drained…

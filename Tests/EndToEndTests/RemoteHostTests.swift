@@ -1,6 +1,7 @@
 import Foundation
 import Libvirt
 import Testing
+import VMSessionClient
 
 /// The ground under many hosts (issue 22): libvirt hosts reached over real SSH (``SSHLibvirtHost``), driven
 /// through the project's own `Libvirt` module beside a local driver, in one process (libvirt's test driver: the embedded QEMU driver allows one root per process, and
@@ -38,6 +39,45 @@ struct RemoteHostTests {
     /// Opens a libvirt connection off Swift's cooperative threads (the SSH handshake blocks).
     static func connect(_ uri: String) async throws -> Connection {
         try await Command.onThread { try Connection(uri: uri) }
+    }
+
+    /// What the session-level remote tests start from: one SSH host with the `vmsessiond` pool (`admin` is its
+    /// libvirt as the host's admin sees it), and the real daemon (local: the test driver) with that host added as
+    /// `lab` and connected. The caller tears down `host` and stops or kills `daemon`; on a failure here both go.
+    struct Lab {
+        let host: SSHLibvirtHost
+        let admin: Connection
+        let directory: TemporaryDirectory
+        let daemon: DaemonProcess
+        let control: VMSessionClient
+        var state: String { directory.path + "/state" }
+    }
+
+    static func startLab(_ tag: String) async throws -> Lab {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "make appliance first: \(appliance)")
+        let host = try await startHosts(1)[0]
+        var daemon: DaemonProcess?
+        do {
+            let admin = try await connect(host.uri)
+            try definePool(on: admin, at: host.home + "/pool")
+            let directory = try TemporaryDirectory("vms-e2e-remote-\(tag)")
+            let started = DaemonProcess(
+                stateDirectory: directory.path + "/state",
+                arguments: ["--libvirt-uri", "test:///default", "--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+            daemon = started
+            try await started.start()
+            let control = VMSessionClient(baseURL: "http://127.0.0.1:\(started.port)", token: try started.adminToken())
+            _ = try await control.addHost(HostRequest(name: "lab", uri: host.uri))
+            let (connected, after) = try await waitForHost("lab", control, within: .seconds(30)) { $0.state == "connected" }
+            #expect(connected.state == "connected", "\(connected)")
+            print("lab connected after \(after)")
+            return Lab(host: host, admin: admin, directory: directory, daemon: started, control: control)
+        } catch {
+            daemon?.kill9()
+            host.tearDown()
+            throw error
+        }
     }
 
     /// Starts `count` SSH hosts, one after the other, and says how long each took.

@@ -19,25 +19,10 @@ extension RealGuestSuites.RemoteHostTests {
 
     @Test("a session placed on an SSH host runs the appliance there: open, start with user-data seen on the relayed console, pause, resume, hibernate and restore, a screenshot, the cap refused; its host's loss is told to it and it can still be closed; back, the host is left with no VM or volume")
     func sessionOnARemoteHost() async throws {
-        let appliance = DaemonProcess.applianceDirectory
-        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "make appliance first: \(appliance)")
-        let host = try await Self.startHosts(1)[0]
+        let lab = try await Self.startLab("session")
+        let (host, admin, state, daemon, control) = (lab.host, lab.admin, lab.state, lab.daemon, lab.control)
         defer { host.tearDown() }
-        let admin = try await Self.connect(host.uri)
-        try Self.definePool(on: admin, at: host.home + "/pool")
-
-        let directory = try TemporaryDirectory("vms-e2e-remote-session")
-        let state = directory.path + "/state"
-        let daemon = DaemonProcess(
-            stateDirectory: state,
-            arguments: ["--libvirt-uri", "test:///default", "--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
-        try await daemon.start()
-        let base = "http://127.0.0.1:\(daemon.port)"
-        let control = VMSessionClient(baseURL: base, token: try daemon.adminToken())
-        _ = try await control.addHost(HostRequest(name: "lab", uri: host.uri))
-        let (connected, after) = try await Self.waitForHost("lab", control, within: .seconds(30)) { $0.state == "connected" }
-        #expect(connected.state == "connected", "\(connected)")
-        print("lab connected after \(after)")
+        defer { daemon.kill9() }  // after a failure; the test stops it itself
         // The local host takes no new sessions, so placement has only the lab.
         _ = try await control.drainHost("local")
 
