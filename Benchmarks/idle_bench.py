@@ -25,11 +25,34 @@ IDLE_WINDOW = 15 if QUICK else 60
 SHARE_WINDOW = 3 if QUICK else 5
 
 
+def display_is_free(n):
+    """X's own rule: a display is taken while its lock file names a live process. A lock left by a server that was
+    killed (it cannot remove its files then) holds nothing: the next server on that number replaces the lock and
+    the socket. Without a lock, a socket alone still counts as taken."""
+    try:
+        with open(f"/tmp/.X{n}-lock") as f:
+            pid = int(f.read().strip())
+    except FileNotFoundError:
+        return not os.path.exists(f"/tmp/.X11-unix/X{n}")
+    except (ValueError, OSError):
+        return False
+    return not os.path.exists(f"/proc/{pid}")
+
+
 def free_display():
     for n in range(99, 199):
-        if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"):
+        if display_is_free(n):
             return n
-    raise RuntimeError("no free X display number")
+    raise RuntimeError("no free X display number in 99-198")
+
+
+def remove_display_files(display):
+    """The lock and socket of an Xvfb this bench killed (SIGKILL leaves them behind)."""
+    for path in (f"/tmp/.X{display[1:]}-lock", f"/tmp/.X11-unix/X{display[1:]}"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def percentile(values, fraction):
@@ -217,6 +240,8 @@ def run(args, desktop):
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+            if process.args[0] == "Xvfb":
+                remove_display_files(process.args[1])
         shutil.rmtree(workdir, ignore_errors=True)
 
 

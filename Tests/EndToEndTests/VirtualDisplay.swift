@@ -7,12 +7,21 @@ final class VirtualDisplay: @unchecked Sendable {
     var name: String { ":\(number)" }
     private let process: Process
 
-    /// A display number with neither a lock file nor a socket; 99 and up, clear of real desktops.
+    /// A free display number, 99 and up, clear of real desktops.
     static func freeNumber(in range: Range<Int> = 99..<199) throws -> Int {
-        guard let free = range.first(where: { n in
-            !FileManager.default.fileExists(atPath: "/tmp/.X\(n)-lock") && !FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(n)")
-        }) else { throw DaemonError("no free X display number in \(range)") }
+        guard let free = range.first(where: isFree) else { throw DaemonError("no free X display number in \(range)") }
         return free
+    }
+
+    /// X's own rule: a display is taken while its lock file names a live process. A lock left by a server that
+    /// was killed holds nothing (the next server on that number replaces the lock and the socket). Without a
+    /// lock, a socket alone still counts as taken.
+    static func isFree(_ number: Int) -> Bool {
+        guard let lock = try? String(contentsOfFile: "/tmp/.X\(number)-lock", encoding: .utf8) else {
+            return !FileManager.default.fileExists(atPath: "/tmp/.X11-unix/X\(number)")
+        }
+        guard let pid = Int32(lock.trimmingCharacters(in: .whitespacesAndNewlines)) else { return false }
+        return kill(pid, 0) != 0 && errno == ESRCH
     }
 
     /// Starts Xvfb on `number` (default: a free one) and waits for its socket.
@@ -45,11 +54,14 @@ final class VirtualDisplay: @unchecked Sendable {
     }
 
     /// SIGKILL: a throwaway X server has nothing to save, and Xvfb started from the test process may
-    /// inherit a signal mask that blocks SIGTERM.
+    /// inherit a signal mask that blocks SIGTERM. Killed, it cannot remove its lock file and socket, so they
+    /// go here: left behind, every run took one more display number until none was free (CI failed so).
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: "/tmp/.X\(number)-lock")
+        try? FileManager.default.removeItem(atPath: "/tmp/.X11-unix/X\(number)")
     }
 
     deinit { stop() }
