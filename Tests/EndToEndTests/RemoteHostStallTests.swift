@@ -93,15 +93,7 @@ extension RealGuestSuites.RemoteHostTests {
         let (back, backAfter) = try await Self.waitForHost("lab", control, within: .seconds(90)) { $0.state == "connected" }
         #expect(back.state == "connected", "\(back)")
         print("lab back after \(backAfter)")
-        let again = try await Self.connect(host.uri)
-        let clock = ContinuousClock()
-        let started = clock.now
-        var left: [String] = []
-        repeat {
-            left = try again.allDomains().map(\.name) + (try again.storagePool(named: "vmsessiond")?.allVolumes().map { try $0.path() } ?? [])
-            if left.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(250))
-        } while started.duration(to: clock.now) < .seconds(30)
+        let left = try await Self.leftOnHost(host.uri)
         #expect(left.isEmpty, "no VM or volume of the closed session is left on the host: \(left)")
         #expect(kill(daemonPID, 0) == 0, "the daemon is alive")
         try await daemon.stop()

@@ -80,6 +80,21 @@ struct RemoteHostTests {
         }
     }
 
+    /// The VMs and `vmsessiond` pool volumes on the host at `uri`, once none is left or after 30 s: what a
+    /// reconnected daemon has not (yet) removed there.
+    static func leftOnHost(_ uri: String) async throws -> [String] {
+        let connection = try await connect(uri)
+        let clock = ContinuousClock()
+        let started = clock.now
+        var left: [String] = []
+        repeat {
+            left = try connection.allDomains().map(\.name) + (try connection.storagePool(named: "vmsessiond")?.allVolumes().map { try $0.path() } ?? [])
+            if left.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(250))
+        } while started.duration(to: clock.now) < .seconds(30)
+        return left
+    }
+
     /// Starts `count` SSH hosts, one after the other, and says how long each took.
     static func startHosts(_ count: Int) async throws -> [SSHLibvirtHost] {
         var hosts: [SSHLibvirtHost] = []

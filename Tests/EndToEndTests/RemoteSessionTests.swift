@@ -85,15 +85,7 @@ extension RealGuestSuites.RemoteHostTests {
         let (back, backAfter) = try await Self.waitForHost("lab", control, within: .seconds(60)) { $0.state == "connected" }
         #expect(back.state == "connected", "\(back)")
         print("lab back after \(backAfter)")
-        let again = try await Self.connect(host.uri)
-        let clock = ContinuousClock()
-        let started = clock.now
-        var left: [String] = []
-        repeat {
-            left = try again.allDomains().map(\.name) + (try again.storagePool(named: "vmsessiond")?.allVolumes().map { try $0.path() } ?? [])
-            if left.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(250))
-        } while started.duration(to: clock.now) < .seconds(30)
+        let left = try await Self.leftOnHost(host.uri)
         #expect(left.isEmpty, "no VM or volume of the closed session is left on the host: \(left)")
         #expect(try await control.host("lab").sessions == 0)
         try await daemon.stop()
