@@ -288,6 +288,9 @@ public final class HostRuntimes: Hypervisor, Service {
     }
 
     public func displaySocket(of id: SessionID) -> String? { (try? hypervisor(for: id))?.displaySocket(of: id) }
+    public func noDisplayReason(of id: SessionID) -> String {
+        (try? hypervisor(for: id))?.noDisplayReason(of: id) ?? "The session's host is not known to this daemon."
+    }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await hypervisor(for: id).screenshot(of: id) }
     public func console(of id: SessionID) -> ConsoleEndpoints? { (try? hypervisor(for: id))?.console(of: id) }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { (try? hypervisor(for: id))?.guestAPIAddress(of: id) }

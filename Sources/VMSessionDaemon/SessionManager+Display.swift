@@ -6,19 +6,24 @@ import VMSessionHypervisor
 extension SessionManager {
     /// The Unix socket of the session's VNC display.
     public func displaySocket(of id: SessionID) throws(VMSessionError) -> String {
-        let state = try session(id).state
-        guard state.hasRunningMachine else {
-            throw VMSessionError(.invalidState, "The session has no display while it is \(state.rawValue); start or resume it first.")
-        }
+        try requireMachine(of: id)
         guard let path = hypervisor.displaySocket(of: id) else {
-            throw VMSessionError(.notSupported, "This daemon's hypervisor gives VMs no display.")
+            throw VMSessionError(.notSupported, hypervisor.noDisplayReason(of: id))
         }
         return path
     }
 
-    /// A PNG of the session's screen.
+    /// A PNG of the session's screen. libvirt reads it through its own connection, so it needs no display
+    /// socket here: a VM on a host reached over TLS has a screenshot but no display.
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
-        _ = try displaySocket(of: id)
+        try requireMachine(of: id)
         return try await hypervisor.screenshot(of: id)
+    }
+
+    private func requireMachine(of id: SessionID) throws(VMSessionError) {
+        let state = try session(id).state
+        guard state.hasRunningMachine else {
+            throw VMSessionError(.invalidState, "The session has no display while it is \(state.rawValue); start or resume it first.")
+        }
     }
 }

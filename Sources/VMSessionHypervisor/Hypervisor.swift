@@ -48,6 +48,9 @@ public protocol Hypervisor: Sendable {
     /// The Unix socket of the VM's VNC display (QEMU listens on it while the VM has a process), or nil if
     /// this hypervisor gives VMs no display.
     func displaySocket(of id: SessionID) -> String?
+    /// Why the VM of `id` has no display socket (``displaySocket(of:)`` is nil): what a page is told with
+    /// `not_supported`.
+    func noDisplayReason(of id: SessionID) -> String
     /// A PNG of the running (or paused) VM's screen.
     func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8]
     /// Where the VM's serial console is, or nil if this hypervisor gives VMs no console.
@@ -96,6 +99,7 @@ extension Hypervisor {
     public func reaches(_ id: SessionID) -> Bool { true }
     public func offersGuestNetwork(_ id: SessionID) -> Bool { true }
     public func displaySocket(of id: SessionID) -> String? { nil }
+    public func noDisplayReason(of id: SessionID) -> String { "This hypervisor gives VMs no display." }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {
         throw VMSessionError(.notSupported, "This hypervisor gives VMs no display.")
     }

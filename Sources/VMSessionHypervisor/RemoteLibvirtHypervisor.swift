@@ -361,6 +361,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// The local end of the display's SSH forward (see ``SSHForward``); nil on a host not reached over SSH.
     public func displaySocket(of id: SessionID) -> String? { forward == nil ? nil : localDisplaySocketPath(for: id) }
 
+    public func noDisplayReason(of id: SessionID) -> String {
+        "The display of a VM on remote host \(host.name) is a socket on that host, which the daemon reaches only through an "
+            + "SSH transport (qemu+ssh://); this host is reached over \(URLComponents(string: host.uri)?.scheme ?? "another transport"). "
+            + "Screenshots still work."
+    }
+
     func localDisplaySocketPath(for id: SessionID) -> String {
         let beside = machineDirectory(for: id) + "/vnc.sock"
         if beside.utf8.count <= DomainXML.maximumSocketPath { return beside }

@@ -1,0 +1,85 @@
+import Foundation
+import Libvirt
+import Testing
+import VMSessionClient
+
+/// A session on a host reached over TLS (issue 22: `qemu+tls://` beside `qemu+ssh://`): everything that goes
+/// through libvirt's own protocol works as on any other host, the display (a host-local socket, reached only
+/// through an SSH transport) is refused with a reason that names the transport, and a client the host's CA did not
+/// sign never connects.
+extension RealGuestSuites.RemoteHostTests {
+    @Test("a session placed on a TLS host runs the appliance there: user-data on the relayed console, pause, resume, a screenshot, hibernate and restore, close with nothing left; the display is refused as not offered over TLS, and a client certificate the host does not trust leaves its host unreachable with the reason")
+    func sessionOnATLSHost() async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "make appliance first: \(appliance)")
+        let host = try await Command.onThread { try TLSLibvirtHost.start() }
+        defer { host.tearDown() }
+        let admin = try await Self.connect(host.uri)
+        #expect(try admin.driverName() == "QEMU")
+        try Self.definePool(on: admin, at: host.home + "/pool")
+        let directory = try TemporaryDirectory("vms-e2e-tls")
+        let state = directory.path + "/state"
+        let daemon = DaemonProcess(
+            stateDirectory: state,
+            arguments: ["--libvirt-uri", "test:///default", "--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+        try await daemon.start()
+        defer { daemon.kill9() }  // after a failure; the test stops it itself
+        let control = VMSessionClient(baseURL: "http://127.0.0.1:\(daemon.port)", token: try daemon.adminToken())
+
+        // A certificate from a CA the host does not trust: never connected, and the reason says it was TLS.
+        _ = try await control.addHost(HostRequest(name: "stranger", uri: host.untrustedClientURI))
+        let (refused, _) = try await Self.waitForHost("stranger", control, within: .seconds(30)) { $0.state == "unreachable" }
+        #expect(refused.state == "unreachable", "\(refused)")
+        let reason = refused.reason ?? ""
+        #expect(reason.localizedCaseInsensitiveContains("certificate") || reason.localizedCaseInsensitiveContains("TLS"), "\(reason)")
+
+        _ = try await control.addHost(HostRequest(name: "tls", uri: host.uri))
+        let (connected, after) = try await Self.waitForHost("tls", control, within: .seconds(30)) { $0.state == "connected" }
+        #expect(connected.state == "connected" && connected.capacity != nil, "\(connected)")
+        print("TLS host connected after \(after)")
+        _ = try await control.drainHost("local")
+
+        let api = APIClient(port: daemon.port)
+        let (id, token) = try await api.newSession("over-tls")
+        let session = "/api/v1/sessions/\(id)"
+        try await api.withEvents(session: id, token: token, since: 0) { log in
+            #expect(try await api.call(.POST, session + "/open", token: token, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#).status == 202)
+            _ = try await log.state("open")
+            #expect(try await api.typed(token: token).session(id).host?.name == "tls")
+
+            let userData = #"#!/bin/sh\necho user-data says hello over tls\n"#
+            #expect(try await api.call(.POST, session + "/start", token: token, body: #"{"userData":"\#(userData)"}"#).status == 202)
+            _ = try await log.state("running")
+            let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+            try await Self.waitForFile(console, containing: "user-data says hello over tls")
+            #expect(host.processes().contains { $0.command.hasPrefix("qemu-system") }, "the guest's QEMU runs as the TLS host's user")
+
+            #expect(try await api.call(.POST, session + "/pause", token: token).status == 200)
+            _ = try await log.state("paused")
+            #expect(try await api.call(.POST, session + "/resume", token: token).status == 200)
+            _ = try await log.next("stateChanged") { $0["state"] as? String == "running" && $0["previous"] as? String == "paused" }
+
+            // A screenshot is libvirt's own stream: it works over TLS.
+            let shot = try await api.call(.GET, session + "/screenshot", token: token)
+            #expect(shot.status == 200, "\(shot.json)")
+            // The display is a socket on the host: no SSH transport, no way to it, and the answer says so.
+            let display = try await api.call(.GET, session + "/display", token: token)
+            #expect(display.status == 422 && display.errorCode == "not_supported", "\(display.json)")
+            #expect(((display.json["error"] as? [String: Any])?["message"] as? String ?? "").contains("SSH"), "\(display.json)")
+
+            #expect(try await api.call(.POST, session + "/hibernate", token: token).status == 202)
+            _ = try await log.state("saved")
+            #expect(!host.processes().contains { $0.command.hasPrefix("qemu-system") }, "no QEMU on the host while hibernated")
+            let savedAt = await log.count
+            #expect(try await api.call(.POST, session + "/start", token: token).status == 202)
+            _ = try await log.next("stateChanged", after: savedAt) { $0["state"] as? String == "running" }
+
+            #expect(try await api.call(.POST, session + "/close", token: token).status == 202)
+            _ = try await log.state("closed", timeout: .seconds(60))
+        }
+        let left = try await Self.leftOnHost(host.uri)
+        #expect(left.isEmpty, "no VM or volume of the closed session is left on the TLS host: \(left)")
+        #expect(!host.processes().contains { $0.command.hasPrefix("qemu-system") })
+        try await daemon.stop()
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+
+/// A libvirt host reached over TLS (`qemu+tls://`), made on this machine for the tests of many hosts: an
+/// unprivileged user of its own whose session `libvirtd --listen` serves TLS on a loopback port of its own, with a
+/// certificate authority, a server certificate for 127.0.0.1 and a client certificate the fixture makes with
+/// `openssl`. The daemon reaches it as `qemu+tls://127.0.0.1:PORT/session?pkipath=DIR`, DIR holding libvirt's
+/// client files (`cacert.pem`, `clientcert.pem`, `clientkey.pem`).
+///
+/// Why it exists beside ``SSHLibvirtHost``: TLS is libvirt's other remote transport, and the one without SSH, so
+/// the daemon has no tunnel to a host-local socket there (the display answers `not_supported`) while everything
+/// that goes through libvirt's own protocol (volumes, the console stream, screenshots, save and restore) must
+/// work as on any other host. The server checks the client's certificate (`tls_no_verify_certificate = 0`)
+/// and admits only the fixture's distinguished name, as an admin's host would.
+///
+/// ``tearDown()`` (also at deinit) kills every process of the user (libvirtd, QEMU), deletes the user and removes
+/// every file.
+final class TLSLibvirtHost: @unchecked Sendable {
+    let user: String
+    let uid: uid_t
+    let gid: gid_t
+    /// The TLS port libvirtd listens on.
+    let port: Int
+    /// The fixture's own files (root's): the CA, the client's PKI directory, logs.
+    let directory: String
+    /// The user's home, where its libvirt keeps its state.
+    let home: String
+    /// The client's PKI directory (libvirt's `pkipath`).
+    var pkiPath: String { directory + "/pki" }
+    private let libvirtd: SpawnedChild
+    private var tornDown = false
+
+    /// The remote URI, as a daemon would list the host.
+    var uri: String { "qemu+tls://127.0.0.1:\(port)/session?pkipath=\(pkiPath)" }
+
+    /// Makes a user, the certificates and its TLS-listening libvirtd on a free loopback port. Needs root.
+    static func start() throws -> TLSLibvirtHost {
+        try #require(geteuid() == 0, "TLS test hosts make users: run these tests as root")
+        let tag = UUID().uuidString.prefix(8).lowercased()
+        let user = "vmstls-\(tag)"
+        // Short: libvirt's UNIX sockets live under the home, and a socket path has at most 107 bytes.
+        let directory = "/tmp/vmst-\(tag)"
+        let home = directory + "/home"
+        let server = directory + "/server"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
+        var made = false
+        do {
+            try SSHLibvirtHost.account("/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", "-p", "*", user)
+            made = true
+            let entry = try #require(getpwnam(user), "useradd made \(user)")
+            let (uid, gid) = (entry.pointee.pw_uid, entry.pointee.pw_gid)
+            for path in [home, server, directory + "/pki"] {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+            }
+            try makeCertificates(in: directory)
+            let port = try SSHLibvirtHost.freeLoopbackPort()
+            try """
+                listen_tls = 1
+                listen_tcp = 0
+                tls_port = "\(port)"
+                listen_addr = "127.0.0.1"
+                key_file = "\(server)/serverkey.pem"
+                cert_file = "\(server)/servercert.pem"
+                ca_file = "\(server)/cacert.pem"
+                auth_tls = "none"
+                tls_no_verify_certificate = 0
+                tls_allowed_dn_list = ["CN=vmsessiond-test-client"]
+                unix_sock_dir = "\(home)/.cache/libvirt"
+
+                """.write(toFile: server + "/libvirtd.conf", atomically: true, encoding: .utf8)
+            try SSHLibvirtHost.run("/bin/chown", "-R", "\(uid):\(gid)", home, server)
+            try SSHLibvirtHost.run("/bin/chmod", "0600", server + "/serverkey.pem")
+            // libvirtd as the user, in the foreground (so the fixture owns and reaps it), with the home libvirt's
+            // session mode keeps its state in.
+            let libvirtd = try SpawnedChild(
+                ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(gid)", "--init-groups", "/usr/bin/env", "-i", "HOME=\(home)",
+                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "/usr/sbin/libvirtd", "--listen", "-f", server + "/libvirtd.conf"],
+                log: directory + "/libvirtd.log")
+            let host = TLSLibvirtHost(user: user, uid: uid, gid: gid, port: port, directory: directory, home: home, libvirtd: libvirtd)
+            var listening = SSHLibvirtHost.canConnect(port: port)
+            for _ in 0..<400 where !listening {
+                guard libvirtd.isRunning else {
+                    host.tearDown()
+                    throw DaemonError("libvirtd exited: \((try? String(contentsOfFile: directory + "/libvirtd.log", encoding: .utf8)) ?? "")")
+                }
+                usleep(25_000)
+                listening = SSHLibvirtHost.canConnect(port: port)
+            }
+            guard listening else {
+                host.tearDown()
+                throw DaemonError("libvirtd did not listen on 127.0.0.1:\(port) within 10 s")
+            }
+            return host
+        } catch {
+            if made { _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", user) }
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    /// A CA; a server certificate for 127.0.0.1 (libvirt checks the address it dialled against the certificate);
+    /// a client certificate whose DN the server admits; and, for the refusal test, `other-pki`: a client signed
+    /// by a CA the server does not trust.
+    private static func makeCertificates(in directory: String) throws {
+        func openssl(_ arguments: String...) throws {
+            let (status, output) = try Command.run("/usr/bin/openssl", arguments)
+            guard status == 0 else { throw DaemonError("openssl \(arguments.joined(separator: " ")) failed: \(output)") }
+        }
+        func signed(_ name: String, subject: String, extensions: String, key: String, cert: String, ca: String) throws {
+            try openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", "\(directory)/\(name).csr", "-subj", subject)
+            try extensions.write(toFile: "\(directory)/\(name).ext", atomically: true, encoding: .utf8)
+            try openssl(
+                "x509", "-req", "-in", "\(directory)/\(name).csr", "-CA", "\(ca).pem", "-CAkey", "\(ca).key", "-CAcreateserial",
+                "-out", cert, "-days", "2", "-extfile", "\(directory)/\(name).ext")
+        }
+        for ca in ["ca", "other-ca"] {
+            try openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(directory)/\(ca).key", "-out", "\(directory)/\(ca).pem",
+                "-days", "2", "-subj", "/CN=vmsessiond test \(ca)")
+        }
+        try signed(
+            "server", subject: "/CN=127.0.0.1",
+            extensions: "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+            key: "\(directory)/server/serverkey.pem", cert: "\(directory)/server/servercert.pem", ca: "\(directory)/ca")
+        try FileManager.default.copyItem(atPath: "\(directory)/ca.pem", toPath: "\(directory)/server/cacert.pem")
+        let client = "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+        try signed(
+            "client", subject: "/CN=vmsessiond-test-client", extensions: client,
+            key: "\(directory)/pki/clientkey.pem", cert: "\(directory)/pki/clientcert.pem", ca: "\(directory)/ca")
+        try FileManager.default.copyItem(atPath: "\(directory)/ca.pem", toPath: "\(directory)/pki/cacert.pem")
+        try FileManager.default.createDirectory(atPath: "\(directory)/other-pki", withIntermediateDirectories: false)
+        try signed(
+            "other", subject: "/CN=vmsessiond-test-client", extensions: client,
+            key: "\(directory)/other-pki/clientkey.pem", cert: "\(directory)/other-pki/clientcert.pem", ca: "\(directory)/other-ca")
+        try FileManager.default.copyItem(atPath: "\(directory)/ca.pem", toPath: "\(directory)/other-pki/cacert.pem")
+    }
+
+    private init(user: String, uid: uid_t, gid: gid_t, port: Int, directory: String, home: String, libvirtd: SpawnedChild) {
+        self.user = user
+        self.uid = uid
+        self.gid = gid
+        self.port = port
+        self.directory = directory
+        self.home = home
+        self.libvirtd = libvirtd
+    }
+
+    deinit { tearDown() }
+
+    /// The same host with a client certificate from a CA the server does not trust.
+    var untrustedClientURI: String { "qemu+tls://127.0.0.1:\(port)/session?pkipath=\(directory)/other-pki" }
+
+    /// The user's live processes (zombies left out).
+    func processes() -> [ProcessEntry] {
+        ProcessEntry.all().filter { $0.uid == uid && $0.state != "Z" }
+    }
+
+    /// Kills everything the host runs, deletes the user and removes its files. Idempotent.
+    func tearDown() {
+        guard !tornDown else { return }
+        tornDown = true
+        libvirtd.stop()
+        for _ in 0..<100 {
+            let left = processes()
+            if left.isEmpty { break }
+            for entry in left { kill(entry.pid, SIGKILL) }
+            usleep(50_000)
+        }
+        _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", user)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
