@@ -28,11 +28,16 @@ public struct LibvirtError: Error, CustomStringConvertible, Sendable {
 
     /// Captures the calling thread's last libvirt error. libvirt keeps it thread-locally, so this must be
     /// called on the thread that made the failing call, right after it.
-    static func last(_ operation: String) -> LibvirtError {
+    ///
+    /// `operation` is evaluated only after the error is read: naming the object (`virDomainGetName`,
+    /// `virStoragePoolGetName`, …) is itself a libvirt call, and every public libvirt call starts by clearing
+    /// the thread's last error, so an operation string built first left "unknown libvirt error" behind.
+    static func last(_ operation: @autoclosure () -> String) -> LibvirtError {
         guard let error = virGetLastError() else {
-            return LibvirtError(code: -1, domain: 0, message: "unknown libvirt error", operation: operation)
+            return LibvirtError(code: -1, domain: 0, message: "unknown libvirt error", operation: operation())
         }
+        let (code, domain) = (error.pointee.code, error.pointee.domain)
         let message = error.pointee.message.map { String(cString: $0) } ?? "unknown libvirt error"
-        return LibvirtError(code: error.pointee.code, domain: error.pointee.domain, message: message, operation: operation)
+        return LibvirtError(code: code, domain: domain, message: message, operation: operation())
     }
 }
