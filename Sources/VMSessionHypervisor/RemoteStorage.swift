@@ -33,7 +33,16 @@ final class RemoteStorage: Sendable {
         self.queue = queue
         do {
             if let pool = try connection.storagePool(named: RemoteVolumes.poolName) {
-                if !pool.isActive { try pool.start() }
+                if !pool.isActive {
+                    do {
+                        try pool.start()
+                    } catch {
+                        // Its directory is gone (removed since, or never built): building makes it again (a
+                        // directory pool's build is a mkdir), and a pool that cannot be built says why.
+                        try pool.build()
+                        try pool.start()
+                    }
+                }
                 self.pool = pool
                 return
             }
@@ -48,8 +57,14 @@ final class RemoteStorage: Sendable {
                 <pool type='dir'><name>\(RemoteVolumes.poolName)</name>\
                 <target><path>\(RemoteVolumes.systemPoolPath)</path></target></pool>
                 """)
-            try pool.build()
-            try pool.start()
+            do {
+                try pool.build()
+                try pool.start()
+            } catch {
+                // Not left half made: the next connection defines it again.
+                try? pool.undefine()
+                throw error
+            }
             self.pool = pool
         } catch let error as VMSessionError {
             throw error

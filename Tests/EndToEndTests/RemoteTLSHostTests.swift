@@ -3,20 +3,25 @@ import Libvirt
 import Testing
 import VMSessionClient
 
-/// A session on a host reached over TLS (issue 22: `qemu+tls://` beside `qemu+ssh://`): everything that goes
-/// through libvirt's own protocol works as on any other host, the display (a host-local socket, reached only
-/// through an SSH transport) is refused with a reason that names the transport, and a client the host's CA did not
-/// sign never connects.
+/// A session on a host reached over TLS (issue 22: `qemu+tls://` beside `qemu+ssh://`), a user's session libvirt
+/// and root's system libvirt: everything that goes through libvirt's own protocol works as on any other host, the
+/// display (a host-local socket, reached only through an SSH transport) is refused with a reason that names the
+/// transport, and a client the host's CA did not sign never connects. On the system libvirt the daemon makes its
+/// own pool, and the execution cap is libvirt's scheduler quota.
 extension RealGuestSuites.RemoteHostTests {
-    @Test("a session placed on a TLS host runs the appliance there: user-data on the relayed console, pause, resume, a screenshot, hibernate and restore, close with nothing left; the display is refused as not offered over TLS, and a client certificate the host does not trust leaves its host unreachable with the reason")
-    func sessionOnATLSHost() async throws {
+    @Test(
+        "a session placed on a TLS host runs the appliance there: user-data on the relayed console, pause, resume, a screenshot, the cap where libvirt offers one, hibernate and restore, close with nothing left; the display is refused as not offered over TLS, and a client certificate the host does not trust leaves its host unreachable with the reason",
+        arguments: [TLSLibvirtHost.Kind.session, .system])
+    func sessionOnATLSHost(kind: TLSLibvirtHost.Kind) async throws {
         let appliance = DaemonProcess.applianceDirectory
         try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "make appliance first: \(appliance)")
-        let host = try await Command.onThread { try TLSLibvirtHost.start() }
+        let host = try await Command.onThread { try TLSLibvirtHost.start(kind) }
         defer { host.tearDown() }
         let admin = try await Self.connect(host.uri)
         #expect(try admin.driverName() == "QEMU")
-        try Self.definePool(on: admin, at: host.home + "/pool")
+        // A session libvirt needs the admin's pool (the daemon cannot learn the user's home); a system one gets the
+        // daemon's own.
+        if kind == .session { try Self.definePool(on: admin, at: host.home + "/pool") }
         let directory = try TemporaryDirectory("vms-e2e-tls")
         let state = directory.path + "/state"
         let daemon = DaemonProcess(
@@ -34,7 +39,7 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(reason.localizedCaseInsensitiveContains("certificate") || reason.localizedCaseInsensitiveContains("TLS"), "\(reason)")
 
         _ = try await control.addHost(HostRequest(name: "tls", uri: host.uri))
-        let (connected, after) = try await Self.waitForHost("tls", control, within: .seconds(30)) { $0.state == "connected" }
+        let (connected, after) = try await Self.waitForHost("tls", control, within: .seconds(120)) { $0.state == "connected" }
         #expect(connected.state == "connected" && connected.capacity != nil, "\(connected)")
         print("TLS host connected after \(after)")
         _ = try await control.drainHost("local")
@@ -62,6 +67,14 @@ extension RealGuestSuites.RemoteHostTests {
             // A screenshot is libvirt's own stream: it works over TLS.
             let shot = try await api.call(.GET, session + "/screenshot", token: token)
             #expect(shot.status == 200, "\(shot.json)")
+            let cap = try await api.call(.PUT, session + "/execution-cap", token: token, body: #"{"cap":25}"#)
+            switch kind {
+            case .session:
+                #expect(cap.status == 422 && cap.errorCode == "not_supported", "a session libvirt offers no cap: \(cap.json)")
+            case .system:
+                #expect(cap.status == 200, "a system libvirt caps through its scheduler quota: \(cap.json)")
+                _ = try await log.next("executionCapChanged") { $0["cap"] as? Int == 25 }
+            }
             // The display is a socket on the host: no SSH transport, no way to it, and the answer says so.
             let display = try await api.call(.GET, session + "/display", token: token)
             #expect(display.status == 422 && display.errorCode == "not_supported", "\(display.json)")
@@ -76,6 +89,12 @@ extension RealGuestSuites.RemoteHostTests {
 
             #expect(try await api.call(.POST, session + "/close", token: token).status == 202)
             _ = try await log.state("closed", timeout: .seconds(60))
+        }
+        if kind == .system {
+            var isDirectory: ObjCBool = false
+            #expect(
+                FileManager.default.fileExists(atPath: host.home + "/images/vmsessiond", isDirectory: &isDirectory) && isDirectory.boolValue,
+                "the daemon made its pool on the system libvirt")
         }
         let left = try await Self.leftOnHost(host.uri)
         #expect(left.isEmpty, "no VM or volume of the closed session is left on the TLS host: \(left)")

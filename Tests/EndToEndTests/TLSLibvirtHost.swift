@@ -1,11 +1,18 @@
 import Foundation
 import Testing
 
-/// A libvirt host reached over TLS (`qemu+tls://`), made on this machine for the tests of many hosts: an
-/// unprivileged user of its own whose session `libvirtd --listen` serves TLS on a loopback port of its own, with a
-/// certificate authority, a server certificate for 127.0.0.1 and a client certificate the fixture makes with
-/// `openssl`. The daemon reaches it as `qemu+tls://127.0.0.1:PORT/session?pkipath=DIR`, DIR holding libvirt's
-/// client files (`cacert.pem`, `clientcert.pem`, `clientkey.pem`).
+/// A libvirt host reached over TLS (`qemu+tls://`), made on this machine for the tests of many hosts: a libvirtd
+/// that serves TLS on a loopback port of its own, with a certificate authority, a server certificate for 127.0.0.1
+/// and a client certificate the fixture makes with `openssl`. The daemon reaches it as
+/// `qemu+tls://127.0.0.1:PORT/{session|system}?pkipath=DIR`, DIR holding libvirt's client files (`cacert.pem`,
+/// `clientcert.pem`, `clientkey.pem`). Two kinds:
+///
+/// - ``Kind/session``: an unprivileged user of its own runs its session `libvirtd --listen`;
+/// - ``Kind/system``: root's system libvirtd, as an admin's pool host runs it, in a mount namespace of its own
+///   (its `/etc/libvirt`, `/run/libvirt`, `/var/lib/libvirt`, `/var/cache/libvirt` and `/var/log/libvirt` are the
+///   fixture's directories), so that it neither sees nor disturbs this machine's libvirt, with the `virtlogd` it sends
+///   QEMU's output through; its QEMU runs as `libvirt-qemu`, and the daemon makes its pool at
+///   `/var/lib/libvirt/images/vmsessiond` there.
 ///
 /// Why it exists beside ``SSHLibvirtHost``: TLS is libvirt's other remote transport, and the one without SSH, so
 /// the daemon has no tunnel to a host-local socket there (the display answers `not_supported`) while everything
@@ -13,49 +20,64 @@ import Testing
 /// work as on any other host. The server checks the client's certificate (`tls_no_verify_certificate = 0`)
 /// and admits only the fixture's distinguished name, as an admin's host would.
 ///
-/// ``tearDown()`` (also at deinit) kills every process of the user (libvirtd, QEMU), deletes the user and removes
-/// every file.
+/// ``tearDown()`` (also at deinit) stops libvirtd, kills the QEMU it started, deletes the user (session kind) and
+/// removes every file.
 final class TLSLibvirtHost: @unchecked Sendable {
+    enum Kind: String, Sendable {
+        case session, system
+    }
+
+    let kind: Kind
+    /// The user the host's QEMU runs as: the fixture's own (session) or `libvirt-qemu` (system).
     let user: String
     let uid: uid_t
-    let gid: gid_t
     /// The TLS port libvirtd listens on.
     let port: Int
-    /// The fixture's own files (root's): the CA, the client's PKI directory, logs.
+    /// The fixture's own files (root's): the CA, the client's PKI directory, logs, the system kind's libvirt
+    /// directories.
     let directory: String
-    /// The user's home, where its libvirt keeps its state.
+    /// The session kind's user's home, where its libvirt keeps its state; for the system kind, what the host
+    /// sees as `/var/lib/libvirt`.
     let home: String
     /// The client's PKI directory (libvirt's `pkipath`).
     var pkiPath: String { directory + "/pki" }
     private let libvirtd: SpawnedChild
+    /// The session kind's user, deleted at teardown.
+    private let madeUser: String?
     private var tornDown = false
 
     /// The remote URI, as a daemon would list the host.
-    var uri: String { "qemu+tls://127.0.0.1:\(port)/session?pkipath=\(pkiPath)" }
+    var uri: String { "qemu+tls://127.0.0.1:\(port)/\(kind.rawValue)?pkipath=\(pkiPath)" }
 
-    /// Makes a user, the certificates and its TLS-listening libvirtd on a free loopback port. Needs root.
-    static func start() throws -> TLSLibvirtHost {
-        try #require(geteuid() == 0, "TLS test hosts make users: run these tests as root")
+    /// Makes the certificates and a TLS-listening libvirtd of `kind` on a free loopback port. Needs root.
+    static func start(_ kind: Kind = .session) throws -> TLSLibvirtHost {
+        try #require(geteuid() == 0, "TLS test hosts make users and namespaces: run these tests as root")
         let tag = UUID().uuidString.prefix(8).lowercased()
-        let user = "vmstls-\(tag)"
         // Short: libvirt's UNIX sockets live under the home, and a socket path has at most 107 bytes.
         let directory = "/tmp/vmst-\(tag)"
         let home = directory + "/home"
         let server = directory + "/server"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory)
-        var made = false
+        var madeUser: String?
         do {
-            try SSHLibvirtHost.account("/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", "-p", "*", user)
-            made = true
-            let entry = try #require(getpwnam(user), "useradd made \(user)")
-            let (uid, gid) = (entry.pointee.pw_uid, entry.pointee.pw_gid)
+            let user: String, uid: uid_t, gid: gid_t
+            switch kind {
+            case .session:
+                user = "vmstls-\(tag)"
+                try SSHLibvirtHost.account("/usr/sbin/useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", "-p", "*", user)
+                madeUser = user
+            case .system:
+                user = "libvirt-qemu"
+            }
+            let entry = try #require(getpwnam(user), "\(user) exists (libvirt-daemon makes libvirt-qemu)")
+            (uid, gid) = (entry.pointee.pw_uid, entry.pointee.pw_gid)
             for path in [home, server, directory + "/pki"] {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
             }
             try makeCertificates(in: directory)
             let port = try SSHLibvirtHost.freeLoopbackPort()
-            try """
+            var config = """
                 listen_tls = 1
                 listen_tcp = 0
                 tls_port = "\(port)"
@@ -66,18 +88,42 @@ final class TLSLibvirtHost: @unchecked Sendable {
                 auth_tls = "none"
                 tls_no_verify_certificate = 0
                 tls_allowed_dn_list = ["CN=vmsessiond-test-client"]
-                unix_sock_dir = "\(home)/.cache/libvirt"
 
-                """.write(toFile: server + "/libvirtd.conf", atomically: true, encoding: .utf8)
-            try SSHLibvirtHost.run("/bin/chown", "-R", "\(uid):\(gid)", home, server)
+                """
+            let command: [String]
+            switch kind {
+            case .session:
+                config += "unix_sock_dir = \"\(home)/.cache/libvirt\"\n"
+                try SSHLibvirtHost.run("/bin/chown", "-R", "\(uid):\(gid)", home, server)
+                // libvirtd as the user, in the foreground (so the fixture owns and reaps it), with the home libvirt's
+                // session mode keeps its state in.
+                command = [
+                    "/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(gid)", "--init-groups", "/usr/bin/env", "-i", "HOME=\(home)",
+                    "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "/usr/sbin/libvirtd", "--listen", "-f", server + "/libvirtd.conf",
+                ]
+            case .system:
+                // Root's libvirtd over the fixture's own copies of libvirt's system directories, in a mount namespace
+                // that ends with it.
+                var mounts: [String] = []
+                // /etc/libvirt too: the system driver keeps its domains' and pools' definitions there.
+                for (index, target) in ["/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt", "/etc/libvirt"].enumerated() {
+                    let source = index == 1 ? home : directory + "/root\(index)"
+                    if index != 1 { try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: false) }
+                    try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+                    mounts.append("mount --bind \(source) \(target)")
+                }
+                command = [
+                    "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                    // virtlogd first: the system QEMU driver sends QEMU's output through it (systemd starts it by
+                    // its socket on a real host).
+                    mounts.joined(separator: " && ") + " && /usr/sbin/virtlogd -d && exec /usr/sbin/libvirtd --listen -f \(server)/libvirtd.conf",
+                ]
+            }
+            try config.write(toFile: server + "/libvirtd.conf", atomically: true, encoding: .utf8)
             try SSHLibvirtHost.run("/bin/chmod", "0600", server + "/serverkey.pem")
-            // libvirtd as the user, in the foreground (so the fixture owns and reaps it), with the home libvirt's
-            // session mode keeps its state in.
-            let libvirtd = try SpawnedChild(
-                ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(gid)", "--init-groups", "/usr/bin/env", "-i", "HOME=\(home)",
-                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "/usr/sbin/libvirtd", "--listen", "-f", server + "/libvirtd.conf"],
-                log: directory + "/libvirtd.log")
-            let host = TLSLibvirtHost(user: user, uid: uid, gid: gid, port: port, directory: directory, home: home, libvirtd: libvirtd)
+            let libvirtd = try SpawnedChild(command, log: directory + "/libvirtd.log")
+            let host = TLSLibvirtHost(
+                kind: kind, user: user, uid: uid, port: port, directory: directory, home: home, libvirtd: libvirtd, madeUser: madeUser)
             var listening = SSHLibvirtHost.canConnect(port: port)
             for _ in 0..<400 where !listening {
                 guard libvirtd.isRunning else {
@@ -93,7 +139,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
             }
             return host
         } catch {
-            if made { _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", user) }
+            if let madeUser { _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", madeUser) }
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
@@ -135,30 +181,50 @@ final class TLSLibvirtHost: @unchecked Sendable {
         try FileManager.default.copyItem(atPath: "\(directory)/ca.pem", toPath: "\(directory)/other-pki/cacert.pem")
     }
 
-    private init(user: String, uid: uid_t, gid: gid_t, port: Int, directory: String, home: String, libvirtd: SpawnedChild) {
+    private init(
+        kind: Kind, user: String, uid: uid_t, port: Int, directory: String, home: String, libvirtd: SpawnedChild, madeUser: String?
+    ) {
+        self.kind = kind
         self.user = user
         self.uid = uid
-        self.gid = gid
         self.port = port
         self.directory = directory
         self.home = home
         self.libvirtd = libvirtd
+        self.madeUser = madeUser
     }
 
     deinit { tearDown() }
 
     /// The same host with a client certificate from a CA the server does not trust.
-    var untrustedClientURI: String { "qemu+tls://127.0.0.1:\(port)/session?pkipath=\(directory)/other-pki" }
+    var untrustedClientURI: String { "qemu+tls://127.0.0.1:\(port)/\(kind.rawValue)?pkipath=\(directory)/other-pki" }
 
-    /// The user's live processes (zombies left out).
+    /// The host's live processes (zombies left out), libvirtd aside: the session kind's user's; for the system kind,
+    /// `libvirt-qemu`'s (its QEMU, which libvirt starts in a mount namespace of the VM's own; no other libvirt on this
+    /// machine runs QEMU as that user) and those in its libvirtd's mount namespace (virtlogd).
     func processes() -> [ProcessEntry] {
-        ProcessEntry.all().filter { $0.uid == uid && $0.state != "Z" }
+        let live = ProcessEntry.all().filter { $0.pid != libvirtd.pid && $0.state != "Z" }
+        switch kind {
+        case .session:
+            return live.filter { $0.uid == uid }
+        case .system:
+            let namespace = mountNamespace
+            return live.filter { $0.uid == uid || (namespace != nil && Self.mountNamespace(of: $0.pid) == namespace) }
+        }
+    }
+
+    /// libvirtd's mount namespace, read while it runs and kept for teardown.
+    private lazy var mountNamespace: String? = Self.mountNamespace(of: libvirtd.pid)
+
+    private static func mountNamespace(of pid: Int32) -> String? {
+        try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt")
     }
 
     /// Kills everything the host runs, deletes the user and removes its files. Idempotent.
     func tearDown() {
         guard !tornDown else { return }
         tornDown = true
+        _ = mountNamespace  // before libvirtd goes: its QEMU is found by the namespace they share
         libvirtd.stop()
         for _ in 0..<100 {
             let left = processes()
@@ -166,7 +232,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
             for entry in left { kill(entry.pid, SIGKILL) }
             usleep(50_000)
         }
-        _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", user)
+        if let madeUser { _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", madeUser) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 }
