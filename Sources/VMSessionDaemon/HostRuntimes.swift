@@ -127,6 +127,8 @@ public final class HostRuntimes: Hypervisor, Service {
     public func connect(_ definition: HostDefinition, connection: HostConnection) async throws(VMSessionError) {
         let factory = self.factory
         let hypervisor = try await connection.run { (_) throws(VMSessionError) -> any Hypervisor in try factory(definition, connection) }
+        // Before any session's call reaches it (a start must not race the reconciliation of its network).
+        await hypervisor.reconnected()
         await attach(definition.name, hypervisor: hypervisor)
     }
 
@@ -292,6 +294,7 @@ public final class HostRuntimes: Hypervisor, Service {
     public func console(of id: SessionID) -> ConsoleEndpoints? { (try? hypervisor(for: id))?.console(of: id) }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { (try? hypervisor(for: id))?.guestAPIAddress(of: id) }
     public func offersGuestNetwork(_ id: SessionID) -> Bool { (try? hypervisor(for: id))?.offersGuestNetwork(id) ?? false }
+    public func guestNetworkUnavailability(_ id: SessionID) -> String? { (try? hypervisor(for: id))?.guestNetworkUnavailability(id) }
 
     /// Each reachable host's figures; a host whose read fails is left out (logged), the others still count.
     public func machineStats() async throws -> [SessionID: MachineStats] {
