@@ -122,7 +122,8 @@ public final class HostRuntimes: Hypervisor, Service {
     }
 
     /// `definition`'s host connected: its hypervisor is built from `connection` (on the connection's queue, off the
-    /// pool: building it makes calls on the connection, which must not overlap the monitor's probes) and attached.
+    /// pool: building it makes calls on the connection, which must not overlap the monitor's probes), settles what
+    /// its VMs need beyond libvirt (``Hypervisor/reconnected()``: socket forwards, guest networks) and is attached.
     /// Throws what the factory throws (the host then counts as not connected).
     public func connect(_ definition: HostDefinition, connection: HostConnection) async throws(VMSessionError) {
         let factory = self.factory

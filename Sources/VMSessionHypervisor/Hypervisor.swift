@@ -40,8 +40,9 @@ public protocol Hypervisor: Sendable {
     /// whose host is lost: ``allMachines()`` leaves its VM out, and start-up must skip it rather than stop it.
     func reaches(_ id: SessionID) -> Bool
     /// Whether `id`'s VM gets a guest network (the egress sandbox and the guest API) where it runs. A host that
-    /// cannot give one (a remote host: its sandbox helpers cannot be started through libvirt) says false, and the
-    /// session is defined with no network card and no egress policy, so that its view does not claim one.
+    /// cannot give one (a remote host reached over TLS, whose sandbox helpers cannot be started through libvirt, or
+    /// one without passt and socat) says false, and the session is defined with no network card and no egress
+    /// policy, so that its view does not claim one.
     func offersGuestNetwork(_ id: SessionID) -> Bool
     /// Why `id`'s VM gets no guest network where it runs (a remote host reached over TLS, or one without the
     /// sandbox's tools), for the guest API's `not_supported` answer; nil where it gets one.
