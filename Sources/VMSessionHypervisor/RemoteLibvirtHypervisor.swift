@@ -223,7 +223,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         do {
             try await withDomain(id, "start the VM") { try $0.start() }
         } catch {
-            // Unless a VM still runs on it, the network goes with the failed start.
+            // Unless a VM still runs on it, the network goes with the failed start; a host lost meanwhile is settled
+            // when it connects again (reconnected()), rather than waited for here.
+            guard connection.isAlive else { throw error }
             switch try? await status(of: id) {
             case .running, .paused, .shuttingDown, .suspendedByGuest: break
             default: await network?.down(id)

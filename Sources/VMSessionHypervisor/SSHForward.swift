@@ -89,7 +89,7 @@ final class SSHForward: Sendable {
         let command = (["sh", "-c", script, "vmsessiond"] + arguments).map(Shell.quote).joined(separator: " ")
         do throws(VMSessionError) {
             return try await ExternalCommand.output(
-                of: "sh", ["-c", "exec \"$@\"", "vmsessiond-ssh", target.program] + target.arguments(control: control) + ["-T", "--", target.host, command])
+                of: "timeout", Self.deadline(Self.commandSeconds) + ["sh", "-c", "exec \"$@\"", "vmsessiond-ssh", target.program] + target.arguments(control: control) + ["-T", "--", target.host, command])
         } catch {
             throw VMSessionError(.hypervisorError, "A command on \(target.host) failed: \(error.message)", cause: error)
         }
@@ -99,7 +99,7 @@ final class SSHForward: Sendable {
     /// printed, standard error included (where `-O` answers).
     private func ssh(_ arguments: [String]) async throws(VMSessionError) -> String {
         try await ExternalCommand.output(
-            of: "sh", ["-c", "exec \"$@\" 2>&1", "vmsessiond-ssh", target.program] + target.arguments(control: control) + arguments)
+            of: "timeout", Self.deadline(Self.controlSeconds) + ["sh", "-c", "exec \"$@\" 2>&1", "vmsessiond-ssh", target.program] + target.arguments(control: control) + arguments)
     }
 
     private func ensureMaster() async throws(VMSessionError) {
@@ -126,8 +126,8 @@ final class SSHForward: Sendable {
         // answering ends it within about 10 s (server-alive probes), so that no command on it (a guest network's
         // start, see RemoteGuestNetwork) waits for ever.
         try await ExternalCommand.run(
-            "sh",
-            ["-c", "log=$1; shift; exec \"$@\" </dev/null >/dev/null 2>>\"$log\"", "vmsessiond-ssh", log, target.program]
+            "timeout",
+            Self.deadline(Self.commandSeconds) + ["sh", "-c", "log=$1; shift; exec \"$@\" </dev/null >/dev/null 2>>\"$log\"", "vmsessiond-ssh", log, target.program]
                 + target.arguments(control: control)
                 + ["-f", "-N", "-M", "-o", "ExitOnForwardFailure=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
                    "-o", "ServerAliveCountMax=2", "--", target.host])
@@ -137,6 +137,16 @@ final class SSHForward: Sendable {
             throw VMSessionError(.unavailable, "The SSH connection to \(target.host) for the VM's sockets did not start: \(check)")
         }
     }
+
+    /// Every ssh this type runs is ended past a deadline (`timeout`): a host whose sshd accepts TCP but does not
+    /// answer would otherwise hold a command (and the operation waiting for it) for ever; its connection is then
+    /// lost to libvirt's keepalive, and what the command should have done is settled when the host connects again.
+    /// A command on the host: its scripts bound their own waits at 10 s.
+    static let commandSeconds = 30
+    /// A control command (`-O check|forward|cancel`), answered by the local master.
+    static let controlSeconds = 10
+
+    static func deadline(_ seconds: Int) -> [String] { ["--kill-after=2", "\(seconds)"] }
 
     /// The master's pid in `ssh -O check`'s answer ("Master running (pid=N)").
     static func pid(inCheck answer: String) -> Int32? {
