@@ -320,7 +320,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         try await destroyIfActive(id)
         relay.detach(id)
         await stopForwardingDisplay(id)
-        try await network?.remove(id)
+        do throws(VMSessionError) {
+            try await network?.remove(id)
+        } catch {
+            // What is left (a directory of no VM) goes when the host connects again (reconnected()).
+            logger.warning("cannot remove the guest's network on the host", metadata: ["session": "\(id)", "error": "\(error)"])
+        }
         try await call("remove the VM") { connection in
             try connection.domain(named: id.machineName)?.undefine()
         }
