@@ -122,11 +122,14 @@ public final class HostRuntimes: Hypervisor, Service {
     }
 
     /// `definition`'s host connected: its hypervisor is built from `connection` (on the connection's queue, off the
-    /// pool: building it makes calls on the connection, which must not overlap the monitor's probes) and attached.
+    /// pool: building it makes calls on the connection, which must not overlap the monitor's probes), settles what
+    /// its VMs need beyond libvirt (``Hypervisor/reconnected()``: socket forwards, guest networks) and is attached.
     /// Throws what the factory throws (the host then counts as not connected).
     public func connect(_ definition: HostDefinition, connection: HostConnection) async throws(VMSessionError) {
         let factory = self.factory
         let hypervisor = try await connection.run { (_) throws(VMSessionError) -> any Hypervisor in try factory(definition, connection) }
+        // Before any session's call reaches it (a start must not race the reconciliation of its network).
+        await hypervisor.reconnected()
         await attach(definition.name, hypervisor: hypervisor)
     }
 
@@ -295,6 +298,7 @@ public final class HostRuntimes: Hypervisor, Service {
     public func console(of id: SessionID) -> ConsoleEndpoints? { (try? hypervisor(for: id))?.console(of: id) }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { (try? hypervisor(for: id))?.guestAPIAddress(of: id) }
     public func offersGuestNetwork(_ id: SessionID) -> Bool { (try? hypervisor(for: id))?.offersGuestNetwork(id) ?? false }
+    public func guestNetworkUnavailability(_ id: SessionID) -> String? { (try? hypervisor(for: id))?.guestNetworkUnavailability(id) }
 
     /// Each reachable host's figures; a host whose read fails is left out (logged), the others still count.
     public func machineStats() async throws -> [SessionID: MachineStats] {

@@ -54,6 +54,10 @@ extension SessionManager {
     public func guestAPIRoute(_ id: SessionID) throws(VMSessionError) -> GuestAPIRoute {
         guard let entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
         guard entry.session.state == .running, entry.session.egress != nil, let address = hypervisor.guestAPIAddress(of: id) else {
+            // A VM defined without a network because its host gives none (a remote host over TLS, or without passt).
+            if entry.session.egress == nil, let reason = hypervisor.guestNetworkUnavailability(id) {
+                throw VMSessionError(.notSupported, reason)
+            }
             throw VMSessionError(
                 .invalidState, "The session's VM is \(entry.session.state.rawValue), not running: its guest API cannot be reached.")
         }

@@ -17,6 +17,9 @@ import VMSessionCore
 ///
 /// The processes are detached (a session of their own), so a VM that outlives a daemon restart keeps its
 /// network; their process ids are kept in the directory, and ``down(_:)`` ends them.
+///
+/// The commands are a ``GuestNetworkPlan``, which this type runs on this machine; a remote host's VMs get the
+/// same plan run on their host over SSH (``RemoteGuestNetwork``).
 struct GuestNetwork: Sendable {
     /// The directory of a session's network files: pids, sockets, the helpers' log.
     let directory: @Sendable (SessionID) -> String
@@ -78,12 +81,11 @@ struct GuestNetwork: Sendable {
         } catch {
             throw VMSessionError(.ioError, "Cannot create the guest network's directory \(dir).", cause: error)
         }
+        let plan = GuestNetworkPlan(directory: dir, rules: rules, runsAsRoot: geteuid() == 0)
         // 1. The namespace, with the script that waits for its link, sets the routes and starts passt and
         //    the API relay. `setsid --fork` detaches it: it outlives this call (and the daemon).
-        try await ExternalCommand.run(
-            "setsid",
-            ["--fork", "unshare", "--user", "--map-root-user", "--net", "--", "/bin/sh", "-c", Self.namespaceScript, "vmsessiond-net",
-             dir, rules.allowsDNS ? "dns" : "nodns"] + rules.unreachable)
+        let holder = plan.namespaceCommand
+        try await ExternalCommand.run(holder[0], Array(holder.dropFirst()))
         let clock = ContinuousClock()
         let deadline = clock.now + startTimeout
         var namespace: Int32?
@@ -100,19 +102,9 @@ struct GuestNetwork: Sendable {
             }
         }
         // 2. pasta links the namespace to the host's network (in the host's namespace).
-        var pasta = [
-            "-q", "-4", "--config-net", "-a", GuestEgressRules.namespaceAddress, "-n", "\(GuestEgressRules.namespacePrefix)",
-            "-g", GuestEgressRules.gateway, "--dns-forward", GuestEgressRules.resolver,
-            // Nothing is forwarded between the host's ports and the namespace's, either way.
-            "-t", "none", "-u", "none", "-T", "none", "-U", "none",
-            "-P", dir + "/" + Self.pastaPIDFile,
-        ]
-        if !rules.mapsGatewayToHost { pasta.append("--no-map-gw") }
-        // As root, pasta would switch to `nobody`, who may not enter the namespace.
-        if geteuid() == 0 { pasta += ["--runas", "0"] }
-        pasta += ["--userns", "/proc/\(namespace ?? 0)/ns/user", "--netns", "/proc/\(namespace ?? 0)/ns/net"]
+        let pasta = plan.pastaCommand(namespacePID: namespace ?? 0)
         do {
-            try await ExternalCommand.run("pasta", pasta)
+            try await ExternalCommand.run(pasta[0], Array(pasta.dropFirst()))
         } catch {
             down(id)
             throw VMSessionError(

@@ -40,9 +40,17 @@ public protocol Hypervisor: Sendable {
     /// whose host is lost: ``allMachines()`` leaves its VM out, and start-up must skip it rather than stop it.
     func reaches(_ id: SessionID) -> Bool
     /// Whether `id`'s VM gets a guest network (the egress sandbox and the guest API) where it runs. A host that
-    /// cannot give one (a remote host: its sandbox helpers cannot be started through libvirt) says false, and the
-    /// session is defined with no network card and no egress policy, so that its view does not claim one.
+    /// cannot give one (a remote host reached over TLS, whose sandbox helpers cannot be started through libvirt, or
+    /// one without passt and socat) says false, and the session is defined with no network card and no egress
+    /// policy, so that its view does not claim one.
     func offersGuestNetwork(_ id: SessionID) -> Bool
+    /// Why `id`'s VM gets no guest network where it runs (a remote host reached over TLS, or one without the
+    /// sandbox's tools), for the guest API's `not_supported` answer; nil where it gets one.
+    func guestNetworkUnavailability(_ id: SessionID) -> String?
+    /// Called when a remote host's connection opened (the daemon started, or the host returned), before its
+    /// sessions' calls are routed to this hypervisor: what its running VMs need beyond libvirt on the daemon's side
+    /// (socket forwards, their network sandboxes) comes back, and what VMs that stopped meanwhile left is settled.
+    func reconnected() async
     /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
     var changes: AsyncStream<SessionID> { get }
     /// The Unix socket of the VM's VNC display (QEMU listens on it while the VM has a process), or nil if
@@ -98,6 +106,8 @@ extension Hypervisor {
     public func repairInterrupted() async throws(VMSessionError) -> [String] { [] }
     public func reaches(_ id: SessionID) -> Bool { true }
     public func offersGuestNetwork(_ id: SessionID) -> Bool { true }
+    public func guestNetworkUnavailability(_ id: SessionID) -> String? { nil }
+    public func reconnected() async {}
     public func displaySocket(of id: SessionID) -> String? { nil }
     public func noDisplayReason(of id: SessionID) -> String { "This hypervisor gives VMs no display." }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {

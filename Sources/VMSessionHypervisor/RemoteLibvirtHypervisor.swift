@@ -14,13 +14,14 @@ import VMSessionCore
 /// libvirt instead. Every file a VM needs goes to the host as a storage volume filled through a stream
 /// (``RemoteStorage``); the serial console comes home through libvirt's console stream (``ConsoleRelay``),
 /// into a local log and socket, so the daemon's console layer is the same; the screen through libvirt's
-/// screenshot stream; the VNC display, on a host reached over SSH, through an SSH forward (``SSHForward``). The domain XML (``DomainXML``), the status mapping and every domain verb are the
-/// local hypervisor's own (``LibvirtCaller``).
+/// screenshot stream; the VNC display, on a host reached over SSH, through an SSH forward (``SSHForward``); the
+/// guest's network sandbox, on a host reached over SSH, started there through the same SSH master, its API socket
+/// forwarded home (``RemoteGuestNetwork``). The domain XML (``DomainXML``), the status mapping and every domain
+/// verb are the local hypervisor's own (``LibvirtCaller``).
 ///
-/// What a remote host does not offer (yet), each answered `not_supported` with the reason: a network for the
-/// guest (the sandbox's passt, pasta and socat are processes of the daemon's machine: a remote VM has no NIC,
-/// whatever its egress policy, so no guest API either), the display on a host not reached over SSH,
-/// execution caps on a session libvirt (its QEMU runs in a user's session, with no cgroup the daemon can
+/// What a remote host does not offer (yet), each answered `not_supported` with the reason: the display and a
+/// network for the guest (egress sandbox and guest API) on a host not reached over SSH (TLS), or one that lacks
+/// the sandbox's tools (its VMs then have no NIC, whatever their egress policy); execution caps on a session libvirt (its QEMU runs in a user's session, with no cgroup the daemon can
 /// reach; a system libvirt uses its scheduler parameters), snapshots and templates.
 public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public let host: HostDefinition
@@ -42,6 +43,8 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     let logger: Logger
     private let changesContinuation: AsyncStream<SessionID>.Continuation
     private let eventHandlerID: Int32
+    /// The guests' network sandboxes on the host; nil for a host not reached over SSH (TLS).
+    let network: RemoteGuestNetwork?
     /// The host-side display socket of each VM whose display is forwarded now.
     private let displayForwards = Mutex<[SessionID: String]>([:])
 
@@ -77,7 +80,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             uri: host.uri, driver: driver, accelerator: Accelerator.tcg.rawValue, supportsExecutionCap: capMechanism.kind != .none,
             version: try? libvirt.hypervisorVersion())
         relay = ConsoleRelay(queue: connection.queue, logger: logger)
-        forward = SSHForward.Target(uri: host.uri).map { SSHForward(target: $0, directory: stateDirectory) }
+        let forward = SSHForward.Target(uri: host.uri).map { SSHForward(target: $0, directory: stateDirectory) }
+        self.forward = forward
+        network = forward.map { ssh in
+            RemoteGuestNetwork(
+                ssh: ssh, hostName: host.name, localDirectory: { "\(stateDirectory)/machines/\($0)" }, logger: logger)
+        }
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         do {
             try FileManager.default.createDirectory(atPath: stateDirectory + "/machines", withIntermediateDirectories: true)
@@ -141,9 +149,11 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         } catch {
             throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
         }
-        if spec.egress != nil {
+        // QEMU's NIC connects to passt's socket on the host (see RemoteGuestNetwork); no network where the host has none.
+        let networkSocket = try network?.prepare(spec.id, policy: spec.egress)
+        if spec.egress != nil, networkSocket == nil {
             logger.info(
-                "the guest gets no network: remote hosts run no network sandbox", metadata: ["session": "\(spec.id)"])
+                "the guest gets no network", metadata: ["session": "\(spec.id)", "why": "\(guestNetworkUnavailability(spec.id) ?? "")"])
         }
         // What goes to the host: the boot files or the disk image (once per content), the seed (per session).
         var bases: [(path: String, digest: String, role: RemoteVolumes.Role)] = []
@@ -188,7 +198,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
                 try storage.removeSeed(spec.id)
             }
             var hostSpec = spec
-            hostSpec.egress = nil
+            if networkSocket == nil { hostSpec.egress = nil }
             switch spec.image {
             case .kernel(_, _, let commandLine):
                 guard let kernel = hostPaths[.kernel], let initrd = hostPaths[.initrd] else {
@@ -201,14 +211,27 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             }
             let xml = try DomainXML(
                 spec: hostSpec, accelerator: accelerator, diskPath: diskPath, seedPath: seedPath, consolePath: nil,
-                hostDisplay: forward == nil ? .nowhere : .libvirtSocket
+                hostDisplay: forward == nil ? .nowhere : .libvirtSocket, networkSocketPath: networkSocket
             ).render()
             _ = try connection.defineDomain(xml: xml)
         }
     }
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
-        try await withDomain(id, "start the VM") { try $0.start() }
+        // The guest's network comes up first: QEMU connects to it as it starts (or restores).
+        try await network?.up(id)
+        do {
+            try await withDomain(id, "start the VM") { try $0.start() }
+        } catch {
+            // Unless a VM still runs on it, the network goes with the failed start; a host lost meanwhile is settled
+            // when it connects again (reconnected()), rather than waited for here.
+            guard connection.isAlive else { throw error }
+            switch try? await status(of: id) {
+            case .running, .paused, .shuttingDown, .suspendedByGuest: break
+            default: await network?.down(id)
+            }
+            throw error
+        }
         let endpoints = consoleEndpoints(of: id)
         let relay = relay
         // The console comes home as soon as the VM runs; a console that cannot be opened leaves the VM running
@@ -279,6 +302,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         let relay = relay
         try await powerOff(id, grace: grace, logger: logger) { relay.detach(id) }
         await stopForwardingDisplay(id)
+        await network?.down(id)
     }
 
     /// libvirt's managed save: the memory image stays on the host (in its libvirt's save directory), and the
@@ -287,6 +311,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         try await withDomain(id, "hibernate the VM") { try $0.managedSave() }
         relay.detach(id)
         await stopForwardingDisplay(id)
+        await network?.down(id)
     }
 
     /// Powers off, undefines the VM (its saved memory with it), deletes its volumes and every base volume no VM
@@ -295,6 +320,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         try await destroyIfActive(id)
         relay.detach(id)
         await stopForwardingDisplay(id)
+        do throws(VMSessionError) {
+            try await network?.remove(id)
+        } catch {
+            // What is left (a directory of no VM) goes when the host connects again (reconnected()).
+            logger.warning("cannot remove the guest's network on the host", metadata: ["session": "\(id)", "error": "\(error)"])
+        }
         try await call("remove the VM") { connection in
             try connection.domain(named: id.machineName)?.undefine()
         }
@@ -384,14 +415,41 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         return path
     }
 
-    /// No network sandbox on a remote host: the guest has no NIC, so no API.
-    public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { nil }
-    public func offersGuestNetwork(_ id: SessionID) -> Bool { false }
+    /// The local end of the guest API's SSH forward (see ``RemoteGuestNetwork``), for a VM defined with a network.
+    public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { network?.apiAddress(of: id) }
+    /// Whether the host can run the guests' network sandbox (checked when it connected: see ``reconnected()``).
+    public func offersGuestNetwork(_ id: SessionID) -> Bool { network?.remoteDirectory(for: id) != nil }
 
-    /// Why the guest API (and, on a host not reached over SSH, the display) answers `not_supported` here.
-    public var unavailableFeatures: String {
-        "The guest's API is not available on remote host \(host.name): remote VMs run without a network sandbox"
-            + (forward == nil ? "; nor is the display: its socket is on the host, reached only over an SSH transport." : ".")
+    public func guestNetworkUnavailability(_ id: SessionID) -> String? {
+        guard let network else {
+            return "The guest's network (egress sandbox and guest API) is not available on remote host \(host.name): it is reached "
+                + "over TLS, and the sandbox's helpers on a host are started (and its API socket reached) only over an SSH transport."
+        }
+        return network.unavailableReason
+    }
+
+    /// Before the host's sessions are reached: checks what the host has for the guests' networks, and brings back
+    /// what VMs that kept running need on the daemon's side (the forwards of their API sockets and displays), ends the
+    /// network helpers of VMs that stopped meanwhile and removes those of VMs no longer defined.
+    public func reconnected() async {
+        guard let network else { return }
+        await network.check()
+        let machines: [SessionID: Bool]
+        do throws(VMSessionError) {
+            machines = try await call("list the VMs") { connection in
+                var found: [SessionID: Bool] = [:]
+                for domain in try connection.allDomains() {
+                    guard let id = SessionID(machineName: domain.name) else { continue }
+                    found[id] = (try? domain.state().isActive) == true
+                }
+                return found
+            }
+        } catch {
+            logger.warning("cannot list the host's VMs to reconcile their networks", metadata: ["error": "\(error)"])
+            return
+        }
+        await network.reconcile(machines)
+        for (id, running) in machines where running { await forwardDisplay(id) }
     }
 
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await screenshotPNG(of: id) }

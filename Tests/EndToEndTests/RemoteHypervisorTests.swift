@@ -115,7 +115,7 @@ extension RealGuestSuites.RemoteHostTests {
         let xml = try #require(try admin.domain(named: id.machineName)).xmlDescription()
         #expect(!xml.contains(DaemonProcess.applianceDirectory) && !xml.contains(local), "the XML names only the host's paths")
         #expect(xml.contains(host.home + "/pool/"))
-        #expect(!xml.contains("qemu:commandline"), "no network card on a remote host")
+        #expect(!xml.contains("qemu:commandline"), "no network card before the host's network check (reconnected())")
         #expect(remote.guestAPIAddress(of: id) == nil)
         // The kernel arrived byte for byte.
         let kernelPath = host.home + "/pool/" + (volumes.first { $0.hasSuffix(".kernel") } ?? "")

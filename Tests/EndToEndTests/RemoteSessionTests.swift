@@ -43,6 +43,7 @@ extension RealGuestSuites.RemoteHostTests {
             _ = try await log.state("running")
             let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
             try await Self.waitForFile(console, containing: "user-data says hello from afar")
+            #expect(Self.networkHelpers(of: host).count == 3, "its guest network runs on the host: \(host.processes())")
             let domains = try admin.allDomains().map(\.name)
             #expect(domains.contains { $0.contains(id) }, "the VM runs on the host: \(domains)")
 
@@ -87,6 +88,9 @@ extension RealGuestSuites.RemoteHostTests {
         print("lab back after \(backAfter)")
         let left = try await Self.leftOnHost(host.uri)
         #expect(left.isEmpty, "no VM or volume of the closed session is left on the host: \(left)")
+        // Its guest network's helpers (which outlived libvirtd with its QEMU) and files went with it.
+        #expect(Self.networkHelpers(of: host).isEmpty, "\(host.processes())")
+        #expect(!FileManager.default.fileExists(atPath: host.home + "/.cache/vmsessiond-net"))
         #expect(try await control.host("lab").sessions == 0)
         try await daemon.stop()
     }

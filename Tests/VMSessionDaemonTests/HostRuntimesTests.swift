@@ -19,13 +19,15 @@ struct HostRuntimesTests {
         let directory: String
         let store: SessionStore
         let local = ScriptedHypervisor()
-        let lab = ScriptedHypervisor()
+        let lab: ScriptedHypervisor
         let runtimes: HostRuntimes
         let registry: HostRegistry
         let labHost: HostRegistry.RemoteHost
         let manager: SessionManager
 
-        init() async throws {
+        /// `labRefusesNetwork`: why the lab gives guests no network (a remote host without passt), or nil.
+        init(labRefusesNetwork: String? = nil) async throws {
+            lab = ScriptedHypervisor(guestNetworkRefusal: labRefusesNetwork)
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-runtimes-\(UUID())").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data([0])) }
@@ -121,6 +123,31 @@ struct HostRuntimesTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         return false
+    }
+
+    @Test("a session on a host that gives guests no network is defined without one, and its guest API is 422 not_supported saying why; a local session's is not")
+    func hostWithoutGuestNetwork() async throws {
+        let why = "Remote host lab cannot give guests a network (egress sandbox and guest API): it lacks passt"
+        let fixture = try await Fixture(labRefusesNetwork: why)
+        let (a, b) = (try fixture.session(), try fixture.session())
+        try await fixture.manager.reconcile()
+        await fixture.labConnects()
+        try await Self.running(fixture) { () async throws in
+            for id in [a, b] {
+                #expect(try await fixture.act(.open, id, .open(Self.small)).status == .succeeded)
+                #expect(try await fixture.act(.start, id, .start(userData: nil, parameters: [:])).status == .succeeded)
+            }
+            #expect(try fixture.manager.session(a).host == "lab")
+            #expect(try fixture.manager.session(b).host == "local")
+            #expect(await fixture.lab.specs[a]?.egress == nil, "the lab's VM is defined without a network")
+            #expect(await fixture.local.specs[b]?.egress != nil)
+            #expect(try fixture.manager.session(a).egress == nil, "its view claims none")
+            let refused = await #expect(throws: VMSessionError.self) { _ = try await fixture.manager.guestAPIRoute(a) }
+            #expect(refused?.code == .notSupported && refused?.message == why, "\(String(describing: refused))")
+            // The local session has a network; its scripted guest has no API address, which is the running-VM refusal.
+            let local = await #expect(throws: VMSessionError.self) { _ = try await fixture.manager.guestAPIRoute(b) }
+            #expect(local?.code != .notSupported)
+        }
     }
 
     @Test("sessions are spread by the placement rule, and each action reaches its own host's hypervisor")

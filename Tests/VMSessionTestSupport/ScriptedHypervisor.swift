@@ -31,10 +31,17 @@ public actor ScriptedHypervisor: Hypervisor {
     private var failures: [Call: [VMSessionError]] = [:]
     private var gates: [Call: Gate] = [:]
 
-    public init(machines: [SessionID: MachineStatus] = [:]) {
+    /// Why this hypervisor's VMs get no guest network (as a remote host without passt says), or nil: they get one.
+    public nonisolated let guestNetworkRefusal: String?
+
+    public init(machines: [SessionID: MachineStatus] = [:], guestNetworkRefusal: String? = nil) {
         self.machines = machines
+        self.guestNetworkRefusal = guestNetworkRefusal
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self)
     }
+
+    public nonisolated func offersGuestNetwork(_ id: SessionID) -> Bool { guestNetworkRefusal == nil }
+    public nonisolated func guestNetworkUnavailability(_ id: SessionID) -> String? { guestNetworkRefusal }
 
     // MARK: Script
 
