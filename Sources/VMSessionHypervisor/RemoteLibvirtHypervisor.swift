@@ -17,11 +17,15 @@ import VMSessionCore
 /// screenshot stream; the VNC display, on a host reached over SSH, through an SSH forward (``SSHForward``). The domain XML (``DomainXML``), the status mapping and every domain verb are the
 /// local hypervisor's own (``LibvirtCaller``).
 ///
+/// Snapshots and templates are libvirt's own calls on the host too (see `RemoteLibvirtHypervisor+Snapshots` and
+/// `+Templates`): a snapshot lives inside the session's qcow2 volume, a template's memory image and disk are
+/// volumes in the host's pool, and a warm session is restored there.
+///
 /// What a remote host does not offer (yet), each answered `not_supported` with the reason: a network for the
 /// guest (the sandbox's passt, pasta and socat are processes of the daemon's machine: a remote VM has no NIC,
-/// whatever its egress policy, so no guest API either), the display on a host not reached over SSH,
+/// whatever its egress policy, so no guest API either), the display on a host not reached over SSH, and
 /// execution caps on a session libvirt (its QEMU runs in a user's session, with no cgroup the daemon can
-/// reach; a system libvirt uses its scheduler parameters), snapshots and templates.
+/// reach; a system libvirt uses its scheduler parameters).
 public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public let host: HostDefinition
     public let description: HypervisorDescription
@@ -44,6 +48,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     private let eventHandlerID: Int32
     /// The host-side display socket of each VM whose display is forwarded now.
     private let displayForwards = Mutex<[SessionID: String]>([:])
+    /// The sessions whose VM has a seed volume on the host (read from the pool at start, kept as they change), so
+    /// that ``hasSeed(_:)`` needs no call on the connection.
+    let seeded = Mutex<Set<SessionID>>([])
 
     /// Blocks on libvirt calls: run it on the connection's queue (``HostConnection/run(_:)``), as the daemon's
     /// host runtimes do.
@@ -94,6 +101,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             }
         } catch {
             throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events on \(host.name): \(error.message)", cause: error)
+        }
+        do {
+            let seededNow = try storage.seededSessions()
+            seeded.withLock { $0 = seededNow }
+        } catch {
+            throw VMSessionError(.hypervisorError, "Cannot list the volumes on \(host.name): \(error)", cause: error)
         }
         // VMs that kept running while the daemon was away (or the host was unreachable) get their console back.
         if let all = try? libvirt.allDomains() {
@@ -187,6 +200,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             } else {
                 try storage.removeSeed(spec.id)
             }
+            self.seeded.withLock { seeded in
+                if seedPath == nil { seeded.remove(spec.id) } else { seeded.insert(spec.id) }
+            }
             var hostSpec = spec
             hostSpec.egress = nil
             switch spec.image {
@@ -209,6 +225,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
         try await withDomain(id, "start the VM") { try $0.start() }
+        await bringHome(id)
+    }
+
+    /// Brings the console and the display of the VM of `id`, which has just got a new QEMU process (a start, a
+    /// restore, a revert that restarted it), home: the relay's stream and the display's forward.
+    func bringHome(_ id: SessionID) async {
         let endpoints = consoleEndpoints(of: id)
         let relay = relay
         // The console comes home as soon as the VM runs; a console that cannot be opened leaves the VM running
@@ -299,7 +321,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             try connection.domain(named: id.machineName)?.undefine()
         }
         let storage = storage
-        let deleted = try await storage.run("delete the VM's volumes") { try storage.removeVolumes(of: id) }
+        let templates = templateXMLs()
+        let deleted = try await storage.run("delete the VM's volumes") { try storage.removeVolumes(of: id, templates: templates) }
+        seeded.withLock { _ = $0.remove(id) }
         logger.debug("volumes deleted", metadata: ["session": "\(id)", "volumes": "\(deleted)"])
         let directory = machineDirectory(for: id)
         do {
@@ -389,25 +413,6 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     }
 
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await screenshotPNG(of: id) }
-
-    // MARK: Not on a remote host (yet)
-
-    private func notOnRemote(_ what: String) -> VMSessionError {
-        VMSessionError(.notSupported, "\(what) not available on remote host \(host.name) yet: only the local host keeps them.")
-    }
-
-    public func createSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 { throw notOnRemote("Snapshots are") }
-    public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
-        throw notOnRemote("Snapshots are")
-    }
-    public func deleteSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) {}
-    public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 { throw notOnRemote("Templates are") }
-    public func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
-        throw notOnRemote("Templates are")
-    }
-    public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
-        throw notOnRemote("Templates are")
-    }
 
     // MARK: For tests and the host's health
 
