@@ -1,4 +1,5 @@
 import Libvirt
+import Logging
 import VMSessionCore
 
 /// The snapshot verbs the local and the remote hypervisor share: libvirt keeps internal qcow2 snapshots with the
@@ -45,6 +46,22 @@ extension LibvirtCaller {
             } catch let error as LibvirtError where error.isNoSnapshot {
                 throw VMSessionError(.notFound, "The VM has no snapshot '\(name)'.")
             }
+        }
+    }
+
+    /// ``revertInPlace(_:of:paused:)``, and whether it was done: false (logged) where it was refused, so that the
+    /// caller falls back on ``revertByRestart(_:of:paused:)``; a missing snapshot is thrown (`not_found`).
+    func revertedInPlace(_ name: String, of id: SessionID, paused: Bool, logger: Logger) async throws(VMSessionError) -> Bool {
+        do throws(VMSessionError) {
+            try await revertInPlace(name, of: id, paused: paused)
+            return true
+        } catch where error.code == .notFound {
+            throw error
+        } catch {
+            logger.notice(
+                "reverting in place was refused; libvirt's revert restarts the VM",
+                metadata: ["session": "\(id)", "snapshot": "\(name)", "error": "\(error)"])
+            return false
         }
     }
 

@@ -27,18 +27,7 @@ extension LibvirtHypervisor {
     /// driver with no QEMU monitor, or QEMU's `loadvm` failed), libvirt's own revert starts a new QEMU from the
     /// snapshot.
     public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
-        if description.driver == "QEMU" {
-            do throws(VMSessionError) {
-                try await revertInPlace(name, of: id, paused: paused)
-                return
-            } catch where error.code == .notFound {
-                throw error
-            } catch {
-                logger.notice(
-                    "reverting in place was refused; libvirt's revert restarts the VM",
-                    metadata: ["session": "\(id)", "snapshot": "\(name)", "error": "\(error)"])
-            }
-        }
+        if description.driver == "QEMU", try await revertedInPlace(name, of: id, paused: paused, logger: logger) { return }
         // libvirt 9.0 reverts by starting a new QEMU from the snapshot: its "stopped" event must not take the
         // guest's network down, and the new process connects to the network as a start's does.
         starting.insert(id)

@@ -28,16 +28,7 @@ extension RemoteLibvirtHypervisor {
     /// that is refused, libvirt's own revert starts a new QEMU there, whose console and display are brought home
     /// again as after a start.
     public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
-        do throws(VMSessionError) {
-            try await revertInPlace(name, of: id, paused: paused)
-            return
-        } catch where error.code == .notFound {
-            throw error
-        } catch {
-            logger.notice(
-                "reverting in place was refused; libvirt's revert restarts the VM",
-                metadata: ["session": "\(id)", "snapshot": "\(name)", "error": "\(error)"])
-        }
+        if try await revertedInPlace(name, of: id, paused: paused, logger: logger) { return }
         relay.detach(id)
         await stopForwardingDisplay(id)
         do {
@@ -64,14 +55,7 @@ extension RemoteLibvirtHypervisor {
     /// Writes `seed` into the session's seed volume on the host (the same padded size, so a restored guest finds
     /// it where the template's was).
     public func replaceSeed(_ seed: ContextSeed, for id: SessionID) async throws(VMSessionError) {
-        let directory = machineDirectory(for: id)
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
-        }
-        let local = directory + "/seed.iso"
-        try await SeedImage.write(seed, to: local, scratch: directory + "/seed")
+        guard let local = try await writeLocalSeed(seed, for: id) else { return }
         defer { try? FileManager.default.removeItem(atPath: local) }
         let storage = storage
         _ = try await storage.run("send the VM's seed") { try storage.putSeed(id, from: local) }

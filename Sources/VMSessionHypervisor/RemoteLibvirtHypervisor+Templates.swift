@@ -83,12 +83,7 @@ extension RemoteLibvirtHypervisor {
         }
         // A seed is always there (the VM's XML has the template's seed drive): a first start cut short before
         // writing its own must not leave a later cold boot without one.
-        var localSeed: String?
-        if let seed = spec.seed {
-            let path = directory + "/seed.iso"
-            try await SeedImage.write(seed, to: path, scratch: directory + "/seed")
-            localSeed = path
-        }
+        let localSeed = try await writeLocalSeed(spec.seed, for: spec.id)
         defer { if let localSeed { try? FileManager.default.removeItem(atPath: localSeed) } }
         times.lap("local")
         let storage = storage
@@ -132,14 +127,7 @@ extension RemoteLibvirtHypervisor {
             try storage.removeTemplate(name) + (try storage.collectUnusedBases(templates: others))
         }
         logger.debug("template volumes deleted", metadata: ["template": "\(name)", "volumes": "\(deleted)"])
-        let directory = templateDirectory(name)
-        for path in [directory, directory + ".partial"] where FileManager.default.fileExists(atPath: path) {
-            do {
-                try FileManager.default.removeItem(atPath: path)
-            } catch {
-                throw VMSessionError(.deletionFailed, "Could not delete the template's header in \(path).", cause: error)
-            }
-        }
+        try LibvirtHypervisor.removeTemplateDirectory(templateDirectory(name))
     }
 
     /// The templates whose volumes on the host are complete and whose header the daemon keeps.
@@ -152,7 +140,6 @@ extension RemoteLibvirtHypervisor {
 
     /// The template's saved XML, made into the session's (see ``TemplateDomainXML``).
     private func sessionXML(_ name: String, for spec: MachineSpec, source: SessionID) throws(VMSessionError) -> String {
-        let header = try LibvirtHypervisor.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
-        return try TemplateDomainXML.retarget(header.xml, from: source, to: spec.id, sessionName: spec.sessionName)
+        try LibvirtHypervisor.sessionXML(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)
     }
 }

@@ -171,12 +171,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             backingFormat = format
             capacity = max(capacity, UInt64(max(0, try await DiskImageInspector.virtualSize(path))))
         }
-        var localSeed: String?
-        if let seed = spec.seed {
-            let path = directory + "/seed.iso"
-            try await SeedImage.write(seed, to: path, scratch: directory + "/seed")
-            localSeed = path
-        }
+        let localSeed = try await writeLocalSeed(spec.seed, for: spec.id)
         defer { if let localSeed { try? FileManager.default.removeItem(atPath: localSeed) } }
         let storage = storage
         let connection = connection
@@ -221,6 +216,21 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             ).render()
             _ = try connection.defineDomain(xml: xml)
         }
+    }
+
+    /// Writes `seed` (if any) as an image in the session's local directory, to be sent to the host; returns its path,
+    /// which the caller deletes once it is sent.
+    func writeLocalSeed(_ seed: ContextSeed?, for id: SessionID) async throws(VMSessionError) -> String? {
+        guard let seed else { return nil }
+        let directory = machineDirectory(for: id)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
+        }
+        let path = directory + "/seed.iso"
+        try await SeedImage.write(seed, to: path, scratch: directory + "/seed")
+        return path
     }
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
