@@ -111,7 +111,8 @@ public struct HostPlacement: Equatable, Sendable {
                 .hostUnreachable, "\(why) is on host '\(required)', which is unreachable now; a session from it can only run there.")
         case let refusal?:
             throw VMSessionError(
-                .insufficientResources, "\(why) is on host '\(required)', which \(refusal); a session from it can only run there.")
+                .insufficientResources,
+                "\(why) is on host '\(required)', which cannot take the session now (\(refusal)); a session from it can only run there.")
         }
     }
 

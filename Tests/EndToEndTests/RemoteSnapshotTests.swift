@@ -7,7 +7,7 @@ import VMSessionClient
 /// session's qcow2 volume on the host, the template's memory image and disk are volumes there, and a session from
 /// the template is placed on that host and restored there warm; nothing is left on the host at the end.
 extension RealGuestSuites.RemoteHostTests {
-    @Test("on an SSH host: a revert brings back the guest's memory (markers from before the snapshot, none from after); a template made from the remote session starts a second session on the same host warm, running its own user-data; both survive a daemon restart, and a daemon killed mid-snapshot lists what libvirt kept there; closing both and deleting the template leaves nothing on the host")
+    @Test("on an SSH host: a revert brings back the guest's memory (markers from before the snapshot, none from after); a template made from the remote session starts a second session on the same host warm, running its own user-data; a session from the template is refused while the lab drains, not opened elsewhere; both survive a daemon restart, and a daemon killed mid-snapshot lists what libvirt kept there; closing both and deleting the template leaves nothing on the host")
     func snapshotsAndTemplatesOnARemoteHost() async throws {
         let lab = try await Self.startLab("snap")
         let (host, state, daemon) = (lab.host, lab.state, lab.daemon)
@@ -84,6 +84,20 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!RealGuestSuites.TemplateTests.lines(warmConsole).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "it did not boot")
         // The template is in use: it cannot go.
         #expect(try await api.call(.DELETE, "/api/v1/templates/remote-warm", token: admin).status == 409)
+
+        // With the lab drained, a session from the template is refused, naming the lab, and not opened elsewhere,
+        // though the local host takes sessions again meanwhile; it stays closed and does not count as the template's.
+        _ = try await control.drainHost("local", draining: false)
+        _ = try await control.drainHost("lab")
+        let (elsewhere, elsewhereToken) = try await api.newSession("remote-warm-2")
+        let refused = try await api.call(.POST, "/api/v1/sessions/\(elsewhere)/open", token: elsewhereToken, body: #"{"version":"remote-warm"}"#)
+        #expect(refused.status == 507 && refused.errorCode == "insufficient_resources", "\(refused.json)")
+        let message = (refused["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(message.contains("'lab'") && message.contains("draining"), "\(refused.json)")
+        #expect(try await api.call(.GET, "/api/v1/sessions/\(elsewhere)", token: elsewhereToken)["state"] as? String == "closed")
+        #expect(try await RealGuestSuites.TemplateTests.templateNames(api, admin: admin)["remote-warm"]?["sessions"] as? [String] == [warm])
+        _ = try await control.drainHost("lab", draining: false)
+        _ = try await control.drainHost("local")
 
         // The daemon is killed in the middle of a snapshot: started again (before the lab is connected: what the killed
         // run left is settled once the host answers), the session lists exactly the snapshots libvirt keeps there,
