@@ -149,6 +149,8 @@ public struct TemplateInfo: Decodable, Sendable {
     public let disk: Int
     public let bytes: Int64
     public let sessions: [String]
+    /// The host its files are on (nil from a daemon before templates on remote hosts).
+    public let host: String?
 }
 
 struct SessionList: Decodable { let sessions: [SessionInfo] }

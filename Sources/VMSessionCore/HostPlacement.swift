@@ -92,6 +92,30 @@ public struct HostPlacement: Equatable, Sendable {
         }
     }
 
+    /// Checks that `required` (the one host a session can run on: its template's, whose memory image and disk are
+    /// there) can take a session with `requirements` from an origin restricted to `labels`, by the same rule as
+    /// any host; returns it. Nothing else is tried: a session from a template cannot boot cold elsewhere in its
+    /// place, so a host that cannot take it (`why` says whose it is) is a clear error, `host_unreachable` for an
+    /// unreachable one, `insufficient_resources` naming the refusal otherwise.
+    public func place(
+        _ requirements: Requirements, labels: [String: String] = [:], on required: String, why: String
+    ) throws(VMSessionError) -> Host {
+        guard let host = hosts.first(where: { $0.name == required }) else {
+            throw VMSessionError(.unavailable, "\(why) is on host '\(required)', which the daemon no longer has.")
+        }
+        switch Self.refusal(of: host, cpus: requirements.cpus, memory: requirements.memory, labels: labels) {
+        case nil:
+            return host
+        case .unreachable:
+            throw VMSessionError(
+                .hostUnreachable, "\(why) is on host '\(required)', which is unreachable now; a session from it can only run there.")
+        case let refusal?:
+            throw VMSessionError(
+                .insufficientResources,
+                "\(why) is on host '\(required)', which cannot take the session now (\(refusal)); a session from it can only run there.")
+        }
+    }
+
     /// The host a session with `requirements` from an origin restricted to `labels` (the admin's choice for that
     /// origin, never the page's) goes to. Throws `insufficient_resources` naming each host's refusal when none
     /// qualifies, and `unavailable` when there are no hosts at all.

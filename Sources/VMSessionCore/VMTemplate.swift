@@ -18,11 +18,14 @@ public struct VMTemplate: Codable, Equatable, Sendable {
     public var bytes: Int64
     /// The sessions (not closed) made from it.
     public var sessions: [SessionID]
+    /// The libvirt host its files are on (the prepared session's): every session from it runs there.
+    public var host: String
 
     public init(
         name: String, createdAt: Date, fromSession: SessionID, baseVersion: String, cpus: Int, memory: Int, disk: Int,
-        bytes: Int64, sessions: [SessionID] = []
+        bytes: Int64, sessions: [SessionID] = [], host: String = HostDefinition.localName
     ) {
+        self.host = host
         self.name = name
         self.createdAt = createdAt
         self.fromSession = fromSession
@@ -35,7 +38,7 @@ public struct VMTemplate: Codable, Equatable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, createdAt = "created", fromSession, baseVersion, cpus, memory, disk, bytes, sessions
+        case name, createdAt = "created", fromSession, baseVersion, cpus, memory, disk, bytes, sessions, host
     }
 
     /// The requirements a session opened from this template runs with: the template's cpus and memory (a

@@ -125,13 +125,18 @@ public final class HostRegistry: Sendable {
     }
 
     /// The host a session of `requirements` from an origin restricted to `labels` goes to, by ``HostPlacement``'s
-    /// rule; `insufficient_resources` naming each host's refusal when none fits. A daemon with only its own host
-    /// places everything there, as before hosts existed.
+    /// rule; `insufficient_resources` naming each host's refusal when none fits. With `required` (a session from a
+    /// template: the host its files are on, `why` names it), only that host, checked by the same rule. A daemon with
+    /// only its own host places everything there, as before hosts existed.
     public func place(
-        _ requirements: Requirements, labels: [String: String] = [:], serving: (String) -> Bool = { _ in true }
+        _ requirements: Requirements, labels: [String: String] = [:], serving: (String) -> Bool = { _ in true },
+        on required: (host: String, why: String)? = nil
     ) throws(VMSessionError) -> String {
         let onlyLocal = state.withLock { $0.entries.count == 1 && $0.entries[HostDefinition.localName] != nil }
-        if onlyLocal, labels.isEmpty { return HostDefinition.localName }
+        if onlyLocal, labels.isEmpty, required == nil || required?.host == HostDefinition.localName { return HostDefinition.localName }
+        if let required {
+            return try placement(serving: serving).place(requirements, labels: labels, on: required.host, why: required.why).name
+        }
         return try placement(serving: serving).place(requirements, labels: labels).name
     }
 

@@ -49,6 +49,8 @@ public final class HostRuntimes: Hypervisor, Service {
         var roster = HostRoster()
         var runtimes: [String: Runtime] = [:]
         var nextGeneration: UInt64 = 1
+        /// The host of each template not on the local host (its files are there; see ``placeTemplate(_:on:)``).
+        var templateHosts: [String: String] = [:]
     }
 
     private let local: any Hypervisor
@@ -332,10 +334,29 @@ public final class HostRuntimes: Hypervisor, Service {
         try await hypervisor(for: id).replaceSeed(seed, for: id)
     }
 
-    // Templates are the local host's: a template's files (memory image, base disk) are on the host that made it,
-    // and sessions from a template are opened on the local host (see TemplateService).
+    // MARK: Templates
+
+    // A template's files (memory image, base disk) stay on the host of the session it was made from, and the
+    // sessions from it are placed on that host (the daemon's placement, given the template's host): so making,
+    // defining and restoring go to the session's host, and deleting to the template's.
+
+    /// Template `name`'s files are on `host` (the store says so at start; a capture records it itself).
+    public func placeTemplate(_ name: String, on host: String) {
+        state.withLock { state in
+            if host == HostDefinition.localName { state.templateHosts[name] = nil } else { state.templateHosts[name] = host }
+        }
+    }
+
+    /// The host whose files template `name` has (`local` unless made elsewhere).
+    public func templateHost(_ name: String) -> String {
+        state.withLock { $0.templateHosts[name] } ?? HostDefinition.localName
+    }
+
     public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
-        try await hypervisor(for: id).captureTemplate(name, of: id)
+        let host = host(of: id)
+        // Recorded first: should the capture fail half-way, its leftovers are deleted on that host.
+        placeTemplate(name, on: host)
+        return try await hypervisor(on: host, for: id).captureTemplate(name, of: id)
     }
     public func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
         try await hypervisor(for: spec.id).defineFromTemplate(name, for: spec, source: source)
@@ -343,6 +364,23 @@ public final class HostRuntimes: Hypervisor, Service {
     public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
         try await hypervisor(for: spec.id).restoreTemplate(name, for: spec, source: source)
     }
-    public func removeTemplate(_ name: String) async throws(VMSessionError) { try await local.removeTemplate(name) }
-    public func templateNames() async -> [String] { await local.templateNames() }
+
+    /// Deletes template `name`'s files on its host; `host_unreachable` while that host is lost (nothing changes).
+    public func removeTemplate(_ name: String) async throws(VMSessionError) {
+        let host = templateHost(name)
+        if host == HostDefinition.localName { return try await local.removeTemplate(name) }
+        let (runtime, reachable) = state.withLock { ($0.runtimes[host], $0.roster.reaches(host)) }
+        guard let runtime, reachable else {
+            throw VMSessionError(
+                .hostUnreachable, "Template '\(name)' is on host '\(host)', which is unreachable now; its files there cannot be deleted yet.")
+        }
+        try await runtime.hypervisor.removeTemplate(name)
+    }
+
+    /// The complete templates of every reachable host (a lost host's are left out).
+    public func templateNames() async -> [String] {
+        var names: Set<String> = []
+        for (_, hypervisor) in reachable() { names.formUnion(await hypervisor.templateNames()) }
+        return names.sorted()
+    }
 }

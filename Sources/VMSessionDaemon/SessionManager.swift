@@ -28,14 +28,17 @@ public actor SessionManager: Service {
         /// that origin, else the daemon's default (see ``EgressPolicy``).
         public var egress: @Sendable (_ client: String) -> EgressPolicy
         /// Which libvirt host a session opened from closed goes to (the daemon's placement over its hosts, see
-        /// ``HostRegistry/placement()``); throws when none can take it. `local` unless the daemon says otherwise.
-        public var place: @Sendable (_ id: SessionID, _ requirements: Requirements, _ client: String) throws(VMSessionError) -> String
+        /// ``HostRegistry/placement()``), or whether `required` (a session from a template: its template's host) can
+        /// take it; throws when none can. `local` (or `required`) unless the daemon says otherwise.
+        public var place: Placer
+        public typealias Placer = @Sendable (
+            _ id: SessionID, _ requirements: Requirements, _ client: String, _ required: (host: String, why: String)?
+        ) throws(VMSessionError) -> String
 
         public init(
             stopGrace: Duration = .seconds(30), quota: SessionQuota = .defaults,
             egress: @escaping @Sendable (_ client: String) -> EgressPolicy = { _ in .internet },
-            place: @escaping @Sendable (_ id: SessionID, _ requirements: Requirements, _ client: String) throws(VMSessionError) -> String =
-                { _, _, _ in HostDefinition.localName }
+            place: @escaping Placer = { _, _, _, required in required?.host ?? HostDefinition.localName }
         ) {
             self.stopGrace = stopGrace
             self.quota = quota
@@ -534,9 +537,11 @@ public actor SessionManager: Service {
             createdAt: now, updatedAt: now)
         if let requirements = input.requirements { entry.session.requirements = requirements }
         if action == .open, transition.from == .closed {
-            // Placed once per open from closed; a session from a template stays with the template, on `local`.
+            // Placed once per open from closed; a session from a template goes to its template's host.
             if case .open(let requirements) = input {
-                entry.session.host = try configuration.place(id, requirements, entry.client)
+                entry.session.host = try configuration.place(id, requirements, entry.client, nil)
+            } else if let requirements = input.requirements {
+                entry.session.host = try configuration.place(id, requirements, entry.client, work?.requiredHost)
             } else {
                 entry.session.host = HostDefinition.localName
             }

@@ -18,12 +18,17 @@ public struct SessionWork: Sendable {
     /// For a `start` run by another owner: the guest's network, recorded by the manager with the session (its
     /// guest API is probed and proxied as for its own start).
     public var egress: EgressPolicy?
+    /// For an `open` run by another owner: the one host the session can be placed on (a session from a template:
+    /// the host the template's files are on), and what is there (for the message when that host cannot take it).
+    public var requiredHost: (host: String, why: String)?
     public var run: @Sendable (_ progress: Progress) async throws(VMSessionError) -> Void
 
     public init(
         reaching: SessionState? = nil, steps: Int, requirements: Requirements? = nil, egress: EgressPolicy? = nil,
+        requiredHost: (host: String, why: String)? = nil,
         run: @escaping @Sendable (_ progress: Progress) async throws(VMSessionError) -> Void
     ) {
+        self.requiredHost = requiredHost
         self.reaching = reaching
         self.steps = steps
         self.requirements = requirements

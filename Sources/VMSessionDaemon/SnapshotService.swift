@@ -22,6 +22,9 @@ public actor SnapshotService {
     let logger: Logger
     /// Store calls block: they run on a thread of their own, as the manager's do.
     private let executor = BlockingExecutor(label: "vmsessiond.snapshots")
+    /// Sessions with snapshots a killed run left half-made or half-deleted, on a host that was unreachable at start:
+    /// settled the next time the session's snapshots are used and its host answers (see ``settleDeferred(_:)``).
+    private var deferred: Set<SessionID> = []
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     public init(manager: SessionManager, logger: Logger = Logger(label: "vmsessiond.snapshots")) {
@@ -36,6 +39,7 @@ public actor SnapshotService {
     /// The session's snapshots, oldest first.
     public func list(_ id: SessionID) async throws(VMSessionError) -> [VMSnapshot] {
         _ = try await manager.session(id)
+        await settleDeferred(id)
         return try storeCall { try store.snapshots(of: id) }.filter { $0.status == .ready }.map(\.snapshot)
     }
 
@@ -44,6 +48,7 @@ public actor SnapshotService {
     public func create(_ name: String, on id: SessionID) async throws(VMSessionError) -> SessionManager.ActionReceipt {
         try VMSnapshot.validate(name: name)
         let session = try await manager.session(id)
+        await settleDeferred(id)
         guard session.state == .running || session.state == .paused else {
             throw VMSessionError(
                 .invalidState, "Only a running or paused VM can be snapshotted; this session is \(session.state.rawValue).")
@@ -59,6 +64,7 @@ public actor SnapshotService {
     public func revert(to name: String, on id: SessionID) async throws(VMSessionError) -> SessionManager.ActionReceipt {
         try VMSnapshot.validate(name: name)
         let session = try await manager.session(id)
+        await settleDeferred(id)
         let snapshot = try existing(name, on: id)
         guard session.state == .running || session.state == .paused else {
             throw VMSessionError(
@@ -74,6 +80,7 @@ public actor SnapshotService {
     public func delete(_ name: String, on id: SessionID) async throws(VMSessionError) {
         try VMSnapshot.validate(name: name)
         _ = try await manager.session(id)
+        await settleDeferred(id)
         _ = try existing(name, on: id)
         let work = SessionWork(steps: 1) { (progress) throws(VMSessionError) in
             try await self.remove(name, on: id, progress: progress)
@@ -83,12 +90,40 @@ public actor SnapshotService {
 
     /// Settles snapshots a killed daemon left half-made or half-deleted, against the hypervisor. The daemon
     /// calls it once at start, after the manager's ``SessionManager/reconcile()``.
+    ///
+    /// A session whose host cannot be reached now (a remote host not connected yet, or lost) keeps its records as
+    /// they are, settled when its snapshots are next used and the host answers.
     public func reconcile() async throws(VMSessionError) {
-        let unsettled = try storeCall { try store.snapshots(of: nil) }.filter { $0.status != .ready }
+        try await settle(nil)
+    }
+
+    /// Settles what ``reconcile()`` left for later on session `id`, if its host answers now.
+    private func settleDeferred(_ id: SessionID) async {
+        guard deferred.contains(id) else { return }
+        deferred.remove(id)
+        do {
+            try await settle(id)
+        } catch {
+            logger.warning("cannot settle snapshots a killed run left", metadata: ["session": "\(id)", "error": "\(error)"])
+        }
+    }
+
+    private func settle(_ session: SessionID?) async throws(VMSessionError) {
+        let unsettled = try storeCall { try store.snapshots(of: session) }.filter { $0.status != .ready }
         for var stored in unsettled {
             let id = stored.session
             let name = stored.snapshot.name
-            if stored.status == .creating, try await hypervisor.snapshotNames(of: id).contains(name) {
+            let taken: [String]
+            do throws(VMSessionError) {
+                taken = try await hypervisor.snapshotNames(of: id)
+            } catch where error.code == .hostUnreachable {
+                deferred.insert(id)
+                logger.notice(
+                    "snapshots a killed run left are on a host that is unreachable now; settled later",
+                    metadata: ["session": "\(id)", "snapshot": "\(name)"])
+                continue
+            }
+            if stored.status == .creating, taken.contains(name) {
                 stored.status = .ready
                 let toSave = stored
                 try storeCall { try events.record { try store.save(toSave, events: [Self.event(.snapshotCreated, toSave.snapshot)]) } }

@@ -22,6 +22,9 @@ public actor TemplateService {
     let logger: Logger
     /// Store calls block: they run on a thread of their own, as the manager's do.
     private let executor = BlockingExecutor(label: "vmsessiond.templates")
+    /// Templates a killed run left half-made or half-deleted on a host that was unreachable at start: settled the
+    /// next time an admin acts on templates and their host answers (see ``settleDeferred()``).
+    private var deferred: Set<String> = []
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
     public init(manager: SessionManager, logger: Logger = Logger(label: "vmsessiond.templates")) {
@@ -44,8 +47,9 @@ public actor TemplateService {
     // MARK: Admin
 
     /// Whether `name` is a template's, in any state (being made or deleted too): a name a new one cannot take.
-    public func isTaken(_ name: String) throws(VMSessionError) -> Bool {
-        try storeCall { try store.templates() }.contains { $0.template.name == name }
+    public func isTaken(_ name: String) async throws(VMSessionError) -> Bool {
+        await settleDeferred()
+        return try storeCall { try store.templates() }.contains { $0.template.name == name }
     }
 
     /// Makes template `name` from running session `id`: an operation (202) on that session, which runs on
@@ -53,6 +57,7 @@ public actor TemplateService {
     /// not running or has no seed drive.
     public func create(_ name: String, from id: SessionID) async throws(VMSessionError) -> SessionManager.ActionReceipt {
         try VMTemplate.validate(name: name)
+        await settleDeferred()
         let session = try manager.session(id)
         try await check(name, session: session)
         let work = SessionWork(reaching: .running, steps: 2) { (progress) throws(VMSessionError) in
@@ -64,15 +69,23 @@ public actor TemplateService {
     /// Deletes template `name` and its files; refused (409) while sessions that are not closed use it.
     public func delete(_ name: String) async throws(VMSessionError) {
         try VMTemplate.validate(name: name)
+        await settleDeferred()
         guard var stored = try storeCall({ try store.templates() }).first(where: { $0.template.name == name }) else {
             throw VMSessionError(.notFound, "There is no template '\(name)'.")
         }
         let users = stored.template.sessions.map { id in (id: id, name: (try? manager.session(id).name) ?? id.description) }
         try TemplatePolicy.checkDelete(name: name, users: users)
+        let before = stored
         stored.status = .deleting
         let intent = stored
         try storeCall { try store.save(intent) }
-        try await hypervisor.removeTemplate(name)
+        do throws(VMSessionError) {
+            try await hypervisor.removeTemplate(name)
+        } catch where error.code == .hostUnreachable {
+            // Nothing was deleted on its host: the template stays as it was.
+            try? storeCall { try store.save(before) }
+            throw error
+        }
         try storeCall { try store.deleteTemplate(name) }
         logger.info("template deleted", metadata: ["template": "\(name)"])
     }
@@ -95,7 +108,9 @@ public actor TemplateService {
         // the open is refused, the link it had before is put back.
         let previous = try storeCall { try store.templateUse(of: id) }
         try storeCall { try store.setTemplateUse(of: id, template: template.name) }
-        let work = SessionWork(steps: 2, requirements: requirements) { (progress) throws(VMSessionError) in
+        let work = SessionWork(
+            steps: 2, requirements: requirements, requiredHost: (template.host, "Template '\(template.name)'")
+        ) { (progress) throws(VMSessionError) in
             await progress(1, "Creating the session's disk on template '\(template.name)' and defining the VM")
             // An empty seed until `start` writes the session's own (see LibvirtHypervisor.defineFromTemplate).
             let seed = try ContextSeed.noCloud(userData: "", instanceID: id.description, hostname: "vms-\(id.description.prefix(8))")
@@ -168,9 +183,30 @@ public actor TemplateService {
     /// Settles templates a killed daemon left half-made or half-deleted: a `creating` one whose files are
     /// complete is kept, any other goes (files and record). The daemon calls it once at start, after the
     /// manager's ``SessionManager/reconcile()``.
+    ///
+    /// A template on a host that cannot be reached now is left as it is (its files are there) and settled later,
+    /// when an admin next acts on templates and the host answers.
     public func reconcile() async throws(VMSessionError) {
+        let unsettled = try storeCall { try store.templates() }.filter { $0.status != .ready }.map(\.template.name)
+        try await settle(Set(unsettled))
+    }
+
+    /// Settles the templates ``reconcile()`` left for later, if their hosts answer now.
+    private func settleDeferred() async {
+        guard !deferred.isEmpty else { return }
+        let names = deferred
+        deferred = []
+        do {
+            try await settle(names)
+        } catch {
+            logger.warning("cannot settle templates a killed run left", metadata: ["templates": "\(names.sorted())", "error": "\(error)"])
+        }
+    }
+
+    private func settle(_ names: Set<String>) async throws(VMSessionError) {
+        guard !names.isEmpty else { return }
         let complete = await hypervisor.templateNames()
-        for var stored in try storeCall({ try store.templates() }) where stored.status != .ready {
+        for var stored in try storeCall({ try store.templates() }) where stored.status != .ready && names.contains(stored.template.name) {
             let name = stored.template.name
             if stored.status == .creating, complete.contains(name) {
                 stored.status = .ready
@@ -179,7 +215,15 @@ public actor TemplateService {
                 logger.notice("kept a template a killed run had made", metadata: ["template": "\(name)"])
                 continue
             }
-            try await hypervisor.removeTemplate(name)
+            do throws(VMSessionError) {
+                try await hypervisor.removeTemplate(name)
+            } catch where error.code == .hostUnreachable {
+                deferred.insert(name)
+                logger.notice(
+                    "a template a killed run left is on a host that is unreachable now; settled later",
+                    metadata: ["template": "\(name)", "host": "\(stored.template.host)"])
+                continue
+            }
             if stored.template.sessions.isEmpty {
                 try storeCall { try store.deleteTemplate(name) }
                 logger.notice("dropped a template a killed run left \(stored.status.rawValue)", metadata: ["template": "\(name)"])
@@ -200,7 +244,7 @@ public actor TemplateService {
         var stored = StoredTemplate(
             template: VMTemplate(
                 name: name, createdAt: Date(), fromSession: id, baseVersion: requirements.version, cpus: requirements.cpus,
-                memory: requirements.memory, disk: requirements.disk, bytes: 0),
+                memory: requirements.memory, disk: requirements.disk, bytes: 0, host: session.host),
             status: .creating)
         let intent = stored
         try storeCall { try store.save(intent) }

@@ -182,7 +182,12 @@ extension LibvirtHypervisor {
 
     public func removeTemplate(_ name: String) async throws(VMSessionError) {
         try VMTemplate.validate(name: name)
-        let directory = templateDirectory(name)
+        try Self.removeTemplateDirectory(templateDirectory(name))
+    }
+
+    /// Deletes a template's directory and what a capture cut short left beside it (`.partial`); local files on
+    /// either hypervisor (the remote one keeps only the header here).
+    static func removeTemplateDirectory(_ directory: String) throws(VMSessionError) {
         for path in [directory, directory + ".partial"] where FileManager.default.fileExists(atPath: path) {
             do {
                 try FileManager.default.removeItem(atPath: path)
@@ -200,7 +205,12 @@ extension LibvirtHypervisor {
 
     /// The template's saved XML, made into the session's (see ``TemplateDomainXML``).
     private func sessionXML(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) -> String {
-        let header = try Self.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
+        try Self.sessionXML(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)
+    }
+
+    /// The XML saved in the template header file at `path`, made into the session's (see ``TemplateDomainXML``).
+    static func sessionXML(header path: String, for spec: MachineSpec, source: SessionID) throws(VMSessionError) -> String {
+        let header = try readHeader(path)
         return try TemplateDomainXML.retarget(header.xml, from: source, to: spec.id, sessionName: spec.sessionName)
     }
 

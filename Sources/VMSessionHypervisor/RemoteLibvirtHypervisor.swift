@@ -19,10 +19,15 @@ import VMSessionCore
 /// forwarded home (``RemoteGuestNetwork``). The domain XML (``DomainXML``), the status mapping and every domain
 /// verb are the local hypervisor's own (``LibvirtCaller``).
 ///
+/// Snapshots and templates are libvirt's own calls on the host too (see `RemoteLibvirtHypervisor+Snapshots` and
+/// `+Templates`): a snapshot lives inside the session's qcow2 volume, a template's memory image and disk are
+/// volumes in the host's pool, and a warm session is restored there.
+///
 /// What a remote host does not offer (yet), each answered `not_supported` with the reason: the display and a
 /// network for the guest (egress sandbox and guest API) on a host not reached over SSH (TLS), or one that lacks
-/// the sandbox's tools (its VMs then have no NIC, whatever their egress policy); execution caps on a session libvirt (its QEMU runs in a user's session, with no cgroup the daemon can
-/// reach; a system libvirt uses its scheduler parameters), snapshots and templates.
+/// the sandbox's tools (its VMs then have no NIC, whatever their egress policy); execution caps on a session
+/// libvirt (its QEMU runs in a user's session, with no cgroup the daemon can reach; a system libvirt uses its
+/// scheduler parameters).
 public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     public let host: HostDefinition
     public let description: HypervisorDescription
@@ -47,6 +52,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     let network: RemoteGuestNetwork?
     /// The host-side display socket of each VM whose display is forwarded now.
     private let displayForwards = Mutex<[SessionID: String]>([:])
+    /// The sessions whose VM has a seed volume on the host (read from the pool at start, kept as they change), so
+    /// that ``hasSeed(_:)`` needs no call on the connection.
+    let seeded = Mutex<Set<SessionID>>([])
 
     /// Blocks on libvirt calls: run it on the connection's queue (``HostConnection/run(_:)``), as the daemon's
     /// host runtimes do.
@@ -102,6 +110,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             }
         } catch {
             throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events on \(host.name): \(error.message)", cause: error)
+        }
+        do {
+            let seededNow = try storage.seededSessions()
+            seeded.withLock { $0 = seededNow }
+        } catch {
+            throw VMSessionError(.hypervisorError, "Cannot list the volumes on \(host.name): \(error)", cause: error)
         }
         // VMs that kept running while the daemon was away (or the host was unreachable) get their console back.
         if let all = try? libvirt.allDomains() {
@@ -168,12 +182,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             backingFormat = format
             capacity = max(capacity, UInt64(max(0, try await DiskImageInspector.virtualSize(path))))
         }
-        var localSeed: String?
-        if let seed = spec.seed {
-            let path = directory + "/seed.iso"
-            try await SeedImage.write(seed, to: path, scratch: directory + "/seed")
-            localSeed = path
-        }
+        let localSeed = try await writeLocalSeed(spec.seed, for: spec.id)
         defer { if let localSeed { try? FileManager.default.removeItem(atPath: localSeed) } }
         let storage = storage
         let connection = connection
@@ -197,6 +206,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             } else {
                 try storage.removeSeed(spec.id)
             }
+            self.seeded.withLock { seeded in
+                if seedPath == nil { seeded.remove(spec.id) } else { seeded.insert(spec.id) }
+            }
             var hostSpec = spec
             if networkSocket == nil { hostSpec.egress = nil }
             switch spec.image {
@@ -217,6 +229,21 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         }
     }
 
+    /// Writes `seed` (if any) as an image in the session's local directory, to be sent to the host; returns its path,
+    /// which the caller deletes once it is sent.
+    func writeLocalSeed(_ seed: ContextSeed?, for id: SessionID) async throws(VMSessionError) -> String? {
+        guard let seed else { return nil }
+        let directory = machineDirectory(for: id)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
+        }
+        let path = directory + "/seed.iso"
+        try await SeedImage.write(seed, to: path, scratch: directory + "/seed")
+        return path
+    }
+
     public func start(_ id: SessionID) async throws(VMSessionError) {
         // The guest's network comes up first: QEMU connects to it as it starts (or restores).
         try await network?.up(id)
@@ -232,6 +259,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             }
             throw error
         }
+        await bringHome(id)
+    }
+
+    /// Brings the console and the display of the VM of `id`, which has just got a new QEMU process (a start, a
+    /// restore, a revert that restarted it), home: the relay's stream and the display's forward.
+    func bringHome(_ id: SessionID) async {
         let endpoints = consoleEndpoints(of: id)
         let relay = relay
         // The console comes home as soon as the VM runs; a console that cannot be opened leaves the VM running
@@ -330,7 +363,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             try connection.domain(named: id.machineName)?.undefine()
         }
         let storage = storage
-        let deleted = try await storage.run("delete the VM's volumes") { try storage.removeVolumes(of: id) }
+        let templates = templateXMLs()
+        let deleted = try await storage.run("delete the VM's volumes") { try storage.removeVolumes(of: id, templates: templates) }
+        seeded.withLock { _ = $0.remove(id) }
         logger.debug("volumes deleted", metadata: ["session": "\(id)", "volumes": "\(deleted)"])
         let directory = machineDirectory(for: id)
         do {
@@ -453,25 +488,6 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     }
 
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await screenshotPNG(of: id) }
-
-    // MARK: Not on a remote host (yet)
-
-    private func notOnRemote(_ what: String) -> VMSessionError {
-        VMSessionError(.notSupported, "\(what) not available on remote host \(host.name) yet: only the local host keeps them.")
-    }
-
-    public func createSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 { throw notOnRemote("Snapshots are") }
-    public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
-        throw notOnRemote("Snapshots are")
-    }
-    public func deleteSnapshot(_ name: String, of id: SessionID) async throws(VMSessionError) {}
-    public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 { throw notOnRemote("Templates are") }
-    public func defineFromTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
-        throw notOnRemote("Templates are")
-    }
-    public func restoreTemplate(_ name: String, for spec: MachineSpec, source: SessionID) async throws(VMSessionError) {
-        throw notOnRemote("Templates are")
-    }
 
     // MARK: For tests and the host's health
 

@@ -152,23 +152,24 @@ final class RemoteStorage: Sendable {
         try pool.volume(named: RemoteVolumes.seedName(id))?.delete()
     }
 
-    /// Deletes the session's volumes, then every base no domain and no overlay on the host names any more.
-    /// Returns the names of the volumes deleted.
+    /// Deletes the session's volumes, then every base no domain, no overlay and none of `templates` (the XML of the
+    /// templates' saved VMs on this host) names any more. Returns the names of the volumes deleted.
     @discardableResult
-    func removeVolumes(of id: SessionID) throws -> [String] {
+    func removeVolumes(of id: SessionID, templates: [String] = []) throws -> [String] {
         var deleted: [String] = []
         for volume in try pool.allVolumes() where RemoteVolumes.belongs(volume.name, to: id) {
             try volume.delete()
             deleted.append(volume.name)
         }
-        return deleted + (try collectUnusedBases())
+        return deleted + (try collectUnusedBases(templates: templates))
     }
 
-    /// Deletes the bases (and markers) that nothing on the host uses (see ``RemoteVolumes/unusedBases``).
-    func collectUnusedBases() throws -> [String] {
+    /// Deletes the bases (and markers) that nothing on the host uses (see ``RemoteVolumes/unusedBases``); `templates`
+    /// are the XML of the templates' saved VMs, which name bases too.
+    func collectUnusedBases(templates: [String] = []) throws -> [String] {
         let volumes = try pool.allVolumes()
         var paths: [String: String] = [:]
-        var references: [String] = []
+        var references: [String] = templates
         for volume in volumes {
             paths[volume.name] = try volume.path()
             if !volume.name.hasPrefix("base-") { references.append(try volume.xmlDescription()) }
@@ -177,6 +178,117 @@ final class RemoteStorage: Sendable {
         let doomed = RemoteVolumes.unusedBases(volumes: paths, references: references)
         for volume in volumes where doomed.contains(volume.name) { try volume.delete() }
         return doomed
+    }
+
+    /// The session's disk volume: its format (what its XML says) and the bytes it takes on the host.
+    func disk(of id: SessionID) throws -> (format: String?, allocation: Int64) {
+        guard let disk = try pool.volume(named: RemoteVolumes.diskName(id)) else {
+            throw VMSessionError(.notFound, "The VM \(id.machineName) has no disk on the remote host.")
+        }
+        let xml = try disk.xmlDescription()
+        var format: String?
+        if let target = xml.range(of: "<target>"), let start = xml.range(of: "<format type='", range: target.upperBound..<xml.endIndex) {
+            format = String(xml[start.upperBound...].prefix { $0 != "'" })
+        }
+        return (format, Int64(try disk.info().allocation))
+    }
+
+    /// The sessions whose seed volume is on the host (they were started with user-data).
+    func seededSessions() throws -> Set<SessionID> {
+        Set(try pool.allVolumes().compactMap { volume in
+            let name = volume.name
+            guard name.hasPrefix("vms-"), name.hasSuffix(".seed.iso") else { return nil }
+            return SessionID(machineName: String(name.dropLast(".seed.iso".count)))
+        })
+    }
+
+    // MARK: Templates (blocking, on the storage queue)
+
+    /// Saves the running VM of `id` as template `name` on the host: its memory (`virDomainSave` into the template's
+    /// memory volume, which stops the VM), a copy of its disk made on the host, then the marker; and brings the VM
+    /// back running from that memory (its own header, its own disk). Returns the save image's header (its XML,
+    /// which the daemon keeps to make each warm session's). Leaves no template volume if it fails; the VM is
+    /// brought back if its memory was saved.
+    func saveTemplate(_ name: String, of id: SessionID) throws -> [UInt8] {
+        try removeTemplate(name)
+        guard let domain = try connection.domain(named: id.machineName) else {
+            throw VMSessionError(.notFound, "Could not make a template: the VM \(id.machineName) is not defined.")
+        }
+        guard let disk = try pool.volume(named: RemoteVolumes.diskName(id)) else {
+            throw VMSessionError(.notFound, "Could not make a template: the VM \(id.machineName) has no disk on the host.")
+        }
+        let memory = try pool.createVolume(
+            xml: try RemoteVolumes.volumeXML(name: RemoteVolumes.templateMemoryName(name), capacity: 0, format: "raw"))
+        let memoryPath = try memory.path()
+        do {
+            try domain.save(to: memoryPath)
+        } catch {
+            try? memory.delete()
+            throw error
+        }
+        do {
+            // The disk as it was when the memory was saved (the VM is stopped): copied on the host, never sent.
+            let copy = try RemoteVolumes.volumeXML(name: RemoteVolumes.templateDiskName(name), capacity: try disk.info().capacity, format: "qcow2")
+            _ = try pool.createVolume(xml: copy, from: disk)
+            let start = try memory.bytes(at: 0, length: UInt64(SaveImageHeader.size))
+            guard start.count == SaveImageHeader.size else { throw VMSessionError(.ioError, "The template's memory image is too short.") }
+            let length = UInt64(start[20]) | UInt64(start[21]) << 8 | UInt64(start[22]) << 16 | UInt64(start[23]) << 24
+            guard length <= 16 << 20 else { throw VMSessionError(.ioError, "The template's memory image has a header of \(length) bytes.") }
+            let header = start + (try memory.bytes(at: UInt64(SaveImageHeader.size), length: length))
+            _ = try SaveImageHeader(parsing: header)
+            _ = try pool.createVolume(xml: try RemoteVolumes.volumeXML(name: RemoteVolumes.templateMarkerName(name), capacity: 0, format: "raw"))
+            // The prepared session runs on from the same memory.
+            try connection.restoreDomain(from: memoryPath)
+            return header
+        } catch {
+            if (try? domain.state().isActive) != true { try? connection.restoreDomain(from: memoryPath) }
+            _ = try? removeTemplate(name)
+            throw error
+        }
+    }
+
+    /// The host paths of template `name`'s memory image and disk; `not_found` unless the template is complete.
+    func templatePaths(_ name: String) throws -> (memory: String, disk: String, diskCapacity: UInt64) {
+        guard try pool.volume(named: RemoteVolumes.templateMarkerName(name)) != nil,
+            let memory = try pool.volume(named: RemoteVolumes.templateMemoryName(name)),
+            let disk = try pool.volume(named: RemoteVolumes.templateDiskName(name))
+        else {
+            throw VMSessionError(.notFound, "Template '\(name)' has no complete files on the remote host.")
+        }
+        return (try memory.path(), try disk.path(), try disk.info().capacity)
+    }
+
+    /// Makes the session's disk a fresh overlay on template `name`'s disk (any disk it had goes).
+    func overlayDisk(_ id: SessionID, onTemplate name: String, capacity: UInt64) throws -> String {
+        let template = try templatePaths(name)
+        try pool.volume(named: RemoteVolumes.diskName(id))?.delete()
+        return try ensureDisk(id, capacity: max(capacity, template.diskCapacity), backing: (template.disk, "qcow2"))
+    }
+
+    /// Starts the session's VM from template `name`'s memory with `header` (the session's own, same length as the
+    /// template's) written over the image's in place: only the header crosses the connection.
+    func restoreTemplate(_ name: String, header: [UInt8]) throws {
+        guard let memory = try pool.volume(named: RemoteVolumes.templateMemoryName(name)),
+            try pool.volume(named: RemoteVolumes.templateMarkerName(name)) != nil
+        else {
+            throw VMSessionError(.notFound, "Template '\(name)' has no complete files on the remote host.")
+        }
+        try memory.overwrite(header, at: 0)
+        try connection.restoreDomain(from: try memory.path())
+    }
+
+    /// Deletes template `name`'s volumes (the marker first, so a half-deleted template never counts as complete).
+    /// Returns their names.
+    @discardableResult
+    func removeTemplate(_ name: String) throws -> [String] {
+        let ordered = [RemoteVolumes.templateMarkerName(name), RemoteVolumes.templateMemoryName(name), RemoteVolumes.templateDiskName(name)]
+        var deleted: [String] = []
+        for volumeName in ordered {
+            guard let volume = try pool.volume(named: volumeName) else { continue }
+            try volume.delete()
+            deleted.append(volumeName)
+        }
+        return deleted
     }
 
     /// The names of the pool's volumes (for tests and logs).

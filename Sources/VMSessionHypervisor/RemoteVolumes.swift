@@ -9,6 +9,9 @@ import VMSessionCore
 ///   host lost) leaves a base without a marker, which is uploaded again rather than booted from.
 /// - A session's own volumes are `vms-<id>.disk.qcow2` (its disk: blank, or a qcow2 overlay on a base) and
 ///   `vms-<id>.seed.iso` (its contextualization), deleted with the session.
+/// - A template made on the host keeps `tmpl-<name>.memory.save` (its saved memory: `virDomainSave`'s file),
+///   `tmpl-<name>.disk.qcow2` (a copy of the prepared session's disk, the base of its warm sessions' overlays) and
+///   `tmpl-<name>.complete` (empty, made last): deleted with the template.
 enum RemoteVolumes {
     /// The pool the daemon keeps its volumes in, on every remote host.
     static let poolName = "vmsessiond"
@@ -27,6 +30,26 @@ enum RemoteVolumes {
     static func diskName(_ id: SessionID) -> String { "\(id.machineName).disk.qcow2" }
     static func seedName(_ id: SessionID) -> String { "\(id.machineName).seed.iso" }
 
+    static func templateMemoryName(_ template: String) -> String { "tmpl-\(template).memory.save" }
+    static func templateDiskName(_ template: String) -> String { "tmpl-\(template).disk.qcow2" }
+    static func templateMarkerName(_ template: String) -> String { "tmpl-\(template)\(markerSuffix)" }
+
+    /// Whether `name` is one of template `template`'s volumes.
+    static func belongs(_ name: String, toTemplate template: String) -> Bool {
+        [templateMemoryName(template), templateDiskName(template), templateMarkerName(template)].contains(name)
+    }
+
+    /// The templates whose volumes are complete (their marker is there), by name.
+    static func completeTemplates(volumes: [String]) -> [String] {
+        let names = Set(volumes)
+        return volumes.compactMap { volume -> String? in
+            guard volume.hasPrefix("tmpl-"), volume.hasSuffix(markerSuffix) else { return nil }
+            let template = String(volume.dropFirst("tmpl-".count).dropLast(markerSuffix.count))
+            guard names.contains(templateMemoryName(template)), names.contains(templateDiskName(template)) else { return nil }
+            return template
+        }.sorted()
+    }
+
     /// Whether `name` is one of the session's own volumes.
     static func belongs(_ name: String, to id: SessionID) -> Bool {
         name == diskName(id) || name == seedName(id)
@@ -39,8 +62,10 @@ enum RemoteVolumes {
 
     /// The base volumes (and their markers) to delete: those whose path no reference names. `volumes` maps
     /// each volume's name to its path on the host; `references` are the texts that can name a base: the
-    /// XML of every domain still defined on the host (kernel, initrd) and of every overlay volume still there
-    /// (its backing store). A base is referenced when its path appears quoted or as element text.
+    /// XML of every domain still defined on the host (kernel, initrd), of every overlay volume still there
+    /// (its backing store), and of every template's saved VM (its kernel and initrd: a warm session restored from
+    /// it needs them though no domain names them meanwhile). A base is referenced when its path appears quoted or
+    /// as element text.
     static func unusedBases(volumes: [String: String], references: [String]) -> [String] {
         var doomed: [String] = []
         for (name, path) in volumes where name.hasPrefix("base-") && !name.hasSuffix(markerSuffix) {

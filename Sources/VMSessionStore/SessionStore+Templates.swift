@@ -30,6 +30,7 @@ struct TemplateRow: Codable, FetchableRecord, PersistableRecord {
     var bytes: Int64
     var status: String
     var createdAt: Date
+    var host: String
 
     init(_ stored: StoredTemplate) {
         let template = stored.template
@@ -42,6 +43,7 @@ struct TemplateRow: Codable, FetchableRecord, PersistableRecord {
         bytes = template.bytes
         status = stored.status.rawValue
         createdAt = template.createdAt.millisecondPrecision
+        host = template.host
     }
 
     func stored(users: [SessionID]) -> StoredTemplate? {
@@ -49,7 +51,7 @@ struct TemplateRow: Codable, FetchableRecord, PersistableRecord {
         return StoredTemplate(
             template: VMTemplate(
                 name: name, createdAt: createdAt, fromSession: source, baseVersion: baseVersion, cpus: cpus, memory: memory, disk: disk,
-                bytes: bytes, sessions: users),
+                bytes: bytes, sessions: users, host: host),
             status: status)
     }
 }

@@ -20,10 +20,10 @@ struct TemplatesList: AsyncParsableCommand {
         let client = try options.client()
         if options.json { return try Output.printJSON(try await client.json("GET", "/api/v1/templates")) }
         Output.printTable(
-            ["NAME", "BASE", "CPUS", "MEMORY", "BYTES", "SESSIONS", "FROM"],
+            ["NAME", "BASE", "CPUS", "MEMORY", "BYTES", "SESSIONS", "FROM", "HOST"],
             try await client.templates().map { template in
                 [template.name, template.baseVersion, "\(template.cpus)", "\(template.memory) MiB", "\(template.bytes)",
-                 "\(template.sessions.count)", template.fromSession]
+                 "\(template.sessions.count)", template.fromSession, template.host ?? "local"]
             })
     }
 }

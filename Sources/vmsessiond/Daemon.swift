@@ -74,6 +74,8 @@ struct Daemon {
         for entry in try store.allSessions() where entry.session.host != HostDefinition.localName {
             hypervisor.place(entry.session.id, on: entry.session.host, closed: entry.session.state == .closed)
         }
+        // And where each template's files are.
+        for stored in try store.templates() { hypervisor.placeTemplate(stored.template.name, on: stored.template.host) }
         let adminToken = try AdminToken.load(stateDirectory: state)
         logger.info("admin token ready", metadata: ["file": "\(adminToken.path)"])
         let origins = try OriginRegistry(store: store, maximumPending: settings.maximumPendingOrigins, logger: logger)
@@ -92,10 +94,10 @@ struct Daemon {
                 egress: { [defaultEgress = settings.guestEgress] client in
                     WebOrigin(client).flatMap { origins.egress(of: $0) } ?? defaultEgress
                 },
-                place: { id, requirements, client throws(VMSessionError) in
+                place: { id, requirements, client, required throws(VMSessionError) in
                     // The admin's labels for the page's origin (never the page's own choice); none for local clients.
                     let labels = WebOrigin(client).map { origins.hostLabels(of: $0) } ?? [:]
-                    let host = try hosts.place(requirements, labels: labels, serving: { hypervisor.serves($0) })
+                    let host = try hosts.place(requirements, labels: labels, serving: { hypervisor.serves($0) }, on: required)
                     hypervisor.place(id, on: host)
                     return host
                 }),

@@ -183,6 +183,37 @@ struct HostPlacementTests {
             }
         }
     }
+
+    func required(_ hosts: [Host], on host: String, labels: [String: String] = [:]) -> Result<String, VMSessionError> {
+        do throws(VMSessionError) {
+            return .success(try HostPlacement(hosts: hosts).place(Self.small, labels: labels, on: host, why: "Template 'warm'").name)
+        } catch { return .failure(error) }
+    }
+
+    @Test("a session from a template goes to the template's host even when another host would win, and to no other when that host cannot take it: unreachable is host_unreachable, draining, full or unlabelled is insufficient_resources, each naming the host")
+    func requiredHostOnly() throws {
+        let lab = Host(name: "lab", labels: ["room": "a"], cpus: 4, freeMemory: 4_000, sessions: 5)
+        let idle = Host(name: "idle", cpus: 8, freeMemory: 60_000, sessions: 0)
+        #expect(try required([idle, lab], on: "lab").get() == "lab", "the fewest-sessions rule does not move it")
+
+        var lost = lab
+        lost.reachable = false
+        guard case .failure(let unreachable) = required([idle, lost], on: "lab") else { Issue.record("placed on a lost host"); return }
+        #expect(unreachable.code == .hostUnreachable && unreachable.message.contains("'lab'") && unreachable.message.contains("Template 'warm'"))
+
+        var draining = lab
+        draining.draining = true
+        var full = lab
+        full.maxSessions = 5
+        for (host, reason) in [(draining, "draining"), (full, "limit of 5")] {
+            guard case .failure(let error) = required([idle, host], on: "lab") else { Issue.record("placed on \(reason)"); continue }
+            #expect(error.code == .insufficientResources && error.message.contains("'lab'") && error.message.contains(reason), "\(error)")
+        }
+        guard case .failure(let labels) = required([idle, lab], on: "lab", labels: ["room": "b"]) else { Issue.record("labels ignored"); return }
+        #expect(labels.code == .insufficientResources && labels.message.contains("room=b"), "\(labels)")
+        guard case .failure(let gone) = required([idle], on: "lab") else { Issue.record("placed on a host the daemon lacks"); return }
+        #expect(gone.code == .unavailable)
+    }
 }
 
 /// A seeded generator, so that the random pools are the same on every run.

@@ -60,7 +60,7 @@ struct HostRuntimesTests {
                     downloader: ImageDownloader(logger: HostRuntimesTests.logger), logger: HostRuntimesTests.logger),
                 configuration: .init(
                     stopGrace: .seconds(1),
-                    place: { id, requirements, _ throws(VMSessionError) in
+                    place: { id, requirements, _, _ throws(VMSessionError) in
                         let host = try registry.place(requirements)
                         runtimes.place(id, on: host)
                         return host
