@@ -10,14 +10,18 @@ import VMSessionClient
 extension RealGuestSuites.RemoteHostTests {
     /// The host user's sandbox helpers now, each with the name it was started as (`passt` and `pasta` re-execute
     /// themselves as `passt.avx2`, which keeps their `argv[0]`).
+    /// The host's long-lived network helpers: not the child socat forks for each connection (a guest-API probe
+    /// in flight), which lives only as long as that connection.
     static func networkHelpers(of host: SSHLibvirtHost) -> [(pid: Int32, name: String)] {
-        host.processes().compactMap { entry in
+        let helpers: [(entry: ProcessEntry, name: String)] = host.processes().compactMap { entry in
             guard let data = FileManager.default.contents(atPath: "/proc/\(entry.pid)/cmdline"),
                 let first = data.split(separator: 0).first
             else { return nil }
             let name = (String(decoding: first, as: UTF8.self) as NSString).lastPathComponent
-            return ["passt", "pasta", "socat"].contains(name) ? (entry.pid, name) : nil
+            return ["passt", "pasta", "socat"].contains(name) ? (entry, name) : nil
         }
+        let pids = Set(helpers.map(\.entry.pid))
+        return helpers.filter { !pids.contains($0.entry.ppid) }.map { ($0.entry.pid, $0.name) }
     }
 
     /// What the guest's probe printed on the relayed console (`EGRESS name reached|blocked`), by target.

@@ -79,6 +79,10 @@ extension RealGuestSuites.RemoteHostTests {
             let display = try await api.call(.GET, session + "/display", token: token)
             #expect(display.status == 422 && display.errorCode == "not_supported", "\(display.json)")
             #expect(((display.json["error"] as? [String: Any])?["message"] as? String ?? "").contains("SSH"), "\(display.json)")
+            // So is the guest's network sandbox, run on a host through SSH: no NIC, and the guest API says why.
+            let guest = try await api.call(.GET, session + "/guest/", token: token)
+            #expect(guest.status == 422 && guest.errorCode == "not_supported", "\(guest.json)")
+            #expect(((guest.json["error"] as? [String: Any])?["message"] as? String ?? "").contains("SSH"), "\(guest.json)")
 
             #expect(try await api.call(.POST, session + "/hibernate", token: token).status == 202)
             _ = try await log.state("saved")
