@@ -414,6 +414,13 @@ def fan_out_run(port, session, token, clients, events, gap=0.02):
 SENT_VALUE = re.compile(rb'"value":"(\d+)"')
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far, from /proc (what it cost, whoever waited)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fan_out(opts, work):
     """Each size measured on the daemon as it ships (event streams on the event loops), on the same binary with
     `--events-fast-path off` (the router's streams: main's behaviour before the fast path), and on --baseline if
@@ -431,9 +438,11 @@ def fan_out(opts, work):
             try:
                 session, token = daemon.new_session(f"fanout{round_}")
                 for clients in sizes:
+                    cpu = cpu_seconds(daemon.process.pid)
                     latencies, lost = fan_out_run(daemon.port, session, token, clients, events)
                     results["runs"].append({"variant": name, "round": round_, "clients": clients, "events": events,
-                                            "latencyMs": spread(latencies), "lost": lost})
+                                            "latencyMs": spread(latencies), "lost": lost,
+                                            "daemonCpuSeconds": cpu_seconds(daemon.process.pid) - cpu})
             finally:
                 daemon.stop()
     return results
@@ -510,6 +519,7 @@ def table(results):
     for run in results.get("fanOut", {}).get("runs", []):
         lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events {run.get('variant', 'daemon'):8s}"
                      f"   p50 {run['latencyMs']['p50']:7.2f} ms  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']}"
+                     f"   daemon CPU {run.get('daemonCpuSeconds', 0):5.2f} s"
                      f" (goal p99 < 20 ms, 0 lost)")
     if "footprint" not in results:
         return "\n".join(lines)

@@ -50,7 +50,8 @@ struct EventStreamFastPathTests {
     }
 
     static func newest(_ session: String, in fixture: APIFixture) throws -> Int64 {
-        try #require(try fixture.store.events(for: try #require(SessionID(session)), after: 0).last?.id)
+        let id = try #require(SessionID(session))
+        return try #require(try fixture.store.events(for: id, after: 0).last?.id)
     }
 
     @Test("replay from since=0, then live events, then the token revoked: the same bytes from both, and the stream ends")
