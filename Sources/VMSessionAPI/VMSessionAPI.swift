@@ -29,7 +29,7 @@ public enum VMSessionAPI {
         /// Open event streams and display viewers, which the API layer counts (for `/metrics`).
         let clients: @Sendable () -> (eventStreams: Int, displays: Int)
         /// The hot read GETs answered below Hummingbird's async layer, from the same functions as `http`'s routes
-        /// (``ReadFastPath``); used by ``VMSessionAPI/buildApplication(routers:host:port:logger:budget:readFastPath:onListening:)``.
+        /// (``ReadFastPath``); used by ``VMSessionAPI/buildApplication(routers:host:port:logger:budget:readFastPath:eventsFastPath:onListening:)``.
         public let readFastPath: ReadFastPath
         /// The event streams served on the event loops, from the same functions as `http`'s event routes
         /// (``EventStreamFastPath``); used by `buildApplication` when `eventsFastPath` is on.
