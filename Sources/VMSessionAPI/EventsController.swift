@@ -40,7 +40,13 @@ struct EventsController {
     /// follows many sessions holds one connection for all of them instead of one each (browsers allow six
     /// per origin over HTTP/1.1). Event ids are the daemon's, so `Last-Event-ID` resumes the whole stream.
     @Sendable func allStream(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let tokens = Self.tokens(in: request)
+        let (scope, owners) = try Self.scope(of: Self.tokens(in: request), access: sessions.manager.access)
+        return try stream(ofAny: scope, request, owners: owners)
+    }
+
+    /// The sessions one stream of `/api/v1/events` follows (nil: all) and whose access it stands on, for `tokens`
+    /// (here and on the fast path, ``EventStreamFastPath``).
+    static func scope(of tokens: [String], access: AccessRegistry) throws(VMSessionError) -> (scope: Set<SessionID>?, owners: [EventHub.Owner]) {
         guard tokens.count <= Self.maxTokensPerStream else {
             throw VMSessionError(
                 .invalidArgument, "One event stream carries at most \(Self.maxTokensPerStream) tokens; got \(tokens.count).")
@@ -49,14 +55,14 @@ struct EventsController {
         var owners: [EventHub.Owner] = []
         var scope: Set<SessionID>? = []
         for token in tokens.isEmpty ? [nil] : tokens.map(Optional.some) {
-            let caller = try sessions.manager.access.caller(token: token)
+            let caller = try access.caller(token: token)
             owners.append(Self.owner(caller, token: token))
             switch caller {
             case .admin: scope = nil
             case .session(let id): scope?.insert(id)
             }
         }
-        return try stream(ofAny: scope, request, owners: owners)
+        return (scope, owners)
     }
 
     /// The tokens of a request: the bearer token, then each `token` query value, without repeats.
@@ -94,14 +100,11 @@ struct EventsController {
         let store = events.store
         let heartbeat = self.heartbeat
         let limiter = self.limiter
-        var headers = HTTPFields()
-        headers[.contentType] = "text/event-stream; charset=utf-8"
-        headers[.cacheControl] = "no-store"
         return Response(
-            status: .ok, headers: headers,
+            status: .ok, headers: Self.headers,
             body: ResponseBody { writer in
                 defer { limiter.release(streamKey) }
-                try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+                try await writer.write(Self.retry)
                 var lastSent = since ?? 0
                 if let since {
                     // Retention may have pruned what the client asks for: say so instead of replaying a hole.
@@ -109,12 +112,12 @@ struct EventsController {
                     if since < pruned { try await writer.write(Self.droppedFrame(after: since, through: pruned)) }
                     var cursor = since
                     while true {
-                        let page = try store.events(forAny: scope, after: cursor, limit: 1000)
+                        let page = try store.events(forAny: scope, after: cursor, limit: Self.replayPage)
                         for event in page { try await writer.write(Self.frame(event)) }
                         guard let last = page.last else { break }
                         cursor = last.id
                         lastSent = last.id
-                        if page.count < 1000 { break }
+                        if page.count < Self.replayPage { break }
                     }
                 }
                 try await withThrowingTaskGroup { group in
@@ -147,6 +150,18 @@ struct EventsController {
     }
 
     static let keepAlive = ByteBuffer(string: ": keep-alive\n\n")
+    /// The first bytes of every stream: how long a browser waits before it reconnects.
+    static let retry = ByteBuffer(string: "retry: 2000\n\n")
+    /// How many events one replay read takes from the store.
+    static let replayPage = 1000
+
+    /// The headers of a stream, as the route sets them (the middleware adds the rest).
+    static var headers: HTTPFields {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return headers
+    }
 
     /// Where replay starts: after `Last-Event-ID`, else after `?since=`, else nowhere (live only).
     static func replayStart(_ request: Request) throws(VMSessionError) -> Int64? {

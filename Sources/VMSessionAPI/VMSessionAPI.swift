@@ -29,8 +29,11 @@ public enum VMSessionAPI {
         /// Open event streams and display viewers, which the API layer counts (for `/metrics`).
         let clients: @Sendable () -> (eventStreams: Int, displays: Int)
         /// The hot read GETs answered below Hummingbird's async layer, from the same functions as `http`'s routes
-        /// (``ReadFastPath``); used by ``VMSessionAPI/buildApplication(routers:host:port:logger:budget:readFastPath:onListening:)``.
+        /// (``ReadFastPath``); used by ``VMSessionAPI/buildApplication(routers:host:port:logger:budget:readFastPath:eventsFastPath:onListening:)``.
         public let readFastPath: ReadFastPath
+        /// The event streams served on the event loops, from the same functions as `http`'s event routes
+        /// (``EventStreamFastPath``); used by `buildApplication` when `eventsFastPath` is on.
+        public let eventsFastPath: EventStreamFastPath
     }
 
     /// Every route (the API, `vmsession.js` and the daemon's page, the console and display WebSockets, `/metrics`),
@@ -72,7 +75,8 @@ public enum VMSessionAPI {
         GuestProxyController(sessions: sessions, policy: guestProxy, metrics: collector.metrics).addRoutes(to: router)
         let streams = StreamLimiter(total: budget.eventStreams, perOrigin: 64)
         SnapshotsController(sessions: sessions, service: snapshots ?? SnapshotService(manager: manager)).addRoutes(to: router)
-        EventsController(sessions: sessions, events: events, limiter: streams).addRoutes(to: router)
+        let eventsController = EventsController(sessions: sessions, events: events, limiter: streams)
+        eventsController.addRoutes(to: router)
         let admin = AdminController(manager: manager, origins: origins, metrics: collector.metrics, views: sessions.views, hosts: hosts)
         admin.addRoutes(to: router)
         ImagesController(manager: manager, templates: templates).addRoutes(to: router)
@@ -96,7 +100,12 @@ public enum VMSessionAPI {
         let fastPath = ReadFastPath(
             sessions: sessions, admin: admin, access: manager.access, origins: origins, originMetrics: collector.metrics,
             http: httpMetrics.series, routes: routes)
-        return Routers(http: router, webSocket: webSocket, clients: { (streams.openCount, displays.total) }, readFastPath: fastPath)
+        let eventsFastPath = EventStreamFastPath(
+            events: events, access: manager.access, origins: origins, originMetrics: collector.metrics, http: httpMetrics.series,
+            limiter: streams, heartbeat: eventsController.heartbeat, routes: routes)
+        return Routers(
+            http: router, webSocket: webSocket, clients: { (streams.openCount, displays.total) }, readFastPath: fastPath,
+            eventsFastPath: eventsFastPath)
     }
 
     /// The HTTP routes alone, for tests that need no WebSocket.
@@ -140,20 +149,28 @@ public enum VMSessionAPI {
     /// (useful with port 0). Past `budget.connections` open connections it stops accepting until one closes:
     /// the connections it has keep being served, and new clients wait in the listen backlog. With `readFastPath`
     /// (the default) every connection answers the hot read GETs itself (``ReadFastPath``); without, the router
-    /// answers every request (the same answers, the way the tests compare them).
+    /// answers every request (the same answers, the way the tests compare them). With `eventsFastPath` (the default)
+    /// every connection serves event streams on its event loop (``EventStreamFastPath``); without, the router's
+    /// ``EventsController`` does (the same bytes).
     public static func buildApplication(
         routers: Routers, host: String, port: Int, logger: Logger,
-        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), readFastPath: Bool = true,
+        budget: ConnectionBudget = .init(connections: 1024, eventStreams: 768), readFastPath: Bool = true, eventsFastPath: Bool = true,
         onListening: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let fastPath: ReadFastPath? = readFastPath ? routers.readFastPath : nil
+        let streams: EventStreamFastPath? = eventsFastPath ? routers.eventsFastPath : nil
+        // In this order: the read fast path's installer puts its handler behind the state handler first, the event
+        // streams' installer puts its own behind that.
+        let installers: @Sendable () -> [any RemovableChannelHandler] = {
+            (fastPath.map { [ReadFastPathInstaller($0)] } ?? []) + (streams.map { [EventStreamInstaller($0)] } ?? [])
+        }
         return Application(
             router: routers.http,
             // Idle keep-alive connections close after a minute; a response in progress (an event stream) is never cut.
             server: .http1WebSocketUpgrade(
                 webSocketRouter: routers.webSocket,
                 configuration: .init(
-                    http1: .init(additionalChannelHandlers: fastPath.map { [ReadFastPathInstaller($0)] as [any RemovableChannelHandler] } ?? [], idleTimeout: .seconds(60)),
+                    http1: .init(additionalChannelHandlers: installers(), idleTimeout: .seconds(60)),
                     ws: webSocketConfiguration)),
             configuration: .init(
                 address: .hostname(host, port: port), serverName: serverName,

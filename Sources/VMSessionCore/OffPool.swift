@@ -21,3 +21,19 @@ public func offPool<T: Sendable, E: Error>(
     }
     return try result.get()
 }
+
+/// Runs blocking work on the same Dispatch threads as ``offPool(qos:_:)`` and hands its result to `completion`
+/// there: for code that is not async and must not block either (an event loop, which would stall every
+/// connection it serves). The completion hops back to where it belongs itself (`EventLoop.execute`).
+public func offPool<T: Sendable, E: Error>(
+    qos: DispatchQoS.QoSClass = .default, _ body: @escaping @Sendable () throws(E) -> T,
+    then completion: @escaping @Sendable (Result<T, E>) -> Void
+) {
+    DispatchQueue.global(qos: qos).async {
+        do throws(E) {
+            completion(.success(try body()))
+        } catch {
+            completion(.failure(error))
+        }
+    }
+}

@@ -27,6 +27,10 @@ import VMSessionStore
 /// with one hand-over per subscriber (its stream's buffer; its connection's task writes it). A thousand
 /// subscribers cost one encode per event, not a thousand, and a slow one never holds the others up: it is
 /// ended when its buffer is full.
+///
+/// Streams served on the event loops (the API's fast path) subscribe as ``LoopSubscriber``s instead: they are
+/// grouped by loop, and each batch costs one `execute` per loop, in which every subscriber of the loop writes the
+/// same bytes to its channel; no task wakes per event and stream.
 public final class EventHub: Sendable {
     /// How many undelivered events a subscriber may have before it is ended.
     public static let subscriberBuffer = 4096
@@ -80,6 +84,45 @@ public final class EventHub: Sendable {
         }
     }
 
+    /// One live frame as the loop subscribers get it: the event's id and session (to filter on), and its bytes.
+    public struct LiveFrame: Sendable {
+        public let id: Int64
+        public let session: SessionID
+        public let bytes: ByteBuffer
+    }
+
+    /// A subscriber that lives on an event loop: a connection's handler that writes frames to its channel itself.
+    ///
+    /// Why: handing each frame to each connection's task (``subscribeFrames(toAny:owners:)``) costs a task wake-up
+    /// and an async writer hop per event and connection. The hub instead groups these subscribers by loop and
+    /// makes **one** `execute` per loop per batch; in it every subscriber of the loop writes the same bytes to its
+    /// channel and flushes once. Every method is called on the subscriber's loop.
+    public protocol LoopSubscriber: AnyObject {
+        /// The frames of one batch for its subscription `key`, in id order (the subscriber filters by `sessions`, the
+        /// scope it subscribed with). Returns how many it took, or nil if it could not keep up and ended itself: the
+        /// hub then forgets it. A subscriber ignores a key that is no longer its own (a batch may trail its end).
+        func receive(_ frames: [LiveFrame], for key: UInt64, sessions: Set<SessionID>?) -> Int?
+        /// The hub ended the subscription `key` (its token was revoked); not called after it ended itself.
+        func endedByHub(_ key: UInt64)
+    }
+
+    /// A loop subscriber as the hub holds it: its loop, and the subscriber, touched only on that loop.
+    struct LoopMember: Sendable {
+        let key: UInt64
+        let loop: any EventLoop
+        let subscriber: NIOLoopBound<any LoopSubscriber>
+        let sessions: Set<SessionID>?
+        let owners: [Owner]
+
+        func endedByHub() { loop.execute { subscriber.value.endedByHub(key) } }
+    }
+
+    /// The loop subscribers of one event loop, keyed like every subscriber.
+    private struct LoopGroup {
+        let loop: any EventLoop
+        var members: [UInt64: LoopMember] = [:]
+    }
+
     private struct Subscriber {
         /// The sessions whose events it gets; nil for every session.
         let sessions: Set<SessionID>?
@@ -93,8 +136,17 @@ public final class EventHub: Sendable {
 
     private struct State {
         var subscribers: [UInt64: Subscriber] = [:]
+        /// The loop subscribers, by their loop (not in `subscribers`: the deliverer copies that per batch).
+        var loops: [ObjectIdentifier: LoopGroup] = [:]
+        /// Each loop subscriber's loop, to find its group.
+        var loopOf: [UInt64: ObjectIdentifier] = [:]
         var outbox: [SessionEvent] = []
         var delivering = false
+
+        mutating func removeLoopMember(_ key: UInt64) -> LoopMember? {
+            guard let loop = loopOf.removeValue(forKey: key) else { return nil }
+            return loops[loop]?.members.removeValue(forKey: key)
+        }
     }
 
     private let state = Mutex(State())
@@ -131,20 +183,36 @@ public final class EventHub: Sendable {
     /// Drains the outbox: takes a batch and a snapshot of the subscribers under the lock, yields outside it.
     private func deliver() {
         while true {
-            let next = state.withLock { state -> (batch: [SessionEvent], subscribers: [(UInt64, Subscriber)])? in
+            let next = state.withLock { state -> (batch: [SessionEvent], subscribers: [(UInt64, Subscriber)], loops: [LoopGroup])? in
                 guard !state.outbox.isEmpty else {
                     state.delivering = false
                     return nil
                 }
                 let batch = state.outbox
                 state.outbox.removeAll(keepingCapacity: true)
-                return (batch, Array(state.subscribers))
+                // The groups are copied on write: taking them costs nothing until a member comes or goes.
+                return (batch, Array(state.subscribers), Array(state.loops.values))
             }
             guard let next else { return }
             var overflowed: [UInt64] = []
             var delivered = 0
             // Each event's frame is encoded at most once, when the first frame subscriber wants it.
             var frames = [ByteBuffer?](repeating: nil, count: next.batch.count)
+            func frame(_ index: Int) -> ByteBuffer {
+                if let frame = frames[index] { return frame }
+                let frame = encodeFrame(next.batch[index])
+                frames[index] = frame
+                return frame
+            }
+            for group in next.loops where !group.members.isEmpty {
+                let wanted = next.batch.indices.filter { index in
+                    group.members.values.contains { $0.sessions?.contains(next.batch[index].sessionID) ?? true }
+                }
+                guard !wanted.isEmpty else { continue }
+                let live = wanted.map { LiveFrame(id: next.batch[$0].id, session: next.batch[$0].sessionID, bytes: frame($0)) }
+                let members = group.members
+                group.loop.execute { [self] in self.deliver(live, to: members) }
+            }
             for (key, subscriber) in next.subscribers {
                 for (index, event) in next.batch.enumerated() where subscriber.wants(event) {
                     let result: YieldOutcome
@@ -152,9 +220,7 @@ public final class EventHub: Sendable {
                     case .events(let continuation):
                         result = YieldOutcome(continuation.yield(event))
                     case .frames(let continuation):
-                        let frame = frames[index] ?? encodeFrame(event)
-                        frames[index] = frame
-                        result = YieldOutcome(continuation.yield(.frame(id: event.id, frame)))
+                        result = YieldOutcome(continuation.yield(.frame(id: event.id, frame(index))))
                     }
                     if result == .dropped {
                         overflowed.append(key)
@@ -166,6 +232,46 @@ public final class EventHub: Sendable {
             metrics.eventsDelivered(delivered)
             if !overflowed.isEmpty { metrics.subscribersDropped(end(keys: overflowed)) }
         }
+    }
+
+    /// On a group's loop: hands one batch to each of its members; forgets those that could not keep up.
+    private func deliver(_ frames: [LiveFrame], to members: [UInt64: LoopMember]) {
+        var delivered = 0
+        var overflowed: [UInt64] = []
+        for (key, member) in members {
+            if let count = member.subscriber.value.receive(frames, for: key, sessions: member.sessions) {
+                delivered += count
+            } else {
+                overflowed.append(key)
+            }
+        }
+        metrics.eventsDelivered(delivered)
+        if !overflowed.isEmpty { metrics.subscribersDropped(remove(keys: overflowed)) }
+    }
+
+    /// Live events from now on as SSE frames, of any of `sessions` (nil: all), handed to `subscriber` on `loop` (its
+    /// channel's), in one hop per loop per batch (see ``LoopSubscriber``). Call it on `loop`. It ends as
+    /// ``subscribe(toAny:owners:)`` does (``LoopSubscriber/endedByHub()``), or when the subscriber calls
+    /// ``unsubscribe(_:)`` (its connection closed) or ends itself. Returns the key to unsubscribe with.
+    public func subscribe(
+        on loop: any EventLoop, toAny sessions: Set<SessionID>?, owners: [Owner], _ subscriber: any LoopSubscriber
+    ) -> UInt64 {
+        let key = nextSubscriber.add(1, ordering: .relaxed).newValue
+        let member = LoopMember(key: key, loop: loop, subscriber: NIOLoopBound(subscriber, eventLoop: loop), sessions: sessions, owners: owners)
+        state.withLock { state in
+            state.loops[ObjectIdentifier(loop), default: LoopGroup(loop: loop)].members[key] = member
+            state.loopOf[key] = ObjectIdentifier(loop)
+        }
+        return key
+    }
+
+    /// Forgets a loop subscription without ending it (its connection is gone, or it ended itself).
+    public func unsubscribe(_ key: UInt64) { remove(keys: [key]) }
+
+    /// Removes loop subscribers under the lock without telling them; returns how many there were.
+    @discardableResult
+    private func remove(keys: [UInt64]) -> Int {
+        state.withLock { state in keys.compactMap { state.removeLoopMember($0) }.count }
     }
 
     /// Live events from now on, for one session or (nil) all, on behalf of `owner`.
@@ -230,8 +336,14 @@ public final class EventHub: Sendable {
     /// Ends every subscription one of whose owners matches (a revoked token's streams). Returns how many ended.
     @discardableResult
     public func end(where matches: (Owner) -> Bool) -> Int {
-        let keys = state.withLock { state in state.subscribers.filter { $0.value.owners.contains(where: matches) }.map(\.key) }
-        return end(keys: keys)
+        let (keys, members) = state.withLock { state in
+            let keys = state.subscribers.filter { $0.value.owners.contains(where: matches) }.map(\.key)
+            let loopKeys = state.loops.values.flatMap { group in group.members.filter { $0.value.owners.contains(where: matches) }.map(\.key) }
+            return (keys, loopKeys.compactMap { state.removeLoopMember($0) })
+        }
+        // Told outside the lock, on their loops.
+        for member in members { member.endedByHub() }
+        return end(keys: keys) + members.count
     }
 
     /// Removes subscribers under the lock, then finishes their streams outside it.
@@ -242,5 +354,5 @@ public final class EventHub: Sendable {
         return removed.count
     }
 
-    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+    public var subscriberCount: Int { state.withLock { $0.subscribers.count + $0.loopOf.count } }
 }

@@ -138,7 +138,8 @@ struct Daemon {
         if settings.port != 0 { manager.address.listening(host: host, port: settings.port) }
         let logger = self.logger
         let app = VMSessionAPI.buildApplication(
-            routers: routers, host: host, port: settings.port, logger: logger, budget: budget, readFastPath: settings.readFastPath
+            routers: routers, host: host, port: settings.port, logger: logger, budget: budget, readFastPath: settings.readFastPath,
+            eventsFastPath: settings.eventsFastPath
         ) { port in
             let shown = host.contains(":") ? "[\(host)]" : host
             manager.address.listening(host: host, port: port)

@@ -66,6 +66,9 @@ struct DaemonSettings: Sendable {
     /// Whether the hot read GETs are answered below Hummingbird's async layer (`readFastPath`: on or off; the
     /// answers are the same either way, see `ReadFastPath`).
     var readFastPath = true
+    /// Whether event streams are served on the event loops (`eventsFastPath`: on or off; the streams are the same
+    /// either way, see `EventStreamFastPath`).
+    var eventsFastPath = true
     /// Remote libvirt hosts (`hosts`: `NAME URI [KEY=VALUE]... [maxSessions=N]` each), beside the local one.
     var hosts: [HostDefinition] = []
 
@@ -223,6 +226,10 @@ struct DaemonSettings: Sendable {
         guard ["on", "off"].contains(fastPathText) else {
             throw VMSessionError(.invalidArgument, "readFastPath must be on or off; got '\(fastPathText)'.")
         }
+        let eventsFastPathText = config.string(forKey: "eventsFastPath", default: "on")
+        guard ["on", "off"].contains(eventsFastPathText) else {
+            throw VMSessionError(.invalidArgument, "eventsFastPath must be on or off; got '\(eventsFastPathText)'.")
+        }
         var sessionVariables = environment.filter { sessionVariableNames.contains($0.key) }
         sessionVariables["DISPLAY"] = display
         if let wayland = config.string(forKey: "waylandDisplay") { sessionVariables["WAYLAND_DISPLAY"] = wayland }
@@ -241,7 +248,7 @@ struct DaemonSettings: Sendable {
             maximumPendingOrigins: try limit("pendingOrigins", 64), console: console,
             consoleLog: ConsoleLogBound(keepBytes: UInt64(logBytes)), capMechanism: capMechanism,
             cgroupDirectory: cgroupDirectory?.isEmpty == false ? cgroupDirectory.map(absolute) : nil, guestEgress: guestEgress,
-            metricsListen: metricsListen, readFastPath: fastPathText == "on",
+            metricsListen: metricsListen, readFastPath: fastPathText == "on", eventsFastPath: eventsFastPathText == "on",
             hosts: try (config.stringArray(forKey: "hosts") ?? []).map { spec throws(VMSessionError) in
                 do throws(VMSessionError) {
                     return try HostDefinition.parse(spec: spec)

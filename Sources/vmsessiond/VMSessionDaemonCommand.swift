@@ -58,6 +58,8 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
                                                       GET /metrics, without a token; the daemon's own needs the admin token)
               readFastPath  VMSESSIOND_READ_FAST_PATH default on (GET of a session, the list, an operation, /api/v1
                                                       answered below Hummingbird's async layer; off: by the router)
+              eventsFastPath VMSESSIOND_EVENTS_FAST_PATH default on (event streams written on the event loops, one
+                                                      hop per loop per batch of events; off: by the router)
               hosts         VMSESSIOND_HOSTS          default none (remote libvirt hosts beside the local one, each
                                                       "NAME URI [KEY=VALUE]... [maxSessions=N]"; a JSON array of
                                                       strings, or comma-separated in the variable; flag --host)
@@ -124,6 +126,9 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("read-fast-path"), help: "on (default) or off: answer the hot read GETs below Hummingbird's async layer.")
     var readFastPath: String?
 
+    @Option(name: .customLong("events-fast-path"), help: "on (default) or off: serve event streams on the event loops.")
+    var eventsFastPath: String?
+
     @Option(name: .customLong("host"), help: "A remote libvirt host, as 'NAME URI [KEY=VALUE]... [maxSessions=N]'; repeatable.")
     var host: [String] = []
 
@@ -160,6 +165,7 @@ struct VMSessionDaemonCommand: AsyncParsableCommand {
         flags["waylandDisplay"] = waylandDisplay
         flags["x11Idle"] = x11Idle
         flags["readFastPath"] = readFastPath
+        flags["eventsFastPath"] = eventsFastPath
         let settings: DaemonSettings
         do {
             settings = try await DaemonSettings.load(flags: flags, hostFlags: host, configFile: config, environment: environment)

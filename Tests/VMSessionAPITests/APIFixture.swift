@@ -18,6 +18,8 @@ import VMSessionStore
 struct APIFixture {
     let manager: SessionManager
     let store: SessionStore
+    /// The hub the daemon's events go through (tests record events into it directly).
+    let events: EventHub
     let directory: String
     let images: ImageStore
     /// The admin token, as `vmsessionctl` reads it from the state directory.
@@ -90,7 +92,7 @@ struct APIFixture {
         let app = Application(router: router, logger: logger)
         let admin = try String(contentsOfFile: adminToken.path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let fixture = APIFixture(
-            manager: manager, store: store, directory: directory, images: images, adminToken: admin,
+            manager: manager, store: store, events: events, directory: directory, images: images, adminToken: admin,
             routes: router.routes.map(\.description), controller: controller, hosts: hosts, live: LiveServers(routers: routers))
         try await withThrowingTaskGroup { group in
             group.addTask { try await manager.run() }

@@ -246,26 +246,34 @@ struct ReadFastPathTests {
     }
 }
 
-/// The fixture's routers served twice on loopback ports, as the daemon serves them: with the read fast path, and
-/// without. Built where the routers are made (they are not `Sendable`); run by the tests that use them.
+/// The fixture's routers served twice on loopback ports, as the daemon serves them: with the fast paths (reads and
+/// event streams), and without. Built where the routers are made (they are not `Sendable`); run by the tests that use them.
 final class LiveServers: Sendable {
     private let servers: [any Service]
     private let ports: PortBox
     let readFastPath: ReadFastPath
+    let eventsFastPath: EventStreamFastPath
 
     init(routers: VMSessionAPI.Routers) {
         let ports = PortBox()
         servers = [true, false].map { fastPath -> any Service in
             VMSessionAPI.buildApplication(
-                routers: routers, host: "127.0.0.1", port: 0, logger: Logger(label: "test"), readFastPath: fastPath
+                routers: routers, host: "127.0.0.1", port: 0, logger: Logger(label: "test"), readFastPath: fastPath,
+                eventsFastPath: fastPath
             ) { port in ports.set(fastPath, port) }
         }
         self.ports = ports
         readFastPath = routers.readFastPath
+        eventsFastPath = routers.eventsFastPath
     }
 
     /// Serves both while `body` runs with their ports, then shuts them down.
     func run(_ body: @Sendable (_ fast: Int, _ slow: Int) async throws -> Void) async throws {
+        try await run { fast, slow, _ in try await body(fast, slow) }
+    }
+
+    /// Serves both while `body` runs with their ports and a way to begin their graceful shutdown, then shuts them down.
+    func run(_ body: @Sendable (_ fast: Int, _ slow: Int, _ shutDown: @Sendable () async -> Void) async throws -> Void) async throws {
         let group = ServiceGroup(configuration: .init(services: servers, logger: Logger(label: "test")))
         try await withThrowingTaskGroup { tasks in
             tasks.addTask { try await group.run() }
@@ -277,7 +285,7 @@ final class LiveServers: Sendable {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 let (fast, slow) = try #require(bound)
-                try await body(fast, slow)
+                try await body(fast, slow) { await group.triggerGracefulShutdown() }
             } catch {
                 await group.triggerGracefulShutdown()
                 throw error

@@ -1,5 +1,7 @@
 import Foundation
 import NIOCore
+import NIOPosix
+import Synchronization
 import Testing
 import VMSessionCore
 import VMSessionDaemon
@@ -117,5 +119,107 @@ struct EventFanOutTests {
         }
         #expect(ids == queued.map(\.id))
         #expect(hub.subscriberCount == 0)
+    }
+
+    /// A loop subscriber that records, under a lock, what the hub gave it and whether it was on its own loop.
+    final class Recorder: EventHub.LoopSubscriber, Sendable {
+        struct Seen {
+            var batches: [[Int64]] = []
+            var bytes: [ByteBuffer] = []
+            var ended = 0
+            var offLoop = 0
+        }
+
+        let loop: any EventLoop
+        let refuses: Bool
+        let seen = Mutex(Seen())
+
+        init(loop: any EventLoop, refuses: Bool = false) {
+            self.loop = loop
+            self.refuses = refuses
+        }
+
+        func receive(_ frames: [EventHub.LiveFrame], for key: UInt64, sessions: Set<SessionID>?) -> Int? {
+            let wanted = frames.filter { sessions?.contains($0.session) ?? true }
+            let onLoop = loop.inEventLoop
+            seen.withLock { seen in
+                seen.batches.append(wanted.map(\.id))
+                seen.bytes += wanted.map(\.bytes)
+                if !onLoop { seen.offLoop += 1 }
+            }
+            return refuses ? nil : wanted.count
+        }
+
+        func endedByHub(_ key: UInt64) {
+            let onLoop = loop.inEventLoop
+            seen.withLock { seen in
+                seen.ended += 1
+                if !onLoop { seen.offLoop += 1 }
+            }
+        }
+    }
+
+    @Test("loop subscribers get each batch on their own loop, once per batch, the same bytes; revoked or refusing, they are forgotten")
+    func loopSubscribers() throws {
+        let store = try SessionStore.inMemory()
+        let hub = EventHub(store: store)
+        let (one, two) = (Self.session("one"), Self.session("two"))
+        for (index, stored) in [one, two].enumerated() { _ = try store.createSession(stored, tokenHash: [UInt8(index + 1)], event: (.sessionCreated, "{}")) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
+        let loops = [group.next(), group.next()]
+        #expect(loops[0] !== loops[1])
+        let base = hub.subscriberCount
+        // On each loop: 20 followers of session one on its token, 20 of every session on the admin's.
+        var followers: [(recorder: Recorder, key: UInt64, scoped: Bool)] = []
+        for loop in loops {
+            for index in 0..<40 {
+                let recorder = Recorder(loop: loop)
+                let scoped = index < 20
+                let owner = scoped ? EventHub.Owner(session: one.session.id, tokenHash: [1]) : EventHub.Owner(session: nil, tokenHash: [2])
+                let key = try loop.submit { hub.subscribe(on: loop, toAny: scoped ? [one.session.id] : nil, owners: [owner], recorder) }.wait()
+                followers.append((recorder, key, scoped))
+            }
+        }
+        #expect(hub.subscriberCount == base + 80)
+        func settle() throws { for loop in loops { try loop.submit {}.wait() } }
+        let first = try hub.record { [try store.append(.progress, payload: "{}", for: one.session.id, at: Date())] }
+        let second = try hub.record {
+            [try store.append(.progress, payload: "{}", for: one.session.id, at: Date()),
+             try store.append(.progress, payload: "{}", for: two.session.id, at: Date())]
+        }
+        try settle()
+        #expect(hub.framesEncodedCount == 3)
+        let expected = (first + second).map(EventHub.frame)
+        for follower in followers {
+            let seen = follower.recorder.seen.withLock { $0 }
+            #expect(seen.offLoop == 0)
+            if follower.scoped {
+                #expect(seen.batches == [[first[0].id], [second[0].id]])
+                #expect(seen.bytes == [expected[0], expected[1]])
+            } else {
+                #expect(seen.batches == [[first[0].id], [second[0].id, second[1].id]])
+                #expect(seen.bytes == expected)
+            }
+        }
+        // The token of session one revoked: its 40 streams are ended on their loops, the admin's are not.
+        #expect(hub.end { $0.tokenHash == [1] } == 40)
+        try settle()
+        #expect(hub.subscriberCount == base + 40)
+        for follower in followers {
+            #expect(follower.recorder.seen.withLock { $0.ended } == (follower.scoped ? 1 : 0))
+        }
+        // One that goes (its connection closed) and one that cannot keep up (it refuses the batch) are forgotten.
+        let gone = try #require(followers.first { !$0.scoped })
+        hub.unsubscribe(gone.key)
+        #expect(hub.subscriberCount == base + 39)
+        let refusing = Recorder(loop: loops[1], refuses: true)
+        _ = try loops[1].submit { hub.subscribe(on: loops[1], toAny: nil, owners: [.daemon], refusing) }.wait()
+        #expect(hub.subscriberCount == base + 40)
+        try hub.record { [try store.append(.progress, payload: "{}", for: two.session.id, at: Date())] }
+        try settle()
+        #expect(hub.subscriberCount == base + 39)
+        #expect(refusing.seen.withLock { $0.batches.count } == 1)
+        #expect(gone.recorder.seen.withLock { $0.batches.count } == 2)
     }
 }
