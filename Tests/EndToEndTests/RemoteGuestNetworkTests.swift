@@ -20,8 +20,8 @@ extension RealGuestSuites.RemoteHostTests {
             let name = (String(decoding: first, as: UTF8.self) as NSString).lastPathComponent
             return ["passt", "pasta", "socat"].contains(name) ? (entry, name) : nil
         }
-        let pids = Set(helpers.map(\.entry.pid))
-        return helpers.filter { !pids.contains($0.entry.ppid) }.map { ($0.entry.pid, $0.name) }
+        let socats = Set(helpers.filter { $0.name == "socat" }.map(\.entry.pid))
+        return helpers.filter { !($0.name == "socat" && socats.contains($0.entry.ppid)) }.map { ($0.entry.pid, $0.name) }
     }
 
     /// What the guest's probe printed on the relayed console (`EGRESS name reached|blocked`), by target.
