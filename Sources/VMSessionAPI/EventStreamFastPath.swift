@@ -37,7 +37,7 @@ import VMSessionMetrics
 /// are the shared buffers of the hub (one storage per event for every stream), as they are on the router's path.
 /// The client reconnects with `Last-Event-ID` and replays the rest.
 public final class EventStreamFastPath: Sendable {
-    enum Route: Hashable, CaseIterable {
+    enum Route: FastPathRoute {
         case session, all
 
         var pattern: String {
@@ -83,12 +83,7 @@ public final class EventStreamFastPath: Sendable {
         self.http = http
         self.limiter = limiter
         self.heartbeat = heartbeat
-        var endpoints: [Route: String] = [:]
-        for route in Route.allCases {
-            let name = RouterPath(route.pattern).description
-            if routes.contains(where: { $0.method == .get && $0.path.description == name }) { endpoints[route] = name }
-        }
-        self.endpoints = endpoints
+        self.endpoints = Route.endpoints(servedBy: routes)
     }
 
     /// How many streams this path took (what the tests check it against).
@@ -104,12 +99,7 @@ public final class EventStreamFastPath: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         let request = Request(head: head, body: .init(buffer: ByteBuffer()))
         let verdict = OriginGuard<APIRequestContext>.verdict(of: request, origins: origins)
-        let cors: WebOrigin?
-        switch verdict {
-        case .noOrigin, .sameOrigin: cors = nil
-        case .approved(let origin): cors = origin
-        case .publicAsset, .invalid, .denied, .pending: return nil
-        }
+        guard case .pass(let cors) = FastPathOrigin(verdict) else { return nil }
         let scope: Set<SessionID>?
         let owners: [EventHub.Owner]
         let since: Int64?

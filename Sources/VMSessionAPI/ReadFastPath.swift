@@ -30,7 +30,7 @@ import VMSessionMetrics
 /// not read yet) is passed on, so the slow path writes it and counts it.
 public final class ReadFastPath: Sendable {
     /// The routes answered here.
-    enum Route: Hashable, CaseIterable {
+    enum Route: FastPathRoute {
         case daemonInfo, sessionList, session, operation
 
         /// The path as the router has it (its `RouterPath` names the route in the metrics).
@@ -71,12 +71,7 @@ public final class ReadFastPath: Sendable {
         self.origins = origins
         self.originMetrics = originMetrics
         self.http = http
-        var endpoints: [Route: String] = [:]
-        for route in Route.allCases {
-            let name = RouterPath(route.pattern).description
-            if routes.contains(where: { $0.method == .get && $0.path.description == name }) { endpoints[route] = name }
-        }
-        self.endpoints = endpoints
+        self.endpoints = Route.endpoints(servedBy: routes)
     }
 
     /// How many requests were answered here (what the tests check the fast path against).
@@ -94,12 +89,7 @@ public final class ReadFastPath: Sendable {
         let request = Request(head: head, body: .init(buffer: ByteBuffer()))
         // OriginGuard: programs, the daemon's own page, and approved origins (with CORS) get through.
         let verdict = OriginGuard<APIRequestContext>.verdict(of: request, origins: origins)
-        let cors: WebOrigin?
-        switch verdict {
-        case .noOrigin, .sameOrigin: cors = nil
-        case .approved(let origin): cors = origin
-        case .publicAsset, .invalid, .denied, .pending: return nil
-        }
+        guard case .pass(let cors) = FastPathOrigin(verdict) else { return nil }
         let credentials = Credentials(of: request, access: access, origins: origins)
         let body: ByteBuffer
         do throws(VMSessionError) {
