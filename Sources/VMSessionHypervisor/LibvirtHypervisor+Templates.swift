@@ -31,17 +31,24 @@ extension LibvirtHypervisor {
         try await SeedImage.write(seed, to: seedPath(for: id), scratch: machineDirectory(for: id) + "/seed")
     }
 
-    public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
-        try VMTemplate.validate(name: name)
-        let directory = templateDirectory(name)
+    /// An empty `DIRECTORY.partial` (0700) where a template is made before it is moved into place, so that a
+    /// template cut short is never taken for a whole one; a leftover of an earlier attempt is removed first.
+    static func freshPartialDirectory(for directory: String) throws(VMSessionError) -> String {
         let partial = directory + ".partial"
-        let manager = FileManager.default
-        try? manager.removeItem(atPath: partial)
+        try? FileManager.default.removeItem(atPath: partial)
         do {
-            try manager.createDirectory(atPath: partial, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(atPath: partial, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw VMSessionError(.ioError, "Cannot create the template's directory \(partial).", cause: error)
         }
+        return partial
+    }
+
+    public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
+        try VMTemplate.validate(name: name)
+        let directory = templateDirectory(name)
+        let partial = try LibvirtHypervisor.freshPartialDirectory(for: directory)
+        let manager = FileManager.default
         let memory = partial + "/" + Self.templateMemory
         // 1. The memory: the VM stops here, its disk quiet from now on.
         try await call("save the VM's memory for template '\(name)'") { connection in

@@ -33,14 +33,8 @@ extension RemoteLibvirtHypervisor {
     public func captureTemplate(_ name: String, of id: SessionID) async throws(VMSessionError) -> Int64 {
         try VMTemplate.validate(name: name)
         let directory = templateDirectory(name)
-        let partial = directory + ".partial"
+        let partial = try LibvirtHypervisor.freshPartialDirectory(for: directory)
         let manager = FileManager.default
-        try? manager.removeItem(atPath: partial)
-        do {
-            try manager.createDirectory(atPath: partial, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        } catch {
-            throw VMSessionError(.ioError, "Cannot create the template's directory \(partial).", cause: error)
-        }
         // The VM's QEMU stops with the save (and a new one restores it): its console and display come home again after.
         relay.detach(id)
         await stopForwardingDisplay(id)
