@@ -18,7 +18,7 @@ SSH host's user, processes and files) is torn down at the end, also on failure. 
 import argparse, http.client, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_overhead import EventListener  # noqa: E402
+from daemon_overhead import ControlClient  # noqa: E402
 from sshhost import SSHHost  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
@@ -154,17 +154,13 @@ def measure_side(daemon, remote, cold_runs, control_runs):
         if index < cold_runs - 1:
             daemon.act(session, token, "close")
     wait_for_console(lambda: daemon.console(session, remote), READY_MARKER)
-    listener = EventListener(daemon.port, session, token)
-    listener.start()
-    listener.connected.wait(10)
+    # The same client as daemon_overhead's control section: keep-alive requests, the stream read in the same thread.
+    client = ControlClient(daemon.port, session, token)
     path = f"/api/v1/sessions/{session}"
     for _ in range(control_runs):
-        start = time.perf_counter()
-        daemon.expect("POST", path + "/pause", token, {})
-        pause.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "paused", timeout=120) - start) * 1000)
-        start = time.perf_counter()
-        daemon.expect("POST", path + "/resume", token, {})
-        resume.append((listener.wait_for(start, "stateChanged", lambda d: d["state"] == "running", timeout=120) - start) * 1000)
+        pause.append(client.act("POST", path + "/pause", {}, "stateChanged", lambda d: d["state"] == "paused", timeout=120))
+        resume.append(client.act("POST", path + "/resume", {}, "stateChanged", lambda d: d["state"] == "running", timeout=120))
+    client.close()
     status, reply = daemon.call("PUT", path + "/execution-cap", token, {"cap": 50})
     error = reply.get("error")
     cap = {"status": status, "code": error.get("code") if isinstance(error, dict) else reply.get("code"), "answer": reply}
