@@ -198,8 +198,13 @@ struct EventStreamFastPathTests {
             // plus the hub's 4096 queued events (the router's bound), or plus the fast path's bound in bytes.
             let value = String(repeating: "x", count: 2000)
             try await fixture.live.run { fast, slow in
+                let before = fixture.events.subscriberCount
                 for port in [fast, slow] {
-                    let subscribers = fixture.events.subscriberCount
+                    // The previous round's streams are closed; their subscriptions go as their connections close,
+                    // asynchronously: each round starts from none of them left (none leaked either).
+                    for _ in 0..<500 where fixture.events.subscriberCount != before { try await Task.sleep(for: .milliseconds(10)) }
+                    #expect(fixture.events.subscriberCount == before, "port \(port == fast ? "fast" : "slow"): a stream of the last round is left")
+                    let subscribers = before
                     let dropped = try await client.scrape(fixture.adminToken).value("vmsessiond_event_subscribers_dropped_total", [:]) ?? 0
                     let stalled = try StalledClient(port: port, request: request)
                     defer { stalled.close() }
