@@ -166,9 +166,7 @@ extension LibvirtHypervisor {
         async let networkUp = StepTimes.timed { () async throws(VMSessionError) in try await self.network?.up(spec.id) }
         let header: SaveImageHeader
         do {
-            var read = try Self.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
-            read.xml = try TemplateDomainXML.retarget(read.xml, from: source, to: spec.id, sessionName: spec.sessionName)
-            header = read
+            header = try Self.sessionHeader(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)
         } catch {
             _ = await (seedWritten, networkUp)
             throw error
@@ -217,8 +215,15 @@ extension LibvirtHypervisor {
 
     /// The XML saved in the template header file at `path`, made into the session's (see ``TemplateDomainXML``).
     static func sessionXML(header path: String, for spec: MachineSpec, source: SessionID) throws(VMSessionError) -> String {
-        let header = try readHeader(path)
-        return try TemplateDomainXML.retarget(header.xml, from: source, to: spec.id, sessionName: spec.sessionName)
+        try sessionHeader(header: path, for: spec, source: source).xml
+    }
+
+    /// The template header file at `path` with its XML made into the session's: what the session's restore writes
+    /// over the template's image.
+    static func sessionHeader(header path: String, for spec: MachineSpec, source: SessionID) throws(VMSessionError) -> SaveImageHeader {
+        var header = try readHeader(path)
+        header.xml = try TemplateDomainXML.retarget(header.xml, from: source, to: spec.id, sessionName: spec.sessionName)
+        return header
     }
 
     /// Restores the VM of `id` from the save image at `path`, running; with `header`, after writing it over the
@@ -269,12 +274,15 @@ extension LibvirtHypervisor {
             throw VMSessionError(.notFound, "The template's file \(path) is missing.")
         }
         defer { try? handle.close() }
-        let start = (try? handle.read(upToCount: SaveImageHeader.size)) ?? Data()
-        guard start.count == SaveImageHeader.size else { throw VMSessionError(.ioError, "\(path) is too short for a save image.") }
-        let length = Int(start[start.startIndex + 20]) | Int(start[start.startIndex + 21]) << 8 | Int(start[start.startIndex + 22]) << 16
-            | Int(start[start.startIndex + 23]) << 24
-        guard length <= 16 << 20 else { throw VMSessionError(.ioError, "\(path) has a header of \(length) bytes; not a template's.") }
-        let rest = (try? handle.read(upToCount: length)) ?? Data()
-        return try SaveImageHeader(parsing: [UInt8](start) + [UInt8](rest))
+        // Read in order from the start: the offsets asked for are where the handle already is.
+        let bytes: [UInt8]
+        do {
+            bytes = try SaveImageHeader.headerBytes(of: path) { _, length in [UInt8]((try? handle.read(upToCount: length)) ?? Data()) }
+        } catch let error as VMSessionError {
+            throw error
+        } catch {
+            throw VMSessionError(.ioError, "Cannot read the save image \(path).", cause: error)
+        }
+        return try SaveImageHeader(parsing: bytes)
     }
 }

@@ -75,11 +75,11 @@ extension RemoteLibvirtHypervisor {
         } catch {
             throw VMSessionError(.ioError, "Cannot create the VM directory \(directory).", cause: error)
         }
-        // A seed is always there (the VM's XML has the template's seed drive): a first start cut short before
-        // writing its own must not leave a later cold boot without one.
         // The session's own network on the host: the template's NIC (retargeted with the rest of the XML) names
         // the session's net.sock there.
         if let egress = spec.egress { _ = try network?.prepare(spec.id, policy: egress) }
+        // A seed is always there (the VM's XML has the template's seed drive): a first start cut short before
+        // writing its own must not leave a later cold boot without one.
         let localSeed = try await writeLocalSeed(spec.seed, for: spec.id)
         defer { if let localSeed { try? FileManager.default.removeItem(atPath: localSeed) } }
         times.lap("local")
@@ -102,9 +102,8 @@ extension RemoteLibvirtHypervisor {
         guard let seed = spec.seed else {
             throw VMSessionError(.internalError, "A start from a template needs the session's seed (its user-data, or an empty one).")
         }
-        var header = try LibvirtHypervisor.readHeader(templateDirectory(name) + "/" + Self.templateHeader)
-        header.xml = try TemplateDomainXML.retarget(header.xml, from: source, to: spec.id, sessionName: spec.sessionName)
-        let bytes = try header.encoded()
+        let bytes = try LibvirtHypervisor.sessionHeader(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)
+            .encoded()
         try await replaceSeed(seed, for: spec.id)
         times.lap("seed")
         // The network first: the restored QEMU connects to it at once.

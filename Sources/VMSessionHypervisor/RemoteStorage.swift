@@ -230,12 +230,9 @@ final class RemoteStorage: Sendable {
             // The disk as it was when the memory was saved (the VM is stopped): copied on the host, never sent.
             let copy = try RemoteVolumes.volumeXML(name: RemoteVolumes.templateDiskName(name), capacity: try disk.info().capacity, format: "qcow2")
             _ = try pool.createVolume(xml: copy, from: disk)
-            let start = try memory.bytes(at: 0, length: UInt64(SaveImageHeader.size))
-            guard start.count == SaveImageHeader.size else { throw VMSessionError(.ioError, "The template's memory image is too short.") }
-            let length = UInt64(start[20]) | UInt64(start[21]) << 8 | UInt64(start[22]) << 16 | UInt64(start[23]) << 24
-            guard length <= 16 << 20 else { throw VMSessionError(.ioError, "The template's memory image has a header of \(length) bytes.") }
-            let header = start + (try memory.bytes(at: UInt64(SaveImageHeader.size), length: length))
-            _ = try SaveImageHeader(parsing: header)
+            let header = try SaveImageHeader.headerBytes(of: "The template's memory image") { offset, length in
+                try memory.bytes(at: offset, length: UInt64(length))
+            }
             _ = try pool.createVolume(xml: try RemoteVolumes.volumeXML(name: RemoteVolumes.templateMarkerName(name), capacity: 0, format: "raw"))
             // The prepared session runs on from the same memory.
             try connection.restoreDomain(from: memoryPath)

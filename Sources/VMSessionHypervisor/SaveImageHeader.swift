@@ -22,6 +22,23 @@ public struct SaveImageHeader: Equatable, Sendable {
     public var xml: String
     public var cookie: [UInt8]
 
+    /// The largest data block read as a header: libvirt pads it to 64 KiB; anything near this is not a template's.
+    public static let maximumDataLength = 16 << 20
+
+    /// The first ``size`` + `dataLength` bytes of the save image `image` (named in errors), read through
+    /// `read(offset, length)`: a local file, or a volume on a remote host. Checked to parse.
+    public static func headerBytes<E: Error>(
+        of image: String, _ read: (_ offset: UInt64, _ length: Int) throws(E) -> [UInt8]
+    ) throws -> [UInt8] {
+        let start = try read(0, size)
+        guard start.count == size else { throw VMSessionError(.ioError, "\(image) is too short for a save image.") }
+        let length = Int(start[20]) | Int(start[21]) << 8 | Int(start[22]) << 16 | Int(start[23]) << 24
+        guard length <= maximumDataLength else { throw VMSessionError(.ioError, "\(image) has a header of \(length) bytes; not a template's.") }
+        let bytes = start + (try read(UInt64(size), length))
+        _ = try SaveImageHeader(parsing: bytes)
+        return bytes
+    }
+
     /// Parses the first ``size`` + `dataLength` bytes of a save image (more may follow; they are ignored).
     public init(parsing bytes: [UInt8]) throws(VMSessionError) {
         guard bytes.count >= Self.size, Array(bytes[0..<16]) == Self.magic else {
