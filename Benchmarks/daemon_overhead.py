@@ -10,7 +10,8 @@ same figures as JSON (path printed at the end).
   2. control      pause / resume / cap: HTTP request -> its event on the SSE stream vs the bare libvirt call
   3. read path    GET /api/v1/sessions/{id} under wrk vs virDomainGetInfo against a libvirtd (test driver)
                   over its Unix socket, at the same concurrency
-  4. fan-out      100 and 1000 SSE clients on one session: emission -> receipt, events lost
+  4. fan-out      100 and 1000 SSE clients on one session: emission -> receipt, events lost, beside the same client
+                  against a server that only fans out (vmsessionbench-peer fanout-floor): the client's and kernel's floor
   5. footprint    daemon RSS and PSS idle (anonymous and file-backed; after start-up has settled) and with N
                   sessions, start-up time to the first answer with N sessions, against libvirtd's RSS and PSS and
                   the idle goal (IDLE_RSS_GOAL_MIB); Benchmarks/footprint.py breaks the same figures down by part
@@ -446,7 +447,7 @@ def fan_out_run(port, session, token, clients, events, gap=0.02):
         sent, reply, next_send, waiting, drain_until = 0, b"", time.perf_counter(), False, None
         while True:
             if not waiting and sent < events and time.perf_counter() >= next_send:
-                body = json.dumps({"value": str(time.perf_counter_ns())}).encode()
+                body = json.dumps({"value": str(time.perf_counter_ns())}, separators=(",", ":")).encode()  # compact: the floor sends it as is
                 emitter.sendall(f"PUT /api/v1/sessions/{session}/properties/bench HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                 f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
                 sent, waiting = sent + 1, True
@@ -506,9 +507,24 @@ def fan_out(opts, work):
     if opts.baseline:
         variants.append(("baseline", opts.baseline, []))
     results = {"compared": "PUT of a property (carrying its send time) to receipt of its propertyChanged event in every SSE client; "
-                           "daemon: event streams on the event loops; router: the same binary with --events-fast-path off",
+                           "daemon: event streams on the event loops; router: the same binary with --events-fast-path off; "
+                           "floor: vmsessionbench-peer fanout-floor, one poll(2) thread that only writes each PUT's body to every "
+                           "stream (what this client and the kernel cost, with no daemon work)",
                "runs": []}
     for round_ in range(1 if opts.quick else opts.fanout_runs):
+        # The floor first: the same client against a server that does nothing but the fan-out (see FanOutFloor).
+        floor = subprocess.Popen([opts.peer, "fanout-floor"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            port = int(re.search(rb"127\.0\.0\.1:(\d+)", floor.stdout.readline()).group(1))
+            for clients in sizes:
+                cpu = cpu_seconds(floor.pid)
+                latencies, lost = fan_out_run(port, "floor", "floor", clients, events)
+                results["runs"].append({"variant": "floor", "round": round_, "clients": clients, "events": events,
+                                        "latencyMs": spread(latencies), "lost": lost,
+                                        "daemonCpuSeconds": cpu_seconds(floor.pid) - cpu})
+        finally:
+            floor.kill()
+            floor.wait()
         for name, binary, args in variants:
             daemon = Daemon(binary, os.path.join(work, f"fanout-{name}"), "--libvirt-uri", "test:///default", *args).start()
             try:
@@ -598,7 +614,7 @@ def table(results):
         lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events {run.get('variant', 'daemon'):8s}"
                      f"   p50 {run['latencyMs']['p50']:7.2f} ms  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']}"
                      f"   daemon CPU {run.get('daemonCpuSeconds', 0):5.2f} s"
-                     f" (goal p99 < 20 ms, 0 lost)")
+                     + (" (the client's and the kernel's floor)" if run.get("variant") == "floor" else " (goal p99 < 20 ms, 0 lost)"))
     if "footprint" not in results:
         return "\n".join(lines)
     f = results["footprint"]
