@@ -413,82 +413,20 @@ def read_path(opts, work):
 
 # 4: event fan-out.
 
-def fan_out_run(port, session, token, clients, events, gap=0.02):
-    """`clients` SSE streams read by one epoll loop, and a PUT of a property (carrying its send time) every `gap`
-    seconds after the previous answer, `events` times: the latency of each event in each stream, and how many
-    never came.
-
-    A frame counts as received when epoll said its socket was readable (the stamp of that wake-up), not when the
-    loop got round to parsing it: a client that stamped after parsing the streams before it (an asyncio reader
-    per stream did) measured its own work, up to seconds with 1000 streams, not the daemon's."""
-    poller = select.epoll()
-    request = f"GET /api/v1/sessions/{session}/events?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    streams, pending, received, latencies = {}, {}, {}, []
-    try:
-        for _ in range(clients):
-            stream = socket.create_connection(("127.0.0.1", port))
-            stream.sendall(request)
-            stream.setblocking(False)
-            streams[stream.fileno()], pending[stream.fileno()], received[stream.fileno()] = stream, b"", 0
-            poller.register(stream.fileno(), select.EPOLLIN)
-        connected, deadline = set(), time.monotonic() + 60
-        while len(connected) < clients and time.monotonic() < deadline:
-            for fd, _ in poller.poll(1):
-                pending[fd] += streams[fd].recv(65536)
-                if b"retry: 2000" in pending[fd]:
-                    connected.add(fd)
-                    pending[fd] = b""
-        if len(connected) < clients:
-            raise RuntimeError(f"only {len(connected)} of {clients} event streams opened")
-        time.sleep(0.5)
-        emitter = socket.create_connection(("127.0.0.1", port))
-        emitter.setblocking(False)
-        poller.register(emitter.fileno(), select.EPOLLIN)
-        sent, reply, next_send, waiting, drain_until = 0, b"", time.perf_counter(), False, None
-        while True:
-            if not waiting and sent < events and time.perf_counter() >= next_send:
-                body = json.dumps({"value": str(time.perf_counter_ns())}, separators=(",", ":")).encode()  # compact: the floor sends it as is
-                emitter.sendall(f"PUT /api/v1/sessions/{session}/properties/bench HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-                sent, waiting = sent + 1, True
-            if sent == events and not waiting and drain_until is None:
-                drain_until = time.monotonic() + 30
-            if drain_until is not None and (all(n >= events for n in received.values()) or time.monotonic() > drain_until):
-                break
-            timeout = max(0.0, next_send - time.perf_counter()) if not waiting and sent < events else 0.1
-            ready = poller.poll(timeout)
-            stamp = time.perf_counter_ns()
-            for fd, _ in ready:
-                if fd == emitter.fileno():
-                    reply += emitter.recv(65536)
-                    head, found, rest = reply.partition(b"\r\n\r\n")
-                    if found:
-                        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-                        if len(rest) >= length:
-                            reply, waiting, next_send = rest[length:], False, time.perf_counter() + gap
-                    continue
-                data = streams[fd].recv(1 << 20)
-                if not data:
-                    poller.unregister(fd)
-                    continue
-                buffer = pending[fd] + data
-                cut = buffer.rfind(b"\n\n")
-                if cut < 0:
-                    pending[fd] = buffer
-                    continue
-                for match in SENT_VALUE.finditer(buffer, 0, cut):
-                    latencies.append((stamp - int(match.group(1))) / 1e6)
-                    received[fd] += 1
-                pending[fd] = buffer[cut + 2:]
-        emitter.close()
-    finally:
-        for stream in streams.values():
-            stream.close()
-        poller.close()
-    return latencies, clients * events - sum(received.values())
-
-
-SENT_VALUE = re.compile(rb'"value":"(\d+)"')
+def fan_out_run(peer, port, session, token, clients, events, gap_ms=20):
+    """`clients` SSE streams and a PUT of a property (carrying its send time) every `gap_ms` after the previous
+    answer, `events` times, by the compiled client (vmsessionbench-peer fanout-client: one poll loop, each frame
+    stamped when poll said its socket was readable): the latency of each event in each stream, and how many never
+    came. A Python client measured its own reading as much as the server at 1000 streams."""
+    answer = subprocess.run(
+        [peer, "fanout-client", f"--port={port}", f"--stream-path=/api/v1/sessions/{session}/events?token={token}",
+         f"--put-path=/api/v1/sessions/{session}/properties/bench", f"--token={token}",  # '=': a token may start with '-'
+         f"--clients={clients}", f"--events={events}", f"--gap={gap_ms}"],
+        capture_output=True, timeout=600)
+    if answer.returncode != 0:
+        raise RuntimeError(f"fanout-client failed: {answer.stderr.decode(errors='replace')[-400:]}")
+    result = json.loads(answer.stdout)
+    return result["latenciesMs"], result["lost"]
 
 
 def cpu_seconds(pid):
@@ -518,7 +456,7 @@ def fan_out(opts, work):
             port = int(re.search(rb"127\.0\.0\.1:(\d+)", floor.stdout.readline()).group(1))
             for clients in sizes:
                 cpu = cpu_seconds(floor.pid)
-                latencies, lost = fan_out_run(port, "floor", "floor", clients, events)
+                latencies, lost = fan_out_run(opts.peer, port, "floor", "floor", clients, events)
                 results["runs"].append({"variant": "floor", "round": round_, "clients": clients, "events": events,
                                         "latencyMs": spread(latencies), "lost": lost,
                                         "daemonCpuSeconds": cpu_seconds(floor.pid) - cpu})
@@ -531,7 +469,7 @@ def fan_out(opts, work):
                 session, token = daemon.new_session(f"fanout{round_}")
                 for clients in sizes:
                     cpu = cpu_seconds(daemon.process.pid)
-                    latencies, lost = fan_out_run(daemon.port, session, token, clients, events)
+                    latencies, lost = fan_out_run(opts.peer, daemon.port, session, token, clients, events)
                     results["runs"].append({"variant": name, "round": round_, "clients": clients, "events": events,
                                             "latencyMs": spread(latencies), "lost": lost,
                                             "daemonCpuSeconds": cpu_seconds(daemon.process.pid) - cpu})
