@@ -132,6 +132,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                // The event streams' fast path writes its frames below NIOHTTP1's response encoder.
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 // The guest-API proxy (GuestProxyController).
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdCore
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import Synchronization
 import VMSessionCore
@@ -177,6 +178,10 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
         var heartbeat: Scheduled<Void>?
         /// Frames written since the channel last became unwritable (0 while it is writable).
         var backlog = 0
+        /// The HTTP encoder's context, once the head went through it: the flow's frames are then whole HTTP/1.1
+        /// chunks (``EventHub/chunk(_:)``), written from here, below the encoder, the codecs and the state handlers
+        /// that would each box, retain and pass on every frame of every stream. nil: frames go down the pipeline.
+        var belowEncoder: ChannelHandlerContext?
 
         init(plan: EventStreamFastPath.Plan) {
             self.plan = plan
@@ -277,7 +282,8 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
 
     func receive(_ frames: [EventHub.LiveFrame], for key: UInt64, sessions: Set<SessionID>?) -> Int? {
         guard let stream, stream.key == key, let context else { return 0 }
-        let wanted = frames.lazy.filter { sessions?.contains($0.session) ?? true }.map { (id: $0.id, frame: $0.bytes) }
+        let chunked = stream.belowEncoder != nil
+        let wanted = frames.lazy.filter { sessions?.contains($0.session) ?? true }.map { (id: $0.id, frame: chunked ? $0.chunk : $0.bytes) }
         let written = perform(stream.flow.live(Array(wanted)), on: stream, context: context)
         if case .ended = stream.flow.phase {
             // Closed: too many frames waited for the replay.
@@ -309,6 +315,11 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
         stream.key = fastPath.events.subscribe(on: context.eventLoop, toAny: stream.plan.scope, owners: stream.plan.owners, self)
         context.write(wrapOutboundOut(.head(stream.plan.head)), promise: nil)
         context.write(wrapOutboundOut(.body(EventsController.retry)), promise: nil)
+        // The head has no length, and NIO's codec answers HTTP/1.1: the encoder chunks the body. Only then are
+        // frames written below it, as chunks made once per event.
+        if stream.plan.head.headerFields[.contentLength] == nil {
+            stream.belowEncoder = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
+        }
         perform(stream.flow.start(), on: stream, context: context)
         context.flush()
     }
@@ -324,7 +335,11 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
             case .dropped(let after, let through):
                 context.write(wrapOutboundOut(.body(EventsController.droppedFrame(after: after, through: through))), promise: nil)
             case .write(let frames):
-                for frame in frames { context.write(wrapOutboundOut(.body(frame)), promise: nil) }
+                if let below = stream.belowEncoder {
+                    for frame in frames { below.write(NIOAny(IOData.byteBuffer(frame)), promise: nil) }
+                } else {
+                    for frame in frames { context.write(wrapOutboundOut(.body(frame)), promise: nil) }
+                }
                 written += frames.count
             case .startHeartbeat:
                 scheduleHeartbeat(stream, context: context)
@@ -368,7 +383,8 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
             context.close(promise: nil)
             return
         }
-        let frames = page.map { (id: $0.id, frame: EventsController.frame($0)) }
+        let chunked = stream.belowEncoder != nil
+        let frames = page.map { (id: $0.id, frame: chunked ? EventHub.chunk(EventsController.frame($0)) : EventsController.frame($0)) }
         perform(stream.flow.pageRead(pruned: pruned, page: frames, writable: context.channel.isWritable), on: stream, context: context)
         context.flush()
     }

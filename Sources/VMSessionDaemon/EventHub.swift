@@ -89,6 +89,9 @@ public final class EventHub: Sendable {
         public let id: Int64
         public let session: SessionID
         public let bytes: ByteBuffer
+        /// The same frame as one HTTP/1.1 chunk (``chunk(_:)``), made once per event for every loop subscriber: a
+        /// subscriber that writes below the HTTP encoder sends these bytes as they are.
+        public let chunk: ByteBuffer
     }
 
     /// A subscriber that lives on an event loop: a connection's handler that writes frames to its channel itself.
@@ -204,12 +207,19 @@ public final class EventHub: Sendable {
                 frames[index] = frame
                 return frame
             }
+            var chunks = [ByteBuffer?](repeating: nil, count: next.batch.count)
+            func chunk(_ index: Int) -> ByteBuffer {
+                if let chunk = chunks[index] { return chunk }
+                let chunk = Self.chunk(frame(index))
+                chunks[index] = chunk
+                return chunk
+            }
             for group in next.loops where !group.members.isEmpty {
                 let wanted = next.batch.indices.filter { index in
                     group.members.values.contains { $0.sessions?.contains(next.batch[index].sessionID) ?? true }
                 }
                 guard !wanted.isEmpty else { continue }
-                let live = wanted.map { LiveFrame(id: next.batch[$0].id, session: next.batch[$0].sessionID, bytes: frame($0)) }
+                let live = wanted.map { LiveFrame(id: next.batch[$0].id, session: next.batch[$0].sessionID, bytes: frame($0), chunk: chunk($0)) }
                 let members = group.members
                 group.loop.execute { [self] in self.deliver(live, to: members) }
             }
@@ -323,6 +333,19 @@ public final class EventHub: Sendable {
         let time = event.time.addingTimeInterval(0.000_000_5).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         let data = #"{"data":\#(event.payload),"eventId":\#(event.id),"sessionId":"\#(event.sessionID)","time":"\#(time)","type":"\#(event.kind.rawValue)"}"#
         return ByteBuffer(string: "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n")
+    }
+
+    /// `frame` as one chunk of an HTTP/1.1 chunked body (RFC 9112 §7.1): its length in hex, CRLF, the bytes, CRLF;
+    /// what NIO's response encoder writes for a body part, in one buffer.
+    public static func chunk(_ frame: ByteBuffer) -> ByteBuffer {
+        let size = String(frame.readableBytes, radix: 16)
+        var chunk = ByteBuffer()
+        chunk.reserveCapacity(size.utf8.count + frame.readableBytes + 4)
+        chunk.writeString(size)
+        chunk.writeStaticString("\r\n")
+        chunk.writeImmutableBuffer(frame)
+        chunk.writeStaticString("\r\n")
+        return chunk
     }
 
     private enum YieldOutcome {
