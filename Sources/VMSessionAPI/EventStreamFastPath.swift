@@ -284,12 +284,15 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
         guard let stream, stream.key == key, let context else { return 0 }
         let chunked = stream.belowEncoder != nil
         let wanted = frames.lazy.filter { sessions?.contains($0.session) ?? true }.map { (id: $0.id, frame: chunked ? $0.chunk : $0.bytes) }
-        let written = perform(stream.flow.live(Array(wanted)), on: stream, context: context)
+        let taken = Array(wanted)
+        let written = perform(stream.flow.live(taken), on: stream, context: context)
         if case .ended = stream.flow.phase {
             // Closed: too many frames waited for the replay.
             return nil
         }
-        guard written > 0 else { return 0 }
+        // Frames taken count as delivered, written now or waiting for the replay to end (the router's stream counts
+        // at hand-over too).
+        guard written > 0 else { return taken.count }
         context.flush()
         // A client that does not read: its frames pile up in the daemon. Closed, never waited for.
         if !context.channel.isWritable { stream.backlog += written }
@@ -299,7 +302,7 @@ final class EventStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, E
             context.close(promise: nil)
             return nil
         }
-        return written
+        return taken.count
     }
 
     func endedByHub(_ key: UInt64) {
