@@ -92,7 +92,8 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         self.forward = forward
         network = forward.map { ssh in
             RemoteGuestNetwork(
-                ssh: ssh, hostName: host.name, localDirectory: { "\(stateDirectory)/machines/\($0)" }, logger: logger)
+                ssh: ssh, hostName: host.name, isSystem: RemoteStorage.isSystemURI(host.uri),
+                localDirectory: { "\(stateDirectory)/machines/\($0)" }, logger: logger)
         }
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         do {
@@ -468,7 +469,16 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// network helpers of VMs that stopped meanwhile and removes those of VMs no longer defined.
     public func reconnected() async {
         guard let network else { return }
-        await network.check()
+        // A system libvirt's QEMU runs as a user of its own: its capabilities say whom, and what confines it.
+        var capabilities: String?
+        if network.isSystem {
+            do throws(VMSessionError) {
+                capabilities = try await call("read the host's capabilities") { try $0.capabilities() }
+            } catch {
+                logger.warning("cannot read the system libvirt's capabilities", metadata: ["error": "\(error)"])
+            }
+        }
+        await network.check(capabilities: capabilities)
         let machines: [SessionID: Bool]
         do throws(VMSessionError) {
             machines = try await call("list the VMs") { connection in
