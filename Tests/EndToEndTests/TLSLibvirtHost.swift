@@ -213,6 +213,10 @@ final class TLSLibvirtHost: @unchecked Sendable {
         }
     }
 
+    /// libvirtd's pid: for the system kind, a process in the host's mount namespace (``SystemSSHHost`` serves SSH
+    /// there).
+    var libvirtdPID: pid_t { libvirtd.pid }
+
     /// libvirtd's mount namespace, read while it runs and kept for teardown.
     private lazy var mountNamespace: String? = Self.mountNamespace(of: libvirtd.pid)
 
