@@ -116,4 +116,49 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!FileManager.default.fileExists(atPath: "/root/.cache/vmsessiond-net/\(id)"))
         try await daemon.stop()
     }
+
+    @Test("a system libvirt reached over SSH by a user that may use libvirt but is in no group of QEMU's runs the guest with no NIC, and its guest API answers 422 not_supported saying what to do; nothing of a sandbox is made on the host")
+    func systemHostWithAnSSHUserOutsideQEMUsGroup() async throws {
+        let appliance = DaemonProcess.applianceDirectory
+        try #require(FileManager.default.fileExists(atPath: appliance + "/vmlinuz"), "make appliance first: \(appliance)")
+        let host = try await Command.onThread { try SystemSSHHost.start(unprivilegedUser: true) }
+        defer { host.tearDown() }
+        let uid = try #require(getpwnam(host.user)).pointee.pw_uid
+        let directory = try TemporaryDirectory("vms-e2e-sysnet-user")
+        let daemon = DaemonProcess(
+            stateDirectory: directory.path + "/state",
+            arguments: ["--libvirt-uri", "test:///default", "--accelerator", "tcg", "--appliance-dir", appliance, "--stop-grace", "5"])
+        try await daemon.start()
+        defer { daemon.kill9() }  // after a failure; the test stops it itself
+        let control = VMSessionClient(baseURL: "http://127.0.0.1:\(daemon.port)", token: try daemon.adminToken())
+        _ = try await control.addHost(HostRequest(name: "sysuser", uri: host.uri))
+        let (connected, _) = try await Self.waitForHost("sysuser", control, within: .seconds(120)) { $0.state == "connected" }
+        #expect(connected.state == "connected", "the user reaches the system libvirt: \(connected)")
+        _ = try await control.drainHost("local")
+
+        let api = APIClient(port: daemon.port)
+        let (id, token) = try await api.newSession("net-system-user")
+        let session = "/api/v1/sessions/\(id)"
+        try await api.withEvents(session: id, token: token, since: 0) { log in
+            #expect(try await api.call(.POST, session + "/open", token: token, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#).status == 202)
+            _ = try await log.state("open")
+            #expect(try await api.call(.POST, session + "/start", token: token).status == 202)
+            _ = try await log.state("running")
+        }
+        let guest = try await api.call(.GET, session + "/guest/", token: token)
+        let message = (guest.json["error"] as? [String: Any])?["message"] as? String ?? ""
+        #expect(guest.status == 422 && guest.errorCode == "not_supported", "\(guest.json)")
+        #expect(message.contains("usermod -a -G libvirt-qemu \(host.user)") && message.contains("sysuser"), "the reason says what to do: \(message)")
+        let admin = try await Self.connect(host.uri)
+        let xml = try #require(try admin.domain(named: "vms-\(id)")).xmlDescription()
+        #expect(!xml.contains("qemu:commandline"), "no NIC: \(xml)")
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/vmsessiond-sysnet-\(uid)"), "no sandbox directory on the host")
+
+        try await api.withEvents(session: id, token: token) { log in
+            #expect(try await api.call(.POST, session + "/close", token: token).status == 202)
+            _ = try await log.state("closed", timeout: .seconds(60))
+        }
+        #expect(try await Self.leftOnHost(host.uri).isEmpty)
+        try await daemon.stop()
+    }
 }
