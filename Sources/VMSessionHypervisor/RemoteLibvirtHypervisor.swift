@@ -24,8 +24,9 @@ import VMSessionCore
 /// volumes in the host's pool, and a warm session is restored there.
 ///
 /// What a remote host does not offer (yet), each answered `not_supported` with the reason: the display and a
-/// network for the guest (egress sandbox and guest API) on a host not reached over SSH (TLS), or one that lacks
-/// the sandbox's tools (its VMs then have no NIC, whatever their egress policy); execution caps on a session
+/// network for the guest (egress sandbox and guest API) on a host not reached over SSH (TLS), one that lacks
+/// the sandbox's tools, or a system libvirt whose QEMU the sandbox's socket cannot be opened to alone (see
+/// ``RemoteGuestNetwork``; its VMs then have no NIC, whatever their egress policy); execution caps on a session
 /// libvirt (its QEMU runs in a user's session, with no cgroup the daemon can reach; a system libvirt uses its
 /// scheduler parameters).
 public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
