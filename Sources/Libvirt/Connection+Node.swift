@@ -1,4 +1,5 @@
 import CLibvirt
+import Foundation
 
 /// What libvirt says of the machine behind a connection (`virNodeGetInfo`): what a daemon with many hosts
 /// shows as each host's capacity.
@@ -23,5 +24,13 @@ extension Connection {
         let free = virNodeGetFreeMemory(pointer)
         guard free > 0 else { throw LibvirtError.last("virNodeGetFreeMemory") }
         return UInt64(free)
+    }
+
+    /// The host's capabilities XML (`virConnectGetCapabilities`): among them the security models its driver
+    /// confines guests with, and the user and group its QEMU runs as (the DAC model's base label).
+    public func capabilities() throws(LibvirtError) -> String {
+        guard let xml = virConnectGetCapabilities(pointer) else { throw LibvirtError.last("virConnectGetCapabilities") }
+        defer { free(xml) }
+        return String(cString: xml)
     }
 }

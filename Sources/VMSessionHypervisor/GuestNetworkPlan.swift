@@ -13,6 +13,42 @@ struct GuestNetworkPlan: Equatable, Sendable {
     let rules: GuestEgressRules
     /// Whether the helpers run as root (pasta would otherwise switch to `nobody`, who may not enter the namespace).
     let runsAsRoot: Bool
+    /// Who besides the helpers' user reaches `net.sock` (only in ``upScript``: the local runner's QEMU is its user).
+    var access: SocketAccess = .ownerOnly
+
+    /// Who may connect to the session's `net.sock`, and so what the modes of its directories are.
+    ///
+    /// Group ownership rather than POSIX ACLs: it needs nothing on the host beyond coreutils (setfacl needs the
+    /// `acl` package, and the file system ACLs), it is what libvirt's own DAC driver does for QEMU's files, and
+    /// `ls -l` shows all of it. An ACL would name QEMU's user rather than its group: the same processes (every QEMU
+    /// of that libvirt), so it would grant no less.
+    enum SocketAccess: Equatable, Sendable {
+        /// QEMU runs as the helpers' user (the local machine, a session libvirt): the directories are 0700, the
+        /// socket the owner's alone.
+        case ownerOnly
+        /// QEMU runs as another user whose group is `gid` (a system libvirt's `libvirt-qemu`): the sessions'
+        /// directory and the session's are that group's with mode 0710 (entered, never listed), `net.sock` is that
+        /// group's with mode 0660; every other file (the API's socket, pids, the log) stays the owner's alone
+        /// (`umask 077`).
+        case group(UInt32)
+
+        /// What ``upScript`` runs on the directories (`$base`, `$dir`) once they are the user's own.
+        var directoryCommands: String {
+            switch self {
+            case .ownerOnly: #"chmod 700 -- "$base" "$dir""#
+            case .group(let gid): #"chmod 700 -- "$base" "$dir" && chgrp -- \#(gid) "$base" "$dir" && chmod 710 -- "$base" "$dir""#
+            }
+        }
+
+        /// What ``upScript`` runs on `net.sock` once passt made it (group first: the mode never opens it to the
+        /// user's own group); nil when it stays as passt made it.
+        var netSocketCommands: String? {
+            switch self {
+            case .ownerOnly: nil
+            case .group(let gid): #"chgrp -- \#(gid) "$dir/net.sock" && chmod 660 -- "$dir/net.sock""#
+            }
+        }
+    }
 
     /// Starts the namespace's holder, detached (`setsid --fork`): it outlives the call that starts it (and the
     /// daemon), records its pid, waits for pasta's link, sets the routes, then runs the API relay and passt.
@@ -74,10 +110,12 @@ struct GuestNetworkPlan: Equatable, Sendable {
             \(Self.functions)
             if isup; then echo up; exit 0; fi
             down
-            # The directory and its parent (all sessions' directories) are the user's own, and no one else's to enter.
+            umask 077
+            # The directory and its parent (all sessions' directories) are the user's own, and no one else's to enter
+            # (but QEMU's group, where QEMU runs as another user: see SocketAccess).
             base=$(dirname -- "$dir")
-            mkdir -p -- "$dir" && [ -O "$base" ] && [ ! -L "$base" ] && [ -O "$dir" ] && [ ! -L "$dir" ] && chmod 700 -- "$base" "$dir" \\
-                || { echo "vmsessiond: $dir is not the user's own directory" >&2; exit 1; }
+            mkdir -p -- "$dir" && [ -O "$base" ] && [ ! -L "$base" ] && [ -O "$dir" ] && [ ! -L "$dir" ] && \(access.directoryCommands) \\
+                || { echo "vmsessiond: $dir is not the user's own directory (or cannot be given QEMU's group)" >&2; exit 1; }
             failed() { echo "vmsessiond: $1: $(tail -c 600 "$dir/network.log" 2>/dev/null)" >&2; down; exit 1; }
             \(namespaceCommand.map(Shell.quote).joined(separator: " ")) </dev/null >/dev/null 2>&1 || failed "the namespace did not start"
             i=0
@@ -92,6 +130,7 @@ struct GuestNetworkPlan: Equatable, Sendable {
                 i=$((i + 1)); [ "$i" -le \(steps) ] || failed "the guest's network did not come up in time"
                 sleep 0.025
             done
+            \(access.netSocketCommands.map { "{ \($0); } || failed \"QEMU's group cannot be given the guest's network socket\"" } ?? "")
             echo up
             """
     }

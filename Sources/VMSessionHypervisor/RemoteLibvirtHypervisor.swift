@@ -24,8 +24,9 @@ import VMSessionCore
 /// volumes in the host's pool, and a warm session is restored there.
 ///
 /// What a remote host does not offer (yet), each answered `not_supported` with the reason: the display and a
-/// network for the guest (egress sandbox and guest API) on a host not reached over SSH (TLS), or one that lacks
-/// the sandbox's tools (its VMs then have no NIC, whatever their egress policy); execution caps on a session
+/// network for the guest (egress sandbox and guest API) on a host not reached over SSH (TLS), one that lacks
+/// the sandbox's tools, or a system libvirt whose QEMU the sandbox's socket cannot be opened to alone (see
+/// ``RemoteGuestNetwork``; its VMs then have no NIC, whatever their egress policy); execution caps on a session
 /// libvirt (its QEMU runs in a user's session, with no cgroup the daemon can reach; a system libvirt uses its
 /// scheduler parameters).
 public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
@@ -92,7 +93,8 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         self.forward = forward
         network = forward.map { ssh in
             RemoteGuestNetwork(
-                ssh: ssh, hostName: host.name, localDirectory: { "\(stateDirectory)/machines/\($0)" }, logger: logger)
+                ssh: ssh, hostName: host.name, isSystem: RemoteStorage.isSystemURI(host.uri),
+                localDirectory: { "\(stateDirectory)/machines/\($0)" }, logger: logger)
         }
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         do {
@@ -468,7 +470,16 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// network helpers of VMs that stopped meanwhile and removes those of VMs no longer defined.
     public func reconnected() async {
         guard let network else { return }
-        await network.check()
+        // A system libvirt's QEMU runs as a user of its own: its capabilities say whom, and what confines it.
+        var capabilities: String?
+        if network.isSystem {
+            do throws(VMSessionError) {
+                capabilities = try await call("read the host's capabilities") { try $0.capabilities() }
+            } catch {
+                logger.warning("cannot read the system libvirt's capabilities", metadata: ["error": "\(error)"])
+            }
+        }
+        await network.check(capabilities: capabilities)
         let machines: [SessionID: Bool]
         do throws(VMSessionError) {
             machines = try await call("list the VMs") { connection in

@@ -49,8 +49,9 @@ final class TLSLibvirtHost: @unchecked Sendable {
     /// The remote URI, as a daemon would list the host.
     var uri: String { "qemu+tls://127.0.0.1:\(port)/\(kind.rawValue)?pkipath=\(pkiPath)" }
 
-    /// Makes the certificates and a TLS-listening libvirtd of `kind` on a free loopback port. Needs root.
-    static func start(_ kind: Kind = .session) throws -> TLSLibvirtHost {
+    /// Makes the certificates and a TLS-listening libvirtd of `kind` on a free loopback port; `extraConfig` goes to
+    /// the end of its libvirtd.conf. Needs root.
+    static func start(_ kind: Kind = .session, extraConfig: String = "") throws -> TLSLibvirtHost {
         try #require(geteuid() == 0, "TLS test hosts make users and namespaces: run these tests as root")
         let tag = UUID().uuidString.prefix(8).lowercased()
         // Short: libvirt's UNIX sockets live under the home, and a socket path has at most 107 bytes.
@@ -119,7 +120,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
                     mounts.joined(separator: " && ") + " && /usr/sbin/virtlogd -d && exec /usr/sbin/libvirtd --listen -f \(server)/libvirtd.conf",
                 ]
             }
-            try config.write(toFile: server + "/libvirtd.conf", atomically: true, encoding: .utf8)
+            try (config + extraConfig).write(toFile: server + "/libvirtd.conf", atomically: true, encoding: .utf8)
             try SSHLibvirtHost.run("/bin/chmod", "0600", server + "/serverkey.pem")
             let libvirtd = try SpawnedChild(command, log: directory + "/libvirtd.log")
             let host = TLSLibvirtHost(
@@ -212,6 +213,10 @@ final class TLSLibvirtHost: @unchecked Sendable {
             return live.filter { $0.uid == uid || (namespace != nil && Self.mountNamespace(of: $0.pid) == namespace) }
         }
     }
+
+    /// libvirtd's pid: for the system kind, a process in the host's mount namespace (``SystemSSHHost`` serves SSH
+    /// there).
+    var libvirtdPID: pid_t { libvirtd.pid }
 
     /// libvirtd's mount namespace, read while it runs and kept for teardown.
     private lazy var mountNamespace: String? = Self.mountNamespace(of: libvirtd.pid)
