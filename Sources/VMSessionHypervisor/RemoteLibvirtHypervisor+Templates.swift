@@ -35,6 +35,9 @@ extension RemoteLibvirtHypervisor {
         let directory = templateDirectory(name)
         let partial = try LibvirtHypervisor.freshPartialDirectory(for: directory)
         let manager = FileManager.default
+        // The save's "stopped" event must not take the network down under the VM restored at once.
+        await networkTurns.beginStart(id)
+        defer { networkTurns.endStart(id) }
         // The VM's QEMU stops with the save (and a new one restores it): its console and display come home again after.
         relay.detach(id)
         await stopForwardingDisplay(id)
@@ -104,6 +107,8 @@ extension RemoteLibvirtHypervisor {
         }
         let bytes = try LibvirtHypervisor.sessionHeader(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)
             .encoded()
+        await networkTurns.beginStart(spec.id)
+        defer { networkTurns.endStart(spec.id) }
         try await replaceSeed(seed, for: spec.id)
         times.lap("seed")
         // The network first: the restored QEMU connects to it at once.
