@@ -147,6 +147,30 @@ extension RemoteLibvirtHypervisor {
         return complete.filter { FileManager.default.fileExists(atPath: templateDirectory($0) + "/" + Self.templateHeader) }
     }
 
+    /// Deletes what a capture cut short left on the host (``RemoteVolumes/unfinishedTemplates(volumes:kept:)``) and its
+    /// local leftovers, so that a template there is whole or absent. Called when the host connects (before any call
+    /// of a session is routed here, so no capture of this connection is under way; one on a lost connection failed).
+    func removeUnfinishedTemplates() async {
+        let storage = storage
+        let root = stateDirectory + "/templates"
+        do throws(VMSessionError) {
+            let removed = try await storage.run("delete unfinished templates") {
+                let volumes = try storage.volumeNames()
+                let complete = RemoteVolumes.completeTemplates(volumes: volumes)
+                let kept = Set(complete.filter { FileManager.default.fileExists(atPath: root + "/" + $0 + "/" + Self.templateHeader) })
+                let unfinished = RemoteVolumes.unfinishedTemplates(volumes: volumes, kept: kept)
+                for name in unfinished { _ = try storage.removeTemplate(name) }
+                return unfinished
+            }
+            for name in removed {
+                try? FileManager.default.removeItem(atPath: templateDirectory(name) + ".partial")
+                logger.notice("removed a template a capture cut short left on the host", metadata: ["template": "\(name)"])
+            }
+        } catch {
+            logger.warning("cannot look for unfinished templates on the host", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// The template's saved XML, made into the session's (see ``TemplateDomainXML``).
     private func sessionXML(_ name: String, for spec: MachineSpec, source: SessionID) throws(VMSessionError) -> String {
         try LibvirtHypervisor.sessionXML(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)

@@ -510,6 +510,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// what VMs that kept running need on the daemon's side (the forwards of their API sockets and displays), ends the
     /// network helpers of VMs that stopped meanwhile and removes those of VMs no longer defined.
     public func reconnected() async {
+        await removeUnfinishedTemplates()
         guard let network else { return }
         await network.check()
         let machines: [SessionID: Bool]
