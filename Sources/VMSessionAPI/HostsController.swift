@@ -72,7 +72,8 @@ struct HostsController {
             name: definition.name, uri: definition.uri, labels: definition.labels, maxSessions: definition.maxSessions,
             draining: definition.draining, source: definition.source.rawValue, state: stateName(status.link), since: since,
             reason: reason, capacity: status.capacity.map { .init(cpus: $0.cpus, memory: $0.memory, freeMemory: $0.freeMemory) },
-            sessions: status.sessions, latencyMs: latency)
+            sessions: status.sessions, latencyMs: latency,
+            guestNetwork: status.guestNetwork.map { .init(available: $0.available, reason: $0.reason) })
     }
 
     /// The `host` of a session's view: the host's name and link for everyone, its URI for the admin.

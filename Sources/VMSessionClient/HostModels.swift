@@ -16,6 +16,18 @@ public struct HostInfo: Codable, Sendable, Equatable {
         }
     }
 
+    /// Whether the host gives its guests a network (the egress sandbox and the guest API), and why not.
+    public struct GuestNetwork: Codable, Sendable, Equatable {
+        public var available: Bool
+        /// Why guests get no network there (absent when they do).
+        public var reason: String?
+
+        public init(available: Bool, reason: String? = nil) {
+            self.available = available
+            self.reason = reason
+        }
+    }
+
     public var name: String
     /// The libvirt URI the daemon connects to.
     public var uri: String
@@ -36,11 +48,14 @@ public struct HostInfo: Codable, Sendable, Equatable {
     public var sessions: Int
     /// The last probe's round trip in milliseconds (absent for the local host and while unreachable).
     public var latencyMs: Double?
+    /// Whether its guests get a network there; absent while the daemon has no connection to the host (not known).
+    public var guestNetwork: GuestNetwork?
 
     public init(
         name: String, uri: String, labels: [String: String], maxSessions: Int?, draining: Bool, source: String, state: String,
-        since: Date?, reason: String?, capacity: Capacity?, sessions: Int, latencyMs: Double?
+        since: Date?, reason: String?, capacity: Capacity?, sessions: Int, latencyMs: Double?, guestNetwork: GuestNetwork? = nil
     ) {
+        self.guestNetwork = guestNetwork
         self.name = name
         self.uri = uri
         self.labels = labels

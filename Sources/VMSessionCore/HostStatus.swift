@@ -23,8 +23,14 @@ public struct HostStatus: Equatable, Sendable {
     public var latency: Duration?
     /// Sessions placed on the host that are not closed.
     public var sessions: Int
+    /// Whether its guests get a network there; nil while the daemon has no connection to it (not known).
+    public var guestNetwork: GuestNetworkOffer?
 
-    public init(definition: HostDefinition, link: HostLink.State, capacity: HostCapacity?, latency: Duration?, sessions: Int) {
+    public init(
+        definition: HostDefinition, link: HostLink.State, capacity: HostCapacity?, latency: Duration?, sessions: Int,
+        guestNetwork: GuestNetworkOffer? = nil
+    ) {
+        self.guestNetwork = guestNetwork
         self.definition = definition
         self.link = link
         self.capacity = capacity
@@ -35,5 +41,26 @@ public struct HostStatus: Equatable, Sendable {
     public var isConnected: Bool {
         if case .connected = link { return true }
         return false
+    }
+}
+
+/// Whether a host gives its guests a network (the egress sandbox and the guest API), and if not, why: what the
+/// admin's host view shows (`guestNetwork`), so that the reason is seen before a page meets it as a 422.
+public struct GuestNetworkOffer: Equatable, Sendable {
+    public var available: Bool
+    /// Why not (absent when available).
+    public var reason: String?
+
+    public static let available = GuestNetworkOffer(available: true, reason: nil)
+    public static func unavailable(_ reason: String) -> GuestNetworkOffer { GuestNetworkOffer(available: false, reason: reason) }
+
+    /// From a hypervisor's "why not" (``Hypervisor/guestNetworkUnavailability(_:)``'s kind of answer): nil is available.
+    public init(unavailability reason: String?) {
+        self.init(available: reason == nil, reason: reason)
+    }
+
+    public init(available: Bool, reason: String?) {
+        self.available = available
+        self.reason = available ? nil : reason
     }
 }

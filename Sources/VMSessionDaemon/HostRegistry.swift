@@ -37,6 +37,7 @@ public final class HostRegistry: Sendable {
     private let state: Mutex<State>
     private let backoff: HostLink.Backoff
     private let sessionCount: @Sendable (String) -> Int
+    private let guestNetwork: @Sendable (String) -> GuestNetworkOffer?
     private let now: @Sendable () -> Date
     private let logger: Logger
     private let continuation: AsyncStream<RemoteHost>.Continuation
@@ -45,11 +46,14 @@ public final class HostRegistry: Sendable {
 
     /// Loads the hosts: the local one (`localURI`, always there), the config file's `configured` ones (rewritten
     /// into the store; the config's hosts no longer in the file are dropped) and those the admin added before.
-    /// `sessionCount` says how many sessions that are not closed a host holds.
+    /// `sessionCount` says how many sessions that are not closed a host holds; `guestNetwork`, whether a host's guests
+    /// get a network there (nil: not known now).
     public init(
         store: SessionStore, localURI: String, configured: [HostDefinition], backoff: HostLink.Backoff = .init(),
-        sessionCount: @escaping @Sendable (String) -> Int, now: @escaping @Sendable () -> Date = { Date() }, logger: Logger
+        sessionCount: @escaping @Sendable (String) -> Int, guestNetwork: @escaping @Sendable (String) -> GuestNetworkOffer? = { _ in nil },
+        now: @escaping @Sendable () -> Date = { Date() }, logger: Logger
     ) throws {
+        self.guestNetwork = guestNetwork
         self.store = store
         self.backoff = backoff
         self.sessionCount = sessionCount
@@ -106,7 +110,7 @@ public final class HostRegistry: Sendable {
     private func status(_ entry: Entry) -> HostStatus {
         HostStatus(
             definition: entry.definition, link: entry.link.state, capacity: entry.capacity, latency: entry.latency,
-            sessions: sessionCount(entry.definition.name))
+            sessions: sessionCount(entry.definition.name), guestNetwork: guestNetwork(entry.definition.name))
     }
 
     // MARK: Placement

@@ -23,8 +23,8 @@ import VMSessionHypervisor
 /// `allMachines` reports only the VMs of reachable hosts, and ``reaches(_:)`` tells the manager's start-up
 /// reconciliation which sessions to skip rather than to stop.
 ///
-/// Forwarding each host's lifecycle events into ``changes`` is this service's `run()`; nothing is awaited
-/// under its lock.
+/// Forwarding each host's lifecycle events into ``changes``, and running each attached runtime's own follow-up of
+/// them (``Hypervisor/followLifecycle()``), is this service's `run()`; nothing is awaited under its lock.
 public final class HostRuntimes: Hypervisor, Service {
     /// Builds the hypervisor of a remote host from its connection.
     public typealias Factory = @Sendable (HostDefinition, HostConnection) throws(VMSessionError) -> any Hypervisor
@@ -43,6 +43,8 @@ public final class HostRuntimes: Hypervisor, Service {
         let host: String
         let changes: AsyncStream<SessionID>
         let detached: AsyncStream<Void>
+        /// The runtime's own follow-up of its events (``Hypervisor/followLifecycle()``).
+        let follow: @Sendable () async -> Void
     }
 
     private struct State {
@@ -86,7 +88,12 @@ public final class HostRuntimes: Hypervisor, Service {
                 group.addTask { [changesContinuation] in
                     await withTaskGroup(of: Void.self) { forwarding in
                         forwarding.addTask {
-                            for await id in attachment.changes { changesContinuation.yield(id) }
+                            // The follow-up may end at once (nothing to follow): only the forwarding's end ends both.
+                            await withDiscardingTaskGroup { events in
+                                events.addTask { await attachment.follow() }
+                                for await id in attachment.changes { changesContinuation.yield(id) }
+                                events.cancelAll()
+                            }
                         }
                         forwarding.addTask { for await _ in attachment.detached {} }
                         await forwarding.next()
@@ -146,7 +153,8 @@ public final class HostRuntimes: Hypervisor, Service {
             return (state.roster.connected(host), previous)
         }
         previous?.detached.finish()
-        attachmentsContinuation.yield(Attachment(host: host, changes: hypervisor.changes, detached: detached))
+        attachmentsContinuation.yield(
+            Attachment(host: host, changes: hypervisor.changes, detached: detached, follow: { await hypervisor.followLifecycle() }))
         logger.notice("host runtime attached", metadata: ["host": "\(host)", "sessions": "\(back.sessions.count)"])
         for id in back.leftovers {
             do throws(VMSessionError) {
@@ -301,6 +309,15 @@ public final class HostRuntimes: Hypervisor, Service {
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { (try? hypervisor(for: id))?.guestAPIAddress(of: id) }
     public func offersGuestNetwork(_ id: SessionID) -> Bool { (try? hypervisor(for: id))?.offersGuestNetwork(id) ?? false }
     public func guestNetworkUnavailability(_ id: SessionID) -> String? { (try? hypervisor(for: id))?.guestNetworkUnavailability(id) }
+    /// The local host's.
+    public var guestNetworkOffer: GuestNetworkOffer { local.guestNetworkOffer }
+
+    /// Whether `host`'s guests get a network there (the host view's `guestNetwork`); nil for a host with no
+    /// hypervisor here now (not connected yet, lost, or unknown).
+    public func guestNetworkOffer(onHost host: String) -> GuestNetworkOffer? {
+        if host == HostDefinition.localName { return local.guestNetworkOffer }
+        return state.withLock { $0.runtimes[host]?.hypervisor }?.guestNetworkOffer
+    }
 
     /// Each reachable host's figures; a host whose read fails is left out (logged), the others still count.
     public func machineStats() async throws -> [SessionID: MachineStats] {

@@ -47,10 +47,16 @@ public protocol Hypervisor: Sendable {
     /// Why `id`'s VM gets no guest network where it runs (a remote host reached over TLS, or one without the
     /// sandbox's tools), for the guest API's `not_supported` answer; nil where it gets one.
     func guestNetworkUnavailability(_ id: SessionID) -> String?
+    /// Whether the VMs of this hypervisor's host get a guest network, and why not: the host view's `guestNetwork`.
+    var guestNetworkOffer: GuestNetworkOffer { get }
     /// Called when a remote host's connection opened (the daemon started, or the host returned), before its
     /// sessions' calls are routed to this hypervisor: what its running VMs need beyond libvirt on the daemon's side
     /// (socket forwards, their network sandboxes) comes back, and what VMs that stopped meanwhile left is settled.
     func reconnected() async
+    /// The hypervisor's own follow-up of its lifecycle events, run by the daemon's host runtimes while the host is
+    /// attached and cancelled when it goes (a remote host's: the network helpers of a VM that stopped on its own go
+    /// at once). Returns when cancelled, or at once where there is nothing to follow.
+    func followLifecycle() async
     /// Sessions whose VM changed on the hypervisor's side (a lifecycle event). Consumed by one reader.
     var changes: AsyncStream<SessionID> { get }
     /// The Unix socket of the VM's VNC display (QEMU listens on it while the VM has a process), or nil if
@@ -107,7 +113,9 @@ extension Hypervisor {
     public func reaches(_ id: SessionID) -> Bool { true }
     public func offersGuestNetwork(_ id: SessionID) -> Bool { true }
     public func guestNetworkUnavailability(_ id: SessionID) -> String? { nil }
+    public var guestNetworkOffer: GuestNetworkOffer { .available }
     public func reconnected() async {}
+    public func followLifecycle() async {}
     public func displaySocket(of id: SessionID) -> String? { nil }
     public func noDisplayReason(of id: SessionID) -> String { "This hypervisor gives VMs no display." }
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] {

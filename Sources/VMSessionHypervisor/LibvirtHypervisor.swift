@@ -133,6 +133,14 @@ public final class LibvirtHypervisor: Hypervisor, LibvirtCaller {
         }
     }
 
+    /// The local sandbox (``GuestNetwork``) runs for QEMU guests; a driver that runs no QEMU (libvirt's test driver)
+    /// has guests only where a stand-in plays their API.
+    public var guestNetworkOffer: GuestNetworkOffer {
+        if network != nil || configuration.standInGuestAPIPort != nil { return .available }
+        return .unavailable(
+            "libvirt's \(description.driver) driver at \(description.uri) runs no QEMU: its VMs get no network (egress sandbox and guest API).")
+    }
+
     /// Takes a session's network down if its VM has no process (and is not being started right now).
     private static func releaseNetworkIfStopped(
         _ id: SessionID, network: GuestNetwork, connection: Connection, starting: SessionSet

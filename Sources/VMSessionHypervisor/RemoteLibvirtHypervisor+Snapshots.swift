@@ -29,6 +29,9 @@ extension RemoteLibvirtHypervisor {
     /// again as after a start.
     public func revertToSnapshot(_ name: String, of id: SessionID, paused: Bool) async throws(VMSessionError) {
         if try await revertedInPlace(name, of: id, paused: paused, logger: logger) { return }
+        // libvirt's revert stops the VM's QEMU and starts a new one: that "stopped" must not take the network down.
+        await networkTurns.beginStart(id)
+        defer { networkTurns.endStart(id) }
         relay.detach(id)
         await stopForwardingDisplay(id)
         do {

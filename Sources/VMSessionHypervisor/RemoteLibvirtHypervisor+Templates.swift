@@ -35,6 +35,9 @@ extension RemoteLibvirtHypervisor {
         let directory = templateDirectory(name)
         let partial = try LibvirtHypervisor.freshPartialDirectory(for: directory)
         let manager = FileManager.default
+        // The save's "stopped" event must not take the network down under the VM restored at once.
+        await networkTurns.beginStart(id)
+        defer { networkTurns.endStart(id) }
         // The VM's QEMU stops with the save (and a new one restores it): its console and display come home again after.
         relay.detach(id)
         await stopForwardingDisplay(id)
@@ -104,6 +107,8 @@ extension RemoteLibvirtHypervisor {
         }
         let bytes = try LibvirtHypervisor.sessionHeader(header: templateDirectory(name) + "/" + Self.templateHeader, for: spec, source: source)
             .encoded()
+        await networkTurns.beginStart(spec.id)
+        defer { networkTurns.endStart(spec.id) }
         try await replaceSeed(seed, for: spec.id)
         times.lap("seed")
         // The network first: the restored QEMU connects to it at once.
@@ -140,6 +145,30 @@ extension RemoteLibvirtHypervisor {
         guard let complete = try? await storage.run("list the templates", { RemoteVolumes.completeTemplates(volumes: try storage.volumeNames()) })
         else { return [] }
         return complete.filter { FileManager.default.fileExists(atPath: templateDirectory($0) + "/" + Self.templateHeader) }
+    }
+
+    /// Deletes what a capture cut short left on the host (``RemoteVolumes/unfinishedTemplates(volumes:kept:)``) and its
+    /// local leftovers, so that a template there is whole or absent. Called when the host connects (before any call
+    /// of a session is routed here, so no capture of this connection is under way; one on a lost connection failed).
+    func removeUnfinishedTemplates() async {
+        let storage = storage
+        let root = stateDirectory + "/templates"
+        do throws(VMSessionError) {
+            let removed = try await storage.run("delete unfinished templates") {
+                let volumes = try storage.volumeNames()
+                let complete = RemoteVolumes.completeTemplates(volumes: volumes)
+                let kept = Set(complete.filter { FileManager.default.fileExists(atPath: root + "/" + $0 + "/" + Self.templateHeader) })
+                let unfinished = RemoteVolumes.unfinishedTemplates(volumes: volumes, kept: kept)
+                for name in unfinished { _ = try storage.removeTemplate(name) }
+                return unfinished
+            }
+            for name in removed {
+                try? FileManager.default.removeItem(atPath: templateDirectory(name) + ".partial")
+                logger.notice("removed a template a capture cut short left on the host", metadata: ["template": "\(name)"])
+            }
+        } catch {
+            logger.warning("cannot look for unfinished templates on the host", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The template's saved XML, made into the session's (see ``TemplateDomainXML``).

@@ -48,6 +48,11 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     let stateDirectory: String
     let logger: Logger
     private let changesContinuation: AsyncStream<SessionID>.Continuation
+    /// The sessions whose VM libvirt reported stopped, for ``followLifecycle()`` (their network helpers go).
+    private let stops: AsyncStream<SessionID>
+    private let stopsContinuation: AsyncStream<SessionID>.Continuation
+    /// Starts against the release of a stopped VM's network (see ``NetworkTurns``).
+    let networkTurns = NetworkTurns()
     private let eventHandlerID: Int32
     /// The guests' network sandboxes on the host; nil for a host not reached over SSH (TLS).
     let network: RemoteGuestNetwork?
@@ -97,18 +102,22 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
                 localDirectory: { "\(stateDirectory)/machines/\($0)" }, logger: logger)
         }
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
+        (stops, stopsContinuation) = AsyncStream.makeStream(of: SessionID.self, bufferingPolicy: .bufferingNewest(1024))
         do {
             try FileManager.default.createDirectory(atPath: stateDirectory + "/machines", withIntermediateDirectories: true)
         } catch {
             throw VMSessionError(.ioError, "Cannot create the directory \(stateDirectory) for remote host \(host.name).", cause: error)
         }
         let continuation = changesContinuation
+        // On libvirt's event thread nothing but a yield: the release is SSH commands (see followLifecycle()).
+        let stopped = network == nil ? nil : stopsContinuation
         let eventLogger = logger
         do {
             eventHandlerID = try libvirt.addLifecycleHandler { event in
                 guard let id = SessionID(machineName: event.domainName) else { return }
                 eventLogger.debug("libvirt event", metadata: ["session": "\(id)", "event": "\(event)"])
                 continuation.yield(id)
+                if event.eventName == "stopped" { stopped?.yield(id) }
             }
         } catch {
             throw VMSessionError(.hypervisorError, "Cannot subscribe to libvirt events on \(host.name): \(error.message)", cause: error)
@@ -134,7 +143,34 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         let eventHandlerID = eventHandlerID
         queue.async { connection.removeLifecycleHandler(eventHandlerID) }
         changesContinuation.finish()
+        stopsContinuation.finish()
         relay.detachAll()
+    }
+
+    /// While the host is attached (the daemon's host runtimes run it, cancelled when the host goes): a VM that stopped
+    /// on its own (the guest powered off, its QEMU died) has no use for its network helpers on the host, so they go at
+    /// once, as a local VM's do on libvirt's `stopped` event, rather than at its next start, close or the host's next
+    /// connect. Not under a start, restore, capture or revert in flight (``NetworkTurns``), and only when the VM is still
+    /// stopped when its turn comes.
+    public func followLifecycle() async {
+        guard let network else { return }
+        for await id in stops {
+            guard networkTurns.beginRelease(id) else { continue }
+            let stoppedNow: Bool
+            do throws(VMSessionError) {
+                stoppedNow = try await call("read the VM's state") { connection in
+                    guard let domain = try connection.domain(named: id.machineName) else { return false }
+                    return try !domain.state().isActive
+                }
+            } catch {
+                stoppedNow = false
+            }
+            if stoppedNow, network.remoteDirectory(for: id) != nil {
+                logger.debug("the VM stopped on its own: its network helpers go", metadata: ["session": "\(id)"])
+                await network.down(id)
+            }
+            networkTurns.endRelease(id)
+        }
     }
 
     /// The accelerator on the host: TCG always. KVM availability on a remote host is not known to the daemon, and
@@ -247,6 +283,8 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     }
 
     public func start(_ id: SessionID) async throws(VMSessionError) {
+        await networkTurns.beginStart(id)
+        defer { networkTurns.endStart(id) }
         // The guest's network comes up first: QEMU connects to it as it starts (or restores).
         try await network?.up(id)
         do {
@@ -457,7 +495,12 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// Whether the host can run the guests' network sandbox (checked when it connected: see ``reconnected()``).
     public func offersGuestNetwork(_ id: SessionID) -> Bool { network?.remoteDirectory(for: id) != nil }
 
-    public func guestNetworkUnavailability(_ id: SessionID) -> String? {
+    public func guestNetworkUnavailability(_ id: SessionID) -> String? { networkUnavailability }
+
+    /// The host's: the same for each of its VMs (checked when it connected).
+    public var guestNetworkOffer: GuestNetworkOffer { GuestNetworkOffer(unavailability: networkUnavailability) }
+
+    private var networkUnavailability: String? {
         guard let network else {
             return "The guest's network (egress sandbox and guest API) is not available on remote host \(host.name): it is reached "
                 + "over TLS, and the sandbox's helpers on a host are started (and its API socket reached) only over an SSH transport."
@@ -469,6 +512,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
     /// what VMs that kept running need on the daemon's side (the forwards of their API sockets and displays), ends the
     /// network helpers of VMs that stopped meanwhile and removes those of VMs no longer defined.
     public func reconnected() async {
+        await removeUnfinishedTemplates()
         guard let network else { return }
         // A system libvirt's QEMU runs as a user of its own: its capabilities say whom, and what confines it.
         var capabilities: String?

@@ -50,6 +50,19 @@ enum RemoteVolumes {
         }.sorted()
     }
 
+    /// The templates that have volumes on the host but are not among `kept` (those complete there and whose header
+    /// the daemon keeps): what a capture cut short left (a daemon killed during the save, or before it kept the
+    /// header). By name, each once.
+    static func unfinishedTemplates(volumes: [String], kept: Set<String>) -> [String] {
+        let suffixes = [".memory.save", ".disk.qcow2", markerSuffix]
+        let names = volumes.compactMap { volume -> String? in
+            guard volume.hasPrefix("tmpl-"), let suffix = suffixes.first(where: { volume.hasSuffix($0) }) else { return nil }
+            let name = String(volume.dropFirst("tmpl-".count).dropLast(suffix.count))
+            return name.isEmpty ? nil : name
+        }
+        return Set(names).subtracting(kept).sorted()
+    }
+
     /// Whether `name` is one of the session's own volumes.
     static func belongs(_ name: String, to id: SessionID) -> Bool {
         name == diskName(id) || name == seedName(id)

@@ -19,11 +19,13 @@ struct HostsCommand: AsyncParsableCommand {
         return [
             host.name, state, "\(host.sessions)" + (host.maxSessions.map { "/\($0)" } ?? ""), capacity,
             host.latencyMs.map { String(format: "%.1f ms", $0) } ?? "-",
+            host.guestNetwork.map { $0.available ? "yes" : "no" } ?? "-",
             host.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","), host.uri,
         ]
     }
 
-    static let header = ["NAME", "STATE", "SESSIONS", "CAPACITY", "LATENCY", "LABELS", "URI"]
+    /// NETWORK: whether guests get a network there (`hosts show --json` has the reason when not).
+    static let header = ["NAME", "STATE", "SESSIONS", "CAPACITY", "LATENCY", "NETWORK", "LABELS", "URI"]
 
     static func print(_ host: HostInfo, json: Bool, client: VMSessionClient) async throws {
         if json { return try Output.printJSON(try await client.json("GET", "/api/v1/hosts/\(host.name)")) }

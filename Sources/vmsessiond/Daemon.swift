@@ -86,7 +86,8 @@ struct Daemon {
         let counter = SessionCounter()
         let hosts = try HostRegistry(
             store: store, localURI: localHypervisor.description.uri, configured: settings.hosts,
-            sessionCount: { name in counter.count(name) }, logger: logger)
+            sessionCount: { name in counter.count(name) }, guestNetwork: { name in hypervisor.guestNetworkOffer(onHost: name) },
+            logger: logger)
         let manager = SessionManager(
             store: store, events: events, hypervisor: hypervisor, images: images,
             configuration: .init(

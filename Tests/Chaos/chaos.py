@@ -23,9 +23,10 @@ libvirtd is SIGKILLed with its socket directory closed (so it cannot be autostar
 SIGSTOPped. While it is down it checks that every session on it says `host.state` unreachable and that every
 local session keeps working (its state matches its VM; a running one pauses and resumes); then the host comes
 back and must be `connected` again. Every round's checks above also hold for the host's sessions (the VM and
-its managed save and its snapshots' metadata are looked for in the host user's libvirt; templates are not made
-there: the template checks read the local host's files), and a closed session's VM and volumes are gone from the
-host.
+its managed save and its snapshots' metadata are looked for in the host user's libvirt), and a closed session's VM
+and volumes are gone from the host. Templates are made there too (from the host's sessions; its sessions open from
+them): a listed template on the host has its three volumes in the host's pool and its header in the daemon's
+`hosts/lab/templates`, and no template volume or header directory is left there of one that is not listed.
 """
 import argparse
 import glob
@@ -61,9 +62,9 @@ NEXT_ACTIONS = {
 REQUIREMENTS = {"cpus": 1, "memory": 192, "disk": 64, "version": "appliance"}
 # CHAOS_FOCUS=templates: half the running sessions' rounds make a template, and every open is from one.
 FOCUS = os.environ.get("CHAOS_FOCUS", "")
-# Actions a session on the SSH host does not take: templates (made there, they would be checked against the local
-# host's files below; RemoteSnapshotTests covers them). Snapshots and reverts are taken there as here.
-LOCAL_ONLY = {"template"}
+# Actions a session on the SSH host does not take: none now (templates are made there and checked against the
+# host's pool and the daemon's headers for it). Snapshots and reverts are taken there as here.
+LOCAL_ONLY = set()
 # How long a lost or returning host may take to be seen as such (libvirt keepalive: seconds).
 HOST_TIMEOUT = 60
 
@@ -324,10 +325,53 @@ def wait_operation(api, token, operation, timeout=120):
     return 0, {"status": "timeout"}
 
 
-def templates(api, state_dir):
-    """The templates the daemon lists: name -> the sessions using it."""
+def templates(api, state_dir, host=None):
+    """The templates the daemon lists (on `host` only, if given): name -> the sessions using it."""
     status, listed = api.call("GET", "/api/v1/templates", token=admin_token(state_dir))
-    return {t["name"]: t["sessions"] for t in listed.get("templates", [])} if status == 200 else {}
+    if status != 200:
+        return {}
+    return {t["name"]: t["sessions"] for t in listed.get("templates", []) if host is None or t.get("host", "local") == host}
+
+
+def remote_template_volumes(host):
+    """The template volumes in the SSH host's pool: template name -> its volumes' suffixes."""
+    found = {}
+    pool = host.home + "/pool"
+    for name in (os.listdir(pool) if os.path.isdir(pool) else []):
+        match = re.match(r"tmpl-(.+)\.(memory\.save|disk\.qcow2|complete)$", name)
+        if match:
+            found.setdefault(match.group(1), set()).add(match.group(2))
+    return found
+
+
+def template_leftovers(api, state_dir, host):
+    """What is wrong with the templates: a listed one missing a file, a file or volume of one not listed."""
+    wrong = []
+    listed = templates(api, state_dir)
+    local = templates(api, state_dir, "local")
+    for name in local:
+        for part in ("memory.save", "header", "disk.qcow2"):
+            if not os.path.exists(os.path.join(state_dir, "templates", name, part)):
+                wrong.append(("mismatches", f"template {name} is listed but has no {part}"))
+    for directory in glob.glob(os.path.join(state_dir, "templates", "*")):
+        if os.path.basename(directory) not in local:
+            wrong.append(("orphans", f"template directory {directory} of no listed template"))
+    if host is None:
+        return wrong
+    remote = templates(api, state_dir, "lab")
+    volumes = remote_template_volumes(host)
+    for name in remote:
+        if volumes.get(name) != {"memory.save", "disk.qcow2", "complete"}:
+            wrong.append(("mismatches", f"template {name} on lab is listed but the host has {sorted(volumes.get(name, []))}"))
+        if not os.path.exists(os.path.join(state_dir, "hosts", "lab", "templates", name, "header")):
+            wrong.append(("mismatches", f"template {name} on lab is listed but the daemon keeps no header"))
+    for name, parts in volumes.items():
+        if name not in listed:
+            wrong.append(("orphans", f"template volumes {sorted(parts)} of {name}, not listed, on lab"))
+    for directory in glob.glob(os.path.join(state_dir, "hosts", "lab", "templates", "*")):
+        if os.path.basename(directory) not in remote:
+            wrong.append(("orphans", f"template directory {directory} of no listed template on lab"))
+    return wrong
 
 
 def runs_from_template(view, api, state_dir):
@@ -342,9 +386,9 @@ def admin_token(state_dir):
         return f.read().strip()
 
 
-def local_open(api, state_dir):
-    """Half of the opens are from a template, if there is one: their start is a warm start."""
-    names = sorted(templates(api, state_dir)) if state_dir else []
+def local_open(api, state_dir, host="local"):
+    """Half of the opens are from a template of the session's host, if there is one: their start is a warm start."""
+    names = sorted(templates(api, state_dir, host)) if state_dir else []
     if names and (FOCUS == "templates" or random.random() < 0.5):
         return dict(REQUIREMENTS, version=random.choice(names))
     return REQUIREMENTS
@@ -375,7 +419,7 @@ def act(api, sid, token, action, state_dir=None, where=None):
         api.call("POST", f"/api/v1/hosts/{other}/drain", token=admin_token(state_dir), body={})
         try:
             return api.call("POST", f"/api/v1/sessions/{sid}/open", token=token,
-                            body=REQUIREMENTS if where != "local" else local_open(api, state_dir))
+                            body=local_open(api, state_dir, where))
         finally:
             api.call("POST", f"/api/v1/hosts/{other}/undrain", token=admin_token(state_dir), body={})
     if action == "open":
@@ -520,7 +564,8 @@ def main():
             if FOCUS == "templates" and state == "running" and not warm and random.random() < 0.5:
                 action = "template"
             delay = random.choice([0.0, 0.005, 0.01, 0.03, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0])
-            print(f"round {round_number}: {sid[:8]} {state} -> {action}, kill after {delay:.3f} s", flush=True)
+            on = f" on {where(sid)}" if where(sid) else ""
+            print(f"round {round_number}: {sid[:8]}{on} {state} -> {action}, kill after {delay:.3f} s", flush=True)
             if action == "qemu-kill":
                 for pid in qemu_pids(f"vms-{sid}"):
                     os.kill(pid, signal.SIGKILL)
@@ -577,15 +622,13 @@ def main():
                     time.sleep(0.5)
                 if mine != kept():
                     counts.note("mismatches", f"{s[:8]} lists snapshots {mine} but libvirt keeps {kept()}")
-            # Templates: each listed one has its files; no directory is left of one that is not listed.
-            listed_templates = templates(api, state_dir)
-            for name in listed_templates:
-                for part in ("memory.save", "header", "disk.qcow2"):
-                    if not os.path.exists(os.path.join(state_dir, "templates", name, part)):
-                        counts.note("mismatches", f"template {name} is listed but has no {part}")
-            for directory in glob.glob(os.path.join(state_dir, "templates", "*")):
-                if os.path.basename(directory) not in listed_templates:
-                    counts.note("orphans", f"template directory {directory} of no listed template")
+            # Templates: each listed one has its files (on the lab: its volumes there and its header here); nothing
+            # is left of one that is not listed. On the lab, what a killed run left goes once the host answers.
+            deadline = time.time() + (30 if host else 0)
+            while (wrong := template_leftovers(api, state_dir, host)) and time.time() < deadline:
+                time.sleep(0.5)
+            for kind, message in wrong:
+                counts.note(kind, message)
             # Orphans: qemu or machine directories of no session of ours, or closed sessions' leftovers.
             for name, pids in qemu_pids().items():
                 if name not in ours:

@@ -118,4 +118,74 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(!FileManager.default.fileExists(atPath: host.home + "/.cache/vmsessiond-net"), "the sandbox's directories are gone")
         try await daemon.stop()
     }
+
+    @Test("a guest on an SSH host whose QEMU dies on its own (killed on the host) loses its network helpers there within seconds, its session no longer says running, and a new start brings the network back: the guest's API answers again; close leaves nothing on the host")
+    func stoppedGuestReleasesItsNetwork() async throws {
+        // The egress test's world: pasta needs an upstream network on the host to give the guest an address at all.
+        let world = try await RealGuestSuites.GuestEgressTests.World.make()
+        defer { world.tearDown() }
+        let lab = try await Self.startLab("netstop")
+        let (host, daemon) = (lab.host, lab.daemon)
+        defer { host.tearDown() }
+        defer { daemon.kill9() }  // after a failure; the test stops it itself
+        // The host view says the SSH host (which has passt, socat and the rest) gives guests a network; the local
+        // host of this daemon (libvirt's test driver) does not, and says why.
+        let labView = try await lab.control.host("lab")
+        #expect(labView.guestNetwork == .init(available: true), "\(labView)")
+        let localView = try await lab.control.host("local")
+        #expect(localView.guestNetwork?.available == false && localView.guestNetwork?.reason?.contains("no QEMU") == true, "\(localView)")
+        _ = try await lab.control.drainHost("local")
+
+        let api = APIClient(port: daemon.port)
+        let (id, token) = try await api.newSession("net-stops")
+        let session = "/api/v1/sessions/\(id)"
+        let marker = "remote-net-stop-\(UUID().uuidString.prefix(8).lowercased())"
+        let body = ##"{"userData":"#!/bin/sh\necho \##(marker) >/www/index.html\n"}"##
+        try await api.withEvents(session: id, token: token, since: 0) { log in
+            #expect(try await api.call(.POST, session + "/open", token: token, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#).status == 202)
+            _ = try await log.state("open")
+            #expect(try await api.call(.POST, session + "/start", token: token, body: body).status == 202)
+            _ = try await log.state("running")
+            _ = try await log.next("apiAvailable", timeout: .seconds(120))
+        }
+        #expect(Self.networkHelpers(of: host).count == 3, "passt, pasta and socat run on the host: \(host.processes())")
+
+        // The guest's QEMU dies on the host, as an OOM kill or a crash would end it: no call of the daemon's.
+        let qemu = host.processes().filter { $0.command.hasPrefix("qemu-system") }
+        try #require(qemu.count == 1, "\(host.processes())")
+        kill(qemu[0].pid, SIGKILL)
+        let clock = ContinuousClock()
+        let killed = clock.now
+        try await Self.waitFor("no network helper of the stopped guest on the host", timeout: .seconds(15)) {
+            Self.networkHelpers(of: host).isEmpty
+        }
+        print("the stopped remote guest's helpers went after \(killed.duration(to: clock.now))")
+        var seen: String?
+        try await Self.waitFor("the session to follow its VM", timeout: .seconds(15)) {
+            seen = try await api.call(.GET, session, token: token)["state"] as? String
+            return seen == "error" || seen == "open"
+        }
+        #expect(seen == "error" || seen == "open", "a VM whose QEMU died is not running: \(String(describing: seen))")
+        #expect(try lab.admin.domain(named: "vms-\(id)")?.state().isActive == false)
+
+        // Started again: the network is back with it, and the guest's API answers through the daemon's proxy.
+        try await api.withEvents(session: id, token: token) { log in
+            let before = await log.count
+            #expect(try await api.call(.POST, session + "/start", token: token, body: body).status == 202)
+            _ = try await log.next("apiAvailable", after: before, timeout: .seconds(120))
+        }
+        #expect(Self.networkHelpers(of: host).count == 3, "\(host.processes())")
+        let page = try await GuestAPITests.fetch(api.base + session + "/guest/", token: token)
+        #expect(page.status == 200 && page.body.contains(marker), "\(page.status) \(page.body.prefix(300))")
+
+        try await api.withEvents(session: id, token: token) { log in
+            #expect(try await api.call(.POST, session + "/close", token: token).status == 202)
+            _ = try await log.state("closed", timeout: .seconds(60))
+        }
+        #expect(try await Self.leftOnHost(host.uri).isEmpty)
+        #expect(Self.networkHelpers(of: host).isEmpty, "\(host.processes())")
+        #expect(!FileManager.default.fileExists(atPath: host.home + "/.cache/vmsessiond-net"), "the sandbox's directories are gone")
+        try await daemon.stop()
+    }
+
 }

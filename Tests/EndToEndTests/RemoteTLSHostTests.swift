@@ -41,6 +41,9 @@ extension RealGuestSuites.RemoteHostTests {
         _ = try await control.addHost(HostRequest(name: "tls", uri: host.uri))
         let (connected, after) = try await Self.waitForHost("tls", control, within: .seconds(120)) { $0.state == "connected" }
         #expect(connected.state == "connected" && connected.capacity != nil, "\(connected)")
+        // The host view says before any session that guests get no network there, and why (the sandbox needs SSH).
+        #expect(connected.guestNetwork?.available == false && connected.guestNetwork?.reason?.contains("SSH") == true, "\(connected)")
+        #expect(refused.guestNetwork == nil, "not known of a host never connected: \(refused)")
         print("TLS host connected after \(after)")
         _ = try await control.drainHost("local")
 

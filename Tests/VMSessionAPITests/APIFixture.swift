@@ -81,7 +81,7 @@ struct APIFixture {
             store: store, localURI: chosen.description.uri, configured: [],
             sessionCount: { name in
                 name == HostDefinition.localName ? manager.readModel.allSessions().sessions.filter { $0.state != .closed }.count : 0
-            }, logger: logger)
+            }, guestNetwork: { name in name == HostDefinition.localName ? chosen.guestNetworkOffer : nil }, logger: logger)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: chosen.description, controller: controller,
             guestProxy: guestProxy,

@@ -35,6 +35,8 @@ struct HostRoutesTests {
             #expect(local["since"] is String)
             #expect(local["sessions"] as? Int == 0, "a session without a VM (closed) is on no host")
             #expect((local["capacity"] as? [String: Any]) == nil, "no monitor runs here to read the capacity")
+            let network = local["guestNetwork"] as? [String: Any]
+            #expect(network?["available"] as? Bool == true && network?["reason"] == nil, "the stand-in guests' API is served here: \(local.json)")
             let base = "/api/v1/sessions/\(id)"
             #expect(try await client.call(.post, base + "/open", token: token, body: #"{"memory":128,"disk":64,"version":"appliance"}"#).status == .accepted)
             #expect(try await client.settled(id, token: token)["state"] as? String == "open")
@@ -56,6 +58,7 @@ struct HostRoutesTests {
             #expect(added["labels"] as? [String: String] == ["room": "a"])
             #expect(added["maxSessions"] as? Int == 4)
             #expect(added["source"] as? String == "admin")
+            #expect(added["guestNetwork"] == nil, "not known before the daemon connects to the host: \(added.json)")
             #expect(try fixture.store.hosts().map(\.name) == ["lab1", "local"])
 
             let drained = try await client.call(.post, "/api/v1/hosts/lab1/drain", token: admin)
