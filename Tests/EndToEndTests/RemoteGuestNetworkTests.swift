@@ -67,7 +67,7 @@ extension RealGuestSuites.RemoteHostTests {
         let helpers = Self.networkHelpers(of: host)
         #expect(helpers.map(\.name).sorted() == ["passt", "pasta", "socat"], "\(helpers) of \(host.processes())")
 
-        let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+        let console = try #require(await Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
         try await Self.waitForFile(console, containing: "EGRESS done", timeout: .seconds(180))
         let reached = Self.egressResults(in: console)
         print("the remote guest's egress: \(reached)")

@@ -44,7 +44,7 @@ extension RealGuestSuites.RemoteHostTests {
             #expect(try await api.typed(token: token).session(id).host?.name == "lab")
             #expect(try await api.call(.POST, session + "/start", token: token).status == 202)
             _ = try await log.state("running")
-            let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+            let console = try #require(await Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
             try await Self.waitForFile(console, containing: Self.readyMarker)
             #expect(try await api.call(.POST, session + "/hibernate", token: token).status == 202)
             _ = try await log.state("saved")

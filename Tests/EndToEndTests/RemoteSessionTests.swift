@@ -9,11 +9,18 @@ import VMSessionClient
 /// returns the daemon removes what the closed session left there.
 extension RealGuestSuites.RemoteHostTests {
     /// The console log the daemon keeps for a session on a remote host (relayed from libvirt's console stream).
-    static func relayedConsole(under state: String, of id: String) -> String? {
-        let enumerator = FileManager.default.enumerator(atPath: state + "/hosts")
-        while let path = enumerator?.nextObject() as? String {
-            if path.hasSuffix("/console.log"), path.contains(id) { return state + "/hosts/" + path }
-        }
+    /// The daemon's relayed copy of a remote VM's console, once it is there: the relay opens libvirt's console
+    /// stream as the VM starts, so the file may come a moment after the session says `running`.
+    static func relayedConsole(under state: String, of id: String, timeout: Duration = .seconds(30)) async -> String? {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        repeat {
+            let enumerator = FileManager.default.enumerator(atPath: state + "/hosts")
+            while let path = enumerator?.nextObject() as? String {
+                if path.hasSuffix("/console.log"), path.contains(id) { return state + "/hosts/" + path }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        } while clock.now < deadline
         return nil
     }
 
@@ -41,7 +48,7 @@ extension RealGuestSuites.RemoteHostTests {
             let userData = #"#!/bin/sh\necho user-data says hello from afar\n"#
             #expect(try await api.call(.POST, session + "/start", token: token, body: #"{"userData":"\#(userData)"}"#).status == 202)
             _ = try await log.state("running")
-            let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+            let console = try #require(await Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
             try await Self.waitForFile(console, containing: "user-data says hello from afar")
             #expect(Self.networkHelpers(of: host).count == 3, "its guest network runs on the host: \(host.processes())")
             let domains = try admin.allDomains().map(\.name)

@@ -24,7 +24,7 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(try await Snap.operation(api, session + "/open", token: token, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
         #expect(try await lab.control.session(id).host?.name == "lab")
         #expect(try await Snap.operation(api, session + "/start", token: token, body: #"{"userData":"\#(Snap.userData)"}"#)["status"] as? String == "succeeded")
-        let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+        let console = try #require(await Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
         let before = try await Snap.waitForTick(console) { $0.tick >= 3 }
 
         // A snapshot of the running guest, in its disk volume on the host: counted in bytes.
@@ -75,7 +75,7 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(try await control.session(warm).host?.name == "lab")
         let userData = RealGuestSuites.TemplateTests.own("R")
         #expect(try await Snap.operation(api, warmPath + "/start", token: warmToken, body: #"{"userData":"\#(userData)"}"#)["status"] as? String == "succeeded")
-        let warmConsole = try #require(Self.relayedConsole(under: state, of: warm))
+        let warmConsole = try #require(await Self.relayedConsole(under: state, of: warm))
         try await RealGuestSuites.TemplateTests.waitFor("the warm session's own user-data") {
             RealGuestSuites.TemplateTests.lines(warmConsole).contains { $0.contains("TPLFILES R own-R END") }
         }

@@ -58,7 +58,7 @@ extension RealGuestSuites.RemoteHostTests {
             let userData = #"#!/bin/sh\necho user-data says hello over tls\n"#
             #expect(try await api.call(.POST, session + "/start", token: token, body: #"{"userData":"\#(userData)"}"#).status == 202)
             _ = try await log.state("running")
-            let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+            let console = try #require(await Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
             try await Self.waitForFile(console, containing: "user-data says hello over tls")
             #expect(host.processes().contains { $0.command.hasPrefix("qemu-system") }, "the guest's QEMU runs as the TLS host's user")
 

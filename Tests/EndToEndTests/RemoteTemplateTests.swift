@@ -60,7 +60,7 @@ extension RealGuestSuites.RemoteHostTests {
         #expect(try await Snap.operation(api, session + "/open", token: token, body: #"{"version":"afar-image"}"#)["status"] as? String == "succeeded")
         #expect(try await lab.control.session(id).host?.name == "lab")
         #expect(try await Snap.operation(api, session + "/start", token: token, body: #"{"userData":"\#(Templates.own("I"))"}"#)["status"] as? String == "succeeded")
-        let console = try #require(Self.relayedConsole(under: state, of: id))
+        let console = try #require(await Self.relayedConsole(under: state, of: id))
         try await Templates.waitFor("the warm session's own user-data") { Templates.lines(console).contains { $0.contains("TPLFILES I own-I END") } }
         try await Templates.waitFor("the warm-up's count going on") { (Templates.ticks(console).first ?? 0) >= 2 }
         #expect(!Templates.lines(console).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "it did not boot")

@@ -93,7 +93,7 @@ extension RealGuestSuites.RemoteHostTests {
         print("the system host's sandbox helpers: \(helpers.map(\.command))")
         #expect(helpers.count == 3 && helpers.allSatisfy { $0.uid == 0 }, "passt, pasta and socat run as root: \(helpers)")
 
-        let console = try #require(Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
+        let console = try #require(await Self.relayedConsole(under: state, of: id), "the daemon relays the remote console")
         try await Self.waitForFile(console, containing: "EGRESS done", timeout: .seconds(180))
         let reached = Self.egressResults(in: console)
         print("the system host's guest's egress: \(reached)")
