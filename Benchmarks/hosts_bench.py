@@ -214,7 +214,9 @@ def remote_against_local(opts, work, cold_runs, control_runs):
         daemon.expect("POST", "/api/v1/hosts/lab/drain", daemon.admin, {})
         daemon.expect("POST", "/api/v1/hosts/sys/undrain", daemon.admin, {})
         # One cold start on the system host, which gives the guest the control rows need: each open + start there
-        # took about 140 s in this benchmark's first runs (about 3.5 s on "lab"), so more runs would add minutes.
+        # takes about 140 s (about 3.5 s on "lab"), so more runs would add minutes. That system libvirtd probes QEMU
+        # anew on every capabilities (about 8 s) and domain capabilities (about 4 s) call on this machine, its cache
+        # notwithstanding, and the daemon's open and start make several such calls.
         on_system = measure_side(daemon, "sys", 1, control_runs)
         # What closing left on the hosts (the daemon removes a closed session's VM and volumes there).
         deadline = time.monotonic() + 30

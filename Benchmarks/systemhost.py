@@ -68,8 +68,9 @@ class SystemHost:
                 # Made by libvirt-daemon's packages; creating one here would leave a directory on this machine.
                 raise RuntimeError(f"{target} is missing (install libvirt-daemon-system)")
         tag = uuid.uuid4().hex[:8]
-        # Short: libvirt's UNIX sockets under run/ are reached by this path from outside the namespace.
-        directory = f"/tmp/vmsys-{tag}"
+        # Short: libvirt's UNIX sockets under run/ are reached by this path from outside the namespace. Not "vmsys-":
+        # SystemSSHHost.swift names its users so, and a reader of /tmp should not take one for the other.
+        directory = f"/tmp/vmsysh-{tag}"
         os.mkdir(directory)
         os.chmod(directory, 0o755)
         host = None
@@ -167,7 +168,7 @@ class SystemHost:
     def processes(self):
         """Live processes (zombies left out) whose mount table shows the fixture's directory, as (pid, comm):
         libvirtd, virtlogd, sshd and its sessions, QEMU."""
-        found, marker = [], f"/vmsys-{self.tag}/"
+        found, marker = [], f"/vmsysh-{self.tag}/"
         for pid, _, _, state, comm in _processes():
             if state == "Z" or pid == os.getpid():
                 continue
