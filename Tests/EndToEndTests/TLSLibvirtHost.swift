@@ -117,7 +117,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
                     "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
                     // virtlogd first: the system QEMU driver sends QEMU's output through it (systemd starts it by
                     // its socket on a real host).
-                    mounts.joined(separator: " && ") + " && /usr/sbin/virtlogd -d && exec /usr/sbin/libvirtd --listen -f \(server)/libvirtd.conf",
+                    mounts.joined(separator: " && ") + " && /usr/sbin/virtlogd -d -p \(server)/virtlogd.pid && exec /usr/sbin/libvirtd --listen -f \(server)/libvirtd.conf",
                 ]
             }
             try (config + extraConfig).write(toFile: server + "/libvirtd.conf", atomically: true, encoding: .utf8)
@@ -201,8 +201,9 @@ final class TLSLibvirtHost: @unchecked Sendable {
     var untrustedClientURI: String { "qemu+tls://127.0.0.1:\(port)/\(kind.rawValue)?pkipath=\(directory)/other-pki" }
 
     /// The host's live processes (zombies left out), libvirtd aside: the session kind's user's; for the system kind,
-    /// `libvirt-qemu`'s (its QEMU, which libvirt starts in a mount namespace of the VM's own; no other libvirt on this
-    /// machine runs QEMU as that user) and those in its libvirtd's mount namespace (virtlogd).
+    /// those in its libvirtd's mount namespace (virtlogd, SSH sessions) and `libvirt-qemu`'s whose mounts are this
+    /// host's (its QEMU, which libvirt starts in a mount namespace of the VM's own, made from libvirtd's, so its mount
+    /// table names the fixture's directories): another system host's QEMU, of a test running beside, is not this one's.
     func processes() -> [ProcessEntry] {
         let live = ProcessEntry.all().filter { $0.pid != libvirtd.pid && $0.state != "Z" }
         switch kind {
@@ -210,8 +211,14 @@ final class TLSLibvirtHost: @unchecked Sendable {
             return live.filter { $0.uid == uid }
         case .system:
             let namespace = mountNamespace
-            return live.filter { $0.uid == uid || (namespace != nil && Self.mountNamespace(of: $0.pid) == namespace) }
+            return live.filter {
+                (namespace != nil && Self.mountNamespace(of: $0.pid) == namespace) || ($0.uid == uid && Self.mounts(of: $0.pid).contains(directory))
+            }
         }
+    }
+
+    private static func mounts(of pid: Int32) -> String {
+        (try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8)) ?? ""
     }
 
     /// libvirtd's pid: for the system kind, a process in the host's mount namespace (``SystemSSHHost`` serves SSH
