@@ -43,6 +43,32 @@ def _can_connect(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def write_ssh_files(directory, port, user, permit_root=False):
+    """What a test host's own sshd and its client need in `directory`: a host key and a client key (the client's
+    authorized), sshd_config (loopback `port`, key login for `user` only; root too when `permit_root`), and `ssh`, a
+    wrapper that checks the host key against a known_hosts of its own, so root's ~/.ssh is neither read nor written.
+    Shared by SSHHost and systemhost.SystemHost (as SSHLibvirtHost.writeSSHFiles is by the Swift fixtures)."""
+    for key, comment in (("host_ed25519", "host"), ("client_ed25519", "client")):
+        _run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", f"{directory}/{key}")
+    shutil.copy(f"{directory}/client_ed25519.pub", f"{directory}/authorized_keys")
+    os.chmod(f"{directory}/authorized_keys", 0o644)
+    os.makedirs("/run/sshd", exist_ok=True)  # privilege separation; a container may not have it
+    with open(f"{directory}/sshd_config", "w") as f:
+        f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {directory}/host_ed25519\nPidFile none\n"
+                f"AuthorizedKeysFile {directory}/authorized_keys\nStrictModes no\nUsePAM no\n"
+                + ("PermitRootLogin prohibit-password\n" if permit_root else "")
+                + f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers {user}\nLogLevel VERBOSE\n")
+    with open(f"{directory}/host_ed25519.pub") as f:
+        host_key = " ".join(f.read().split()[:2])
+    with open(f"{directory}/known_hosts", "w") as f:
+        f.write(f"[127.0.0.1]:{port} {host_key}\n")
+    # libvirt runs `command -p PORT -l USER -i KEYFILE -T -e none -- 127.0.0.1 sh -c '…'`.
+    with open(f"{directory}/ssh", "w") as f:
+        f.write("#!/bin/sh\nexec /usr/bin/ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes "
+                f"-o UserKnownHostsFile={directory}/known_hosts -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \"$@\"\n")
+    os.chmod(f"{directory}/ssh", 0o755)
+
+
 def _processes():
     """(pid, ppid, uid, state, comm) of every process, from /proc."""
     entries = []
@@ -99,25 +125,8 @@ class SSHHost:
             entry = pwd.getpwnam(user)
             os.mkdir(home)
             os.chown(home, entry.pw_uid, entry.pw_gid)
-            for key, comment in (("host_ed25519", "host"), ("client_ed25519", "client")):
-                _run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", f"{directory}/{key}")
-            shutil.copy(f"{directory}/client_ed25519.pub", f"{directory}/authorized_keys")
-            os.chmod(f"{directory}/authorized_keys", 0o644)
-            os.makedirs("/run/sshd", exist_ok=True)  # privilege separation; a container may not have it
             port = _free_loopback_port()
-            with open(f"{directory}/sshd_config", "w") as f:
-                f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {directory}/host_ed25519\nPidFile none\n"
-                        f"AuthorizedKeysFile {directory}/authorized_keys\nStrictModes no\nUsePAM no\n"
-                        f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nAllowUsers {user}\nLogLevel VERBOSE\n")
-            with open(f"{directory}/host_ed25519.pub") as f:
-                host_key = " ".join(f.read().split()[:2])
-            with open(f"{directory}/known_hosts", "w") as f:
-                f.write(f"[127.0.0.1]:{port} {host_key}\n")
-            # libvirt runs `command -p PORT -l USER -i KEYFILE -T -e none -- 127.0.0.1 sh -c '…'`.
-            with open(f"{directory}/ssh", "w") as f:
-                f.write("#!/bin/sh\nexec /usr/bin/ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes "
-                        f"-o UserKnownHostsFile={directory}/known_hosts -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \"$@\"\n")
-            os.chmod(f"{directory}/ssh", 0o755)
+            write_ssh_files(directory, port, user)
             _run("/usr/sbin/sshd", "-t", "-f", f"{directory}/sshd_config")
             log = open(f"{directory}/sshd.log", "ab")
             sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", f"{directory}/sshd_config"],

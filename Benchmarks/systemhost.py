@@ -27,7 +27,7 @@ manager (`with SystemHost.start() as host:`). Root only; traffic to loopback onl
 """
 import os, shutil, signal, socket, subprocess, time, uuid
 
-from sshhost import _can_connect, _free_loopback_port, _processes, _run, _signal
+from sshhost import _can_connect, _free_loopback_port, _processes, _run, _signal, write_ssh_files
 
 # Inside the namespace -> the fixture's subdirectory bound over it.
 BINDS = (("/etc/libvirt", "etc"), ("/run/libvirt", "run"), ("/var/lib/libvirt", "lib"),
@@ -117,24 +117,8 @@ class SystemHost:
     def _start_sshd(self):
         directory = self.ssh_directory
         os.mkdir(directory)
-        for key, comment in (("host_ed25519", "host"), ("client_ed25519", "client")):
-            _run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", f"{directory}/{key}")
-        shutil.copy(f"{directory}/client_ed25519.pub", f"{directory}/authorized_keys")
-        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation; a container may not have it
         port = _free_loopback_port()
-        with open(f"{directory}/sshd_config", "w") as f:
-            f.write(f"ListenAddress 127.0.0.1:{port}\nHostKey {directory}/host_ed25519\nPidFile none\n"
-                    f"AuthorizedKeysFile {directory}/authorized_keys\nStrictModes no\nUsePAM no\n"
-                    "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                    "AllowUsers root\nLogLevel VERBOSE\n")
-        with open(f"{directory}/host_ed25519.pub") as f:
-            host_key = " ".join(f.read().split()[:2])
-        with open(f"{directory}/known_hosts", "w") as f:
-            f.write(f"[127.0.0.1]:{port} {host_key}\n")
-        with open(f"{directory}/ssh", "w") as f:
-            f.write("#!/bin/sh\nexec /usr/bin/ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes "
-                    f"-o UserKnownHostsFile={directory}/known_hosts -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR \"$@\"\n")
-        os.chmod(f"{directory}/ssh", 0o755)
+        write_ssh_files(directory, port, "root", permit_root=True)
         _run("/usr/sbin/sshd", "-t", "-f", f"{directory}/sshd_config")
         log = open(f"{directory}/sshd.log", "ab")
         # nsenter execs sshd in its own process (entering a mount namespace needs no fork): this Popen is sshd.

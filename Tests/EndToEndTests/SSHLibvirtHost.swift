@@ -61,37 +61,8 @@ final class SSHLibvirtHost: @unchecked Sendable {
             let (uid, gid) = (entry.pointee.pw_uid, entry.pointee.pw_gid)
             try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: false)
             try run("/bin/chown", "\(uid):\(gid)", home)
-            try run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host", "-f", directory + "/host_ed25519")
-            try run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "client", "-f", directory + "/client_ed25519")
-            try FileManager.default.copyItem(atPath: directory + "/client_ed25519.pub", toPath: directory + "/authorized_keys")
-            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: directory + "/authorized_keys")
-            // sshd's privilege separation directory; Debian makes it at boot (tmpfiles), a container may not have.
-            try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
             let port = try freeLoopbackPort()
-            try """
-                ListenAddress 127.0.0.1:\(port)
-                HostKey \(directory)/host_ed25519
-                PidFile none
-                AuthorizedKeysFile \(directory)/authorized_keys
-                StrictModes no
-                UsePAM no
-                PasswordAuthentication no
-                KbdInteractiveAuthentication no
-                AllowUsers \(user)
-                LogLevel VERBOSE
-
-                """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
-            let hostKey = try String(contentsOfFile: directory + "/host_ed25519.pub", encoding: .utf8)
-                .split(separator: " ").prefix(2).joined(separator: " ")
-            try "[127.0.0.1]:\(port) \(hostKey)\n".write(toFile: directory + "/known_hosts", atomically: true, encoding: .utf8)
-            // libvirt runs `command -p PORT -l USER -i KEYFILE -T -e none -- 127.0.0.1 sh -c '…'`.
-            try """
-                #!/bin/sh
-                exec /usr/bin/ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes \
-                  -o UserKnownHostsFile=\(directory)/known_hosts -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR "$@"
-
-                """.write(toFile: directory + "/ssh", atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/ssh")
+            try writeSSHFiles(in: directory, port: port, allowing: user)
             try run("/usr/sbin/sshd", "-t", "-f", directory + "/sshd_config")
 
             let sshd = try SpawnedChild(["/usr/sbin/sshd", "-D", "-e", "-f", directory + "/sshd_config"], log: directory + "/sshd.log")
@@ -188,6 +159,43 @@ final class SSHLibvirtHost: @unchecked Sendable {
         sshd.stop()
         _ = try? Self.account("/usr/sbin/userdel", user)
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Makes what a test host's own sshd and its client need in `directory`: a host key and a client key (the
+    /// client's authorized), `sshd_config` (loopback `port`, key login for `user` only, `root` too when
+    /// `permitRoot`), and `ssh`, a wrapper that checks the host key against a `known_hosts` of its own, so that
+    /// root's `~/.ssh` is neither read nor written. Shared by ``SSHLibvirtHost`` and ``SystemSSHHost``.
+    static func writeSSHFiles(in directory: String, port: Int, allowing user: String, permitRoot: Bool = false) throws {
+        try run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host", "-f", directory + "/host_ed25519")
+        try run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "client", "-f", directory + "/client_ed25519")
+        try FileManager.default.copyItem(atPath: directory + "/client_ed25519.pub", toPath: directory + "/authorized_keys")
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: directory + "/authorized_keys")
+        // sshd's privilege separation directory; Debian makes it at boot (tmpfiles), a container may not have.
+        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        try """
+            ListenAddress 127.0.0.1:\(port)
+            HostKey \(directory)/host_ed25519
+            PidFile none
+            AuthorizedKeysFile \(directory)/authorized_keys
+            StrictModes no
+            UsePAM no
+            \(permitRoot ? "PermitRootLogin prohibit-password\n" : "")PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            AllowUsers \(user)
+            LogLevel VERBOSE
+
+            """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
+        let hostKey = try String(contentsOfFile: directory + "/host_ed25519.pub", encoding: .utf8)
+            .split(separator: " ").prefix(2).joined(separator: " ")
+        try "[127.0.0.1]:\(port) \(hostKey)\n".write(toFile: directory + "/known_hosts", atomically: true, encoding: .utf8)
+        // libvirt runs `command -p PORT -l USER -i KEYFILE -T -e none -- 127.0.0.1 sh -c '…'`.
+        try """
+            #!/bin/sh
+            exec /usr/bin/ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes \
+              -o UserKnownHostsFile=\(directory)/known_hosts -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR "$@"
+
+            """.write(toFile: directory + "/ssh", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/ssh")
     }
 
     /// Whether something listens on the loopback port.

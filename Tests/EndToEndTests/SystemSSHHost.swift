@@ -58,35 +58,8 @@ final class SystemSSHHost: @unchecked Sendable {
         do {
             let directory = libvirt.directory + "/ssh"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
-            try SSHLibvirtHost.run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "host", "-f", directory + "/host_ed25519")
-            try SSHLibvirtHost.run("/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "client", "-f", directory + "/client_ed25519")
-            try FileManager.default.copyItem(atPath: directory + "/client_ed25519.pub", toPath: directory + "/authorized_keys")
-            try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
             let port = try SSHLibvirtHost.freeLoopbackPort()
-            try """
-                ListenAddress 127.0.0.1:\(port)
-                HostKey \(directory)/host_ed25519
-                PidFile none
-                AuthorizedKeysFile \(directory)/authorized_keys
-                StrictModes no
-                UsePAM no
-                PermitRootLogin prohibit-password
-                PasswordAuthentication no
-                KbdInteractiveAuthentication no
-                AllowUsers \(user)
-                LogLevel VERBOSE
-
-                """.write(toFile: directory + "/sshd_config", atomically: true, encoding: .utf8)
-            let hostKey = try String(contentsOfFile: directory + "/host_ed25519.pub", encoding: .utf8)
-                .split(separator: " ").prefix(2).joined(separator: " ")
-            try "[127.0.0.1]:\(port) \(hostKey)\n".write(toFile: directory + "/known_hosts", atomically: true, encoding: .utf8)
-            try """
-                #!/bin/sh
-                exec /usr/bin/ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes \
-                  -o UserKnownHostsFile=\(directory)/known_hosts -o GlobalKnownHostsFile=/dev/null -o LogLevel=ERROR "$@"
-
-                """.write(toFile: directory + "/ssh", atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/ssh")
+            try SSHLibvirtHost.writeSSHFiles(in: directory, port: port, allowing: user, permitRoot: true)
             try SSHLibvirtHost.run("/usr/sbin/sshd", "-t", "-f", directory + "/sshd_config")
             // nsenter execs sshd in its own process (a mount namespace needs no fork), so the fixture owns and reaps it.
             let sshd = try SpawnedChild(
