@@ -144,7 +144,12 @@ extension RemoteLibvirtHypervisor {
         let storage = storage
         guard let complete = try? await storage.run("list the templates", { RemoteVolumes.completeTemplates(volumes: try storage.volumeNames()) })
         else { return [] }
-        return complete.filter { FileManager.default.fileExists(atPath: templateDirectory($0) + "/" + Self.templateHeader) }
+        return complete.filter(keepsHeader)
+    }
+
+    /// Whether the daemon keeps template `name`'s header here (a capture writes it last, once the host has the rest).
+    func keepsHeader(_ name: String) -> Bool {
+        FileManager.default.fileExists(atPath: templateDirectory(name) + "/" + Self.templateHeader)
     }
 
     /// Deletes what a capture cut short left on the host (``RemoteVolumes/unfinishedTemplates(volumes:kept:)``) and its
@@ -152,12 +157,10 @@ extension RemoteLibvirtHypervisor {
     /// of a session is routed here, so no capture of this connection is under way; one on a lost connection failed).
     func removeUnfinishedTemplates() async {
         let storage = storage
-        let root = stateDirectory + "/templates"
         do throws(VMSessionError) {
             let removed = try await storage.run("delete unfinished templates") {
                 let volumes = try storage.volumeNames()
-                let complete = RemoteVolumes.completeTemplates(volumes: volumes)
-                let kept = Set(complete.filter { FileManager.default.fileExists(atPath: root + "/" + $0 + "/" + Self.templateHeader) })
+                let kept = Set(RemoteVolumes.completeTemplates(volumes: volumes).filter(self.keepsHeader))
                 let unfinished = RemoteVolumes.unfinishedTemplates(volumes: volumes, kept: kept)
                 for name in unfinished { _ = try storage.removeTemplate(name) }
                 return unfinished

@@ -30,8 +30,10 @@ enum RemoteVolumes {
     static func diskName(_ id: SessionID) -> String { "\(id.machineName).disk.qcow2" }
     static func seedName(_ id: SessionID) -> String { "\(id.machineName).seed.iso" }
 
-    static func templateMemoryName(_ template: String) -> String { "tmpl-\(template).memory.save" }
-    static func templateDiskName(_ template: String) -> String { "tmpl-\(template).disk.qcow2" }
+    static let templateMemorySuffix = ".memory.save"
+    static let templateDiskSuffix = ".disk.qcow2"
+    static func templateMemoryName(_ template: String) -> String { "tmpl-\(template)\(templateMemorySuffix)" }
+    static func templateDiskName(_ template: String) -> String { "tmpl-\(template)\(templateDiskSuffix)" }
     static func templateMarkerName(_ template: String) -> String { "tmpl-\(template)\(markerSuffix)" }
 
     /// Whether `name` is one of template `template`'s volumes.
@@ -54,7 +56,7 @@ enum RemoteVolumes {
     /// the daemon keeps): what a capture cut short left (a daemon killed during the save, or before it kept the
     /// header). By name, each once.
     static func unfinishedTemplates(volumes: [String], kept: Set<String>) -> [String] {
-        let suffixes = [".memory.save", ".disk.qcow2", markerSuffix]
+        let suffixes = [templateMemorySuffix, templateDiskSuffix, markerSuffix]
         let names = volumes.compactMap { volume -> String? in
             guard volume.hasPrefix("tmpl-"), let suffix = suffixes.first(where: { volume.hasSuffix($0) }) else { return nil }
             let name = String(volume.dropFirst("tmpl-".count).dropLast(suffix.count))
