@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 import HummingbirdWebSocket
 import VMSessionCore
 import VMSessionDaemon
@@ -16,10 +17,13 @@ public struct APIRequestContext: RequestContext, WebSocketRequestContext {
     public let webSocket: WebSocketHandlerReference<APIRequestContext>
     /// What the request presents; nil only on a router built without ``CredentialsReader`` (a wiring error).
     var credentials: Credentials?
+    /// The connection: an upgraded console writes its output into it on its event loop (``ConsoleChannel``).
+    let channel: any Channel
 
     public init(source: Source) {
         self.coreContext = .init(source: source)
         self.webSocket = .init()
+        self.channel = source.channel
     }
 
     /// The request's credentials, or an internal error on a router that never read them.

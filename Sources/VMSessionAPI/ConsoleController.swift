@@ -13,15 +13,16 @@ import VMSessionHypervisor
 /// `vmsession.js` and the daemon's page speak; the messages are ``ConsoleProtocol``'s).
 ///
 /// A thin harness over the ``ConsoleHub``: it checks the caller (token, origin: the same guards as every
-/// route), joins the session's shared console as a writer or a read-only viewer, copies output to the client
-/// and keystrokes to the console, and closes with a reason that says why it ended. A client whose token is
+/// route), joins the session's shared console as a writer or a read-only viewer, hands the console the connection
+/// to write output into (framed once for every client, on the connection's event loop), copies keystrokes to the
+/// console, and closes with a reason that says why it ended. A client whose token is
 /// revoked is closed within 5 s, as its event streams are.
 struct ConsoleController {
     let manager: SessionManager
     let hub: ConsoleHub
 
     static let consolePath = "/api/v1/sessions/:id/console"
-    /// Output is sent in frames of at most this many bytes (the history can be large).
+    /// Output is sent in frames of at most this many bytes (the history can be large; ``ConsoleMultiplexer/Framing/webSocket``).
     static let frameBytes = 32 * 1024
 
     func addRoutes(http: Router<APIRequestContext>, webSocket: Router<APIRequestContext>) {
@@ -57,7 +58,7 @@ struct ConsoleController {
                 let caller = context.requestContext.caller
                 let id = viewer.session
                 let stillAllowed: @Sendable () async -> Bool = { caller.isStillAllowed }
-                let ending = await Self.serve(viewer, inbound: inbound, outbound: outbound, stillAllowed: stillAllowed)
+                let ending = await Self.serve(viewer, connection: context.channel, inbound: inbound, outbound: outbound, stillAllowed: stillAllowed)
                 context.logger.debug("console client left", metadata: ["session": "\(id)", "why": "\(ending)"])
                 await ending.close(outbound)
             })
@@ -95,46 +96,27 @@ struct ConsoleController {
     }
 
     static func serve(
-        _ viewer: ConsoleMultiplexer.Viewer, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
+        _ viewer: ConsoleMultiplexer.Viewer, connection: any Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
         stillAllowed: @escaping @Sendable () async -> Bool
     ) async -> Ending {
-        await withTaskGroup(of: Ending.self) { group in
-            // Output: hello, the history, then live output until the console drops this client or ends.
+        // Output: hello, the history, then live output, all written into the connection by the console itself, on
+        // the connection's event loop, until the console drops this client or ends (``ConsoleChannel``).
+        let channel: ConsoleChannel
+        do {
+            channel = try await attach(viewer, to: connection)
+        } catch {
+            return .closed(.failed)
+        }
+        let ending = await withTaskGroup(of: Ending.self) { group in
             group.addTask {
-                do {
-                    let hello = ConsoleControl.hello(mode: viewer.mode, history: viewer.history.count)
-                    try await outbound.write(.text(String(decoding: try JSONEncoder().encode(hello), as: UTF8.self)))
-                    for start in stride(from: 0, to: viewer.history.count, by: frameBytes) {
-                        let end = min(start + frameBytes, viewer.history.count)
-                        try await outbound.write(.binary(ByteBuffer(bytes: viewer.history[start..<end])))
-                    }
-                    // A batch is what came while the previous one was being written: its bytes go merged.
-                    // Graceful shutdown makes the viewer leave (what is queued still goes out). Not
-                    // `cancelOnGracefulShutdown()`: its merge passes every batch through a task of its own.
-                    try await withGracefulShutdownHandler {
-                        for await batch in viewer.output {
-                            for output in batch {
-                                switch output {
-                                case .bytes(let bytes):
-                                    // Slices of the batch's buffer, which viewers that keep up share: no copy per viewer.
-                                    var rest = bytes
-                                    while let frame = rest.readSlice(length: min(frameBytes, rest.readableBytes)), frame.readableBytes > 0 {
-                                        try await outbound.write(.binary(frame))
-                                    }
-                                    viewer.sent(bytes.readableBytes)
-                                case .control(let control):
-                                    try await outbound.write(.text(String(decoding: try JSONEncoder().encode(control), as: UTF8.self)))
-                                }
-                            }
-                        }
-                    } onGracefulShutdown: {
-                        viewer.leave()
-                    }
-                    if let reason = viewer.closeReason { return .closed(reason) }
-                    return Task.isShuttingDownGracefully ? .closed(.shuttingDown) : .clientLeft
-                } catch {
-                    return viewer.closeReason.map(Ending.closed) ?? .clientLeft
+                // Graceful shutdown makes the viewer leave: what was written still goes out, then the close.
+                await withGracefulShutdownHandler {
+                    await viewer.ended()
+                } onGracefulShutdown: {
+                    viewer.leave()
                 }
+                if let reason = viewer.closeReason { return .closed(reason) }
+                return Task.isShuttingDownGracefully ? .closed(.shuttingDown) : .clientLeft
             }
             // Input: every frame's bytes are keystrokes (text or binary alike).
             group.addTask {
@@ -147,14 +129,11 @@ struct ConsoleController {
                 } catch {}
                 return .clientLeft
             }
-            // The console may drop this client while a write to it is stuck; and the token may be revoked.
+            // The token may be revoked.
             group.addTask {
-                var tick = 0
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    if let reason = viewer.closeReason { return .closed(reason) }
-                    tick += 1
-                    if tick % 5 == 0, !Task.isCancelled, await !stillAllowed() { return .closed(.revoked) }
+                    try? await Task.sleep(for: .seconds(5))
+                    if !Task.isCancelled, await !stillAllowed() { return .closed(.revoked) }
                 }
                 return .clientLeft
             }
@@ -162,5 +141,67 @@ struct ConsoleController {
             group.cancelAll()
             return first
         }
+        // The close frame, if any, goes after everything the console wrote, and nothing of it after the close.
+        viewer.leave()
+        await channel.stop()
+        return ending
+    }
+
+    /// Writes the hello and the history into the upgraded `connection`, below its WebSocket frame encoder, and
+    /// attaches `viewer` there, in one turn of the connection's event loop: live output follows the history with
+    /// no gap or repeat.
+    static func attach(_ viewer: ConsoleMultiplexer.Viewer, to connection: any Channel) async throws -> ConsoleChannel {
+        let framing = ConsoleMultiplexer.Framing.webSocket
+        let hello = framing.control(.hello(mode: viewer.mode, history: viewer.history.count))
+        let history = framing.output(ByteBuffer(bytes: viewer.history))
+        return try await connection.eventLoop.submit {
+            let encoder = try connection.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            let channel = ConsoleChannel(writingBelow: encoder)
+            channel.write(hello)
+            if history.readableBytes > 0 { channel.write(history) }
+            viewer.attach(channel)
+            return channel
+        }.get()
+    }
+}
+
+extension ConsoleMultiplexer.Framing {
+    /// The console's WebSocket messages as a server sends them (RFC 6455, section 5.2: unmasked, no extension):
+    /// output as binary frames of at most ``ConsoleController/frameBytes`` each, a control as one text frame of its
+    /// JSON. Made here, once per chunk for every client, because NIO's `WebSocketFrameEncoder` frames inside each
+    /// connection's pipeline, once per client.
+    public static let webSocket = Self(
+        output: { bytes in
+            var frames = ByteBuffer()
+            frames.reserveCapacity(bytes.readableBytes + 4 * (bytes.readableBytes / ConsoleController.frameBytes + 1))
+            var rest = bytes
+            while let frame = rest.readSlice(length: min(ConsoleController.frameBytes, rest.readableBytes)), frame.readableBytes > 0 {
+                WebSocketFrameBytes.write(.binary, frame, into: &frames)
+            }
+            return frames
+        },
+        control: { control in
+            var frame = ByteBuffer()
+            WebSocketFrameBytes.write(.text, ByteBuffer(bytes: (try? JSONEncoder().encode(control)) ?? Data()), into: &frame)
+            return frame
+        })
+}
+
+/// One unmasked, final WebSocket frame, as a server writes it (RFC 6455, section 5.2).
+enum WebSocketFrameBytes {
+    static func write(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, into buffer: inout ByteBuffer) {
+        let length = payload.readableBytes
+        buffer.writeInteger(UInt8(0x80) | UInt8(webSocketOpcode: opcode))
+        switch length {
+        case ..<126:
+            buffer.writeInteger(UInt8(length))
+        case ..<65536:
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(length))
+        default:
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(length))
+        }
+        buffer.writeImmutableBuffer(payload)
     }
 }

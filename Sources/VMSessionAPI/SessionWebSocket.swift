@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import NIOCore
 import NIOWebSocket
 import VMSessionCore
 
@@ -10,6 +11,8 @@ import VMSessionCore
 struct SessionWebSocketContext: Sendable {
     let request: Request
     let requestContext: SessionRequestContext
+    /// The upgraded connection.
+    let channel: any Channel
     var logger: Logger { requestContext.logger }
 }
 
@@ -41,7 +44,7 @@ extension Router where Context == APIRequestContext {
                     await outbound.close(.policyViolation, fitting: refusal(error))
                     return
                 }
-                try await onUpgrade(inbound, outbound, SessionWebSocketContext(request: context.request, requestContext: session))
+                try await onUpgrade(inbound, outbound, SessionWebSocketContext(request: context.request, requestContext: session, channel: context.requestContext.channel))
             })
     }
 }

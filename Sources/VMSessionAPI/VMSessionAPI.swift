@@ -91,7 +91,7 @@ public enum VMSessionAPI {
         DisplayController(manager: manager, viewers: displays).addRoutes(http: router, webSocket: webSocket)
         MetricsController(collector: collector) { (streams.openCount, displays.total) }.addRoutes(to: router)
         // A hub that is not run as a service (some tests) shows the console but carries no keystrokes.
-        ConsoleController(manager: manager, hub: consoles ?? ConsoleHub(logger: Logger(label: "vmsessiond.console")))
+        ConsoleController(manager: manager, hub: consoles ?? ConsoleHub(framing: .webSocket, logger: Logger(label: "vmsessiond.console")))
             .addRoutes(http: router, webSocket: webSocket)
         XtermAssets().addRoutes(to: router)
         DaemonController(controller: controller).addRoutes(to: router)

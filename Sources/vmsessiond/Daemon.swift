@@ -124,7 +124,7 @@ struct Daemon {
         logger.info(
             "connection budget",
             metadata: ["descriptors": "\(descriptors)", "connections": "\(budget.connections)", "eventStreams": "\(budget.eventStreams)"])
-        let consoles = ConsoleHub(limits: settings.console, logger: logger)
+        let consoles = ConsoleHub(limits: settings.console, framing: .webSocket, logger: logger)
         counter.read = { [readModel = manager.readModel] name in
             readModel.allSessions().sessions.filter { $0.state != .closed && $0.host == name }.count
         }

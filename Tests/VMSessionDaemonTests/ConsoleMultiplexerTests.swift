@@ -335,7 +335,7 @@ struct ConsoleMultiplexerTests {
         let fixture = try Fixture("before\n")
         var limits = ConsoleMultiplexer.Limits.defaults
         limits.viewers = 2
-        let hub = ConsoleHub(limits: limits, logger: Logger(label: "test"))
+        let hub = ConsoleHub(limits: limits, framing: .unframed, logger: Logger(label: "test"))
         let id = SessionID()
         let one = try await hub.join(id, endpoints: fixture.endpoints, mode: .write)
         let two = try await hub.join(id, endpoints: fixture.endpoints, mode: .read)
@@ -352,5 +352,106 @@ struct ConsoleMultiplexerTests {
         let three = try await hub.join(id, endpoints: fixture.endpoints, mode: .read)
         #expect(String(decoding: three.history, as: UTF8.self) == "before\nwhile nobody watched\n")
         three.leave()
+    }
+
+    // MARK: Attached viewers: the console writes into their connections itself
+
+    /// Where a protocol's frame encoder sits in a client's pipeline; the console writes below it, so it never
+    /// sees a write (one that reached it would fail the test).
+    final class EncoderStandIn: ChannelOutboundHandler, Sendable {
+        typealias OutboundIn = Never
+    }
+
+    /// A client's connection over a real Unix socket to a peer that reads (``ConsoleSocket``) or never reads.
+    static func connect(to path: String) async throws -> any Channel {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EncoderStandIn()) }
+            }
+            .connect(unixDomainSocketPath: path).get()
+    }
+
+    static func attach(_ viewer: ConsoleMultiplexer.Viewer, to connection: any Channel) async throws {
+        try await connection.eventLoop.submit {
+            let encoder = try connection.pipeline.syncOperations.context(handlerType: EncoderStandIn.self)
+            viewer.attach(ConsoleChannel(writingBelow: encoder))
+        }.get()
+    }
+
+    @Test("attached viewers are written each chunk framed once for all of them, after what was queued before they attached")
+    func attachedViewersShareOneFrame() async throws {
+        let fixture = try Fixture()
+        let framings = Shared(0)
+        let framing = ConsoleMultiplexer.Framing(
+            output: { bytes in
+                framings.withLock { $0 += 1 }
+                return ByteBuffer(string: "<\(String(buffer: bytes))>")
+            },
+            control: { ByteBuffer(string: "{\($0.message ?? "")}") })
+        let console = try ConsoleMultiplexer(session: SessionID(), endpoints: fixture.endpoints, limits: .defaults, framing: framing, logger: Logger(label: "test"))
+        defer { console.end(.sessionClosed) }
+        var peers: [ConsoleSocket] = []
+        var viewers: [ConsoleMultiplexer.Viewer] = []
+        var connections: [any Channel] = []
+        for index in 0..<3 {
+            let path = fixture.directory + "/client\(index).sock"
+            peers.append(try await ConsoleSocket(path: path))
+            connections.append(try await Self.connect(to: path))
+            viewers.append(try #require(console.join(.write)))
+        }
+        console.deliver(Array("queued".utf8))
+        for (viewer, connection) in zip(viewers, connections) { try await Self.attach(viewer, to: connection) }
+        #expect(framings.withLock { $0 } == 3, "what was queued is framed per viewer as it attaches")
+        console.deliver(Array("live".utf8))
+        console.notice("a notice")
+        for peer in peers {
+            try await Self.eventually("each client got the queued chunk, the live one and the notice, in order") {
+                peer.text == "<queued><live>{a notice}"
+            }
+        }
+        #expect(framings.withLock { $0 } == 4, "the live chunk is framed once for the three viewers")
+        try await Self.eventually("the socket took every byte: nothing counts against the viewers' bound") {
+            viewers.allSatisfy { $0.unsentBytes == 0 }
+        }
+        for connection in connections { try await connection.close() }
+        for peer in peers { try await peer.close() }
+    }
+
+    @Test("an attached viewer whose client stops reading is dropped with a reason; the others get every byte")
+    func attachedSlowViewerDropped() async throws {
+        let fixture = try Fixture()
+        var limits = ConsoleMultiplexer.Limits.defaults
+        limits.viewerBufferBytes = 64 * 1024
+        let console = try fixture.multiplexer(limits)
+        defer { console.end(.sessionClosed) }
+        // A peer that accepts and never reads: the kernel's buffers fill, then the daemon's.
+        let stuckPath = fixture.directory + "/stuck.sock"
+        let stuckPeer = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.autoRead, value: false)
+            .bind(unixDomainSocketPath: stuckPath, cleanupExistingSocketFile: true).get()
+        let readingPath = fixture.directory + "/reading.sock"
+        let readingPeer = try await ConsoleSocket(path: readingPath)
+        let stuck = try #require(console.join(.read))
+        let reading = try #require(console.join(.read))
+        let stuckConnection = try await Self.connect(to: stuckPath)
+        let readingConnection = try await Self.connect(to: readingPath)
+        try await Self.attach(stuck, to: stuckConnection)
+        try await Self.attach(reading, to: readingConnection)
+        let chunk = [UInt8](repeating: 120, count: 16 * 1024)
+        var delivered = 0
+        while stuck.closeReason == nil, delivered < 64 << 20 {
+            console.deliver(chunk)
+            delivered += chunk.count
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(stuck.closeReason == .tooSlow(bufferedBytes: 64 * 1024))
+        #expect(reading.closeReason == nil)
+        try await Self.eventually("the reading client got every byte") { readingPeer.received.withLock { $0.count } == delivered }
+        #expect(console.viewerCount == 1)
+        await stuck.ended()
+        try await stuckConnection.close()
+        try await readingConnection.close()
+        try await stuckPeer.close()
+        try await readingPeer.close()
     }
 }

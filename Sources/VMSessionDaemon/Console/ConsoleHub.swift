@@ -11,6 +11,8 @@ import VMSessionHypervisor
 /// and stays off Swift's cooperative pool.
 public actor ConsoleHub: Service {
     public nonisolated let limits: ConsoleMultiplexer.Limits
+    /// How the clients' connections frame output (the API's WebSocket frames).
+    let framing: ConsoleMultiplexer.Framing
     let logger: Logger
     private var consoles: [SessionID: ConsoleMultiplexer] = [:]
     private let pumps: AsyncStream<ConsoleMultiplexer>
@@ -19,8 +21,9 @@ public actor ConsoleHub: Service {
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
 
-    public init(limits: ConsoleMultiplexer.Limits = .defaults, logger: Logger) {
+    public init(limits: ConsoleMultiplexer.Limits = .defaults, framing: ConsoleMultiplexer.Framing, logger: Logger) {
         self.limits = limits
+        self.framing = framing
         self.logger = logger
         (pumps, pumpsContinuation) = AsyncStream.makeStream(of: ConsoleMultiplexer.self)
     }
@@ -34,7 +37,7 @@ public actor ConsoleHub: Service {
             if let viewer = console.join(mode) { return viewer }
             if !console.hasEnded { throw Self.full }
         }
-        let console = try ConsoleMultiplexer(session: id, endpoints: endpoints, limits: limits, logger: logger)
+        let console = try ConsoleMultiplexer(session: id, endpoints: endpoints, limits: limits, framing: framing, logger: logger)
         guard let viewer = console.join(mode) else { throw Self.full }
         consoles[id] = console
         pumpsContinuation.yield(console)

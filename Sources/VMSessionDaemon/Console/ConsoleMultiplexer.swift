@@ -13,11 +13,13 @@ import VMSessionHypervisor
 /// - **History.** A new viewer first gets the ``ConsoleHistory`` (the tail of the log when the console was
 ///   attached, then everything since), then live output, with no gap or repeat between the two: the history
 ///   is taken and the viewer registered under one lock, and both are fed by the same follower.
-/// - **Nobody waits for a slow viewer.** Output is handed to each viewer's own queue; a viewer whose queue
-///   holds more than `viewerBufferBytes` not yet sent is dropped (``ConsoleClose/tooSlow(bufferedBytes:)``).
-/// - **One copy for all viewers.** Each chunk of output is put in one `ByteBuffer` that every viewer's queue
-///   shares; a viewer that keeps up sends it as it is (the same storage goes to every connection), and only
-///   one that fell behind pays for merging what waited for it into one frame.
+/// - **Nobody waits for a slow viewer.** A viewer that holds more than `viewerBufferBytes` of output not yet
+///   taken by its socket is dropped (``ConsoleClose/tooSlow(bufferedBytes:)``).
+/// - **Framed once for all viewers.** A viewer whose connection handler has sent the history is *attached*
+///   (``Viewer/attach(_:)``): each chunk of output is then framed once (``Framing``) and the same bytes are
+///   written to every attached viewer's ``ConsoleChannel``, one `execute` per event loop per chunk, no task
+///   woken per viewer. Until then (and for a viewer read as ``Viewer/output``) the chunk goes to the viewer's
+///   queue, one `ByteBuffer` shared by every queue; only a viewer that fell behind pays for merging.
 /// - **Input.** Keystrokes go to QEMU in order, over a connection made when they come (QEMU takes one
 ///   client on the socket; it is gone while the VM has no process, and back after a start or restore). When
 ///   it cannot be reached, the writers are told (a `notice`) instead of the input being kept.
@@ -57,6 +59,23 @@ public final class ConsoleMultiplexer: Sendable {
             historyBytes: 256 * 1024, viewerBufferBytes: 1 << 20, viewers: 64, inputBurst: 64 * 1024, inputBytesPerSecond: 32 * 1024)
     }
 
+    /// How output becomes the bytes of the messages a client's connection carries: made once per chunk for
+    /// every attached viewer (the API's WebSocket frames; in tests, the bytes as they are).
+    public struct Framing: Sendable {
+        public var output: @Sendable (ByteBuffer) -> ByteBuffer
+        public var control: @Sendable (ConsoleControl) -> ByteBuffer
+
+        public init(output: @escaping @Sendable (ByteBuffer) -> ByteBuffer, control: @escaping @Sendable (ConsoleControl) -> ByteBuffer) {
+            self.output = output
+            self.control = control
+        }
+
+        /// Output as it is, controls as their JSON.
+        public static let unframed = Framing(
+            output: { $0 },
+            control: { control in ByteBuffer(bytes: (try? JSONEncoder().encode(control)) ?? Data()) })
+    }
+
     /// What a viewer's queue carries.
     public enum Output: Sendable, Equatable {
         /// Output bytes: shared with the other viewers when this viewer's batch is one chunk.
@@ -87,6 +106,9 @@ public final class ConsoleMultiplexer: Sendable {
 
         /// What is waiting for the handler: the batches before the last control, and the bytes after it.
         private struct Pending: Sendable {
+            /// Set once the handler has sent the history: output is then written to it, not queued.
+            var channel: ConsoleChannel?
+            var ended = false
             var items: [Output] = []
             /// The chunks since the last control, each shared with the other viewers.
             var tail: [ByteBuffer] = []
@@ -132,6 +154,9 @@ public final class ConsoleMultiplexer: Sendable {
         /// The handler wrote `count` bytes of output to the client (they no longer count against its bound).
         public func sent(_ count: Int) { pending.withLock { $0.unsent -= count } }
 
+        /// Output offered to this viewer and not yet taken by its socket (what its bound counts).
+        var unsentBytes: Int { pending.withLock { $0.unsent } }
+
         /// Keystrokes from this client. Throws the close that the client must get when it may not type
         /// (read-only) or types too fast; a VM that cannot take input is said as a notice instead.
         public func type(_ bytes: [UInt8]) throws(ConsoleCloseError) {
@@ -147,26 +172,73 @@ public final class ConsoleMultiplexer: Sendable {
         /// The client is gone (or was closed): it leaves the console.
         public func leave() { console.leave(self) }
 
-        /// Queues output; false if output was already waiting and this took the viewer past its bound (a chunk
-        /// larger than the bound still goes to a viewer that has caught up).
-        func offer(_ bytes: ByteBuffer, limit: Int) -> Bool {
-            let queued = pending.withLock { pending -> Bool in
-                guard pending.unsent == 0 || pending.unsent + bytes.readableBytes <= limit else { return false }
-                pending.unsent += bytes.readableBytes
-                pending.tail.append(bytes)
-                return true
-            }
-            if queued { bell.yield() }
-            return queued
+        /// Where an offer went.
+        enum Offered {
+            case queued
+            /// To be written to this channel by the caller (already counted against the bound).
+            case attached(ConsoleChannel)
+            /// Output was already waiting and this took the viewer past its bound.
+            case refused
         }
 
-        /// Queues a control after the output queued so far.
+        /// Queues output, or counts it for the attached channel (a chunk larger than the bound still goes to a
+        /// viewer that has caught up).
+        func offer(_ bytes: ByteBuffer, limit: Int) -> Offered {
+            let offered = pending.withLock { pending -> Offered in
+                guard !pending.ended else { return .queued }
+                guard pending.unsent == 0 || pending.unsent + bytes.readableBytes <= limit else { return .refused }
+                pending.unsent += bytes.readableBytes
+                if let channel = pending.channel { return .attached(channel) }
+                pending.tail.append(bytes)
+                return .queued
+            }
+            if case .queued = offered { bell.yield() }
+            return offered
+        }
+
+        /// Queues a control after the output queued so far (or writes it after the output written so far).
         func offer(_ control: ConsoleControl) {
-            pending.withLock { pending in
+            let channel = pending.withLock { pending -> ConsoleChannel? in
+                if let channel = pending.channel { return channel }
                 pending.closeTail()
                 pending.items.append(.control(control))
+                return nil
             }
-            bell.yield()
+            guard let channel else {
+                bell.yield()
+                return
+            }
+            let frame = console.framing.control(control)
+            channel.eventLoop.execute { channel.write(frame) }
+        }
+
+        /// On `channel`'s event loop, once the handler has written the hello and the history to it: what was
+        /// queued meanwhile is written now, and every later chunk is written by the console as it comes (framed
+        /// once for all attached viewers), in order. The handler then only waits for the end (``ended()``).
+        public func attach(_ channel: ConsoleChannel) {
+            channel.eventLoop.preconditionInEventLoop()
+            let queued = pending.withLock { pending -> [Output] in
+                pending.channel = channel
+                return pending.take()
+            }
+            for output in queued { write(output, to: channel) }
+        }
+
+        /// On the channel's loop: one output, framed, counted off the bound once the socket took it.
+        func write(_ output: Output, to channel: ConsoleChannel) {
+            switch output {
+            case .bytes(let bytes):
+                let count = bytes.readableBytes
+                channel.write(console.framing.output(bytes)) { [self] in sent(count) }
+            case .control(let control):
+                channel.write(console.framing.control(control))
+            }
+        }
+
+        /// Returns once the viewer has ended (dropped, the console ended, or it left); for an attached viewer,
+        /// whose output the console writes itself.
+        public func ended() async {
+            for await _ in doorbell {}
         }
 
         /// Everything queued, in order, consecutive bytes merged; empty when nothing waits.
@@ -176,7 +248,14 @@ public final class ConsoleMultiplexer: Sendable {
         /// loses what was queued for it; otherwise the handler still gets it before the end.
         func end(_ reason: ConsoleClose?) {
             closing.withLock { if $0 == nil { $0 = reason } }
-            if case .tooSlow = reason { pending.withLock { $0 = Pending() } }
+            pending.withLock { pending in
+                pending.ended = true
+                // Output already handed to the channel still goes; what is queued goes too, unless too slow.
+                if case .tooSlow = reason {
+                    pending.items = []
+                    pending.tail = []
+                }
+            }
             bell.finish()
         }
 
@@ -217,6 +296,7 @@ public final class ConsoleMultiplexer: Sendable {
     public let session: SessionID
     let endpoints: ConsoleEndpoints
     let limits: Limits
+    let framing: Framing
     let logger: Logger
     private let state: Mutex<State>
     private let follower: Mutex<LogFollower?> = Mutex(nil)
@@ -226,11 +306,12 @@ public final class ConsoleMultiplexer: Sendable {
 
     /// Attaches to the console: reads the log's tail as history and starts following the log.
     init(
-        session: SessionID, endpoints: ConsoleEndpoints, limits: Limits, logger: Logger
+        session: SessionID, endpoints: ConsoleEndpoints, limits: Limits, framing: Framing = .unframed, logger: Logger
     ) throws(VMSessionError) {
         self.session = session
         self.endpoints = endpoints
         self.limits = limits
+        self.framing = framing
         self.logger = logger
         // A bounded input queue: what a writer may have in flight is bounded by its budget anyway.
         (inputs, input) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingOldest(1024))
@@ -275,8 +356,26 @@ public final class ConsoleMultiplexer: Sendable {
         }
         // One buffer for every viewer: a viewer's queue holds a reference, not a copy.
         let chunk = ByteBuffer(bytes: bytes)
-        for viewer in viewers where !viewer.offer(chunk, limit: limits.viewerBufferBytes) {
-            remove(viewer, because: .tooSlow(bufferedBytes: limits.viewerBufferBytes))
+        var attached: [ObjectIdentifier: [(viewer: Viewer, channel: ConsoleChannel)]] = [:]
+        for viewer in viewers {
+            switch viewer.offer(chunk, limit: limits.viewerBufferBytes) {
+            case .queued: continue
+            case .attached(let channel): attached[ObjectIdentifier(channel.eventLoop), default: []].append((viewer, channel))
+            case .refused: remove(viewer, because: .tooSlow(bufferedBytes: limits.viewerBufferBytes))
+            }
+        }
+        guard !attached.isEmpty else { return }
+        // Framed once; one `execute` per event loop, in which every viewer on it is written the same bytes.
+        let frame = framing.output(chunk)
+        let count = chunk.readableBytes
+        for targets in attached.values {
+            guard let loop = targets.first?.channel.eventLoop else { continue }
+            loop.execute {
+                for target in targets {
+                    let viewer = target.viewer
+                    target.channel.write(frame) { viewer.sent(count) }
+                }
+            }
         }
     }
 
