@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark of the idle-aware execution-cap controller on real parts (make bench; QUICK=1 for few runs).
 
-Runs a desktop (Xvfb with xdotool for input, read through XSync's IDLETIME alarms and, for comparison,
-through the polled XScreenSaver fallback (`--x11-idle poll`); and sway 1.7 headless as a non-root user, with
-`swaymsg seat - cursor move` for input, read through org_kde_kwin_idle), the real vmsessiond pointed at
+Runs a desktop (Xvfb with XTEST pointer motion for input, read through XSync's IDLETIME alarms and, for
+comparison, through the polled XScreenSaver fallback (`--x11-idle poll`); and sway 1.7 headless as a non-root
+user, with `seat - cursor move` on its IPC socket for input, read through org_kde_kwin_idle), the real vmsessiond pointed at
 it, and a busy appliance guest under TCG controlled with minCap 25 / maxCap 100. Prints, per desktop,
 beside the goal (input -> cap p95 <= 20 ms at <= 0.1 % of a core while idle), and writes --out as JSON:
   1. input -> cap applied: time from just before the input is sent until libvirt's scheduler parameters
