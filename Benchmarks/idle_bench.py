@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
 """Benchmark of the idle-aware execution-cap controller on real parts (make bench; QUICK=1 for few runs).
 
-Runs a desktop (Xvfb with xdotool for input, read through XSync's IDLETIME alarms and, for comparison,
-through the polled XScreenSaver fallback (`--x11-idle poll`); and sway 1.7 headless as a non-root user, with
-`swaymsg seat - cursor move` for input, read through org_kde_kwin_idle), the real vmsessiond pointed at
+Runs a desktop (Xvfb with XTEST pointer motion for input, read through XSync's IDLETIME alarms and, for
+comparison, through the polled XScreenSaver fallback (`--x11-idle poll`); and sway 1.7 headless as a non-root
+user, with `seat - cursor move` on its IPC socket for input, read through org_kde_kwin_idle), the real vmsessiond pointed at
 it, and a busy appliance guest under TCG controlled with minCap 25 / maxCap 100. Prints, per desktop,
 beside the goal (input -> cap p95 <= 20 ms at <= 0.1 % of a core while idle), and writes --out as JSON:
-  1. input -> cap applied: time from just before `xdotool mousemove` is spawned until libvirt's
-     scheduler parameters (read back live through GET /api/v1/sessions/{id} `appliedCap`, polled every
-     2 ms) show the active cap; p50 / p95 / max over the runs;
+  1. input -> cap applied: time from just before the input is sent until libvirt's scheduler parameters
+     (read back live through GET /api/v1/sessions/{id} `appliedCap`, polled every 2 ms) show the active
+     cap; p50 / p95 / max over the runs. The input goes over a connection the bench keeps (`--input kept`,
+     the default: XTestFakeMotionEvent through libXtst on X11, a `seat - cursor move` command on sway's IPC
+     socket on Wayland), as a user's input reaches the display server without a program being started;
+     `--input spawn` starts `xdotool mousemove` / `swaymsg` for each input instead, so that figure also
+     holds the tool's start (fork, exec, linking, connecting: on X11 xdotool's XOpenDisplay and keyboard
+     map, 10+ ms on a loaded machine);
   2. the daemon's own CPU use over 60 s (QUICK: 15 s) while the desktop is idle, from /proc/PID/stat;
   3. the busy guest's measured CPU share (qemu process, /proc/PID/stat) at each cap the controller set
      (X11 run only: the cap mechanism does not depend on the desktop).
 Everything it starts (Xvfb, daemon, VM, temp dir) is torn down at the end, also on failure.
 """
-import argparse, json, os, random, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, ctypes, json, os, random, re, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import API, cpu_share, qemu_pid, wait  # noqa: E402
@@ -67,8 +72,86 @@ GOAL_P95_MS = 20
 GOAL_IDLE_CPU = 0.001
 
 
-def start_x11(started, workdir, poll=False):
-    """Xvfb on a free display; returns (daemon flags, input function, label). `poll`: the XScreenSaver fallback."""
+class KeptX11Input:
+    """Pointer motion through XTEST on one connection opened once (libXtst, which xdotool brings): a motion
+    costs one request, as a real device's event costs the server no client at all. Closed before Xvfb is
+    stopped (it joins `started` as something to stop, so the teardown closes it first)."""
+
+    def __init__(self, display, started):
+        self.x11 = ctypes.CDLL("libX11.so.6")
+        self.xtst = ctypes.CDLL("libXtst.so.6")
+        self.x11.XOpenDisplay.restype = ctypes.c_void_p
+        self.x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        self.x11.XFlush.argtypes = [ctypes.c_void_p]
+        self.x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        self.xtst.XTestFakeMotionEvent.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_ulong]
+        self.display = self.x11.XOpenDisplay(display.encode())
+        if not self.display:
+            raise RuntimeError(f"cannot open the X display {display} for input")
+        self.args = ["x11-input", display]
+        started.append(self)
+
+    def move(self):
+        self.xtst.XTestFakeMotionEvent(self.display, -1, random.randint(10, 600), random.randint(10, 400), 0)
+        self.x11.XFlush(self.display)
+
+    # Enough of Popen's interface for the teardown.
+    def poll(self):
+        return None if self.display else 0
+
+    def send_signal(self, _signal):
+        if self.display:
+            self.x11.XCloseDisplay(self.display)
+            self.display = None
+
+    def wait(self, timeout=None):
+        return 0
+
+    kill = send_signal
+
+
+class KeptSwayInput:
+    """`seat - cursor move` on one connection to sway's IPC socket (i3's framing: "i3-ipc", length, type 0
+    RUN_COMMAND), waiting for sway's reply as swaymsg does."""
+
+    def __init__(self, ipc, started):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(ipc)
+        self.args = ["sway-input", ipc]
+        started.append(self)
+
+    def move(self):
+        payload = f"seat - cursor move {random.randint(1, 20)} {random.randint(1, 20)}".encode()
+        self.sock.sendall(b"i3-ipc" + struct.pack("<II", len(payload), 0) + payload)
+        header = self.read(14)
+        reply = json.loads(self.read(struct.unpack("<II", header[6:])[0]))
+        if not all(item.get("success") for item in reply):
+            raise RuntimeError(f"sway refused the input: {reply}")
+
+    def read(self, count):
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise RuntimeError("sway closed its IPC socket")
+            data += chunk
+        return data
+
+    def poll(self):
+        return None if self.sock.fileno() >= 0 else 0
+
+    def send_signal(self, _signal):
+        self.sock.close()
+
+    def wait(self, timeout=None):
+        return 0
+
+    kill = send_signal
+
+
+def start_x11(started, workdir, poll=False, spawn=False):
+    """Xvfb on a free display; returns (daemon flags, input function, label). `poll`: the XScreenSaver fallback;
+    `spawn`: input by starting xdotool each time instead of over a kept connection."""
     display = f":{free_display()}"
     xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,17 +159,19 @@ def start_x11(started, workdir, poll=False):
     wait("Xvfb", lambda: os.path.exists(f"/tmp/.X11-unix/X{display[1:]}"), timeout=10)
     env = dict(os.environ, DISPLAY=display)
 
-    def move():
+    def spawned():
         subprocess.run(["xdotool", "mousemove", str(random.randint(10, 600)), str(random.randint(10, 400))],
                        env=env, check=True)
+    move = spawned if spawn else KeptX11Input(display, started).move
     if poll:
         return (["--idle-source", "xscreensaver", "--display", display, "--x11-idle", "poll"], move,
                 f"X11 (Xvfb {display}, XScreenSaver polled)")
     return ["--idle-source", "xscreensaver", "--display", display], move, f"X11 (Xvfb {display}, XSync IDLETIME alarms)"
 
 
-def start_wayland(started, workdir):
-    """sway headless as a non-root user (sway refuses root) in a runtime dir of its own."""
+def start_wayland(started, workdir, spawn=False):
+    """sway headless as a non-root user (sway refuses root) in a runtime dir of its own. `spawn`: input by
+    starting swaymsg each time instead of over a kept IPC connection."""
     import pwd
     try:
         user = pwd.getpwnam(WAYLAND_USER)
@@ -110,9 +195,10 @@ def start_wayland(started, workdir):
         return os.path.join(runtime, ipc[0]) if ipc and "wayland-1" in names else None
     ipc = wait("sway", sockets, timeout=20)
 
-    def move():
+    def spawned():
         subprocess.run(["swaymsg", "-s", ipc, "seat", "-", "cursor", "move", str(random.randint(1, 20)), str(random.randint(1, 20))],
                        stdout=subprocess.DEVNULL, check=True)
+    move = spawned if spawn else KeptSwayInput(ipc, started).move
     return (["--idle-source", "wayland", "--wayland-display", os.path.join(runtime, "wayland-1")], move,
             "Wayland (sway 1.7 headless, org_kde_kwin_idle)")
 
@@ -122,6 +208,8 @@ def main():
     parser.add_argument("--binary", required=True)
     parser.add_argument("--appliance", required=True)
     parser.add_argument("--desktops", default="x11,x11-poll,wayland", help="comma-separated: x11 (XSync), x11-poll, wayland")
+    parser.add_argument("--input", choices=("kept", "spawn"), default="kept",
+                        help="kept: input over a connection opened once; spawn: start xdotool/swaymsg for each input")
     parser.add_argument("--out", help="JSON file for the figures")
     args = parser.parse_args()
     results = {}
@@ -138,7 +226,7 @@ def main():
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({"quick": QUICK, "runs": RUNS, "idle_window_s": IDLE_WINDOW,
+            json.dump({"quick": QUICK, "runs": RUNS, "input": args.input, "idle_window_s": IDLE_WINDOW,
                        "goal": {"p95_ms": GOAL_P95_MS, "idle_cpu_share": GOAL_IDLE_CPU}, "desktops": results}, f, indent=2)
     return 0
 
@@ -148,10 +236,12 @@ def run(args, desktop):
     workdir = tempfile.mkdtemp(prefix="vms-bench-")
     api = None
     try:
+        spawn = args.input == "spawn"
         if desktop == "wayland":
-            flags, move, label = start_wayland(started, workdir)
+            flags, move, label = start_wayland(started, workdir, spawn=spawn)
         else:
-            flags, move, label = start_x11(started, workdir, poll=desktop == "x11-poll")
+            flags, move, label = start_x11(started, workdir, poll=desktop == "x11-poll", spawn=spawn)
+        label += ", input spawned" if spawn else ""
 
         log_path = os.path.join(workdir, "daemon.log")
         log = open(log_path, "w")
@@ -213,7 +303,7 @@ def run(args, desktop):
 
         print()
         print(f"vmsessiond idle-controller bench ({'QUICK, ' if QUICK else ''}{RUNS} runs, TCG guest, {label})")
-        print(f"input -> cap applied in libvirt (read back via appliedCap, polled every 2 ms):")
+        print(f"input -> cap applied in libvirt (input {'spawned' if spawn else 'over a kept connection'}; read back via appliedCap, polled every 2 ms):")
         print(f"  p50 {statistics.median(latencies):.0f} ms   p95 {percentile(latencies, 0.95):.0f} ms   "
               f"max {max(latencies):.0f} ms   (min {min(latencies):.0f} ms)")
         print(f"daemon CPU while the desktop is idle, over {IDLE_WINDOW} s: {daemon_share * 100:.2f} % of a core "
