@@ -39,6 +39,12 @@ need depmod kmod
 need cpio cpio
 need gzip gzip
 need sha256sum coreutils
+# A C compiler for vmsession-reseed (reseed.c: no libc, so any compiler and linker do): $CC, else cc, else
+# clang (the Swift toolchain has one).
+if [ -z "${CC:-}" ]; then
+    for CC in cc clang; do command -v "$CC" >/dev/null 2>&1 && break; done
+fi
+command -v "$CC" >/dev/null 2>&1 || { echo "build.sh: no C compiler (set CC, or apt-get install gcc)" >&2; exit 1; }
 [ -x "$BUSYBOX" ] || { echo "build.sh: $BUSYBOX missing (apt-get install busybox-static)" >&2; exit 1; }
 # grep reads all of its input (no -q): with pipefail, -q would exit at the first match and the writer's
 # SIGPIPE would fail the pipeline although the applet is there.
@@ -66,7 +72,7 @@ KVER_PKG=$(apt-cache policy "$KPKG" | sed -n 's/^ *Candidate: //p')
 BB_VER=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
 
 VERSION=$( {
-    sha256sum "$HERE/build.sh" "$HERE/init" | cut -d' ' -f1
+    sha256sum "$HERE/build.sh" "$HERE/init" "$HERE/reseed.c" | cut -d' ' -f1
     echo "$KPKG $KVER_PKG busybox-static $BB_VER"
 } | sha256sum | cut -d' ' -f1)
 
@@ -131,6 +137,9 @@ cp "$KSRC/modules.builtin" "$KSRC/modules.order" "$ROOT/lib/modules/$KVER/"
 [ -f "$KSRC/modules.builtin.modinfo" ] && cp "$KSRC/modules.builtin.modinfo" "$ROOT/lib/modules/$KVER/"
 depmod -b "$ROOT" "$KVER"
 install -m 0755 "$HERE/init" "$ROOT/init"
+# What /init reseeds the kernel's random generator with after a restore (see reseed.c).
+"$CC" -O1 -static -nostdlib -ffreestanding -fno-builtin -fno-stack-protector -fno-pie -Wall -Wextra -Werror -s \
+    -Wl,--build-id=none -o "$ROOT/bin/vmsession-reseed" "$HERE/reseed.c"
 echo "vmsession appliance" >"$ROOT/www/index.html"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOT/etc/passwd"
 printf 'root:x:0:\n' >"$ROOT/etc/group"
