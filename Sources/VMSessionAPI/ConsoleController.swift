@@ -147,18 +147,12 @@ struct ConsoleController {
         return ending
     }
 
-    /// Writes the hello and the history into the upgraded `connection`, below its WebSocket frame encoder, and
-    /// attaches `viewer` there, in one turn of the connection's event loop: live output follows the history with
-    /// no gap or repeat.
+    /// Attaches `viewer` to the upgraded `connection`, below its WebSocket frame encoder, on the connection's event
+    /// loop: the console writes the hello, the history and then live output there, with no gap or repeat.
     static func attach(_ viewer: ConsoleMultiplexer.Viewer, to connection: any Channel) async throws -> ConsoleChannel {
-        let framing = ConsoleMultiplexer.Framing.webSocket
-        let hello = framing.control(.hello(mode: viewer.mode, history: viewer.history.count))
-        let history = framing.output(ByteBuffer(bytes: viewer.history))
-        return try await connection.eventLoop.submit {
+        try await connection.eventLoop.submit {
             let encoder = try connection.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
             let channel = ConsoleChannel(writingBelow: encoder)
-            channel.write(hello)
-            if history.readableBytes > 0 { channel.write(history) }
             viewer.attach(channel)
             return channel
         }.get()

@@ -405,8 +405,8 @@ struct ConsoleMultiplexerTests {
         console.deliver(Array("live".utf8))
         console.notice("a notice")
         for peer in peers {
-            try await Self.eventually("each client got the queued chunk, the live one and the notice, in order") {
-                peer.text == "<queued><live>{a notice}"
+            try await Self.eventually("each client got the hello, the queued chunk, the live one and the notice, in order") {
+                peer.text == "{}<queued><live>{a notice}"
             }
         }
         #expect(framings.withLock { $0 } == 4, "the live chunk is framed once for the three viewers")
@@ -446,7 +446,10 @@ struct ConsoleMultiplexerTests {
         }
         #expect(stuck.closeReason == .tooSlow(bufferedBytes: 64 * 1024))
         #expect(reading.closeReason == nil)
-        try await Self.eventually("the reading client got every byte") { readingPeer.received.withLock { $0.count } == delivered }
+        let hello = ConsoleMultiplexer.Framing.unframed.control(.hello(mode: .read, history: 0)).readableBytes
+        try await Self.eventually("the reading client got the hello and every byte") {
+            readingPeer.received.withLock { $0.count } == hello + delivered
+        }
         #expect(console.viewerCount == 1)
         await stuck.ended()
         try await stuckConnection.close()

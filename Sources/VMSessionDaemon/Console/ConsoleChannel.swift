@@ -26,7 +26,7 @@ public final class ConsoleChannel: Sendable {
 
     /// On the loop: writes `frames` and flushes; `sent` is called once the socket took them (or the connection
     /// failed), with nothing held.
-    public func write(_ frames: ByteBuffer, sent: (@Sendable () -> Void)? = nil) {
+    func write(_ frames: ByteBuffer, sent: (@Sendable () -> Void)? = nil) {
         guard open.value else {
             sent?()
             return

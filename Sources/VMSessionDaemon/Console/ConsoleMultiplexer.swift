@@ -212,11 +212,13 @@ public final class ConsoleMultiplexer: Sendable {
             channel.eventLoop.execute { channel.write(frame) }
         }
 
-        /// On `channel`'s event loop, once the handler has written the hello and the history to it: what was
-        /// queued meanwhile is written now, and every later chunk is written by the console as it comes (framed
-        /// once for all attached viewers), in order. The handler then only waits for the end (``ended()``).
+        /// On `channel`'s event loop: writes the hello and the history to it, then what was queued meanwhile, and
+        /// from then on the console writes every chunk as it comes (framed once for all attached viewers), in order,
+        /// all in the console's ``Framing``. The handler then only waits for the end (``ended()``).
         public func attach(_ channel: ConsoleChannel) {
             channel.eventLoop.preconditionInEventLoop()
+            channel.write(console.framing.control(.hello(mode: mode, history: history.count)))
+            if !history.isEmpty { channel.write(console.framing.output(ByteBuffer(bytes: history))) }
             let queued = pending.withLock { pending -> [Output] in
                 pending.channel = channel
                 return pending.take()
