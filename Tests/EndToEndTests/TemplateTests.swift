@@ -38,6 +38,38 @@ struct TemplateTests {
         throw DaemonError("\(what): not seen within \(timeout)")
     }
 
+    /// A session's console log in a daemon's state directory.
+    static func console(_ state: String, _ id: String) -> String { "\(state)/machines/\(id)/console.log" }
+
+    /// Runs an action through its operation and expects it to succeed.
+    static func succeed(_ api: APIClient, _ path: String, token: String, body: String? = nil) async throws {
+        let done = try await SnapshotTests.operation(api, path, token: token, body: body)
+        #expect(done["status"] as? String == "succeeded", "\(path): \(done)")
+    }
+
+    /// A new session `name`, opened with `open` and started with `userData`.
+    static func started(_ api: APIClient, _ name: String, open: String, userData: String) async throws -> (id: String, token: String) {
+        let (id, token) = try await api.newSession(name)
+        try await succeed(api, "/api/v1/sessions/\(id)/open", token: token, body: open)
+        try await succeed(api, "/api/v1/sessions/\(id)/start", token: token, body: #"{"userData":"\#(userData)"}"#)
+        return (id, token)
+    }
+
+    /// The prepared session a template is made from: the appliance, 1 CPU, 256 MiB, booted with `userData`.
+    static func prepared(_ api: APIClient, _ name: String, userData: String) async throws -> (id: String, token: String) {
+        try await started(api, name, open: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#, userData: userData)
+    }
+
+    /// A template `name` made from session `source`.
+    static func makeTemplate(_ api: APIClient, _ name: String, from source: String, admin: String) async throws {
+        try await succeed(api, "/api/v1/templates", token: admin, body: #"{"name":"\#(name)","fromSession":"\#(source)"}"#)
+    }
+
+    /// Closes each session.
+    static func closeAll(_ api: APIClient, _ sessions: [(id: String, token: String)]) async throws {
+        for (id, token) in sessions { try await succeed(api, "/api/v1/sessions/\(id)/close", token: token) }
+    }
+
     static func templateNames(_ api: APIClient, admin: String) async throws -> [String: [String: Any]] {
         let list = try await api.call(.GET, "/api/v1/templates", token: admin)
         return Dictionary(
@@ -111,39 +143,29 @@ struct TemplateTests {
         try await daemon.start()
         let api = APIClient(port: daemon.port)
         let admin = try daemon.adminToken()
-        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
         // Not a test that fails without the guest's reseed, on this machine: with main's appliance (no reseed) it
         // passed too, with the template made right after `ready` and with it made at 40 s of the guest's uptime
         // (the kernel reseeds on its own once its seed is older than half its uptime, at most a minute, and the
         // restored guest's reads came after that). It holds the property and that the guest's reseed succeeds.
-        let prepared = #"#!/bin/sh\necho prepared\n"#
-        let (source, sourceToken) = try await api.newSession("rng-source")
-        let sourcePath = "/api/v1/sessions/\(source)"
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepared)"}"#)["status"] as? String == "succeeded")
-        try await waitFor("the prepared guest's ready line") { lines(console(source)).contains { $0.contains("VMSESSION-APPLIANCE: ready") } }
-        #expect(try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"rng","fromSession":"\#(source)"}"#)["status"] as? String == "succeeded")
+        let source = try await prepared(api, "rng-source", userData: #"#!/bin/sh\necho prepared\n"#)
+        try await waitFor("the prepared guest's ready line") { lines(console(state, source.id)).contains { $0.contains("VMSESSION-APPLIANCE: ready") } }
+        try await makeTemplate(api, "rng", from: source.id, admin: admin)
         var drawn: [String: String] = [:]
-        var sessions: [(String, String)] = [(source, sourceToken)]
+        var sessions = [source]
         for tag in ["A", "B"] {
-            let (id, token) = try await api.newSession("rng-\(tag)")
+            let (id, token) = try await started(api, "rng-\(tag)", open: #"{"version":"rng"}"#, userData: drawRandom(tag))
             sessions.append((id, token))
-            let path = "/api/v1/sessions/\(id)"
-            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"rng"}"#)["status"] as? String == "succeeded")
-            #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(drawRandom(tag))"}"#)["status"] as? String == "succeeded")
             try await waitFor("session \(tag)'s random bytes", timeout: .seconds(60)) {
-                guard let line = lines(console(id)).first(where: { $0.contains("TPLRANDOM \(tag) ") }) else { return false }
+                guard let line = lines(console(state, id)).first(where: { $0.contains("TPLRANDOM \(tag) ") }) else { return false }
                 drawn[tag] = line.split(separator: " ").last.map(String.init)
                 return true
             }
-            #expect(!lines(console(id)).contains { $0.contains("could not reseed") }, "the guest reseeded its generator")
+            #expect(!lines(console(state, id)).contains { $0.contains("could not reseed") }, "the guest reseeded its generator")
         }
         let a = try #require(drawn["A"]), b = try #require(drawn["B"])
         #expect(a.count == 32 && b.count == 32, "\(a) \(b)")
         #expect(a != b, "two sessions from one template drew the same bytes from /dev/urandom: \(a)")
-        for (id, token) in sessions {
-            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
-        }
+        try await closeAll(api, sessions)
         #expect(try await api.call(.DELETE, "/api/v1/templates/rng", token: admin).status == 204)
         try await daemon.stop()
     }
@@ -217,9 +239,7 @@ struct TemplateTests {
         #expect(try await sessionNames(api, admin: admin) == ["page"] && machines().isEmpty, "\(machines())")
 
         // A session from it resumes the warm-up's guest (its count goes on) and runs its own user-data.
-        let (id, token) = try await api.newSession("from-image-session")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/open", token: token, body: #"{"version":"from-image"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/start", token: token, body: #"{"userData":"\#(own("W"))"}"#)["status"] as? String == "succeeded")
+        let (id, token) = try await started(api, "from-image-session", open: #"{"version":"from-image"}"#, userData: own("W"))
         let console = "\(state)/machines/\(id)/console.log"
         try await waitFor("the warm session's own user-data") { lines(console).contains { $0.contains("TPLFILES W own-W END") } }
         try await waitFor("the warm-up's count going on") { (ticks(console).first ?? 0) >= 2 }
@@ -236,7 +256,7 @@ struct TemplateTests {
         #expect(byCLI.output.contains("[5/5]"), "the CLI showed the warm-up's progress: \(byCLI.output)")
         let refused = try await ControlCommandTests.run(ctl + ["create", "x", "--from-image", "no-such", "--user-data", file])
         #expect(refused.status != 0 && refused.output.contains("no-such"), "\(refused.output)")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
+        try await closeAll(api, [(id, token)])
         for name in ["from-image", "from-cli"] {
             #expect(try await api.call(.DELETE, "/api/v1/templates/\(name)", token: admin).status == 204)
         }
@@ -283,33 +303,23 @@ struct TemplateTests {
         try await daemon.start()
         let api = APIClient(port: daemon.port)
         let admin = try daemon.adminToken()
-        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
-        let (source, sourceToken) = try await api.newSession("mid-source")
-        let sourcePath = "/api/v1/sessions/\(source)"
         // After the boot's first look at the seed: ask the watch to stop at its next look, then make it look.
         let hold = #"#!/bin/sh\nsleep 2\ntouch /run/vmsession-seedwatch-hold\necho TPLHOLD set\n"#
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(hold)"}"#)["status"] as? String == "succeeded")
-        try await waitFor("the hold asked for") { lines(console(source)).contains { $0.contains("TPLHOLD set") } }
+        let (source, sourceToken) = try await prepared(api, "mid-source", userData: hold)
+        try await waitFor("the hold asked for") { lines(console(state, source)).contains { $0.contains("TPLHOLD set") } }
         try await Task.sleep(for: .seconds(1))
-        if !lines(console(source)).contains(where: { $0.contains("VMSESSION-APPLIANCE: seed watch held") }) {
+        if !lines(console(state, source)).contains(where: { $0.contains("VMSESSION-APPLIANCE: seed watch held") }) {
             try signal(seedSignalSocket(state: state, session: source))
         }
         try await waitFor("the seed watch held with its seed mounted") {
-            lines(console(source)).contains { $0.contains("VMSESSION-APPLIANCE: seed watch held") }
+            lines(console(state, source)).contains { $0.contains("VMSESSION-APPLIANCE: seed watch held") }
         }
-        let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"mid","fromSession":"\#(source)"}"#)
-        #expect(made["status"] as? String == "succeeded", "\(made)")
-        let (id, token) = try await api.newSession("mid-warm")
-        let path = "/api/v1/sessions/\(id)"
-        #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"mid"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(whole("M"))"}"#)["status"] as? String == "succeeded")
+        try await makeTemplate(api, "mid", from: source, admin: admin)
+        let (id, token) = try await started(api, "mid-warm", open: #"{"version":"mid"}"#, userData: whole("M"))
         // The daemon's signal releases the held watch; its whole user-data runs, once.
-        try await waitFor("the warm session's whole user-data", timeout: .seconds(60)) { ranWhole(console(id), "M") }
-        #expect(lines(console(id)).filter { $0.contains("VMSESSION-APPLIANCE: seed changed") }.count == 1, "\(lines(console(id)).suffix(8))")
-        for (session, sessionToken) in [(id, token), (source, sourceToken)] {
-            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(session)/close", token: sessionToken)["status"] as? String == "succeeded")
-        }
+        try await waitFor("the warm session's whole user-data", timeout: .seconds(60)) { ranWhole(console(state, id), "M") }
+        #expect(lines(console(state, id)).filter { $0.contains("VMSESSION-APPLIANCE: seed changed") }.count == 1, "\(lines(console(state, id)).suffix(8))")
+        try await closeAll(api, [(id, token), (source, sourceToken)])
         #expect(try await api.call(.DELETE, "/api/v1/templates/mid", token: admin).status == 204)
         try await daemon.stop()
     }
@@ -320,28 +330,17 @@ struct TemplateTests {
         try await daemon.start()
         let api = APIClient(port: daemon.port)
         let admin = try daemon.adminToken()
-        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
-        let prepared = #"#!/bin/sh\necho prepared\n"#
         for round in 0..<3 {
-            let (source, sourceToken) = try await api.newSession("ready-source-\(round)")
-            let sourcePath = "/api/v1/sessions/\(source)"
-            #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
-            #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepared)"}"#)["status"] as? String == "succeeded")
+            let (source, sourceToken) = try await prepared(api, "ready-source-\(round)", userData: #"#!/bin/sh\necho prepared\n"#)
             let clock = ContinuousClock()
             let deadline = clock.now + .seconds(180)
-            while clock.now < deadline, !lines(console(source)).contains(where: { $0.contains("VMSESSION-APPLIANCE: ready") }) {
+            while clock.now < deadline, !lines(console(state, source)).contains(where: { $0.contains("VMSESSION-APPLIANCE: ready") }) {
                 try await Task.sleep(for: .milliseconds(5))
             }
-            let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"ready-\#(round)","fromSession":"\#(source)"}"#)
-            #expect(made["status"] as? String == "succeeded", "\(made)")
-            let (id, token) = try await api.newSession("ready-warm-\(round)")
-            let path = "/api/v1/sessions/\(id)"
-            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"ready-\#(round)"}"#)["status"] as? String == "succeeded")
-            #expect(try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(whole("R\(round)"))"}"#)["status"] as? String == "succeeded")
-            try await waitFor("warm session \(round)'s whole user-data", timeout: .seconds(60)) { ranWhole(console(id), "R\(round)") }
-            for (session, sessionToken) in [(id, token), (source, sourceToken)] {
-                #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(session)/close", token: sessionToken)["status"] as? String == "succeeded")
-            }
+            try await makeTemplate(api, "ready-\(round)", from: source, admin: admin)
+            let (id, token) = try await started(api, "ready-warm-\(round)", open: #"{"version":"ready-\#(round)"}"#, userData: whole("R\(round)"))
+            try await waitFor("warm session \(round)'s whole user-data", timeout: .seconds(60)) { ranWhole(console(state, id), "R\(round)") }
+            try await closeAll(api, [(id, token), (source, sourceToken)])
             #expect(try await api.call(.DELETE, "/api/v1/templates/ready-\(round)", token: admin).status == 204)
         }
         try await daemon.stop()
@@ -351,16 +350,13 @@ struct TemplateTests {
         try await daemon.start()
         var api = APIClient(port: daemon.port)
         let admin = try daemon.adminToken()
-        let (source, sourceToken) = try await api.newSession("kill-source")
-        let sourcePath = "/api/v1/sessions/\(source)"
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"memory":256,"disk":64}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepare)"}"#)["status"] as? String == "succeeded")
-        try await waitFor("the prepared guest counting") { (ticks("\(state)/machines/\(source)/console.log").last ?? 0) >= 2 }
-        #expect(try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(source)"}"#)["status"] as? String == "succeeded")
+        let (source, sourceToken) = try await prepared(api, "kill-source", userData: prepare)
+        try await waitFor("the prepared guest counting") { (ticks(console(state, source)).last ?? 0) >= 2 }
+        try await makeTemplate(api, "warm", from: source, admin: admin)
         for (index, delay) in [0, 300, 900].enumerated() {
             let (id, token) = try await api.newSession("kill-\(index)")
             let path = "/api/v1/sessions/\(id)"
-            #expect(try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
+            try await succeed(api, path + "/open", token: token, body: #"{"version":"warm"}"#)
             #expect(try await api.call(.POST, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#).status == 202)
             try await Task.sleep(for: .milliseconds(delay))
             daemon.kill9()
@@ -371,20 +367,16 @@ struct TemplateTests {
             // The session says what its VM is: running with a process, or open (start it again) without one.
             #expect((after == "running" && hasProcess) || (after == "open" && !hasProcess), "after a kill at \(delay) ms: \(after ?? "?"), qemu \(hasProcess)")
             if after == "open" {
-                let again = try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#)
-                #expect(again["status"] as? String == "succeeded", "a start after the kill works: \(again)")
+                // A start after the kill works.
+                try await succeed(api, path + "/start", token: token, body: #"{"userData":"\#(own("K\(index)"))"}"#)
             }
             #expect(try await api.call(.GET, path, token: token)["state"] as? String == "running")
-            #expect(try await SnapshotTests.operation(api, path + "/close", token: token)["status"] as? String == "succeeded")
+            try await closeAll(api, [(id, token)])
         }
         // The template is whole: a new session starts warm from it and runs its own user-data.
-        let (last, lastToken) = try await api.newSession("kill-after")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(last)/open", token: lastToken, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(last)/start", token: lastToken, body: #"{"userData":"\#(own("L"))"}"#)["status"] as? String == "succeeded")
-        try await waitFor("the last session's own user-data") { lines("\(state)/machines/\(last)/console.log").contains { $0.contains("TPLFILES L own-L END") } }
-        for (id, token) in [(last, lastToken), (source, sourceToken)] {
-            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
-        }
+        let (last, lastToken) = try await started(api, "kill-after", open: #"{"version":"warm"}"#, userData: own("L"))
+        try await waitFor("the last session's own user-data") { lines(console(state, last)).contains { $0.contains("TPLFILES L own-L END") } }
+        try await closeAll(api, [(last, lastToken), (source, sourceToken)])
         #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 204)
         try await daemon.stop()
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: state + "/machines")) ?? []).isEmpty)
@@ -394,14 +386,11 @@ struct TemplateTests {
         try await daemon.start()
         var api = APIClient(port: daemon.port)
         let admin = try daemon.adminToken()
-        func console(_ id: String) -> String { "\(state)/machines/\(id)/console.log" }
 
         // The prepared session: booted with user-data that counts seconds.
-        let (source, sourceToken) = try await api.newSession("tpl-source")
+        let (source, sourceToken) = try await prepared(api, "tpl-source", userData: prepare)
         let sourcePath = "/api/v1/sessions/\(source)"
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/open", token: sourceToken, body: #"{"cpus":1,"memory":256,"disk":64,"version":"appliance"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/start", token: sourceToken, body: #"{"userData":"\#(prepare)"}"#)["status"] as? String == "succeeded")
-        try await waitFor("the prepared guest counting") { (ticks(console(source)).last ?? 0) >= 3 }
+        try await waitFor("the prepared guest counting") { (ticks(console(state, source)).last ?? 0) >= 3 }
 
         // Refusals change nothing: a page's token, a bad name, an unknown session.
         #expect(try await api.call(.POST, "/api/v1/templates", token: sourceToken, body: #"{"name":"warm","fromSession":"\#(source)"}"#).status == 403)
@@ -411,11 +400,10 @@ struct TemplateTests {
         #expect(unknown.status == 404, "\(unknown.json)")
 
         // The template: made from the running session, which runs on (its count goes on).
-        let made = try await SnapshotTests.operation(api, "/api/v1/templates", token: admin, body: #"{"name":"warm","fromSession":"\#(source)"}"#)
-        #expect(made["status"] as? String == "succeeded", "\(made)")
-        let atTemplate = ticks(console(source)).last ?? 0
+        try await makeTemplate(api, "warm", from: source, admin: admin)
+        let atTemplate = ticks(console(state, source)).last ?? 0
         #expect(try await api.call(.GET, sourcePath, token: sourceToken)["state"] as? String == "running")
-        try await waitFor("the prepared session counting on") { (ticks(console(source)).last ?? 0) >= atTemplate + 2 }
+        try await waitFor("the prepared session counting on") { (ticks(console(state, source)).last ?? 0) >= atTemplate + 2 }
         let listed = try #require(try await templateNames(api, admin: admin)["warm"])
         #expect(listed["baseVersion"] as? String == "appliance" && listed["memory"] as? Int == 256, "\(listed)")
         #expect((listed["bytes"] as? Int ?? 0) > 0, "\(listed)")
@@ -428,30 +416,28 @@ struct TemplateTests {
         for tag in ["A", "B"] {
             let (id, token) = try await api.newSession("tpl-\(tag)")
             let path = "/api/v1/sessions/\(id)"
-            let opened = try await SnapshotTests.operation(api, path + "/open", token: token, body: #"{"memory":512,"disk":64,"version":"warm"}"#)
-            #expect(opened["status"] as? String == "succeeded", "\(opened)")
+            try await succeed(api, path + "/open", token: token, body: #"{"memory":512,"disk":64,"version":"warm"}"#)
             let session = try await api.call(.GET, path, token: token)
             #expect(session["memory"] as? Int == 256 && session["version"] as? String == "warm", "the template's memory, not the asked: \(session.json)")
-            let started = try await SnapshotTests.operation(api, path + "/start", token: token, body: #"{"userData":"\#(own(tag))"}"#)
-            #expect(started["status"] as? String == "succeeded", "\(started)")
+            try await succeed(api, path + "/start", token: token, body: #"{"userData":"\#(own(tag))"}"#)
             #expect(try await api.call(.GET, path, token: token)["state"] as? String == "running")
             warm.append((tag, id, token))
         }
         for (tag, id, _) in warm {
             try await waitFor("session \(tag)'s own user-data") {
-                lines(console(id)).contains { $0.contains("TPLFILES \(tag) own-\(tag) END") }
+                lines(console(state, id)).contains { $0.contains("TPLFILES \(tag) own-\(tag) END") }
             }
-            try await waitFor("session \(tag) counting") { !TemplateTests.ticks(console(id)).isEmpty }
-            let files = lines(console(id)).filter { $0.contains("TPLFILES") }
+            try await waitFor("session \(tag) counting") { !TemplateTests.ticks(console(state, id)).isEmpty }
+            let files = lines(console(state, id)).filter { $0.contains("TPLFILES") }
             #expect(files.allSatisfy { $0.contains("TPLFILES \(tag) own-\(tag) END") }, "session \(tag) sees only its own file: \(files)")
-            let ticks = ticks(console(id))
-            #expect(!lines(console(id)).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "session \(tag) did not boot")
+            let ticks = ticks(console(state, id))
+            #expect(!lines(console(state, id)).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "session \(tag) did not boot")
             #expect((ticks.first ?? 0) >= 3 && (ticks.first ?? 0) <= atTemplate + 1, "session \(tag) counts on from the template's \(atTemplate): \(ticks.prefix(3))")
         }
         // Both keep counting on their own.
         for (tag, id, _) in warm {
-            let now = ticks(console(id)).last ?? 0
-            try await waitFor("session \(tag) counting") { (ticks(console(id)).last ?? 0) >= now + 2 }
+            let now = ticks(console(state, id)).last ?? 0
+            try await waitFor("session \(tag) counting") { (ticks(console(state, id)).last ?? 0) >= now + 2 }
         }
 
         // In use: the template is not deleted, and lists its sessions.
@@ -461,11 +447,11 @@ struct TemplateTests {
 
         // Closing A leaves the template and B intact.
         let (_, closedID, closedToken) = warm[0]
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(closedID)/close", token: closedToken)["status"] as? String == "succeeded")
+        try await closeAll(api, [(closedID, closedToken)])
         #expect(!FileManager.default.fileExists(atPath: "\(state)/machines/\(closedID)"))
         #expect(FileManager.default.fileExists(atPath: "\(state)/templates/warm/memory.save"))
-        let bNow = ticks(console(warm[1].id)).last ?? 0
-        try await waitFor("session B counting after A closed") { (ticks(console(warm[1].id)).last ?? 0) >= bNow + 2 }
+        let bNow = ticks(console(state, warm[1].id)).last ?? 0
+        try await waitFor("session B counting after A closed") { (ticks(console(state, warm[1].id)).last ?? 0) >= bNow + 2 }
         #expect(try await templateNames(api, admin: admin)["warm"]?["sessions"] as? [String] == [warm[1].id])
 
         // The daemon restarts: the template is still there, B still runs, and a new session starts warm from it.
@@ -476,37 +462,33 @@ struct TemplateTests {
         let byCLI = try await ControlCommandTests.run(ctl + ["list"])
         #expect(byCLI.status == 0 && byCLI.output.contains("warm"), "\(byCLI.output)")
         #expect(try await api.call(.GET, "/api/v1/sessions/\(warm[1].id)", token: warm[1].token)["state"] as? String == "running")
-        let (c, cToken) = try await api.newSession("tpl-C")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(c)/open", token: cToken, body: #"{"version":"warm"}"#)["status"] as? String == "succeeded")
-        #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(c)/start", token: cToken, body: #"{"userData":"\#(own("C"))"}"#)["status"] as? String == "succeeded")
+        let (c, cToken) = try await started(api, "tpl-C", open: #"{"version":"warm"}"#, userData: own("C"))
         try await waitFor("session C's own user-data after the restart") {
-            lines(console(c)).contains { $0.contains("TPLFILES C own-C END") }
+            lines(console(state, c)).contains { $0.contains("TPLFILES C own-C END") }
         }
 
         // C stopped and started again with other user-data boots from its own disk (the template's memory no
         // longer matches it) and runs this start's user-data, not its first's.
         let cPath = "/api/v1/sessions/\(c)"
-        #expect(try await SnapshotTests.operation(api, cPath + "/stop", token: cToken)["status"] as? String == "succeeded")
-        let bootedBefore = lines(console(c)).count
-        #expect(try await SnapshotTests.operation(api, cPath + "/start", token: cToken, body: #"{"userData":"\#(own("C2"))"}"#)["status"] as? String == "succeeded")
+        try await succeed(api, cPath + "/stop", token: cToken)
+        let bootedBefore = lines(console(state, c)).count
+        try await succeed(api, cPath + "/start", token: cToken, body: #"{"userData":"\#(own("C2"))"}"#)
         try await waitFor("session C's second user-data after a cold boot") {
-            lines(console(c)).dropFirst(bootedBefore).contains { $0.contains("TPLUSERDATA C2 ran") }
+            lines(console(state, c)).dropFirst(bootedBefore).contains { $0.contains("TPLUSERDATA C2 ran") }
         }
-        #expect(lines(console(c)).dropFirst(bootedBefore).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "C booted cold")
+        #expect(lines(console(state, c)).dropFirst(bootedBefore).contains { $0.contains("VMSESSION-APPLIANCE: booted") }, "C booted cold")
 
         // A second template by the CLI, from the source session; then everything goes.
         let second = try await ControlCommandTests.run(ctl + ["create", "warm-2", "--from-session", "tpl-source"])
         #expect(second.status == 0, "\(second.output)")
         #expect(Set(try await templateNames(api, admin: admin).keys) == ["warm", "warm-2"])
         #expect(try await ControlCommandTests.run(ctl + ["delete", "warm-2"]).status == 0)
-        for (id, token) in [(warm[1].id, warm[1].token), (c, cToken)] {
-            #expect(try await SnapshotTests.operation(api, "/api/v1/sessions/\(id)/close", token: token)["status"] as? String == "succeeded")
-        }
+        try await closeAll(api, [(warm[1].id, warm[1].token), (c, cToken)])
         #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 204)
         #expect(try await templateNames(api, admin: admin).isEmpty)
         #expect(!FileManager.default.fileExists(atPath: "\(state)/templates/warm"))
         #expect(try await api.call(.DELETE, "/api/v1/templates/warm", token: admin).status == 404)
-        #expect(try await SnapshotTests.operation(api, sourcePath + "/close", token: sourceToken)["status"] as? String == "succeeded")
+        try await closeAll(api, [(source, sourceToken)])
         try await daemon.stop()
     }
 }
