@@ -239,14 +239,10 @@ final class RemoteGuestNetwork: Sendable {
         policy(of: id) == nil ? nil : .unixSocket(localAPISocketPath(for: id))
     }
 
-    /// Beside the VM's files when the path is short enough, else under the short socket directory. Shorter than
-    /// sun_path allows (``GuestNetwork/maximumSocketPath``, as for passt's): at exactly 107 bytes (a state directory
-    /// `/tmp/vms-e2e-remote-netstop-XXXXXXXX/state`) the forward's socket was made but the guest API's probes through
-    /// it never answered, while 103 bytes did.
+    /// Beside the VM's files when the path is short enough for a forward (``SSHForward/localPath(_:else:)``), else
+    /// under the short socket directory.
     func localAPISocketPath(for id: SessionID) -> String {
-        let beside = localDirectory(id) + "/" + Self.apiSocket
-        if beside.utf8.count <= GuestNetwork.maximumSocketPath { return beside }
-        return LibvirtHypervisor.shortSocketDirectory + "/\(id).remote-api"
+        SSHForward.localPath(localDirectory(id) + "/" + Self.apiSocket, else: LibvirtHypervisor.shortSocketDirectory + "/\(id).remote-api")
     }
 
     /// Starts the session's sandbox on the host unless it runs (with the policy's rules for the host's addresses

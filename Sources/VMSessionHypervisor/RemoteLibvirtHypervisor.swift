@@ -473,10 +473,9 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
             + "Screenshots still work."
     }
 
+    /// The display's forward, local end: beside the console when short enough for a forward (``SSHForward/localPath(_:else:)``).
     func localDisplaySocketPath(for id: SessionID) -> String {
-        let beside = machineDirectory(for: id) + "/vnc.sock"
-        if beside.utf8.count <= DomainXML.maximumSocketPath { return beside }
-        return LibvirtHypervisor.shortSocketDirectory + "/\(id).remote-vnc"
+        SSHForward.localPath(machineDirectory(for: id) + "/vnc.sock", else: LibvirtHypervisor.shortSocketDirectory + "/\(id).remote-vnc")
     }
 
     /// Makes the socket's directory (ours alone) and returns the path.

@@ -62,6 +62,15 @@ final class SSHForward: Sendable {
         unlink(control)
     }
 
+    /// The local end of a forward: `beside` (in the VM's own directory) when it is short enough, else `fallback`
+    /// (under the daemon's short socket directory). Shorter than `sun_path` allows (``GuestNetwork/maximumSocketPath``,
+    /// as for passt's): at exactly 107 bytes (a state directory `/tmp/vms-e2e-remote-netstop-XXXXXXXX/state`) a
+    /// forward's socket was made but the guest API's probes through it never answered, while 103 bytes did. Every
+    /// forward (the guest API's, the display's) takes its local path from here.
+    static func localPath(_ beside: String, else fallback: String) -> String {
+        beside.utf8.count <= GuestNetwork.maximumSocketPath ? beside : fallback
+    }
+
     /// Forwards the local socket `local` to `remote` on the host, starting the master connection if needed.
     func forward(_ local: String, to remote: String) async throws(VMSessionError) {
         try await ensureMaster()

@@ -54,6 +54,19 @@ struct DisplayTests {
         try await hypervisor.remove(id)
     }
 
+    @Test("an SSH forward's local socket (a remote VM's display or guest API) stays beside the VM's files only up to passt's bound, not sun_path's")
+    func forwardedSocketPlacement() {
+        let fallback = "/tmp/vmsessiond-0/x.remote-vnc"
+        for length in [GuestNetwork.maximumSocketPath - 1, GuestNetwork.maximumSocketPath] {
+            let beside = "/" + String(repeating: "b", count: length - 1)
+            #expect(SSHForward.localPath(beside, else: fallback) == beside, "\(length) bytes")
+        }
+        // 107 bytes fits sun_path, but a forward there was made and never answered (see SSHForward.localPath).
+        for length in [GuestNetwork.maximumSocketPath + 1, 107, 108, 300] {
+            #expect(SSHForward.localPath("/" + String(repeating: "b", count: length - 1), else: fallback) == fallback, "\(length) bytes")
+        }
+    }
+
     @Test("a PPM screen becomes a PNG whose header, CRCs and pixels are right")
     func ppmToPNG() throws {
         let pixels: [UInt8] = [255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30, 40, 50, 60, 70, 80, 90]
