@@ -146,7 +146,10 @@ struct TemplateTests {
         // Not a test that fails without the guest's reseed, on this machine: with main's appliance (no reseed) it
         // passed too, with the template made right after `ready` and with it made at 40 s of the guest's uptime
         // (the kernel reseeds on its own once its seed is older than half its uptime, at most a minute, and the
-        // restored guest's reads came after that). It holds the property and that the guest's reseed succeeds.
+        // restored guest's reads came after that). Nor when the template's guest was reseeded (RNDRESEEDCRNG) right
+        // before its save at some 15 s of uptime, so that no scheduled reseed was due when the sessions drew, and
+        // the sessions' own reseed was taken away: their bytes differed still (two runs). It holds the property and
+        // that the guest's reseed succeeds.
         let source = try await prepared(api, "rng-source", userData: #"#!/bin/sh\necho prepared\n"#)
         try await waitFor("the prepared guest's ready line") { lines(console(state, source.id)).contains { $0.contains("VMSESSION-APPLIANCE: ready") } }
         try await makeTemplate(api, "rng", from: source.id, admin: admin)
