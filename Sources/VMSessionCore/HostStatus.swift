@@ -54,7 +54,7 @@ public struct GuestNetworkOffer: Equatable, Sendable {
     public static let available = GuestNetworkOffer(available: true, reason: nil)
     public static func unavailable(_ reason: String) -> GuestNetworkOffer { GuestNetworkOffer(available: false, reason: reason) }
 
-    /// From a hypervisor's "why not" (``Hypervisor/guestNetworkUnavailability(_:)``'s kind of answer): nil is available.
+    /// From a "why not": nil is available.
     public init(unavailability reason: String?) {
         self.init(available: reason == nil, reason: reason)
     }

@@ -307,8 +307,10 @@ public final class HostRuntimes: Hypervisor, Service {
     public func screenshot(of id: SessionID) async throws(VMSessionError) -> [UInt8] { try await hypervisor(for: id).screenshot(of: id) }
     public func console(of id: SessionID) -> ConsoleEndpoints? { (try? hypervisor(for: id))?.console(of: id) }
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { (try? hypervisor(for: id))?.guestAPIAddress(of: id) }
-    public func offersGuestNetwork(_ id: SessionID) -> Bool { (try? hypervisor(for: id))?.offersGuestNetwork(id) ?? false }
-    public func guestNetworkUnavailability(_ id: SessionID) -> String? { (try? hypervisor(for: id))?.guestNetworkUnavailability(id) }
+    /// Its host's; none, with no reason, for a session whose host is not here now.
+    public func guestNetworkOffer(for id: SessionID) -> GuestNetworkOffer {
+        (try? hypervisor(for: id))?.guestNetworkOffer(for: id) ?? GuestNetworkOffer(available: false, reason: nil)
+    }
     /// The local host's.
     public var guestNetworkOffer: GuestNetworkOffer { local.guestNetworkOffer }
 

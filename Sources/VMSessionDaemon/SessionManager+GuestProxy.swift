@@ -55,7 +55,7 @@ extension SessionManager {
         guard let entry = sessions[id] else { throw VMSessionError(.notFound, "There is no session \(id).") }
         guard entry.session.state == .running, entry.session.egress != nil, let address = hypervisor.guestAPIAddress(of: id) else {
             // A VM defined without a network because its host gives none (a remote host over TLS, or without passt).
-            if entry.session.egress == nil, let reason = hypervisor.guestNetworkUnavailability(id) {
+            if entry.session.egress == nil, let reason = hypervisor.guestNetworkOffer(for: id).reason {
                 throw VMSessionError(.notSupported, reason)
             }
             throw VMSessionError(

@@ -752,7 +752,7 @@ public actor SessionManager: Service {
         let id = job.sessionID
         var spec = spec
         guard let client = sessions[id]?.client else { throw VMSessionError(.notFound, "There is no session \(id).") }
-        spec.egress = hypervisor.offersGuestNetwork(id) ? configuration.egress(client) : nil
+        spec.egress = hypervisor.guestNetworkOffer(for: id).available ? configuration.egress(client) : nil
         try await hypervisor.define(spec)
         // Kept at once, so that a start left for reconciliation still knows its network.
         if var entry = sessions[id] {

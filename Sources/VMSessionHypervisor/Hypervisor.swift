@@ -39,14 +39,12 @@ public protocol Hypervisor: Sendable {
     /// Whether calls for `id`'s VM reach its host now. A hypervisor over several hosts says false for a session
     /// whose host is lost: ``allMachines()`` leaves its VM out, and start-up must skip it rather than stop it.
     func reaches(_ id: SessionID) -> Bool
-    /// Whether `id`'s VM gets a guest network (the egress sandbox and the guest API) where it runs. A host that
-    /// cannot give one (a remote host reached over TLS, whose sandbox helpers cannot be started through libvirt, or
-    /// one without passt and socat) says false, and the session is defined with no network card and no egress
-    /// policy, so that its view does not claim one.
-    func offersGuestNetwork(_ id: SessionID) -> Bool
-    /// Why `id`'s VM gets no guest network where it runs (a remote host reached over TLS, or one without the
-    /// sandbox's tools), for the guest API's `not_supported` answer; nil where it gets one.
-    func guestNetworkUnavailability(_ id: SessionID) -> String?
+    /// Whether `id`'s VM gets a guest network (the egress sandbox and the guest API) where it runs, and why not. A
+    /// host that cannot give one (a remote host reached over TLS, whose sandbox helpers cannot be started through
+    /// libvirt, one without passt and socat, or a libvirt driver that runs no QEMU) says so, and the session is
+    /// defined with no network card and no egress policy, so that its view does not claim one; its guest API then
+    /// answers `not_supported` with the reason. By default, its host's ``guestNetworkOffer``.
+    func guestNetworkOffer(for id: SessionID) -> GuestNetworkOffer
     /// Whether the VMs of this hypervisor's host get a guest network, and why not: the host view's `guestNetwork`.
     var guestNetworkOffer: GuestNetworkOffer { get }
     /// Called when a remote host's connection opened (the daemon started, or the host returned), before its
@@ -111,8 +109,7 @@ public protocol Hypervisor: Sendable {
 extension Hypervisor {
     public func repairInterrupted() async throws(VMSessionError) -> [String] { [] }
     public func reaches(_ id: SessionID) -> Bool { true }
-    public func offersGuestNetwork(_ id: SessionID) -> Bool { true }
-    public func guestNetworkUnavailability(_ id: SessionID) -> String? { nil }
+    public func guestNetworkOffer(for id: SessionID) -> GuestNetworkOffer { guestNetworkOffer }
     public var guestNetworkOffer: GuestNetworkOffer { .available }
     public func reconnected() async {}
     public func followLifecycle() async {}

@@ -205,7 +205,7 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
         let networkSocket = try network?.prepare(spec.id, policy: spec.egress)
         if spec.egress != nil, networkSocket == nil {
             logger.info(
-                "the guest gets no network", metadata: ["session": "\(spec.id)", "why": "\(guestNetworkUnavailability(spec.id) ?? "")"])
+                "the guest gets no network", metadata: ["session": "\(spec.id)", "why": "\(networkUnavailability ?? "")"])
         }
         // What goes to the host: the boot files or the disk image (once per content), the seed (per session).
         var bases: [(path: String, digest: String, role: RemoteVolumes.Role)] = []
@@ -491,12 +491,8 @@ public final class RemoteLibvirtHypervisor: Hypervisor, LibvirtCaller {
 
     /// The local end of the guest API's SSH forward (see ``RemoteGuestNetwork``), for a VM defined with a network.
     public func guestAPIAddress(of id: SessionID) -> GuestAPIAddress? { network?.apiAddress(of: id) }
-    /// Whether the host can run the guests' network sandbox (checked when it connected: see ``reconnected()``).
-    public func offersGuestNetwork(_ id: SessionID) -> Bool { network?.remoteDirectory(for: id) != nil }
-
-    public func guestNetworkUnavailability(_ id: SessionID) -> String? { networkUnavailability }
-
-    /// The host's: the same for each of its VMs (checked when it connected).
+    /// The host's, the same for each of its VMs: whether it can run the guests' network sandbox (checked when it
+    /// connected: see ``reconnected()``).
     public var guestNetworkOffer: GuestNetworkOffer { GuestNetworkOffer(unavailability: networkUnavailability) }
 
     private var networkUnavailability: String? {

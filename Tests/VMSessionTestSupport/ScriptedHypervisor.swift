@@ -40,8 +40,7 @@ public actor ScriptedHypervisor: Hypervisor {
         (changes, changesContinuation) = AsyncStream.makeStream(of: SessionID.self)
     }
 
-    public nonisolated func offersGuestNetwork(_ id: SessionID) -> Bool { guestNetworkRefusal == nil }
-    public nonisolated func guestNetworkUnavailability(_ id: SessionID) -> String? { guestNetworkRefusal }
+    public nonisolated var guestNetworkOffer: GuestNetworkOffer { GuestNetworkOffer(unavailability: guestNetworkRefusal) }
 
     // MARK: Script
 
