@@ -174,7 +174,7 @@ else
 		python3 Benchmarks/hibernate_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) \
 			--out $(CURDIR)/artifacts/hibernate_bench.json && \
 		python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench.json && \
-		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json && \
+		python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench.json && \
 		python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench.json && \
 		python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench.json && \
 		python3 Benchmarks/hosts_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/hosts_bench.json
@@ -188,7 +188,7 @@ bench-quick: appliance build-tests
 		QUICK=1 python3 Benchmarks/hibernate_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) \
 			--out $(CURDIR)/artifacts/hibernate_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/cap_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/cap_bench-quick.json && \
-		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json && \
+		QUICK=1 python3 Benchmarks/console_bench.py --binary $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/console_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/snapshot_bench.py --daemon $$bin/vmsessiond --peer $$bin/vmsessionbench-peer --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/snapshot_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/template_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/template_bench-quick.json && \
 		QUICK=1 python3 Benchmarks/hosts_bench.py --daemon $$bin/vmsessiond --appliance $(APPLIANCE_DIR) --out $(CURDIR)/artifacts/hosts_bench-quick.json

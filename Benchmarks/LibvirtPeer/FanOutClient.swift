@@ -25,41 +25,12 @@ struct FanOutClient: ParsableCommand {
     @Option(help: "How many events.") var events = 50
     @Option(help: "Milliseconds between an answer and the next PUT.") var gap = 20.0
 
-    static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
-    }
-
-    func connect() throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = UInt16(port).bigEndian
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard fd >= 0, connected == 0 else { throw ValidationError("connect to 127.0.0.1:\(port): errno \(errno)") }
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        return fd
-    }
-
-    func send(_ fd: Int32, _ text: String) {
-        var bytes = Array(text.utf8)
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if written > 0 { bytes.removeFirst(written) } else if errno != EAGAIN && errno != EINTR { return }
-        }
-    }
-
     func run() throws {
         var streams: [Int32] = []
         for _ in 0..<clients {
-            let fd = try connect()
-            send(fd, "GET \(streamPath) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            let fd = try Loopback.connect(port: port)
+            Loopback.send(fd, "GET \(streamPath) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            Loopback.setNonBlocking(fd)
             streams.append(fd)
         }
         var pending = [[UInt8]](repeating: [], count: clients)
@@ -74,8 +45,8 @@ struct FanOutClient: ParsableCommand {
 
         // Every stream open (its `retry:` line read) before the first event.
         var open = Set<Int>()
-        let openDeadline = Self.now() + 60_000_000_000
-        while open.count < clients, Self.now() < openDeadline {
+        let openDeadline = Loopback.now() + 60_000_000_000
+        while open.count < clients, Loopback.now() < openDeadline {
             guard Glibc.poll(&watched, nfds_t(clients), 1000) > 0 else { continue }
             for index in watched.indices where watched[index].revents != 0 {
                 let count = buffer.withUnsafeMutableBytes { read(streams[index], $0.baseAddress, $0.count) }
@@ -89,28 +60,28 @@ struct FanOutClient: ParsableCommand {
         guard open.count == clients else { throw ValidationError("only \(open.count) of \(clients) event streams opened") }
         usleep(500_000)
 
-        let emitter = try connect()
+        let emitter = try Loopback.connect(port: port)
         var reply: [UInt8] = []
         var sent = 0
         var waiting = false
-        var nextSend = Self.now()
+        var nextSend = Loopback.now()
         var drainUntil: Int64?
         watched.append(pollfd(fd: emitter, events: Int16(POLLIN), revents: 0))
         while true {
-            if !waiting, sent < events, Self.now() >= nextSend {
-                let body = "{\"value\":\"\(Self.now())\"}"
-                send(
+            if !waiting, sent < events, Loopback.now() >= nextSend {
+                let body = "{\"value\":\"\(Loopback.now())\"}"
+                Loopback.send(
                     emitter,
                     "PUT \(putPath) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\nContent-Type: application/json\r\n"
                         + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)")
                 sent += 1
                 waiting = true
             }
-            if sent == events, !waiting, drainUntil == nil { drainUntil = Self.now() + 30_000_000_000 }
-            if let drainUntil, received.allSatisfy({ $0 >= events }) || Self.now() > drainUntil { break }
-            let timeout = !waiting && sent < events ? max(0, Int32((nextSend - Self.now()) / 1_000_000)) : 100
+            if sent == events, !waiting, drainUntil == nil { drainUntil = Loopback.now() + 30_000_000_000 }
+            if let drainUntil, received.allSatisfy({ $0 >= events }) || Loopback.now() > drainUntil { break }
+            let timeout = !waiting && sent < events ? max(0, Int32((nextSend - Loopback.now()) / 1_000_000)) : 100
             guard Glibc.poll(&watched, nfds_t(watched.count), timeout) > 0 else { continue }
-            let stamp = Self.now()
+            let stamp = Loopback.now()
             for index in watched.indices where watched[index].revents != 0 {
                 let fd = watched[index].fd
                 let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -128,7 +99,7 @@ struct FanOutClient: ParsableCommand {
                         if reply.count >= end.upperBound + length {
                             reply.removeFirst(end.upperBound + length)
                             waiting = false
-                            nextSend = Self.now() + Int64(gap * 1_000_000)
+                            nextSend = Loopback.now() + Int64(gap * 1_000_000)
                         }
                     }
                     continue
@@ -155,21 +126,5 @@ struct FanOutClient: ParsableCommand {
         let json = try JSONSerialization.data(
             withJSONObject: ["latenciesMs": latencies, "lost": clients * events - received.reduce(0, +)], options: [])
         FileHandle.standardOutput.write(json + Data("\n".utf8))
-    }
-}
-
-extension UInt8 {
-    var asciiDigit: Int? { (0x30...0x39).contains(self) ? Int(self - 0x30) : nil }
-}
-
-extension Array where Element == UInt8 {
-    func lastRange(of needle: [UInt8]) -> Range<Int>? {
-        guard count >= needle.count else { return nil }
-        var start = count - needle.count
-        while start >= 0 {
-            if self[start..<(start + needle.count)].elementsEqual(needle) { return start..<(start + needle.count) }
-            start -= 1
-        }
-        return nil
     }
 }
