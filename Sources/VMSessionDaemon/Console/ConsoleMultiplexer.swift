@@ -15,11 +15,11 @@ import VMSessionHypervisor
 ///   is taken and the viewer registered under one lock, and both are fed by the same follower.
 /// - **Nobody waits for a slow viewer.** A viewer that holds more than `viewerBufferBytes` of output not yet
 ///   taken by its socket is dropped (``ConsoleClose/tooSlow(bufferedBytes:)``).
-/// - **Framed once for all viewers.** A viewer whose connection handler has sent the history is *attached*
-///   (``Viewer/attach(_:)``): each chunk of output is then framed once (``Framing``) and the same bytes are
-///   written to every attached viewer's ``ConsoleChannel``, one `execute` per event loop per chunk, no task
-///   woken per viewer. Until then the chunk goes to the viewer's queue (one `ByteBuffer` shared by every
-///   queue), which ``Viewer/attach(_:)`` writes first, consecutive chunks merged into one frame.
+/// - **Framed once for all viewers.** A viewer's handler *attaches* its connection (``Viewer/attach(_:)``,
+///   which writes the hello and the history): each chunk of output is then framed once (``Framing``) and the
+///   same bytes are written to every attached viewer's ``ConsoleChannel``, one `execute` per event loop per
+///   chunk, no task woken per viewer. Until then the chunk goes to the viewer's queue (one `ByteBuffer` shared
+///   by every queue), which the attach writes after the history, consecutive chunks merged into one frame.
 /// - **Input.** Keystrokes go to QEMU in order, over a connection made when they come (QEMU takes one
 ///   client on the socket; it is gone while the VM has no process, and back after a start or restore). When
 ///   it cannot be reached, the writers are told (a `notice`) instead of the input being kept.
@@ -232,7 +232,7 @@ public final class ConsoleMultiplexer: Sendable {
         }
 
         /// Returns once the viewer has ended (dropped, the console ended, or it left); for an attached viewer,
-        /// whose output the console writes itself.
+        /// whose output the console writes itself. One task at a time may wait (it is an `AsyncStream`).
         public func ended() async {
             for await _ in ending {}
         }
