@@ -90,13 +90,20 @@ struct ConsoleMultiplexerTests {
         let connection: any Channel
         /// The client's end.
         let peer: any Channel
-        private let received: Shared<[Message]>
+        private let received: Shared<Received>
+
+        /// What the client's end read so far.
+        struct Received: Sendable {
+            var messages: [Message] = []
+            /// Bytes of output among them (counted as they come: tests poll it while megabytes arrive).
+            var outputBytes = 0
+        }
 
         init(_ viewer: ConsoleMultiplexer.Viewer, reads: Bool = true) async throws {
             var ends: [CInt] = [-1, -1]
             try #require(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0, &ends) == 0, "a socket pair: \(String(cString: strerror(errno)))")
             let (daemonEnd, clientEnd) = (ends[0], ends[1])
-            let received = Shared<[Message]>([])
+            let received = Shared(Received())
             self.viewer = viewer
             self.received = received
             do {
@@ -135,13 +142,15 @@ struct ConsoleMultiplexerTests {
         }
 
         /// Every message read so far, in order.
-        var messages: [Message] { received.withLock { $0 } }
+        var messages: [Message] { received.withLock { $0.messages } }
+        /// How many bytes of output were read so far.
+        var outputBytes: Int { received.withLock { $0.outputBytes } }
         /// The output bytes read so far: the history, then live output.
         var bytes: [UInt8] {
-            received.withLock { messages in messages.flatMap { message -> [UInt8] in if case .output(let bytes) = message { bytes } else { [] } } }
+            received.withLock { $0.messages.flatMap { message -> [UInt8] in if case .output(let bytes) = message { bytes } else { [] } } }
         }
         var controls: [ConsoleControl] {
-            received.withLock { messages in messages.compactMap { message in if case .control(let control) = message { control } else { nil } } }
+            received.withLock { $0.messages.compactMap { message in if case .control(let control) = message { control } else { nil } } }
         }
         /// What the client's screen shows: the history and the live output.
         var text: String { String(decoding: bytes, as: UTF8.self) }
@@ -152,16 +161,23 @@ struct ConsoleMultiplexerTests {
         /// Reads the client's end: the tagged messages, whole, into `received`.
         final class Reader: ChannelInboundHandler {
             typealias InboundIn = ByteBuffer
-            let received: Shared<[Message]>
+            let received: Shared<Received>
             var buffer = ByteBuffer()
-            init(received: Shared<[Message]>) { self.received = received }
+            init(received: Shared<Received>) { self.received = received }
             func channelRead(context: ChannelHandlerContext, data: NIOAny) {
                 var bytes = unwrapInboundIn(data)
                 buffer.writeBuffer(&bytes)
                 var messages: [Message] = []
-                while let message = Message.read(from: &buffer) { messages.append(message) }
+                var outputBytes = 0
+                while let message = Message.read(from: &buffer) {
+                    if case .output(let bytes) = message { outputBytes += bytes.count }
+                    messages.append(message)
+                }
                 buffer.discardReadBytes()
-                received.withLock { $0 += messages }
+                received.withLock {
+                    $0.messages += messages
+                    $0.outputBytes += outputBytes
+                }
             }
         }
     }
@@ -285,10 +301,11 @@ struct ConsoleMultiplexerTests {
         #expect(console.viewerCount == 1)
         let dropped = try await Client(slow)
         await slow.ended()
-        try await Self.eventually("the other client got both chunks") { other.bytes.count == 2000 }
+        try await Self.eventually("the other client got both chunks") { other.outputBytes == 2000 }
         #expect(other.bytes == [UInt8](repeating: 65, count: 1000) + [UInt8](repeating: 66, count: 1000))
         #expect(other.viewer.closeReason == nil)
-        try await Task.sleep(for: .milliseconds(50))
+        try await Self.eventually("the dropped client read its hello") { !dropped.messages.isEmpty }
+        try await Task.sleep(for: .milliseconds(50))  // (anything written after the hello would be there by now)
         #expect(dropped.messages == [.control(.hello(mode: .read, history: 0))], "nothing more goes to a client that could not keep up")
     }
 
@@ -301,17 +318,19 @@ struct ConsoleMultiplexerTests {
         defer { console.end(.sessionClosed) }
         let stuck = try await Client(try #require(console.join(.read)), reads: false)
         let reading = try await Client(try #require(console.join(.read)))
-        // Chunks of their own, as a chatty guest's are, until the kernel's buffers and then the daemon's are full.
+        // Chunks of their own, as a chatty guest's are, until the kernel's buffers and then the daemon's are full
+        // for the stuck client. Each waits for the reading client's socket to take the one before, so that the
+        // reading client never falls behind by the bound on a loaded machine (that would be a second drop, right).
         let chunk = [UInt8](repeating: 120, count: 16 * 1024)
         var delivered = 0
         while stuck.viewer.closeReason == nil, delivered < 64 << 20 {
             console.deliver(chunk)
             delivered += chunk.count
-            try await Task.sleep(for: .milliseconds(1))
+            try await Self.eventually("the reading client's socket took the chunk") { reading.viewer.unsentBytes == 0 }
         }
         #expect(stuck.viewer.closeReason == .tooSlow(bufferedBytes: 64 * 1024))
         #expect(reading.viewer.closeReason == nil)
-        try await Self.eventually("the reading client got every byte") { reading.bytes.count == delivered }
+        try await Self.eventually("the reading client got every byte") { reading.outputBytes == delivered }
         #expect(reading.controls == [.hello(mode: .read, history: 0)])
         #expect(console.viewerCount == 1)
         await stuck.viewer.ended()
