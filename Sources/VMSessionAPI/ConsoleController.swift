@@ -54,7 +54,6 @@ struct ConsoleController {
                     await outbound.close(.policyViolation, fitting: reason)
                     return
                 }
-                defer { viewer.leave() }
                 let caller = context.requestContext.caller
                 let id = viewer.session
                 let stillAllowed: @Sendable () async -> Bool = { caller.isStillAllowed }
@@ -95,6 +94,8 @@ struct ConsoleController {
         }
     }
 
+    /// Serves a joined viewer until its connection ends, and makes it leave the console: the one place that
+    /// calls ``ConsoleMultiplexer/Viewer/leave()``, once, on every path.
     static func serve(
         _ viewer: ConsoleMultiplexer.Viewer, connection: any Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
         stillAllowed: @escaping @Sendable () async -> Bool
@@ -105,18 +106,24 @@ struct ConsoleController {
         do {
             channel = try await attach(viewer, to: connection)
         } catch {
+            viewer.leave()
             return .closed(.failed)
         }
         let ending = await withTaskGroup(of: Ending.self) { group in
+            // The console dropped this client or ended.
             group.addTask {
-                // Graceful shutdown makes the viewer leave: what was written still goes out, then the close.
-                await withGracefulShutdownHandler {
-                    await viewer.ended()
-                } onGracefulShutdown: {
-                    viewer.leave()
+                await viewer.ended()
+                return viewer.closeReason.map(Ending.closed) ?? .clientLeft
+            }
+            // Graceful shutdown: what was written still goes out, then the close ("going away"). (The hub, a
+            // service shut down after the server, ends its consoles too late for this.)
+            group.addTask {
+                do {
+                    try await gracefulShutdown()
+                    return .closed(.shuttingDown)
+                } catch {
+                    return .clientLeft  // cancelled: another task ended the connection first
                 }
-                if let reason = viewer.closeReason { return .closed(reason) }
-                return Task.isShuttingDownGracefully ? .closed(.shuttingDown) : .clientLeft
             }
             // Input: every frame's bytes are keystrokes (text or binary alike).
             group.addTask {
@@ -141,7 +148,8 @@ struct ConsoleController {
             group.cancelAll()
             return first
         }
-        // The close frame, if any, goes after everything the console wrote, and nothing of it after the close.
+        // The viewer leaves before the console stops writing, so that no output is counted for it meanwhile; the
+        // close frame, if any, goes after everything the console wrote, and nothing of it after the close.
         viewer.leave()
         await channel.stop()
         return ending

@@ -2,11 +2,12 @@ import Foundation
 import Testing
 
 /// The real daemon binary (test driver) stopped while connections that never end by themselves are open: a
-/// display viewer (a stand-in VNC socket that never speaks), an event stream and a proxied guest body that
-/// stalls (a stand-in guest on the session's forward, `Tests/Browser/standin_guest.py`).
+/// display viewer (a stand-in VNC socket that never speaks), a console viewer (of a log made by the test, as
+/// QEMU would make it), an event stream and a proxied guest body that stalls (a stand-in guest on the session's
+/// forward, `Tests/Browser/standin_guest.py`).
 @Suite("Graceful shutdown within its grace (test driver)", .serialized)
 struct ShutdownGraceTests {
-    @Test("SIGTERM ends the daemon within its grace with a display viewer, an event stream and a stalled proxied body open")
+    @Test("SIGTERM ends the daemon within its grace with a display viewer, a console viewer, an event stream and a stalled proxied body open; the console viewer gets a close frame")
     func sigtermWithOpenConnections() async throws {
         let directory = try TemporaryDirectory("vms-e2e-stop")
         let appliance = try directory.standInAppliance()
@@ -47,10 +48,18 @@ struct ShutdownGraceTests {
             until: "\r\n\r\n")
         let events = try await HeldConnection.open(
             port: daemon.port, "GET /api/v1/sessions/\(id)/events?token=\(token) HTTP/1.1\r\n\(host)\r\n", until: "retry:")
-        defer { for connection in [stalled, display, events] { connection.close() } }
+        // The test driver runs no QEMU: the console's log is made here, where QEMU would make it.
+        #expect(FileManager.default.createFile(atPath: "\(state)/machines/\(id)/console.log", contents: Data("booted\n".utf8)))
+        let console = try await HeldConnection.open(
+            port: daemon.port,
+            "GET /api/v1/sessions/\(id)/console?token=\(token)&mode=read HTTP/1.1\r\n\(host)Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            until: "\"hello\"")
+        defer { for connection in [stalled, display, events, console] { connection.close() } }
         #expect(stalled.received.hasPrefix("HTTP/1.1 200"), "\(stalled.received)")
         #expect(display.received.hasPrefix("HTTP/1.1 101"), "the viewer is upgraded: \(display.received)")
         #expect(events.received.hasPrefix("HTTP/1.1 200"), "\(events.received)")
+        #expect(console.received.hasPrefix("HTTP/1.1 101") && console.received.contains("\"hello\""), "\(console.received)")
         // Give the bridge time to connect to the display socket: the viewer is then a connection the server waits for.
         for _ in 0..<100 where guest.displayConnections() == 0 { try await Task.sleep(for: .milliseconds(50)) }
 
@@ -58,9 +67,14 @@ struct ShutdownGraceTests {
         // DaemonProcess.stop sends SIGTERM, and fails unless the daemon exits with status 0 within 30 s.
         try await daemon.stop()
         let took = ContinuousClock.now - started
-        print("vmsessiond exited \(took) after SIGTERM (shutdownGrace 3 s) with a viewer, a stream and a stalled body open")
+        print("vmsessiond exited \(took) after SIGTERM (shutdownGrace 3 s) with a display and a console viewer, a stream and a stalled body open")
         #expect(took < .seconds(30))
         #expect(daemon.log().contains("vmsessiond stopped"), "it stopped through the graceful path")
+        // A server's close frame after the history: FIN and close (0x88), a payload of at most 125 bytes. (Its
+        // code is 1000: swift-websocket's own graceful-shutdown handler closes before the console's 1001 can.)
+        let rest = try await console.rest()
+        let closes = rest.indices.dropLast(1).filter { rest[$0] == 0x88 && rest[$0 + 1] <= 125 }
+        #expect(closes.count == 1, "the console viewer got a close frame: \(rest)")
     }
 }
 
@@ -140,6 +154,21 @@ final class HeldConnection: @unchecked Sendable {
                 received += buffer[0..<count]
             }
             return HeldConnection(descriptor: descriptor, received: String(decoding: received, as: UTF8.self))
+        }
+    }
+
+    /// What comes after the marker, until the daemon closes the connection (or 30 s pass).
+    func rest() async throws -> [UInt8] {
+        let descriptor = descriptor
+        return try await Command.onThread {
+            var received = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = recv(descriptor, &buffer, buffer.count, 0)
+                if count <= 0 { break }
+                received += buffer[0..<count]
+            }
+            return received
         }
     }
 

@@ -88,18 +88,15 @@ struct ConsoleLogTrimmerTests {
         let console = try ConsoleMultiplexer(
             session: SessionID(), endpoints: ConsoleEndpoints(log: log.path, socket: log.directory + "/console.sock"),
             limits: .init(historyBytes: 16 * 1024, viewerBufferBytes: 1 << 20, viewers: 4, inputBurst: 1024, inputBytesPerSecond: 1024),
-            logger: Logger(label: "test"))
+            framing: .tagged, logger: Logger(label: "test"))
         defer { console.end(.sessionClosed) }
-        let viewer = try #require(console.join(.read))
-        let history = String(decoding: viewer.history, as: UTF8.self)
+        let client = try await ConsoleMultiplexerTests.Client(try #require(console.join(.read)))
+        let history = String(decoding: client.viewer.history, as: UTF8.self)
         #expect(!history.contains("\0") && history.hasPrefix("line ") && history.hasSuffix("line 199999\n"), "\(history.prefix(40))")
         log.append("after the trim\n")
-        var live = ""
-        for await batch in viewer.output {
-            for case .bytes(let bytes) in batch { live += String(buffer: bytes) }
-            if live.contains("\n") { break }
-        }
-        #expect(live == "after the trim\n")
+        try await ConsoleMultiplexerTests.eventually("the line after the trim") { client.live.contains("\n") }
+        #expect(client.live == "after the trim\n")
+        #expect(client.text == history + "after the trim\n", "the client was written the same history")
     }
 
     @Test("a log within its bound, or not there yet, is left as it is")

@@ -15,11 +15,11 @@ import VMSessionHypervisor
 ///   is taken and the viewer registered under one lock, and both are fed by the same follower.
 /// - **Nobody waits for a slow viewer.** A viewer that holds more than `viewerBufferBytes` of output not yet
 ///   taken by its socket is dropped (``ConsoleClose/tooSlow(bufferedBytes:)``).
-/// - **Framed once for all viewers.** A viewer whose connection handler has sent the history is *attached*
-///   (``Viewer/attach(_:)``): each chunk of output is then framed once (``Framing``) and the same bytes are
-///   written to every attached viewer's ``ConsoleChannel``, one `execute` per event loop per chunk, no task
-///   woken per viewer. Until then (and for a viewer read as ``Viewer/output``) the chunk goes to the viewer's
-///   queue, one `ByteBuffer` shared by every queue; only a viewer that fell behind pays for merging.
+/// - **Framed once for all viewers.** A viewer's handler *attaches* its connection (``Viewer/attach(_:)``,
+///   which writes the hello and the history): each chunk of output is then framed once (``Framing``) and the
+///   same bytes are written to every attached viewer's ``ConsoleChannel``, one `execute` per event loop per
+///   chunk, no task woken per viewer. Until then the chunk goes to the viewer's queue (one `ByteBuffer` shared
+///   by every queue), which the attach writes after the history, consecutive chunks merged into one frame.
 /// - **Input.** Keystrokes go to QEMU in order, over a connection made when they come (QEMU takes one
 ///   client on the socket; it is gone while the VM has no process, and back after a start or restore). When
 ///   it cannot be reached, the writers are told (a `notice`) instead of the input being kept.
@@ -76,43 +76,41 @@ public final class ConsoleMultiplexer: Sendable {
             control: { control in ByteBuffer(bytes: (try? JSONEncoder().encode(control)) ?? Data()) })
     }
 
-    /// What a viewer's queue carries.
-    public enum Output: Sendable, Equatable {
-        /// Output bytes: shared with the other viewers when this viewer's batch is one chunk.
+    /// What a viewer's queue carries until its connection is attached.
+    enum Output: Sendable {
+        /// Output bytes: shared with the other viewers when only one chunk came before the next control.
         case bytes(ByteBuffer)
         case control(ConsoleControl)
     }
 
-    /// One client of the console, as its connection's handler sees it.
+    /// One client of the console, as its connection's handler sees it: joined (``ConsoleMultiplexer/join(_:)``),
+    /// then attached to the connection (``attach(_:)``), after which the console writes its output itself.
     ///
-    /// Its queue is a batch, not a stream of chunks: QEMU writes the log a few bytes at a time, and what came
-    /// while the handler was writing goes out merged, as one frame, on its next turn (a chunk per frame made
-    /// fifty viewers of one chatty guest cost the daemon a core). Controls keep their place between the bytes.
+    /// What comes between the join and the attach waits in its queue, and goes out at the attach with the
+    /// consecutive chunks merged into one frame (QEMU writes the log a few bytes at a time; a frame per chunk
+    /// made fifty viewers of one chatty guest cost the daemon a core). Controls keep their place between the bytes.
     public final class Viewer: Sendable {
         public let mode: ConsoleProtocol.Mode
-        /// The history to send first, before ``output``.
+        /// The history, written first as the viewer attaches (the hello says its size).
         public let history: [UInt8]
-        /// Live output and notices, a batch at a time; it ends when the viewer is dropped or the console ends
-        /// (see ``closeReason``), after what was queued before the end.
-        public var output: Batches { Batches(viewer: self) }
         let id: Int
         private let pending = Mutex(Pending())
-        /// Rung when output is queued, finished when the viewer ends; holds one ring at most.
-        private let doorbell: AsyncStream<Void>
-        private let bell: AsyncStream<Void>.Continuation
+        /// Never yields; finished when the viewer ends (what ``ended()`` waits for).
+        private let ending: AsyncStream<Never>
+        private let endingContinuation: AsyncStream<Never>.Continuation
         private let closing = Mutex<ConsoleClose?>(nil)
         private let budget: Mutex<ConsoleInputBudget<ContinuousClock.Instant>>
         let console: ConsoleMultiplexer
 
-        /// What is waiting for the handler: the batches before the last control, and the bytes after it.
+        /// What waits for the attach: the outputs before the last control, and the chunks after it.
         private struct Pending: Sendable {
-            /// Set once the handler has sent the history: output is then written to it, not queued.
+            /// Set by the attach: output is then written to it, not queued.
             var channel: ConsoleChannel?
             var ended = false
             var items: [Output] = []
             /// The chunks since the last control, each shared with the other viewers.
             var tail: [ByteBuffer] = []
-            /// Bytes queued and not yet reported ``sent(_:)`` (taken ones count until the handler wrote them).
+            /// Bytes queued or written and not yet reported ``sent(_:)`` (taken by the socket).
             var unsent = 0
 
             mutating func take() -> [Output] {
@@ -142,7 +140,7 @@ public final class ConsoleMultiplexer: Sendable {
             self.history = history
             self.console = console
             budget = Mutex(ConsoleInputBudget(burst: limits.inputBurst, bytesPerSecond: limits.inputBytesPerSecond))
-            (doorbell, bell) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+            (ending, endingContinuation) = AsyncStream.makeStream(of: Never.self)
         }
 
         /// The session whose console this is.
@@ -151,7 +149,7 @@ public final class ConsoleMultiplexer: Sendable {
         /// Why the console ended this viewer, once it has; nil while it is served.
         public var closeReason: ConsoleClose? { closing.withLock { $0 } }
 
-        /// The handler wrote `count` bytes of output to the client (they no longer count against its bound).
+        /// The socket took `count` bytes of output written to the client (they no longer count against its bound).
         public func sent(_ count: Int) { pending.withLock { $0.unsent -= count } }
 
         /// Output offered to this viewer and not yet taken by its socket (what its bound counts).
@@ -169,7 +167,8 @@ public final class ConsoleMultiplexer: Sendable {
             }
         }
 
-        /// The client is gone (or was closed): it leaves the console.
+        /// The client is gone (or was closed): it leaves the console. Called once, by the connection's handler
+        /// as it ends (a second call does nothing).
         public func leave() { console.leave(self) }
 
         /// Where an offer went.
@@ -184,7 +183,7 @@ public final class ConsoleMultiplexer: Sendable {
         /// Queues output, or counts it for the attached channel (a chunk larger than the bound still goes to a
         /// viewer that has caught up).
         func offer(_ bytes: ByteBuffer, limit: Int) -> Offered {
-            let offered = pending.withLock { pending -> Offered in
+            pending.withLock { pending -> Offered in
                 guard !pending.ended else { return .queued }
                 guard pending.unsent == 0 || pending.unsent + bytes.readableBytes <= limit else { return .refused }
                 pending.unsent += bytes.readableBytes
@@ -192,8 +191,6 @@ public final class ConsoleMultiplexer: Sendable {
                 pending.tail.append(bytes)
                 return .queued
             }
-            if case .queued = offered { bell.yield() }
-            return offered
         }
 
         /// Queues a control after the output queued so far (or writes it after the output written so far).
@@ -204,10 +201,7 @@ public final class ConsoleMultiplexer: Sendable {
                 pending.items.append(.control(control))
                 return nil
             }
-            guard let channel else {
-                bell.yield()
-                return
-            }
+            guard let channel else { return }
             let frame = console.framing.control(control)
             channel.eventLoop.execute { channel.write(frame) }
         }
@@ -238,16 +232,13 @@ public final class ConsoleMultiplexer: Sendable {
         }
 
         /// Returns once the viewer has ended (dropped, the console ended, or it left); for an attached viewer,
-        /// whose output the console writes itself.
+        /// whose output the console writes itself. One task at a time may wait (it is an `AsyncStream`).
         public func ended() async {
-            for await _ in doorbell {}
+            for await _ in ending {}
         }
 
-        /// Everything queued, in order, consecutive bytes merged; empty when nothing waits.
-        func take() -> [Output] { pending.withLock { $0.take() } }
-
-        /// Ends the viewer's queue, remembering why (the first reason wins). A viewer dropped for being slow
-        /// loses what was queued for it; otherwise the handler still gets it before the end.
+        /// Ends the viewer, remembering why (the first reason wins). A viewer dropped for being slow loses what
+        /// was queued for it; otherwise what was queued is still written if it attaches after the end.
         func end(_ reason: ConsoleClose?) {
             closing.withLock { if $0 == nil { $0 = reason } }
             pending.withLock { pending in
@@ -258,32 +249,7 @@ public final class ConsoleMultiplexer: Sendable {
                     pending.tail = []
                 }
             }
-            bell.finish()
-        }
-
-        /// The viewer's output as an `AsyncSequence` of batches (one iterator at a time, as the handler's).
-        public struct Batches: AsyncSequence, Sendable {
-            let viewer: Viewer
-
-            public func makeAsyncIterator() -> Iterator { Iterator(viewer: viewer, doorbell: viewer.doorbell.makeAsyncIterator()) }
-
-            public struct Iterator: AsyncIteratorProtocol {
-                let viewer: Viewer
-                var doorbell: AsyncStream<Void>.Iterator
-
-                /// The next batch: waits while nothing is queued; nil once the viewer has ended (or the task was
-                /// cancelled) and what was queued before has been taken.
-                public mutating func next() async -> [Output]? {
-                    while true {
-                        let batch = viewer.take()
-                        if !batch.isEmpty { return batch }
-                        guard await doorbell.next() != nil else {
-                            let rest = viewer.take()
-                            return rest.isEmpty ? nil : rest
-                        }
-                    }
-                }
-            }
+            endingContinuation.finish()
         }
     }
 
