@@ -115,7 +115,8 @@ struct ConsoleController {
                 await viewer.ended()
                 return viewer.closeReason.map(Ending.closed) ?? .clientLeft
             }
-            // Graceful shutdown: what was written still goes out, then the close ("going away"). (The hub, a
+            // Graceful shutdown: what was written still goes out, then the close (1000 in practice: the WebSocket
+            // layer's own shutdown handler closes first; `.shuttingDown`'s 1001 where ours wins). (The hub, a
             // service shut down after the server, ends its consoles too late for this.)
             group.addTask {
                 do {
