@@ -997,7 +997,7 @@
           }
           if (this._closed || this._hidden) return;
           // 1001 with a closed session, and 1008 (read-only input, flooding, a revoked token) are final;
-          // a daemon that went away (1006, or 1000 or 1001 shutting down) is reconnected to, with a back-off.
+          // a daemon that went away (1006, or 1001 shutting down) is reconnected to, with a back-off.
           const final = event.code === 1008 || event.code === 1011 || (event.code === 1001 && /closed/.test(event.reason));
           if (final) {
             this._closed = true;
