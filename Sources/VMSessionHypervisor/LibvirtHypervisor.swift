@@ -141,6 +141,14 @@ public final class LibvirtHypervisor: Hypervisor, LibvirtCaller {
             "libvirt's \(description.driver) driver at \(description.uri) runs no QEMU: its VMs get no network (egress sandbox and guest API).")
     }
 
+    /// A session's: its host's where QEMU runs. A driver that runs no QEMU (libvirt's test driver) still defines its
+    /// sessions as if they had a network (an egress policy recorded, their guest API probed at the socket where the
+    /// sandbox would put it), so that tests can serve a stand-in guest there (`Tests/Browser/standin_guest.py`);
+    /// its host view says that it gives none (``guestNetworkOffer``).
+    public func guestNetworkOffer(for id: SessionID) -> GuestNetworkOffer {
+        network == nil ? .available : guestNetworkOffer
+    }
+
     /// Takes a session's network down if its VM has no process (and is not being started right now).
     private static func releaseNetworkIfStopped(
         _ id: SessionID, network: GuestNetwork, connection: Connection, starting: SessionSet
