@@ -41,9 +41,10 @@ public protocol Hypervisor: Sendable {
     func reaches(_ id: SessionID) -> Bool
     /// Whether `id`'s VM gets a guest network (the egress sandbox and the guest API) where it runs, and why not. A
     /// host that cannot give one (a remote host reached over TLS, whose sandbox helpers cannot be started through
-    /// libvirt, one without passt and socat, or a libvirt driver that runs no QEMU) says so, and the session is
-    /// defined with no network card and no egress policy, so that its view does not claim one; its guest API then
-    /// answers `not_supported` with the reason. By default, its host's ``guestNetworkOffer``.
+    /// libvirt, or one without passt and socat) says so, and the session is defined with no network card and no
+    /// egress policy, so that its view does not claim one; its guest API then answers `not_supported` with the
+    /// reason. By default, its host's ``guestNetworkOffer`` (libvirt's test driver differs: see
+    /// ``LibvirtHypervisor/guestNetworkOffer(for:)``).
     func guestNetworkOffer(for id: SessionID) -> GuestNetworkOffer
     /// Whether the VMs of this hypervisor's host get a guest network, and why not: the host view's `guestNetwork`.
     var guestNetworkOffer: GuestNetworkOffer { get }
