@@ -128,3 +128,15 @@ struct FanOutClient: ParsableCommand {
         FileHandle.standardOutput.write(json + Data("\n".utf8))
     }
 }
+
+extension Array where Element == UInt8 {
+    func lastRange(of needle: [UInt8]) -> Range<Int>? {
+        guard count >= needle.count else { return nil }
+        var start = count - needle.count
+        while start >= 0 {
+            if self[start..<(start + needle.count)].elementsEqual(needle) { return start..<(start + needle.count) }
+            start -= 1
+        }
+        return nil
+    }
+}

@@ -62,15 +62,3 @@ enum Loopback {
 extension UInt8 {
     var asciiDigit: Int? { (0x30...0x39).contains(self) ? Int(self - 0x30) : nil }
 }
-
-extension Array where Element == UInt8 {
-    func lastRange(of needle: [UInt8]) -> Range<Int>? {
-        guard count >= needle.count else { return nil }
-        var start = count - needle.count
-        while start >= 0 {
-            if self[start..<(start + needle.count)].elementsEqual(needle) { return start..<(start + needle.count) }
-            start -= 1
-        }
-        return nil
-    }
-}
