@@ -107,6 +107,26 @@ def daemon_steps(log_path, message):
     return steps
 
 
+def settle(timeout=15.0, threshold=0.5):
+    """Waits until the host is quiet again (at most `timeout` s): what ran just before a timed session (making a
+    template: the source guest saved, its disk copied, the guest restored) would otherwise slow the guest timed
+    next. Quiet: less than `threshold` of one core busy over a 0.5 s window (/proc/stat)."""
+
+    def busy_idle():
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(fields) - fields[3] - fields[4], fields[3] + fields[4]
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        busy, idle = busy_idle()
+        time.sleep(0.5)
+        busy2, idle2 = busy_idle()
+        total = (busy2 - busy) + (idle2 - idle)
+        if total and (busy2 - busy) / total * os.cpu_count() < threshold:
+            return
+    print("settle: the host stayed busy; timing anyway", flush=True)
+
+
 def disk_bytes(path):
     try:
         return os.stat(path).st_blocks * 512
@@ -148,6 +168,7 @@ def main():
             _, listed = daemon.call("GET", f"/api/v1/templates/{name}", admin)
             template_bytes = listed["bytes"]
             for samples, version, label in ((cold, "appliance", "cold"), (warm, name, "warm")):
+                settle()
                 times, session, token = timed_session(daemon, f"{label}-{index}", version, f"BENCH-UD-{label}-{index}")
                 for key in kinds:
                     samples[key].append(times[key])
