@@ -196,7 +196,8 @@ def debian_user_data(marker):
 def debian_session(daemon, state, name, open_body, marker, warm):
     """Opens and starts one Debian session and waits for cloud-init's status line on its console; returns
     ({open, start, openStart: ms to `running`; userData: start -> the user-data's line; cloudInit: start ->
-    cloud-init's status line; seedTaken (warm): start -> the guest said its seed changed}, facts, session, token)."""
+    cloud-init's status line; seedTaken (warm): start -> the guest said its seed changed}, facts (cloud-init's
+    status, the watch's "ran again in N s", its "seed changed" line), session, token, its ConsoleWatch)."""
     session, token = daemon.new_session(name)
     OPENED.append((session, token))
     console = ConsoleWatch(os.path.join(state, "machines", session, "console.log"))
@@ -298,8 +299,8 @@ def print_debian(d):
             ("start -> user-data ran", "userData"), ("start -> cloud-init done", "cloudInit"))
     for label, key in rows:
         cold, warm = c[key + "Ms"]["p50"], w[key + "Ms"]["p50"]
-        if cold is None or warm is None:
-            print(f"{label:24s} cold {cold}   warm {warm}  (a line never showed)")
+        if not c[key + "Ms"]["runs"] or not w[key + "Ms"]["runs"]:
+            print(f"{label:24s} cold n={c[key + 'Ms']['runs']}, warm n={w[key + 'Ms']['runs']}: its console line did not show in every session (the JSON has each run)")
             continue
         print(f"{label:24s} cold p50 {cold:8.0f} ms   warm p50 {warm:8.0f} ms   ratio {warm / cold:.2f}  (n={w[key + 'Ms']['runs']}; "
               f"warm {w[key + 'Ms']['min']:.0f} to {w[key + 'Ms']['max']:.0f} ms)")
@@ -307,7 +308,7 @@ def print_debian(d):
           " figure a page feels)")
     print("cloud-init status: cold " + d["coldFacts"]["cloudInitStatus"] + ", warm "
           + ", ".join(f"{f['cloudInitStatus']} (ran again in {f['cloudInitRanAgainS']} s)" for f in d["warmFacts"]))
-    if w["seedTakenMs"]["p50"] is not None:
+    if w["seedTakenMs"]["runs"]:
         print(f"warm start -> the guest took its seed (console 'seed changed') p50 {w['seedTakenMs']['p50']:.0f} ms")
     print(f"make a template         {d['makeTemplate']['ms']:8.0f} ms, {d['makeTemplate']['bytes'] / 1048576:.0f} MiB;  "
           "each warm session's own disk: "
