@@ -13,6 +13,15 @@ the same guest, in one run.
   idle CPU  what the first cold and warm guests cost the host while idle after their user-data ran (the
             guest's seed watch), over 5 s of their QEMU's CPU time
 
+With --debian PATH (the Debian 12 guest of `make debian-guest`), after that the same daemon registers the image
+(POST /api/v1/images, as DebianGuestTests does) and measures the Debian guest (512 MiB, real cloud-init) the
+same way: one cold session (open version debian + start with a `#!/bin/sh` user-data), which then becomes the
+prepared session a template is made from (once cloud-init's report is done and its seed watch waits, as in
+DebianGuestTests), and --debian-runs warm sessions from that template, one after the other, each closed before
+the next: open+start -> `running`, start -> the user-data's own line on the console, start -> cloud-init's
+`done` line, the template's making time and bytes, and each warm session's own disk. Under TCG a cold boot
+and cloud-init take minutes.
+
 Nothing is asserted (shared, noisy machines); prints a table and writes the figures as JSON.
 """
 
@@ -93,11 +102,14 @@ def idle_cpu_percent(session, seconds=5.0):
     return 100 * (used() - before) / seconds
 
 
-def daemon_steps(log_path, message):
-    """Each `<step>Ms=<n>` of the daemon's debug lines that say `message`, as lists of milliseconds."""
+def daemon_steps(log_path, message, offset=0):
+    """Each `<step>Ms=<n>` of the daemon's debug lines that say `message`, as lists of milliseconds; only the lines
+    after byte `offset` of the log (a later part of the run) if given."""
     steps = {}
     try:
-        text = open(log_path, errors="replace").read()
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except FileNotFoundError:
         return steps
     for line in text.splitlines():
@@ -134,14 +146,198 @@ def disk_bytes(path):
         return 0
 
 
+# The Debian guest (--debian). Its lines on the serial console (Contextualization/debian): the report service's
+# status line after cloud-final (`done` on success; not the watch's "cloud-init ran again in N s"), its end, the
+# seed watch waiting (the template is made after it, as DebianGuestTests does), and a warm guest taking its seed.
+DEBIAN_STATUS = re.compile(rb"VMSESSION-DEBIAN: cloud-init (?!ran again |stage )(\S+)")
+DEBIAN_RAN_AGAIN = re.compile(rb"VMSESSION-DEBIAN: cloud-init ran again in ([0-9.]+) s")
+DEBIAN_REPORT_END = "VMSESSION-DEBIAN: report end"
+DEBIAN_WATCH = "VMSESSION-DEBIAN: seed watch: "
+DEBIAN_SEED_CHANGED = "VMSESSION-DEBIAN: seed changed: "
+# A boot and cloud-init under TCG take minutes; this only bounds a hung guest (DebianGuestTests' bootTimeout).
+DEBIAN_TIMEOUT = 900
+
+
+class ConsoleWatch:
+    """When lines first showed on a session's console (perf_counter seconds), read as the file grows, every
+    10 ms: a Debian console holds the whole boot, and reading it all every 2 ms would take CPU from the guest
+    under TCG for minutes (the precision needed here is far coarser than the figures)."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.text, self.seen = path, 0, b"", {}
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        self.offset += len(chunk)
+        self.text += chunk
+        return time.perf_counter()
+
+    def wait(self, found, what, timeout=DEBIAN_TIMEOUT):
+        """Polls until `found(text)` is true; returns when it first was."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            now = self.poll()
+            if found(self.text):
+                return now
+            time.sleep(0.01)
+        raise TimeoutError(f"console {self.path} never showed {what}")
+
+    def note(self, markers, now):
+        for marker in markers:
+            if marker not in self.seen and marker.encode() in self.text:
+                self.seen[marker] = now
+
+
+def debian_user_data(marker):
+    """A `#!/bin/sh` user-data that prints `marker` on the serial console. The script's text holds the marker
+    split in two (printf joins it), so only its run can put the whole marker on the console."""
+    head, tail = marker.split("-", 1)
+    return f"#!/bin/sh\nprintf '%s-%s\\n' {head} {tail} > /dev/ttyS0\n"
+
+
+def debian_session(daemon, state, name, open_body, marker, warm):
+    """Opens and starts one Debian session and waits for cloud-init's status line on its console; returns
+    ({open, start, openStart: ms to `running`; userData: start -> the user-data's line; cloudInit: start ->
+    cloud-init's status line; seedTaken (warm): start -> the guest said its seed changed}, facts (cloud-init's
+    status, the watch's "ran again in N s", its "seed changed" line), session, token, its ConsoleWatch)."""
+    session, token = daemon.new_session(name)
+    OPENED.append((session, token))
+    console = ConsoleWatch(os.path.join(state, "machines", session, "console.log"))
+    begin = time.perf_counter()
+    daemon.act(session, token, "open", open_body)
+    started = time.perf_counter()
+    daemon.act(session, token, "start", {"userData": debian_user_data(marker)})
+    running = time.perf_counter()
+    markers = [marker] + ([DEBIAN_SEED_CHANGED] if warm else [])
+
+    def done(text):
+        console.note(markers, time.perf_counter())
+        return DEBIAN_STATUS.search(text) is not None
+
+    finished = console.wait(done, "cloud-init's status line")
+    console.note(markers, finished)
+    times = {"open": started - begin, "start": running - started, "openStart": running - begin, "cloudInit": finished - started}
+    if marker in console.seen:
+        times["userData"] = console.seen[marker] - started
+    if DEBIAN_SEED_CHANGED in console.seen:
+        times["seedTaken"] = console.seen[DEBIAN_SEED_CHANGED] - started
+    status = DEBIAN_STATUS.search(console.text).group(1).decode()
+    again = DEBIAN_RAN_AGAIN.search(console.text)
+    facts = {"cloudInitStatus": status, "cloudInitRanAgainS": float(again.group(1)) if again else None}
+    if warm:
+        line = next((l for l in console.text.decode(errors="replace").splitlines() if DEBIAN_SEED_CHANGED in l), "")
+        facts["seedChanged"] = line.strip()
+    return {key: value * 1000 for key, value in times.items()}, facts, session, token, console
+
+
+def debian_part(daemon, admin, image, runs, result):
+    """The Debian rows, into `result` as they are measured (a failure half-way keeps what came before):
+    registers `image`, one cold session that becomes the template's prepared session, and `runs` warm sessions
+    from the template. Every session it opens is in OPENED (closed by main's `finally`)."""
+    result.update({"image": image, "memoryMiB": 512, "loadBefore": os.getloadavg()})
+    log_offset = os.path.getsize(daemon.log_path)
+    status, reply = daemon.call("POST", "/api/v1/images", admin, {"version": "debian", "path": image, "format": "qcow2"})
+    assert status == 201, reply
+    # The cold session: what DebianGuestTests opens (512 MiB; a disk under the image's 1 GiB is raised to it).
+    settle()
+    times, facts, source, source_token, console = debian_session(
+        daemon, daemon.state, "debian-cold", {"version": "debian", "memory": 512, "disk": 2048}, "BENCHDEB-cold", warm=False)
+    result["cold"], result["coldFacts"] = times, facts
+    print(f"debian cold: {', '.join(f'{k} {v:.0f} ms' for k, v in times.items())}; cloud-init {facts['cloudInitStatus']}", flush=True)
+    # The prepared session, as DebianGuestTests makes it: the report finished, the seed watch waiting.
+    console.wait(lambda text: DEBIAN_REPORT_END.encode() in text and DEBIAN_WATCH.encode() in text, "the report's end and the seed watch")
+    begin = time.perf_counter()
+    status, reply = daemon.call("POST", "/api/v1/templates", admin, {"name": "debian-warm", "fromSession": source})
+    assert status == 202, reply
+    deadline = time.perf_counter() + DEBIAN_TIMEOUT
+    while True:
+        _, done = daemon.call("GET", f"/api/v1/operations/{reply['operation']['id']}/wait?timeout=60", admin)
+        if done.get("status") not in ("pending", "running") or time.perf_counter() > deadline:
+            break
+    assert done["status"] == "succeeded", done
+    result["makeTemplate"] = {"ms": (time.perf_counter() - begin) * 1000}
+    _, listed = daemon.call("GET", "/api/v1/templates/debian-warm", admin)
+    result["makeTemplate"]["bytes"] = listed["bytes"]
+    print(f"debian template: {result['makeTemplate']['ms']:.0f} ms, {listed['bytes']} bytes", flush=True)
+    # The template keeps its own disk copy and memory image: the source goes, so that its idle guest does not
+    # share the 2 cores with the warm sessions measured next.
+    daemon.act(source, source_token, "close")
+    warm, facts_warm, session_disk = result.setdefault("warm", []), result.setdefault("warmFacts", []), result.setdefault("warmSessionDiskBytes", [])
+    for index in range(runs):
+        settle()
+        times, facts, session, token, _ = debian_session(
+            daemon, daemon.state, f"debian-warm-{index}", {"version": "debian-warm"}, f"BENCHDEB-warm-{index}", warm=True)
+        path = os.path.join(daemon.state, "machines", session, "disk.qcow2")
+        session_disk.append({"allocated": disk_bytes(path), "size": os.path.getsize(path) if os.path.exists(path) else 0})
+        print(f"debian warm {index}: {', '.join(f'{k} {v:.0f} ms' for k, v in times.items())}; cloud-init {facts['cloudInitStatus']}"
+              f" (ran again in {facts['cloudInitRanAgainS']} s); {facts.get('seedChanged', '')}", flush=True)
+        warm.append(times)
+        facts_warm.append(facts)
+        daemon.act(session, token, "close")
+    status, reply = daemon.call("DELETE", "/api/v1/templates/debian-warm", admin)
+    assert status == 204, reply
+    result["warmSteps"] = {"open": daemon_steps(daemon.log_path, "opened from a template", log_offset),
+                           "start": daemon_steps(daemon.log_path, "started warm from a template", log_offset)}
+    result["loadAfter"] = os.getloadavg()
+
+
+def debian_summary(raw):
+    """The JSON's `debian` part: each figure as a spread, beside the raw runs."""
+    kinds = ("open", "start", "openStart", "userData", "cloudInit", "seedTaken")
+    summary = dict(raw)
+    summary["coldStart"] = {f"{k}Ms": spread([raw["cold"][k]] if k in raw.get("cold", {}) else []) for k in kinds}
+    summary["warmStart"] = {f"{k}Ms": spread([run[k] for run in raw.get("warm", []) if k in run]) for k in kinds}
+    summary["warmSteps"] = {phase: {k: spread(v) for k, v in found.items()} for phase, found in raw.get("warmSteps", {}).items()}
+    return summary
+
+
+def print_debian(d):
+    if "error" in d:
+        print(f"\nDebian guest: failed ({d['error']}); what it measured before is in the JSON")
+    if "cold" not in d or not d.get("warm") or "loadAfter" not in d:
+        return
+    c, w = d["coldStart"], d["warmStart"]
+    print(f"\ntemplates, 512 MiB Debian 12 guest with real cloud-init under TCG (same run; cold n=1, the template's "
+          f"prepared session; load {d['loadBefore'][0]:.1f} before, {d['loadAfter'][0]:.1f} after)")
+    rows = (("open", "open"), ("start to running", "start"), ("open+start to running", "openStart"),
+            ("start -> user-data ran", "userData"), ("start -> cloud-init done", "cloudInit"))
+    for label, key in rows:
+        cold, warm = c[key + "Ms"]["p50"], w[key + "Ms"]["p50"]
+        if not c[key + "Ms"]["runs"] or not w[key + "Ms"]["runs"]:
+            print(f"{label:24s} cold n={c[key + 'Ms']['runs']}, warm n={w[key + 'Ms']['runs']}: its console line did not show in every session (the JSON has each run)")
+            continue
+        print(f"{label:24s} cold p50 {cold:8.0f} ms   warm p50 {warm:8.0f} ms   ratio {warm / cold:.2f}  (n={w[key + 'Ms']['runs']}; "
+              f"warm {w[key + 'Ms']['min']:.0f} to {w[key + 'Ms']['max']:.0f} ms)")
+    print("(a cold VM is `running` as soon as QEMU runs, before its guest has booted: start -> user-data ran is the"
+          " figure a page feels)")
+    print("cloud-init status: cold " + d["coldFacts"]["cloudInitStatus"] + ", warm "
+          + ", ".join(f"{f['cloudInitStatus']} (ran again in {f['cloudInitRanAgainS']} s)" for f in d["warmFacts"]))
+    if w["seedTakenMs"]["runs"]:
+        print(f"warm start -> the guest took its seed (console 'seed changed') p50 {w['seedTakenMs']['p50']:.0f} ms")
+    print(f"make a template         {d['makeTemplate']['ms']:8.0f} ms, {d['makeTemplate']['bytes'] / 1048576:.0f} MiB;  "
+          "each warm session's own disk: "
+          + ", ".join(f"{disk['allocated'] / 1048576:.1f} MiB" for disk in d["warmSessionDiskBytes"]) + " (allocated)")
+    for phase, found in d["warmSteps"].items():
+        if found:
+            print(f"warm {phase} steps (daemon log, p50 ms): " + ", ".join(f"{key} {value['p50']:.0f}" for key, value in found.items()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon", required=True)
     parser.add_argument("--appliance", required=True)
     parser.add_argument("--out", default="artifacts/template_bench.json")
     parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "5")))
+    parser.add_argument("--debian", help="the Debian guest's debian.qcow2 (`make debian-guest`): adds its rows")
+    parser.add_argument("--debian-runs", type=int, default=1, help="warm Debian sessions from its template")
     opts = parser.parse_args()
     opts.appliance = os.path.abspath(opts.appliance)
+    debian = None
     runs = 1 if os.environ.get("QUICK") == "1" else opts.runs
     work = tempfile.mkdtemp(prefix="vms-tplbench-")
     # At debug level: the daemon logs where each warm open and start spent its time (see daemon_steps).
@@ -184,6 +380,14 @@ def main():
         daemon.act(source, source_token, "close")
         steps = {"open": daemon_steps(daemon.log_path, "opened from a template"),
                  "start": daemon_steps(daemon.log_path, "started warm from a template")}
+        if opts.debian:
+            # A failure here still leaves the appliance's figures to write (and the sessions to close, below).
+            debian = {}
+            try:
+                debian_part(daemon, admin, os.path.abspath(opts.debian), opts.debian_runs, debian)
+            except Exception as error:
+                debian["error"] = repr(error)
+                debian["loadAfterError"] = os.getloadavg()
     finally:
         for session, token in OPENED:
             try:
@@ -202,6 +406,8 @@ def main():
         "warmSteps": {phase: {key: spread(values) for key, values in found.items()} for phase, found in steps.items()},
         "idleGuestCPUPercent": idle_cpu,
     }
+    if debian is not None:
+        results["debian"] = debian_summary(debian)
     os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
     with open(opts.out, "w") as f:
         json.dump(results, f, indent=2)
@@ -222,6 +428,8 @@ def main():
         print(f"warm {phase} steps (daemon log, p50 ms): " + ", ".join(f"{key} {value['p50']:.0f}" for key, value in found.items()))
     print("idle guest CPU (share of a host core, seed watch included): "
           + ", ".join(f"{label} {value:.1f} %" for label, value in idle_cpu.items() if value is not None))
+    if debian is not None:
+        print_debian(results["debian"])
     print(f"figures as JSON: {os.path.abspath(opts.out)}")
 
 
