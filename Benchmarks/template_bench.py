@@ -120,9 +120,9 @@ def daemon_steps(log_path, message, offset=0):
 
 
 def settle(timeout=15.0, threshold=0.5):
-    """Waits until the host is quiet again (at most `timeout` s): what ran just before a timed session (making a
-    template: the source guest saved, its disk copied, the guest restored) would otherwise slow the guest timed
-    next. Quiet: less than `threshold` of one core busy over a 0.5 s window (/proc/stat)."""
+    """Waits until the host is quiet again (at most `timeout` s), so that what ran just before a timed session (making
+    a template: the source guest saved, its disk copied, the guest restored) does not fall on the guest timed next.
+    Quiet: less than `threshold` of one core busy over a 0.5 s window (/proc/stat)."""
 
     def busy_idle():
         fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
