@@ -14,7 +14,6 @@ import VMSessionCore
 struct SessionRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "sessions"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
-    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
 
     var id: String
     var name: String
@@ -119,7 +118,6 @@ extension SessionRow {
 struct EventRow: Codable, FetchableRecord, MutablePersistableRecord, StorageDated {
     static let databaseTableName = "events"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
-    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
 
     var id: Int64?
     var sessionId: String
@@ -149,7 +147,6 @@ struct EventRow: Codable, FetchableRecord, MutablePersistableRecord, StorageDate
 struct OperationRow: Codable, FetchableRecord, PersistableRecord, StorageDated {
     static let databaseTableName = "operations"
     static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
-    static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
 
     var id: String
     var sessionId: String
