@@ -44,21 +44,14 @@ SEED_TAKEN = "VMSESSION-APPLIANCE: seed changed"
 def wait_for_lines(path, markers, timeout=180):
     """When each of `markers` first showed on the console at `path` (perf_counter seconds), polled every 2 ms;
     waits for the last of them."""
-    seen, deadline = {}, time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        try:
-            with open(path, "rb") as f:
-                text = f.read()
-        except FileNotFoundError:
-            text = b""
-        now = time.perf_counter()
-        for marker in markers:
-            if marker not in seen and marker.encode() in text:
-                seen[marker] = now
-        if markers[-1] in seen:
-            return seen
-        time.sleep(0.002)
-    raise TimeoutError(f"console never showed {markers[-1]}")
+    console = ConsoleWatch(path, interval=0.002)
+
+    def found(_):
+        console.note(markers, console.polled)
+        return markers[-1] in console.seen
+
+    console.wait(found, markers[-1], timeout)
+    return console.seen
 
 
 def timed_session(daemon, name, version, marker):
@@ -159,12 +152,12 @@ DEBIAN_TIMEOUT = 900
 
 
 class ConsoleWatch:
-    """When lines first showed on a session's console (perf_counter seconds), read as the file grows, every
-    10 ms: a Debian console holds the whole boot, and reading it all every 2 ms would take CPU from the guest
-    under TCG for minutes (the precision needed here is far coarser than the figures)."""
+    """When lines first showed on a session's console (perf_counter seconds), read as the file grows (only what
+    was added since the last read), every `interval` s: 10 ms by default, for a Debian console that holds a whole
+    boot for minutes under TCG, where the figures are seconds; the appliance's sub-second figures poll every 2 ms."""
 
-    def __init__(self, path):
-        self.path, self.offset, self.text, self.seen = path, 0, b"", {}
+    def __init__(self, path, interval=0.01):
+        self.path, self.interval, self.offset, self.text, self.seen, self.polled = path, interval, 0, b"", {}, None
 
     def poll(self):
         try:
@@ -175,7 +168,8 @@ class ConsoleWatch:
             chunk = b""
         self.offset += len(chunk)
         self.text += chunk
-        return time.perf_counter()
+        self.polled = time.perf_counter()
+        return self.polled
 
     def wait(self, found, what, timeout=DEBIAN_TIMEOUT):
         """Polls until `found(text)` is true; returns when it first was."""
@@ -184,7 +178,7 @@ class ConsoleWatch:
             now = self.poll()
             if found(self.text):
                 return now
-            time.sleep(0.01)
+            time.sleep(self.interval)
         raise TimeoutError(f"console {self.path} never showed {what}")
 
     def note(self, markers, now):
@@ -216,7 +210,7 @@ def debian_session(daemon, state, name, open_body, marker, warm):
     markers = [marker] + ([DEBIAN_SEED_CHANGED] if warm else [])
 
     def done(text):
-        console.note(markers, time.perf_counter())
+        console.note(markers, console.polled)
         return DEBIAN_STATUS.search(text) is not None
 
     finished = console.wait(done, "cloud-init's status line")
