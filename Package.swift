@@ -68,6 +68,8 @@ let package = Package(
                 "VMSessionCore",
                 "VMSessionSchema",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C API, for the WAL hook (WALCheckpoints) that GRDB does not wrap.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
         .target(name: "VMSessionContext", dependencies: ["VMSessionCore"]),

@@ -10,36 +10,50 @@ import VMSessionSchema
 /// Each method is one transaction, so a state change and the events announcing it land together or not at all.
 public final class SessionStore: Sendable {
     private let writer: any DatabaseWriter
+    /// The file's WAL checkpoints, taken off the commits (nil in memory).
+    private let wal: WALCheckpoints?
 
     /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
     public convenience init(path: String) throws {
+        try self.init(path: path, checkpointPages: WALCheckpoints.Pages())
+    }
+
+    /// As ``init(path:)``, with the WAL sizes at which the writer asks for a checkpoint, and does one itself.
+    convenience init(path: String, checkpointPages: WALCheckpoints.Pages) throws {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(5)
         // WAL with synchronous=NORMAL: a commit is written to the WAL (the OS has it, so a kill -9 of the daemon
         // loses nothing: the intent written before libvirt is asked is there for reconciliation) but not
-        // fsynced; the WAL is synced at checkpoints. A power loss can lose the last commits, never corrupt the
-        // file, and takes the VMs down with it, so reconciliation then finds them stopped either way. The
-        // fsync per commit (FULL, SQLite's default) was most of what a pause or resume cost over libvirt.
+        // fsynced; the WAL is synced at checkpoints, which run beside the writer (``WALCheckpoints``). A power
+        // loss can lose the last commits, never corrupt the file, and takes the VMs down with it, so
+        // reconciliation then finds them stopped either way. The fsync per commit (FULL, SQLite's default) was
+        // most of what a pause or resume cost over libvirt.
         configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
         let pool: DatabasePool
+        let wal: WALCheckpoints
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
+            // Once the file is in WAL mode: a connection opened before would not see its WAL.
+            wal = try WALCheckpoints(path: path, pages: checkpointPages)
+            // The pool's one writer connection, kept for the pool's life: the only one that commits.
+            try pool.writeWithoutTransaction { db in wal.install(on: db) }
         } catch {
             throw VMSessionError(.ioError, "Cannot open the database at \(path).", cause: error)
         }
-        try self.init(writer: pool)
+        try self.init(writer: pool, wal: wal)
     }
 
     /// A private in-memory database, for tests.
     public static func inMemory() throws -> SessionStore {
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
-        return try SessionStore(writer: DatabaseQueue(configuration: configuration))
+        return try SessionStore(writer: DatabaseQueue(configuration: configuration), wal: nil)
     }
 
-    init(writer: any DatabaseWriter) throws {
+    init(writer: any DatabaseWriter, wal: WALCheckpoints?) throws {
         self.writer = writer
+        self.wal = wal
         do {
             try Self.migrator().migrate(writer)
         } catch {
@@ -56,6 +70,26 @@ public final class SessionStore: Sendable {
             }
         }
         return migrator
+    }
+
+    // MARK: Checkpoints
+
+    /// A signal each time the WAL has grown enough to be checkpointed (at most one waits); the daemon's
+    /// checkpointer answers each with ``checkpoint()``. Ends at once for an in-memory store.
+    public var walGrowth: AsyncStream<Void> {
+        guard let wal else { return AsyncStream { $0.finish() } }
+        return wal.growth
+    }
+
+    /// Copies the WAL into the database file and syncs it, beside the writer (a PASSIVE checkpoint on a
+    /// connection of its own). Returns the WAL's frames and how many of them are now in the file. Blocks on the
+    /// disk: call it off the cooperative pool.
+    @discardableResult
+    public func checkpoint() throws -> (walFrames: Int, checkpointed: Int) {
+        guard let wal else { return (0, 0) }
+        do { return try wal.checkpoint() } catch {
+            throw VMSessionError(.ioError, "Cannot checkpoint the database's write-ahead log.", cause: error)
+        }
     }
 
     /// The names of the migrations applied to this database, oldest first.
