@@ -416,8 +416,10 @@ def read_path(opts, work):
 def fan_out_run(peer, port, session, token, clients, events, gap_ms=20):
     """`clients` SSE streams and a PUT of a property (carrying its send time) every `gap_ms` after the previous
     answer, `events` times, by the compiled client (vmsessionbench-peer fanout-client: one poll loop, each frame
-    stamped when poll said its socket was readable): the latency of each event in each stream, and how many never
-    came. A Python client measured its own reading as much as the server at 1000 streams."""
+    stamped when poll said its socket was readable): the latency of each event in each stream, how many never
+    came, and per event when its first stream got it (the server's work before the fan-out: the request, the store,
+    the event) and how long until its last one did (the fan-out itself, and the client reading every stream). A
+    Python client measured its own reading as much as the server at 1000 streams."""
     answer = subprocess.run(
         [peer, "fanout-client", f"--port={port}", f"--stream-path=/api/v1/sessions/{session}/events?token={token}",
          f"--put-path=/api/v1/sessions/{session}/properties/bench", f"--token={token}",  # '=': a token may start with '-'
@@ -426,7 +428,9 @@ def fan_out_run(peer, port, session, token, clients, events, gap_ms=20):
     if answer.returncode != 0:
         raise RuntimeError(f"fanout-client failed: {answer.stderr.decode(errors='replace')[-400:]}")
     result = json.loads(answer.stdout)
-    return result["latenciesMs"], result["lost"]
+    per_event = result["perEventMs"]
+    return result["latenciesMs"], result["lost"], {"firstMs": spread([e[0] for e in per_event]),
+                                                   "firstToLastMs": spread([e[2] - e[0] for e in per_event])}
 
 
 def cpu_seconds(pid):
@@ -456,9 +460,9 @@ def fan_out(opts, work):
             port = int(re.search(rb"127\.0\.0\.1:(\d+)", floor.stdout.readline()).group(1))
             for clients in sizes:
                 cpu = cpu_seconds(floor.pid)
-                latencies, lost = fan_out_run(opts.peer, port, "floor", "floor", clients, events)
+                latencies, lost, per_event = fan_out_run(opts.peer, port, "floor", "floor", clients, events)
                 results["runs"].append({"variant": "floor", "round": round_, "clients": clients, "events": events,
-                                        "latencyMs": spread(latencies), "lost": lost,
+                                        "latencyMs": spread(latencies), "lost": lost, **per_event,
                                         "daemonCpuSeconds": cpu_seconds(floor.pid) - cpu})
         finally:
             floor.kill()
@@ -469,9 +473,9 @@ def fan_out(opts, work):
                 session, token = daemon.new_session(f"fanout{round_}")
                 for clients in sizes:
                     cpu = cpu_seconds(daemon.process.pid)
-                    latencies, lost = fan_out_run(opts.peer, daemon.port, session, token, clients, events)
+                    latencies, lost, per_event = fan_out_run(opts.peer, daemon.port, session, token, clients, events)
                     results["runs"].append({"variant": name, "round": round_, "clients": clients, "events": events,
-                                            "latencyMs": spread(latencies), "lost": lost,
+                                            "latencyMs": spread(latencies), "lost": lost, **per_event,
                                             "daemonCpuSeconds": cpu_seconds(daemon.process.pid) - cpu})
             finally:
                 daemon.stop()
@@ -552,6 +556,9 @@ def table(results):
         lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events {run.get('variant', 'daemon'):8s}"
                      f"   p50 {run['latencyMs']['p50']:7.2f} ms  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']}"
                      f"   daemon CPU {run.get('daemonCpuSeconds', 0):5.2f} s"
+                     + (f"   first stream p50 {run['firstMs']['p50']:6.2f} max {run['firstMs']['max']:6.2f} ms,"
+                        f" first to last p50 {run['firstToLastMs']['p50']:6.2f} max {run['firstToLastMs']['max']:6.2f} ms"
+                        if "firstMs" in run else "")
                      + (" (the client's and the kernel's floor)" if run.get("variant") == "floor" else " (goal p99 < 20 ms, 0 lost)"))
     if "footprint" not in results:
         return "\n".join(lines)

@@ -37,6 +37,9 @@ struct FanOutClient: ParsableCommand {
         var received = [Int](repeating: 0, count: clients)
         var latencies: [Double] = []
         latencies.reserveCapacity(clients * events)
+        // Each event's latencies by its send time: the first stream to get it shows the server's own work before the
+        // fan-out (the request, the store, the event), the spread to the last what the fan-out itself took.
+        var byEvent: [Int64: [Double]] = [:]
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var watched = streams.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         let retry = Array("retry: 2000".utf8)
@@ -116,6 +119,7 @@ struct FanOutClient: ParsableCommand {
                         cursor += 1
                     }
                     latencies.append(Double(stamp - sentAt) / 1e6)
+                    byEvent[sentAt, default: []].append(Double(stamp - sentAt) / 1e6)
                     received[index] += 1
                     from = cursor
                 }
@@ -123,8 +127,13 @@ struct FanOutClient: ParsableCommand {
             }
         }
         for fd in streams + [emitter] { close(fd) }
+        let perEvent = byEvent.keys.sorted().compactMap { key -> [Double]? in
+            guard let sorted = byEvent[key]?.sorted(), let first = sorted.first, let last = sorted.last else { return nil }
+            return [first, sorted[sorted.count / 2], last]
+        }
         let json = try JSONSerialization.data(
-            withJSONObject: ["latenciesMs": latencies, "lost": clients * events - received.reduce(0, +)], options: [])
+            withJSONObject: ["latenciesMs": latencies, "lost": clients * events - received.reduce(0, +), "perEventMs": perEvent],
+            options: [])
         FileHandle.standardOutput.write(json + Data("\n".utf8))
     }
 }
