@@ -37,7 +37,7 @@ public final class SessionStore: Sendable {
             // Once the file is in WAL mode: a connection opened before would not see its WAL.
             wal = try WALCheckpoints(path: path, pages: checkpointPages)
             // The pool's one writer connection, kept for the pool's life: the only one that commits.
-            try pool.writeWithoutTransaction { db in wal.install(on: db) }
+            pool.writeWithoutTransaction { db in wal.install(on: db) }
         } catch {
             throw VMSessionError(.ioError, "Cannot open the database at \(path).", cause: error)
         }
