@@ -181,17 +181,17 @@ let package = Package(
             ],
             path: "Benchmarks/LibvirtPeer"
         ),
-        // Test seams shared by the test targets: a scriptable Hypervisor and a manual Clock.
+        // Test seams shared by the test targets: a scriptable Hypervisor, a manual Clock, a store's file.
         .target(
             name: "VMSessionTestSupport",
-            dependencies: ["VMSessionCore", "VMSessionHypervisor", "VMSessionContext"],
+            dependencies: ["VMSessionCore", "VMSessionHypervisor", "VMSessionContext", "VMSessionStore"],
             path: "Tests/VMSessionTestSupport"
         ),
         .testTarget(name: "VMSessionCoreTests", dependencies: ["VMSessionCore"]),
         .testTarget(name: "VMSessionContextTests", dependencies: ["VMSessionContext", "VMSessionCore"]),
         .testTarget(
             name: "VMSessionStoreTests",
-            dependencies: ["VMSessionStore", "VMSessionCore"]
+            dependencies: ["VMSessionStore", "VMSessionCore", "VMSessionTestSupport"]
         ),
         .testTarget(
             name: "VMSessionHypervisorTests",
