@@ -35,10 +35,8 @@ struct FanOutClient: ParsableCommand {
         }
         var pending = [[UInt8]](repeating: [], count: clients)
         var received = [Int](repeating: 0, count: clients)
-        var latencies: [Double] = []
-        latencies.reserveCapacity(clients * events)
-        // Each event's latencies by its send time: the first stream to get it shows the server's own work before the
-        // fan-out (the request, the store, the event), the spread to the last what the fan-out itself took.
+        // Each event's latencies (ms) by its send time: the first stream to get it shows the server's own work before
+        // the fan-out (the request, the store, the event), the spread to the last what the fan-out itself took.
         var byEvent: [Int64: [Double]] = [:]
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var watched = streams.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
@@ -118,7 +116,6 @@ struct FanOutClient: ParsableCommand {
                         sentAt = sentAt * 10 + Int64(digit)
                         cursor += 1
                     }
-                    latencies.append(Double(stamp - sentAt) / 1e6)
                     byEvent[sentAt, default: []].append(Double(stamp - sentAt) / 1e6)
                     received[index] += 1
                     from = cursor
@@ -127,12 +124,13 @@ struct FanOutClient: ParsableCommand {
             }
         }
         for fd in streams + [emitter] { close(fd) }
-        let perEvent = byEvent.keys.sorted().compactMap { key -> [Double]? in
-            guard let sorted = byEvent[key]?.sorted(), let first = sorted.first, let last = sorted.last else { return nil }
+        let perEvent = byEvent.sorted { $0.key < $1.key }.compactMap { _, latencies -> [Double]? in
+            let sorted = latencies.sorted()
+            guard let first = sorted.first, let last = sorted.last else { return nil }
             return [first, sorted[sorted.count / 2], last]
         }
         let json = try JSONSerialization.data(
-            withJSONObject: ["latenciesMs": latencies, "lost": clients * events - received.reduce(0, +), "perEventMs": perEvent],
+            withJSONObject: ["latenciesMs": byEvent.values.flatMap { $0 }, "lost": clients * events - received.reduce(0, +), "perEventMs": perEvent],
             options: [])
         FileHandle.standardOutput.write(json + Data("\n".utf8))
     }
