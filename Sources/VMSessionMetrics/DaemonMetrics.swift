@@ -97,6 +97,18 @@ public final class DaemonMetrics: Sendable {
     /// A request to the guest-API proxy ended with `status` for the caller.
     public func guestAPIRequest(status: Int) { counter(.guestAPIRequests, [("code", String(status))]).increment() }
 
+    /// Checkpoints take a few milliseconds (two fdatasyncs) and may take a second on a busy disk.
+    static let checkpointBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
+    ]
+
+    /// The store's checkpointer ran a checkpoint, which `outcome` ended (succeeded or failed).
+    public func storeCheckpointed(_ outcome: Outcome, after duration: Duration) {
+        counter(.storeCheckpoints, [("outcome", outcome.rawValue)]).increment()
+        registry.makeDurationHistogram(descriptor: Self.descriptor(.storeCheckpointDuration), buckets: Self.checkpointBuckets).record(duration)
+    }
+
     private func counter(_ family: MetricFamily, _ labels: [(String, String)] = []) -> Counter {
         labels.isEmpty
             ? registry.makeCounter(descriptor: Self.descriptor(family))

@@ -52,6 +52,12 @@ extension MetricFamily {
         "vmsessiond_guest_api_requests_total", .counter,
         "Requests to the guest-API proxy, by the HTTP status the caller got (the guest's, or the daemon's refusal).",
         labels: ["code"])
+    public static let storeCheckpoints = MetricFamily(
+        "vmsessiond_store_checkpoints_total", .counter,
+        "Checkpoints of the store's write-ahead log run beside the writer (StoreCheckpointer), by outcome.", labels: ["outcome"])
+    public static let storeCheckpointDuration = MetricFamily(
+        "vmsessiond_store_checkpoint_duration_seconds", .histogram,
+        "How long each checkpoint of the store's write-ahead log took (copying it into the database file, two fdatasyncs).")
 
     // MARK: Read at scrape time
 
@@ -142,7 +148,7 @@ extension MetricFamily {
     /// Every family the daemon registers itself (the HTTP ones come from Hummingbird, see ``HTTPMetricNames``).
     public static let all: [MetricFamily] = [
         operations, operationDuration, eventsWritten, eventsDelivered, subscribersDropped, secretChecks, secretThrottled,
-        originChecks, originDecisions, guestAPIRequests,
+        originChecks, originDecisions, guestAPIRequests, storeCheckpoints, storeCheckpointDuration,
         sessions, executionCap, desktopIdle, idleThreshold, eventStreamClients, consoleClients, displayClients, libvirtUp,
         hostUp, hostLatency,
         cpuTime, cpuUser, cpuSystem, virtualCPUs, memoryMaximum, memoryCurrent, memoryResident, memoryUsable, memoryAvailable,

@@ -165,7 +165,7 @@ struct Daemon {
                     .init(service: warmUps),
                     .init(service: ConsoleLogTrimmer(manager: manager, bound: settings.consoleLog, logger: logger)),
                     .init(service: Housekeeper(store: store, manager: manager, policy: settings.retention, logger: logger)),
-                    .init(service: StoreCheckpointer(store: store, logger: logger)),
+                    .init(service: StoreCheckpointer(store: store, metrics: metrics, logger: logger)),
                     .init(service: app),
                     .init(service: StartupMemoryRelease(logger: logger)),
                 ],

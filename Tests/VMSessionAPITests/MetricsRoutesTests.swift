@@ -329,6 +329,7 @@ struct MetricsRoutesTests {
         metrics.originChecked(.approved)
         metrics.originDecided(.approved)
         metrics.guestAPIRequest(status: 200)
+        metrics.storeCheckpointed(.succeeded, after: .milliseconds(3))
         // The daemon's HTTP middleware, recording through this registry (task-local, so no other test sees it).
         try await withMetricsFactory(metrics.factory) {
             let router = Router()

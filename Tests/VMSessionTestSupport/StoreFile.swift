@@ -16,11 +16,11 @@ public final class StoreFile {
 
     /// `count` commits of a property of about 1 KiB, to a session made for them: a few WAL pages each (600 make
     /// about 1500, past SQLite's own checkpoint threshold of 1000).
-    public static func commitProperties(_ count: Int, to store: SessionStore) throws {
+    public static func commitProperties(_ count: Int, to store: SessionStore, session name: String = "wal") throws {
         let now = Date()
-        let session = Session(id: SessionID(), name: "wal", createdAt: now, updatedAt: now)
+        let session = Session(id: SessionID(), name: name, createdAt: now, updatedAt: now)
         _ = try store.createSession(
-            StoredSession(session: session, secret: SecretDigest(kdf: "scrypt:16384:8:1", salt: [1], hash: [2])), tokenHash: [1],
+            StoredSession(session: session, secret: SecretDigest(kdf: "scrypt:16384:8:1", salt: [1], hash: [2])), tokenHash: Array(name.utf8),
             event: (.sessionCreated, "{}"))
         let value = String(repeating: "x", count: 1000)
         for index in 0..<count {
