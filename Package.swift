@@ -178,6 +178,10 @@ let package = Package(
                 "Libvirt", "VMSessionHypervisor", "VMSessionCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                // The fan-out's second floor (FanOutNIOFloor): the daemon's framework with nothing of the daemon.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Benchmarks/LibvirtPeer"
         ),

@@ -11,7 +11,8 @@ same figures as JSON (path printed at the end).
   3. read path    GET /api/v1/sessions/{id} under wrk vs virDomainGetInfo against a libvirtd (test driver)
                   over its Unix socket, at the same concurrency
   4. fan-out      100 and 1000 SSE clients on one session: emission -> receipt, events lost, beside the same client
-                  against a server that only fans out (vmsessionbench-peer fanout-floor): the client's and kernel's floor
+                  against a server that only fans out (vmsessionbench-peer fanout-floor): the client's and kernel's floor,
+                  and against the same fan-out on SwiftNIO alone (fanout-nio-floor): what the daemon's framework costs
   5. footprint    daemon RSS and PSS idle (anonymous and file-backed; after start-up has settled) and with N
                   sessions, start-up time to the first answer with N sessions, against libvirtd's RSS and PSS and
                   the idle goal (IDLE_RSS_GOAL_MIB); Benchmarks/footprint.py breaks the same figures down by part
@@ -451,22 +452,26 @@ def fan_out(opts, work):
     results = {"compared": "PUT of a property (carrying its send time) to receipt of its propertyChanged event in every SSE client; "
                            "daemon: event streams on the event loops; router: the same binary with --events-fast-path off; "
                            "floor: vmsessionbench-peer fanout-floor, one poll(2) thread that only writes each PUT's body to every "
-                           "stream (what this client and the kernel cost, with no daemon work)",
+                           "stream (what this client and the kernel cost, with no daemon work); nio-floor: fanout-nio-floor, the "
+                           "same fan-out on SwiftNIO as the daemon serves it (a loop per core, NIO's HTTP/1.1 codec, one execute "
+                           "per loop per event, a write and a flush per stream) and nothing else",
                "runs": []}
     for round_ in range(1 if opts.quick else opts.fanout_runs):
-        # The floor first: the same client against a server that does nothing but the fan-out (see FanOutFloor).
-        floor = subprocess.Popen([opts.peer, "fanout-floor"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            port = int(re.search(rb"127\.0\.0\.1:(\d+)", floor.stdout.readline()).group(1))
-            for clients in sizes:
-                cpu = cpu_seconds(floor.pid)
-                latencies, lost, per_event = fan_out_run(opts.peer, port, "floor", "floor", clients, events)
-                results["runs"].append({"variant": "floor", "round": round_, "clients": clients, "events": events,
-                                        "latencyMs": spread(latencies), "lost": lost, **per_event,
-                                        "daemonCpuSeconds": cpu_seconds(floor.pid) - cpu})
-        finally:
-            floor.kill()
-            floor.wait()
+        # The floors first: the same client against servers that do nothing but the fan-out (see FanOutFloor and
+        # FanOutNIOFloor).
+        for variant, command in (("floor", "fanout-floor"), ("nio-floor", "fanout-nio-floor")):
+            floor = subprocess.Popen([opts.peer, command], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            try:
+                port = int(re.search(rb"127\.0\.0\.1:(\d+)", floor.stdout.readline()).group(1))
+                for clients in sizes:
+                    cpu = cpu_seconds(floor.pid)
+                    latencies, lost, per_event = fan_out_run(opts.peer, port, "floor", "floor", clients, events)
+                    results["runs"].append({"variant": variant, "round": round_, "clients": clients, "events": events,
+                                            "latencyMs": spread(latencies), "lost": lost, **per_event,
+                                            "daemonCpuSeconds": cpu_seconds(floor.pid) - cpu})
+            finally:
+                floor.kill()
+                floor.wait()
         for name, binary, args in variants:
             daemon = Daemon(binary, os.path.join(work, f"fanout-{name}"), "--libvirt-uri", "test:///default", *args).start()
             try:
@@ -553,12 +558,13 @@ def table(results):
             lines.append(f"{'':7s}   baseline                    {b['requestsPerSecond']:9.0f} req/s p99 {b['p99Ms']:6.2f} ms"
                          f"   ratio {level['baselineRatio']:.2f}")
     for run in results.get("fanOut", {}).get("runs", []):
-        lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events {run.get('variant', 'daemon'):8s}"
+        lines.append(f"fan-out {run['clients']:5d} clients x {run['events']:3d} events {run.get('variant', 'daemon'):9s}"
                      f"   p50 {run['latencyMs']['p50']:7.2f} ms  p99 {run['latencyMs']['p99']:7.2f} ms   lost {run['lost']}"
                      f"   daemon CPU {run.get('daemonCpuSeconds', 0):5.2f} s"
                      + f"   first stream p50 {run['firstMs']['p50']:6.2f} max {run['firstMs']['max']:6.2f} ms,"
                      + f" first to last p50 {run['firstToLastMs']['p50']:6.2f} max {run['firstToLastMs']['max']:6.2f} ms"
-                     + (" (the client's and the kernel's floor)" if run.get("variant") == "floor" else " (goal p99 < 20 ms, 0 lost)"))
+                     + {"floor": " (the client's and the kernel's floor)", "nio-floor": " (the same on SwiftNIO alone)"}.get(
+                         run.get("variant"), " (goal p99 < 20 ms, 0 lost)"))
     if "footprint" not in results:
         return "\n".join(lines)
     f = results["footprint"]

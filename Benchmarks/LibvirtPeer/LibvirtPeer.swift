@@ -13,7 +13,7 @@ struct LibvirtPeer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vmsessionbench-peer",
         abstract: "Direct-libvirt peer for vmsessiond's benchmarks.",
-        subcommands: [ColdStart.self, Control.self, GetInfo.self, Hibernate.self, Snapshots.self, FanOutFloor.self, FanOutClient.self, ConsoleClient.self])
+        subcommands: [ColdStart.self, Control.self, GetInfo.self, Hibernate.self, Snapshots.self, FanOutFloor.self, FanOutNIOFloor.self, FanOutClient.self, ConsoleClient.self])
 }
 
 /// Options shared by the subcommands that boot the appliance through the embedded QEMU driver.
