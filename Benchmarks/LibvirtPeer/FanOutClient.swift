@@ -105,22 +105,31 @@ struct FanOutClient: ParsableCommand {
                     }
                     continue
                 }
-                pending[index] += buffer[0..<count]
-                // Complete frames only; a frame's "value":"<send time>" gives its latency.
-                guard let last = pending[index].lastRange(of: frameEnd) else { continue }
-                var from = pending[index].startIndex
-                while let key = pending[index][from..<last.lowerBound].firstRange(of: valueKey) {
-                    var sentAt: Int64 = 0
-                    var cursor = key.upperBound
-                    while cursor < last.lowerBound, let digit = pending[index][cursor].asciiDigit {
-                        sentAt = sentAt * 10 + Int64(digit)
-                        cursor += 1
+                pending[index].append(contentsOf: buffer[0..<count])
+                // Complete frames only; a frame's "value":"<send time>" gives its latency. Scanned with memmem over the
+                // bytes: the generic slice searches this loop used cost the daemon's frames (a few hundred bytes of JSON)
+                // twice the client's CPU of the floors' short ones, and a single client thread is on every stream's path.
+                let consumed = pending[index].withUnsafeBufferPointer { bytes -> Int in
+                    guard let end = Self.lastFrameEnd(in: bytes) else { return 0 }
+                    var from = 0
+                    while let key = Self.find(valueKey, in: bytes, from: from, to: end) {
+                        var sentAt: Int64 = 0
+                        var cursor = key + valueKey.count
+                        while cursor < end, let digit = bytes[cursor].asciiDigit {
+                            sentAt = sentAt * 10 + Int64(digit)
+                            cursor += 1
+                        }
+                        byEvent[sentAt, default: []].append(Double(stamp - sentAt) / 1e6)
+                        received[index] += 1
+                        from = cursor
                     }
-                    byEvent[sentAt, default: []].append(Double(stamp - sentAt) / 1e6)
-                    received[index] += 1
-                    from = cursor
+                    return end + frameEnd.count
                 }
-                pending[index].removeFirst(last.upperBound)
+                if consumed == pending[index].count {
+                    pending[index].removeAll(keepingCapacity: true)
+                } else if consumed > 0 {
+                    pending[index].removeFirst(consumed)
+                }
             }
         }
         for fd in streams + [emitter] { close(fd) }
@@ -136,14 +145,31 @@ struct FanOutClient: ParsableCommand {
     }
 }
 
-extension Array where Element == UInt8 {
-    func lastRange(of needle: [UInt8]) -> Range<Int>? {
-        guard count >= needle.count else { return nil }
-        var start = count - needle.count
-        while start >= 0 {
-            if self[start..<(start + needle.count)].elementsEqual(needle) { return start..<(start + needle.count) }
-            start -= 1
+extension FanOutClient {
+    /// Where the last `\n\n` (an SSE frame's end) in `bytes` starts, if any.
+    static func lastFrameEnd(in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        var index = bytes.count - 1
+        while index > 0 {
+            if bytes[index] == 0x0A, bytes[index - 1] == 0x0A { return index - 1 }
+            index -= 1
         }
         return nil
+    }
+
+    /// Where `needle` first occurs in `bytes[from..<to]`: memchr(3) for its first byte, memcmp(3) for the rest (glibc's
+    /// memmem is a GNU extension that Swift's Glibc module leaves out).
+    static func find(_ needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, from: Int, to: Int) -> Int? {
+        guard let base = bytes.baseAddress, let first = needle.first else { return nil }
+        return needle.withUnsafeBytes { pattern -> Int? in
+            guard let pattern = pattern.baseAddress else { return nil }
+            var start = from
+            while to - start >= needle.count {
+                guard let hit = memchr(base + start, Int32(first), to - start - needle.count + 1) else { return nil }
+                let at = UnsafeRawPointer(hit) - UnsafeRawPointer(base)
+                if memcmp(base + at, pattern, needle.count) == 0 { return at }
+                start = at + 1
+            }
+            return nil
+        }
     }
 }
