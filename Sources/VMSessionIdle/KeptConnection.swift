@@ -1,5 +1,4 @@
 import Dispatch
-import Synchronization
 import VMSessionCore
 
 /// One connection to a blocking C client (an X display, a D-Bus bus) that an idle source keeps open and
@@ -13,14 +12,16 @@ final class KeptConnection<Handle>: @unchecked Sendable {
     /// The least time between two attempts to connect after a failure.
     static var reopenInterval: Duration { .milliseconds(500) }
 
-    // Handles are C pointers, touched only on the serial queue.
-    private struct State: @unchecked Sendable {
+    private struct State {
         var handle: Handle?
         var lastAttempt: ContinuousClock.Instant?
         var lastError: String?
     }
 
-    private let state = Mutex(State())
+    /// Touched only on ``queue`` (and in `deinit`, when nothing else can hold the connection), so no lock: the
+    /// calls into the C client that change it (`open`, `ask`, `close`) are callbacks, which no lock may be held
+    /// across.
+    private var state = State()
     private let queue: DispatchQueue
     private let open: () -> Result<Handle, ConnectionFailure>
     private let close: (Handle) -> Void
@@ -33,7 +34,7 @@ final class KeptConnection<Handle>: @unchecked Sendable {
     }
 
     deinit {
-        if let handle = state.withLock({ $0.handle }) { close(handle) }
+        if let handle = state.handle { close(handle) }
     }
 
     /// Runs `ask` on the kept connection, connecting first if needed. A failure of `ask` (its message)
@@ -45,32 +46,31 @@ final class KeptConnection<Handle>: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Runs on ``queue`` only: the lock is never held across a suspension, and the queue is serial.
+    /// Runs on ``queue`` only (serial): the one place that reads and changes ``state``.
     private func readingOnQueue<T>(_ ask: (Handle) -> Result<T, ConnectionFailure>) -> Result<T, VMSessionError> {
-        state.withLock { state in
-            let clock = ContinuousClock()
-            if state.handle == nil {
-                if let last = state.lastAttempt, clock.now < last + Self.reopenInterval {
-                    return .failure(VMSessionError(.unavailable, "\(state.lastError ?? "Not connected") (retrying every 0.5 s)."))
-                }
-                state.lastAttempt = clock.now
-                switch open() {
-                case .success(let handle): state.handle = handle
-                case .failure(let failure):
-                    state.lastError = failure.message
-                    return .failure(VMSessionError(.unavailable, failure.message + "."))
-                }
+        dispatchPrecondition(condition: .onQueue(queue))
+        let clock = ContinuousClock()
+        if state.handle == nil {
+            if let last = state.lastAttempt, clock.now < last + Self.reopenInterval {
+                return .failure(VMSessionError(.unavailable, "\(state.lastError ?? "Not connected") (retrying every 0.5 s)."))
             }
-            guard let handle = state.handle else { return .failure(VMSessionError(.internalError, "no connection")) }
-            switch ask(handle) {
-            case .success(let value): return .success(value)
+            state.lastAttempt = clock.now
+            switch open() {
+            case .success(let handle): state.handle = handle
             case .failure(let failure):
-                close(handle)
-                state.handle = nil
-                state.lastAttempt = clock.now
                 state.lastError = failure.message
                 return .failure(VMSessionError(.unavailable, failure.message + "."))
             }
+        }
+        guard let handle = state.handle else { return .failure(VMSessionError(.internalError, "no connection")) }
+        switch ask(handle) {
+        case .success(let value): return .success(value)
+        case .failure(let failure):
+            close(handle)
+            state.handle = nil
+            state.lastAttempt = clock.now
+            state.lastError = failure.message
+            return .failure(VMSessionError(.unavailable, failure.message + "."))
         }
     }
 }
