@@ -631,7 +631,7 @@ def main():
     # A lost event is a fault, not a slow figure: every stream reads everything, so none may be missing.
     lossy = [run for run in results.get("fanOut", {}).get("runs", []) if run["lost"]]
     if lossy:
-        sys.exit(f"fan-out lost events: " + ", ".join(f"{run['variant']} {run['clients']} clients lost {run['lost']}" for run in lossy))
+        sys.exit("fan-out lost events: " + ", ".join(f"{run['variant']} {run['clients']} clients lost {run['lost']}" for run in lossy))
 
 
 if __name__ == "__main__":
