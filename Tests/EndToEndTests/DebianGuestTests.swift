@@ -244,6 +244,10 @@ struct DebianGuestTests {
             #expect(changed != nil, "the guest saw session \(tag)'s seed")
             let reseedFailure = log.components(separatedBy: "\n").first { $0.contains("could not reseed") }
             #expect(reseedFailure == nil, "the watch reseeded session \(tag)'s random generator: \(reseedFailure ?? "")")
+            let ranAgain = log.components(separatedBy: "\n").first { $0.contains("VMSESSION-DEBIAN: cloud-init ran again in") }
+            #expect(
+                ranAgain?.contains("forked from the imported cloud-init") == true,
+                "session \(tag)'s cloud-init ran from the watch's imported process, not through the units' fallback: \(ranAgain ?? "no line")")
             #expect(changed?.contains("found on the daemon's signal") == true, "the seed signal woke the guest, not its poll: \(changed ?? "")")
             warm.append((tag, id, token, apiURL, word))
         }
