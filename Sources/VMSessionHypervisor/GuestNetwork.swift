@@ -212,7 +212,11 @@ struct GuestNetwork: Sendable {
                 echo "rule add to 10.0.2.3 ipproto 6 dport 53 lookup 100"
             fi
         } | ip -4 -batch - || { echo "vmsessiond: cannot set the routes that block $* (and route DNS: $dns)"; exit 1; }
-        socat UNIX-LISTEN:"$dir/api.sock",fork,mode=600,unlink-early TCP4:127.0.0.1:8080 &
+        # shut-none,linger=0: when the daemon ends a connection (a probe that timed out while the guest was still
+        # booting), socat resets it after its 0.5 s wait instead of half-closing it. Debian 12's passt spins
+        # a core on a half-closed connection whose handshake with the guest is still pending (EPOLLRDHUP
+        # again and again): it did so through every boot while the API probes timed out.
+        socat UNIX-LISTEN:"$dir/api.sock",fork,mode=600,unlink-early TCP4:127.0.0.1:8080,shut-none,linger=0 &
         exec passt -f -q -4 --runas 0 --no-map-gw -a 10.0.2.15 -n 24 -g 10.0.2.2 -D 10.0.2.3 --dns-forward 10.0.2.3 \
             -t 127.0.0.1/8080:80 -u none -s "$dir/net.sock"
         """#
