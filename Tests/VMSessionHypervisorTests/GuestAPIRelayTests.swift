@@ -26,7 +26,7 @@ struct GuestAPIRelayTests {
         defer { network.down(id) }
 
         // The "VM": connected to passt's socket, reading and dropping every frame, answering none.
-        let vm = try Self.connect(network.netSocketPath(for: id))
+        let vm = try EmbeddedDriverTests.connect(unixSocket: network.netSocketPath(for: id))
         defer { close(vm) }
         let drain = Thread {
             var buffer = [UInt8](repeating: 0, count: 65536)
@@ -41,7 +41,7 @@ struct GuestAPIRelayTests {
 
         // A probe: the request goes in, no answer comes (the guest never completes passt's handshake), and
         // the daemon gives up and closes its end.
-        let probe = try Self.connect(network.apiSocketPath(for: id))
+        let probe = try EmbeddedDriverTests.connect(unixSocket: network.apiSocketPath(for: id))
         let request = Array("GET / HTTP/1.1\r\nHost: guest\r\n\r\n".utf8)
         _ = request.withUnsafeBytes { write(probe, $0.baseAddress, $0.count) }
         try await Task.sleep(for: .milliseconds(300))
@@ -53,21 +53,6 @@ struct GuestAPIRelayTests {
         let used = try Self.cpuSeconds(passt) - before
         // Spinning, passt used a whole core (2 s here, 1 s or more on a loaded machine); idle, nothing.
         #expect(used < 0.5, "passt used \(used) s of CPU in 2 s after the connection ended")
-    }
-
-    static func connect(_ path: String) throws -> Int32 {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(fd >= 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
-        }
-        let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
-        }
-        try #require(connected, "connect to \(path): errno \(errno)")
-        return fd
     }
 
     /// User and system CPU of `pid`, from /proc (clock ticks of 1/100 s).

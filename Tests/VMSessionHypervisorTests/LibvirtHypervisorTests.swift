@@ -413,19 +413,27 @@ struct EmbeddedDriverTests {
         ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
             + "/.cache/appliance"
 
-    /// Sends a plain HTTP/1.0 GET over the Unix socket at `path` and returns the whole answer.
-    static func get(unixSocket path: String) throws -> String {
+    /// A stream socket connected to the Unix socket at `path`; the caller closes it.
+    static func connect(unixSocket path: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
+        try #require(fd >= 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
         }
         let connected = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
         }
+        if !connected { close(fd) }
         try #require(connected, "connect to \(path): errno \(errno)")
+        return fd
+    }
+
+    /// Sends a plain HTTP/1.0 GET over the Unix socket at `path` and returns the whole answer.
+    static func get(unixSocket path: String) throws -> String {
+        let fd = try connect(unixSocket: path)
+        defer { close(fd) }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let request = Array("GET / HTTP/1.0\r\nHost: guest\r\n\r\n".utf8)
