@@ -26,13 +26,16 @@ struct GuestAPIRelayTests {
         defer { network.down(id) }
 
         // The "VM": connected to passt's socket, reading and dropping every frame, answering none.
+        // The reader closes the socket once its read ends (shut down below), so the descriptor's number cannot
+        // be reused by a test running beside this one while the reader still reads from it.
         let vm = try EmbeddedDriverTests.connect(unixSocket: network.netSocketPath(for: id))
-        defer { close(vm) }
         let drain = Thread {
             var buffer = [UInt8](repeating: 0, count: 65536)
             while buffer.withUnsafeMutableBytes({ read(vm, $0.baseAddress, $0.count) }) > 0 {}
+            close(vm)
         }
         drain.start()
+        defer { shutdown(vm, Int32(SHUT_RDWR)) }
         // The namespace's script ends by becoming passt.
         let pidText = try String(contentsOfFile: directory + "/" + GuestNetwork.namespacePIDFile, encoding: .utf8)
         let passt = try #require(Int32(pidText.filter(\.isNumber)))
