@@ -16,6 +16,22 @@ public enum SessionAction: String, Codable, Sendable, CaseIterable {
         }
     }
 
+    /// Whether the action's intent (the session's pending action and its running operation) is stored before
+    /// the hypervisor is asked, so that a daemon killed during it finds the action at its next start and
+    /// settles it against the VM.
+    ///
+    /// Pause, resume and reset need no such record: the session shows no state of its own while they run, a
+    /// failure leaves it as it was, and their whole effect is the VM's run state, which libvirt keeps and
+    /// the next start reads back (a VM paused by a pause whose end was never stored is seen as `paused`).
+    /// Their operation and its events are stored with their end, in one transaction: one commit on the
+    /// control path instead of two, and none before libvirt is asked.
+    public var recordsIntentFirst: Bool {
+        switch self {
+        case .pause, .resume, .reset: false
+        default: true
+        }
+    }
+
     /// Whether the action is run for another owner (snapshots, templates): it is asked for under a route of
     /// its own (`…/snapshots`, `/api/v1/templates`), not as `…/{action}`, and always comes with its work.
     public var isSnapshotAction: Bool {

@@ -9,7 +9,8 @@ import VMSessionStore
 
 /// The one owner of session state. Every change, whether it comes from the API, from the hypervisor or (later)
 /// from the idle controller, goes through here: checked against the state machine, written to the
-/// store before the hypervisor is touched, confirmed after, and announced as events.
+/// store before the hypervisor is touched (except pause, resume and reset, whose effect libvirt keeps: see
+/// ``SessionAction/recordsIntentFirst``), confirmed after, and announced as events.
 ///
 /// Who may ask for a change (tokens, the secret throttle, the quota) is the ``AccessRegistry``'s: the manager
 /// changes it inside its own changes and asks it, and requests are checked by it without visiting this actor.
@@ -78,6 +79,9 @@ public actor SessionManager: Service {
         let operationID: OperationID
         let transition: SessionTransition
         let input: ActionInput
+        /// The start's events of an action whose intent is not stored first (see
+        /// ``SessionAction/recordsIntentFirst``): stored and announced with its end, before the end's own.
+        var announcedAtEnd: [(SessionEvent.Kind, String)] = []
     }
 
     let store: SessionStore
@@ -559,20 +563,27 @@ public actor SessionManager: Service {
                 Self.stateEvent(.init(from: transition.from, to: transition.during, reason: "\(action.rawValue) requested")))
         }
         let toStore = entry
-        _ = try storeCall {
-            try events.record {
-                let recorded = try store.update(toStore, operation: operation, events: announcements)
-                // Published once stored and before the events go out: a reader that reacts to them sees the change.
-                sessions[id] = toStore
-                operations[operation.id] = operation
-                return recorded
+        var job = Job(sessionID: id, operationID: operation.id, transition: transition, input: input)
+        if action.recordsIntentFirst {
+            _ = try storeCall {
+                try events.record {
+                    let recorded = try store.update(toStore, operation: operation, events: announcements)
+                    // Published once stored and before the events go out: a reader that reacts to them sees the change.
+                    sessions[id] = toStore
+                    operations[operation.id] = operation
+                    return recorded
+                }
             }
+        } else {
+            // Held in memory until the action ends, where one transaction stores the operation and every event.
+            sessions[id] = toStore
+            operations[operation.id] = operation
+            job.announcedAtEnd = announcements
         }
         pending[id] = transition
         guestAPIFollows(id, state: lifecycle.state)
         logger.info("action started", metadata: ["session": "\(id)", "action": "\(action.rawValue)", "operation": "\(operation.id)"])
 
-        let job = Job(sessionID: id, operationID: operation.id, transition: transition, input: input)
         if action.isLong {
             jobsContinuation.yield(job)
             return ActionReceipt(operation: operation, session: entry.session)
@@ -660,7 +671,8 @@ public actor SessionManager: Service {
     }
 
     /// An operation cut short by graceful shutdown: nothing is recorded, so the store keeps the pending
-    /// action and the running operation, and the next start's ``reconcile()`` settles them against the VM.
+    /// action and the running operation (or, for an action stored only with its end, the session as it was),
+    /// and the next start's ``reconcile()`` settles them against the VM.
     private func leaveForReconciliation(_ job: Job, error: any Error) {
         logger.notice(
             "operation left for reconciliation at the next start",
@@ -816,7 +828,7 @@ public actor SessionManager: Service {
         if lifecycle.state == .closed || job.transition.action == .open { entry.session.egress = nil }
         entry.session.updatedAt = now
         entry.pendingAction = nil
-        var announcements: [(SessionEvent.Kind, String)] = []
+        var announcements = job.announcedAtEnd
         if let change { announcements.append(Self.stateEvent(change)) }
         let update = SessionEvent.OperationUpdate(operation: operation.id, action: job.transition.action, error: operation.error)
         announcements.append((failure == nil ? .operationCompleted : .operationFailed, SessionEvent.encode(update)))

@@ -57,6 +57,23 @@ struct SessionTransitionTests {
         }
     }
 
+    /// An action may skip storing its intent only if a daemon killed during it leaves nothing the next start
+    /// cannot read back from the VM: no state of its own while it runs, and its session as it was if it fails.
+    @Test("only actions that keep the session's state while they run and on failure skip the intent record", arguments: SessionState.allCases)
+    func actionsWithoutAnIntentRecordLeaveTheStateAlone(state: SessionState) {
+        for action in SessionAction.allCases where !action.recordsIntentFirst {
+            guard let transition = SessionTransition.of(action, from: state) else { continue }
+            #expect(transition.during == state, "\(state) + \(action)")
+            #expect(transition.onFailure == state, "\(state) + \(action)")
+            #expect(!action.isLong && !action.isSnapshotAction, "\(action) runs inline, on the VM alone")
+        }
+    }
+
+    @Test("pause, resume and reset are the actions stored only with their end")
+    func actionsStoredWithTheirEnd() {
+        #expect(SessionAction.allCases.filter { !$0.recordsIntentFirst } == [.pause, .resume, .reset])
+    }
+
     @Test("legacy state codes are the plugin's, and transient states have codes of their own")
     func legacyCodes() {
         let codes = Dictionary(uniqueKeysWithValues: SessionState.allCases.map { ($0, $0.legacyCode) })

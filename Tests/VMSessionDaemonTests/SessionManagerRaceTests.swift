@@ -167,6 +167,55 @@ struct SessionManagerRaceTests {
         #expect(try fixture.store.operation(operation)?.status == .succeeded)
     }
 
+    @Test("a pause stores nothing before libvirt is asked, and a daemon killed after libvirt paused the VM finds it paused")
+    func pauseIsStoredWithItsEndAndAKillDuringItIsReadBackFromTheVM() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.running)
+        await fixture.hypervisor.set(id, to: .running, announce: false)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        let before = try fixture.store.events(for: id, after: 0).count
+        let gate = await fixture.hypervisor.hold(.pause)
+        let pause = Task { try await manager.perform(.pause, on: id) }
+        await gate.reached()
+        // libvirt has paused the VM; the daemon has not stored anything of the pause yet.
+        let stored = try #require(try fixture.store.session(id))
+        #expect(stored.session.state == .running && stored.pendingAction == nil && stored.session.operationID == nil)
+        #expect(try fixture.store.events(for: id, after: 0).count == before, "no event is stored before the pause ends")
+        let running = try #require(try await manager.session(id).operationID, "readers still see the operation in flight")
+        #expect(try await manager.operation(running).status == .running)
+
+        // Killed here (the pause's task is dropped with its daemon): the next daemon reads the VM.
+        let next = fixture.manager()
+        try await next.reconcile()
+        #expect(try await next.session(id).state == .paused)
+        #expect(try fixture.store.session(id)?.session.state == .paused)
+        gate.open()
+        _ = try? await pause.value
+    }
+
+    @Test("a pause that ends stores its operation and its start's and end's events in order, in one go")
+    func pauseStoresItsOperationAndEventsWithItsEnd() async throws {
+        let fixture = try Fixture()
+        let id = try fixture.session(.running)
+        await fixture.hypervisor.set(id, to: .running, announce: false)
+        let manager = fixture.manager()
+        try await manager.reconcile()
+        let before = try fixture.store.events(for: id, after: 0).last?.id ?? 0
+        let receipt = try await manager.perform(.pause, on: id)
+        #expect(receipt.session.state == .paused)
+        #expect(try fixture.store.operation(receipt.operation.id)?.status == .succeeded)
+        let kinds = try fixture.store.events(for: id, after: before).map(\.kind)
+        #expect(kinds == [.operationStarted, .stateChanged, .operationCompleted])
+
+        // A failed resume leaves the session paused and stores its operation as failed, with its error.
+        await fixture.hypervisor.failNext(.resume, with: VMSessionError(.controlFailed, "qemu said no"))
+        let last = try fixture.store.events(for: id, after: 0).last?.id ?? 0
+        await #expect(throws: VMSessionError.self) { try await manager.perform(.resume, on: id) }
+        #expect(try await manager.session(id).state == .paused)
+        #expect(try fixture.store.events(for: id, after: last).map(\.kind) == [.operationStarted, .operationFailed, .error])
+    }
+
     @Test("a start gives the VM the egress policy of the session's client, and the session shows it")
     func startUsesTheClientsEgress() async throws {
         let fixture = try Fixture()
