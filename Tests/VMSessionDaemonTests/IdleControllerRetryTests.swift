@@ -11,10 +11,7 @@ import VMSessionTestSupport
 struct IdleControllerRetryTests {
     /// A running, controlled session whose idle step is a cap of 50 % (no idle source: the desktop counts as idle).
     static func controlled(_ fixture: SessionManagerRaceTests.Fixture) async throws -> (SessionManager, IdleController, SessionID) {
-        let id = try fixture.session(.running)
-        await fixture.hypervisor.set(id, to: .running, announce: false)
-        let manager = fixture.manager()
-        try await manager.reconcile()
+        let (manager, id) = try await fixture.runningSession()
         _ = try await manager.updateDaemonControl(on: id, controlled: true, minCap: 10, maxCap: 50, flags: nil)
         let controller = try IdleController(
             manager: manager, events: fixture.events, store: fixture.store, source: nil, noSourceReason: "test",

@@ -53,6 +53,15 @@ struct SessionManagerRaceTests {
             return session.id
         }
 
+        /// A session whose VM runs, and a manager that has loaded it.
+        func runningSession() async throws -> (SessionManager, SessionID) {
+            let id = try session(.running)
+            await hypervisor.set(id, to: .running, announce: false)
+            let manager = manager()
+            try await manager.reconcile()
+            return (manager, id)
+        }
+
         deinit { try? FileManager.default.removeItem(atPath: directory) }
     }
 
@@ -79,10 +88,7 @@ struct SessionManagerRaceTests {
     @Test("a VM that dies while a reset runs is seen when the reset ends: the session does not stay running")
     func changeDuringResetIsNotDropped() async throws {
         let fixture = try Fixture()
-        let id = try fixture.session(.running)
-        await fixture.hypervisor.set(id, to: .running, announce: false)
-        let manager = fixture.manager()
-        try await manager.reconcile()
+        let (manager, id) = try await fixture.runningSession()
         let gate = await fixture.hypervisor.hold(.reset)
         async let reset = manager.perform(.reset, on: id)
         await gate.reached()
@@ -170,10 +176,7 @@ struct SessionManagerRaceTests {
     @Test("a pause stores nothing before libvirt is asked, and a daemon killed after libvirt paused the VM finds it paused")
     func pauseIsStoredWithItsEndAndAKillDuringItIsReadBackFromTheVM() async throws {
         let fixture = try Fixture()
-        let id = try fixture.session(.running)
-        await fixture.hypervisor.set(id, to: .running, announce: false)
-        let manager = fixture.manager()
-        try await manager.reconcile()
+        let (manager, id) = try await fixture.runningSession()
         let before = try fixture.store.events(for: id, after: 0).count
         let gate = await fixture.hypervisor.hold(.pause)
         let pause = Task { try await manager.perform(.pause, on: id) }
@@ -197,10 +200,7 @@ struct SessionManagerRaceTests {
     @Test("a pause that ends stores its operation and its start's and end's events in order, in one go")
     func pauseStoresItsOperationAndEventsWithItsEnd() async throws {
         let fixture = try Fixture()
-        let id = try fixture.session(.running)
-        await fixture.hypervisor.set(id, to: .running, announce: false)
-        let manager = fixture.manager()
-        try await manager.reconcile()
+        let (manager, id) = try await fixture.runningSession()
         let before = try fixture.store.events(for: id, after: 0).last?.id ?? 0
         let receipt = try await manager.perform(.pause, on: id)
         #expect(receipt.session.state == .paused)
@@ -242,10 +242,7 @@ struct SessionManagerRaceTests {
     @Test("a guest that suspends itself or is shutting down is not shown as paused, and the controller leaves it be")
     func guestSuspendIsNotPause() async throws {
         let fixture = try Fixture()
-        let id = try fixture.session(.running)
-        await fixture.hypervisor.set(id, to: .running, announce: false)
-        let manager = fixture.manager()
-        try await manager.reconcile()
+        let (manager, id) = try await fixture.runningSession()
         _ = try await manager.updateDaemonControl(on: id, controlled: true, minCap: 0, maxCap: 100, flags: 0)
         for status in [MachineStatus.suspendedByGuest, .shuttingDown] {
             await fixture.hypervisor.set(id, to: status, announce: false)
