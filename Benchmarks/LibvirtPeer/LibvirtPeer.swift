@@ -61,6 +61,19 @@ func timed(_ body: () async throws -> Void) async rethrows -> Double {
     return milliseconds(start.duration(to: clock.now))
 }
 
+/// The next line of stdin (nil at its end), read on a thread of Dispatch's, not the cooperative pool's: the
+/// `--serve` modes take their calls from daemon_overhead.py this way.
+func nextLine() async -> String? {
+    await withCheckedContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(returning: readLine()) }
+    }
+}
+
+/// One line on stdout at once (unbuffered), for the `--serve` modes' reader waiting on it.
+func answer(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
 func printJSON(_ value: [String: Any]) throws {
     let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
     print(String(decoding: data, as: UTF8.self))
@@ -78,42 +91,89 @@ func waitForConsole(_ path: String, marker: String, timeout: Duration = .seconds
 }
 
 struct ColdStart: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Define and start the appliance; time to its first console marker.")
+    static let configuration = CommandConfiguration(
+        abstract: "Define and start the appliance; time to its first console marker.",
+        discussion: "With --serve, one cold start per line of stdin ('start'; 'quit' ends), each printed as its milliseconds.")
     @OptionGroup var options: ApplianceOptions
+    @Flag(help: "Take cold starts from stdin, one per line (prints 'ready' first).") var serve = false
 
     func run() async throws {
         let hypervisor = try options.hypervisor()
-        let clock = ContinuousClock()
-        var times: [Double] = []
-        for _ in 0..<options.runs {
-            let id = SessionID()
-            let start = clock.now
-            try await hypervisor.define(try options.spec(id))
-            try await hypervisor.start(id)
-            try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: booted")
-            times.append(milliseconds(start.duration(to: clock.now)))
-            try await hypervisor.remove(id)
+        if serve {
+            answer("ready")
+            while let line = await nextLine(), line != "quit" {
+                guard line == "start" else { throw ValidationError("unknown call: \(line)") }
+                answer("\(try await coldStart(on: hypervisor))")
+            }
+            return
         }
+        var times: [Double] = []
+        for _ in 0..<options.runs { times.append(try await coldStart(on: hypervisor)) }
         try printJSON(["coldStartMs": times])
+    }
+
+    /// One machine defined and started, to its first console marker (then removed, untimed).
+    private func coldStart(on hypervisor: LibvirtHypervisor) async throws -> Double {
+        let id = SessionID()
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await hypervisor.define(try options.spec(id))
+        try await hypervisor.start(id)
+        try await waitForConsole(hypervisor.consoleLogPath(for: id), marker: "VMSESSION-APPLIANCE: booted")
+        let time = milliseconds(start.duration(to: clock.now))
+        try await hypervisor.remove(id)
+        return time
     }
 }
 
 struct Control: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Pause, resume and cap a running appliance; time each libvirt call.")
+    static let configuration = CommandConfiguration(
+        abstract: "Pause, resume and cap a running appliance; time each libvirt call.",
+        discussion: """
+            With --serve, the machine stays up and each call is asked for on stdin, one per line (pause, \
+            resume, cap PERCENT, quit); the call's milliseconds are printed as one line each. This is how \
+            daemon_overhead.py interleaves the bare calls with the daemon's samples, so that both meet the \
+            same machine at the same moment.
+            """)
     @OptionGroup var options: ApplianceOptions
+    @Flag(help: "Take calls from stdin, one per line, once the machine is ready (prints 'ready' first).") var serve = false
 
     func run() async throws {
         let hypervisor = try options.hypervisor()
         let id = try await options.readyMachine(on: hypervisor)
-        var pause: [Double] = [], resume: [Double] = [], cap: [Double] = []
-        for index in 0..<options.runs {
-            pause.append(try await timed { try await hypervisor.pause(id) })
-            resume.append(try await timed { try await hypervisor.resume(id) })
-            cap.append(try await timed { try await hypervisor.setExecutionCap(try ExecutionCap(percent: index.isMultiple(of: 2) ? 50 : 100), for: id) })
+        if serve {
+            try await serveCalls(hypervisor, id)
+        } else {
+            var pause: [Double] = [], resume: [Double] = [], cap: [Double] = []
+            for index in 0..<options.runs {
+                pause.append(try await timed { try await hypervisor.pause(id) })
+                resume.append(try await timed { try await hypervisor.resume(id) })
+                cap.append(try await timed { try await hypervisor.setExecutionCap(try ExecutionCap(percent: index.isMultiple(of: 2) ? 50 : 100), for: id) })
+            }
+            try printJSON(["pauseMs": pause, "resumeMs": resume, "capMs": cap])
         }
         try await hypervisor.remove(id)
-        try printJSON(["pauseMs": pause, "resumeMs": resume, "capMs": cap])
     }
+
+    private func serveCalls(_ hypervisor: LibvirtHypervisor, _ id: SessionID) async throws {
+        answer("ready")
+        while let line = await nextLine() {
+            let words = line.split(separator: " ")
+            let milliseconds: Double
+            switch words.first {
+            case "pause": milliseconds = try await timed { try await hypervisor.pause(id) }
+            case "resume": milliseconds = try await timed { try await hypervisor.resume(id) }
+            case "cap":
+                guard words.count == 2, let percent = Int(words[1]) else { throw ValidationError("cap needs a percentage: \(line)") }
+                let cap = try ExecutionCap(percent: percent)
+                milliseconds = try await timed { try await hypervisor.setExecutionCap(cap, for: id) }
+            case "quit": return
+            default: throw ValidationError("unknown call: \(line)")
+            }
+            answer("\(milliseconds)")
+        }
+    }
+
 }
 
 struct Hibernate: AsyncParsableCommand {
