@@ -1,10 +1,12 @@
 import VMSessionCore
 import VMSessionHypervisor
 import VMSessionMetrics
+import VMSessionStore
 
 /// Reads, when `GET /metrics` is scraped, the state that the daemon's owners already keep (sessions and their
 /// caps from the session manager, the desktop's idle state from the idle controller, console clients from the
-/// console hub, each VM's use from the hypervisor) into a ``MetricsSnapshot``.
+/// console hub, each VM's use from the hypervisor, the checkpoints its commits paid for from the store) into a
+/// ``MetricsSnapshot``.
 ///
 /// Why at scrape time: these are gauges that mirror state, so reading the owner when asked keeps one owner
 /// per piece of state and gives none of them a new job. The hypervisor's statistics are one bulk libvirt call,
@@ -17,6 +19,7 @@ public struct MetricsCollector: Sendable {
     let controller: IdleController?
     let consoles: ConsoleHub?
     let hosts: HostRegistry?
+    let store: SessionStore?
     let statsTimeout: Duration
     let clock: any Clock<Duration>
 
@@ -26,7 +29,7 @@ public struct MetricsCollector: Sendable {
 
     public init(
         metrics: DaemonMetrics, manager: SessionManager, hypervisor: (any Hypervisor)?, controller: IdleController?,
-        consoles: ConsoleHub?, hosts: HostRegistry? = nil, statsTimeout: Duration = defaultStatsTimeout, clock: any Clock<Duration> = ContinuousClock()
+        consoles: ConsoleHub?, hosts: HostRegistry? = nil, store: SessionStore? = nil, statsTimeout: Duration = defaultStatsTimeout, clock: any Clock<Duration> = ContinuousClock()
     ) {
         self.metrics = metrics
         self.manager = manager
@@ -34,6 +37,7 @@ public struct MetricsCollector: Sendable {
         self.controller = controller
         self.consoles = consoles
         self.hosts = hosts
+        self.store = store
         self.statsTimeout = statsTimeout
         self.clock = clock
     }
@@ -50,6 +54,7 @@ public struct MetricsCollector: Sendable {
             snapshot.idleThresholdSeconds = status.idleTime
         }
         if let consoles { snapshot.consoleClients = await consoles.viewerCount() }
+        snapshot.storeWriterCheckpoints = store?.writerCheckpoints
         for host in hosts?.all() ?? [] {
             let latency = host.latency?.inSeconds
             snapshot.hosts[host.definition.name] = (host.isConnected, latency)

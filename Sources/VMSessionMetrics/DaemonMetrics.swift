@@ -195,6 +195,7 @@ public final class DaemonMetrics: Sendable {
         put(.consoleClients, [], snapshot.consoleClients.map(Double.init))
         put(.displayClients, [], snapshot.displayClients.map(Double.init))
         put(.libvirtUp, [], snapshot.machineStatsAnswered.map { $0 ? 1 : 0 })
+        put(.storeWriterCheckpoints, [], snapshot.storeWriterCheckpoints.map(Double.init))
         for (name, host) in snapshot.hosts {
             put(.hostUp, [name], host.up ? 1 : 0)
             put(.hostLatency, [name], host.latencySeconds)
@@ -252,6 +253,8 @@ public struct MetricsSnapshot: Sendable {
     /// Whether libvirt's bulk statistics answered in time (nil: not asked).
     public var machineStatsAnswered: Bool?
     public var machines: [SessionID: MachineStats] = [:]
+    /// The store's own checkpoints at its WAL's ceiling (nil: no store read).
+    public var storeWriterCheckpoints: Int?
     /// Each libvirt host by name: connected or not, and its last probe's round trip (nil: none).
     public var hosts: [String: (up: Bool, latencySeconds: Double?)] = [:]
 

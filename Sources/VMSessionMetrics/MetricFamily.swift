@@ -73,6 +73,10 @@ extension MetricFamily {
         "vmsessiond_event_stream_clients", .gauge, "Open Server-Sent Event streams.")
     public static let consoleClients = MetricFamily("vmsessiond_console_clients", .gauge, "Open serial-console WebSockets.")
     public static let displayClients = MetricFamily("vmsessiond_display_clients", .gauge, "Open display (VNC) WebSockets.")
+    public static let storeWriterCheckpoints = MetricFamily(
+        "vmsessiond_store_writer_checkpoints_total", .counter,
+        "Checkpoints of the store's write-ahead log that a commit ran itself, because the log reached its ceiling before "
+            + "the checkpointer ran: each made that commit (a request) pay for the copy and the syncs.")
     public static let libvirtUp = MetricFamily(
         "vmsessiond_libvirt_stats_up", .gauge,
         "1 if libvirt's bulk statistics (virConnectGetAllDomainStats) answered within the scrape's deadline, else 0.")
@@ -150,7 +154,7 @@ extension MetricFamily {
         operations, operationDuration, eventsWritten, eventsDelivered, subscribersDropped, secretChecks, secretThrottled,
         originChecks, originDecisions, guestAPIRequests, storeCheckpoints, storeCheckpointDuration,
         sessions, executionCap, desktopIdle, idleThreshold, eventStreamClients, consoleClients, displayClients, libvirtUp,
-        hostUp, hostLatency,
+        storeWriterCheckpoints, hostUp, hostLatency,
         cpuTime, cpuUser, cpuSystem, virtualCPUs, memoryMaximum, memoryCurrent, memoryResident, memoryUsable, memoryAvailable,
         blockReadBytes, blockWriteBytes, blockReadRequests, blockWriteRequests, blockReadTime, blockWriteTime, blockFlushRequests,
         blockCapacity, blockAllocation, blockPhysical,

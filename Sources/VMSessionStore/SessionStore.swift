@@ -92,6 +92,10 @@ public final class SessionStore: Sendable {
         }
     }
 
+    /// How many times a commit checkpointed the WAL itself because it reached its ceiling before the checkpointer
+    /// ran (each made that commit pay for the copy and the syncs); 0 in memory.
+    public var writerCheckpoints: Int { wal?.writerCheckpoints ?? 0 }
+
     /// The names of the migrations applied to this database, oldest first.
     public func appliedMigrations() throws -> [String] {
         try writer.read { db in try Self.migrator().appliedMigrations(db) }

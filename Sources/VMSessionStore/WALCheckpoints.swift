@@ -1,5 +1,6 @@
 import GRDB
 import GRDBSQLite
+import Synchronization
 
 /// Takes SQLite's WAL checkpoints off the commits that would otherwise pay for them.
 ///
@@ -14,7 +15,8 @@ import GRDBSQLite
 ///
 /// If nobody checkpoints (a store without the daemon's service, or a checkpointer that fell behind), the writer
 /// does it itself once the WAL reaches ``Pages/ceiling``, as SQLite would have at its own threshold, so the WAL
-/// stays bounded.
+/// stays bounded. Those checkpoints are counted (``writerCheckpoints``, in `/metrics`): each one made a commit pay
+/// for the copy and the syncs, so a count that grows says the checkpointer cannot keep up (a slow disk).
 final class WALCheckpoints: Sendable {
     /// When the WAL is reported grown, and when the writer checkpoints it itself.
     struct Pages: Sendable {
@@ -30,6 +32,10 @@ final class WALCheckpoints: Sendable {
     private let grew: AsyncStream<Void>.Continuation
     /// The checkpointer's own connection, so that a checkpoint never waits for the writer's queue, nor it for one.
     private let checkpointer: DatabaseQueue
+    private let writerCheckpointed = Atomic<Int>(0)
+
+    /// How many checkpoints the writer ran itself, at the ceiling.
+    var writerCheckpoints: Int { writerCheckpointed.load(ordering: .relaxed) }
 
     init(path: String, pages: Pages) throws {
         self.pages = pages
@@ -60,6 +66,7 @@ final class WALCheckpoints: Sendable {
         if count >= pages.ceiling {
             // Nobody checkpointed in time: the writer does, as SQLite's auto-checkpoint would have.
             sqlite3_wal_checkpoint_v2(connection, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+            writerCheckpointed.add(1, ordering: .relaxed)
         } else if count >= pages.signal {
             grew.yield()
         }

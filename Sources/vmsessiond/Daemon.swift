@@ -129,7 +129,7 @@ struct Daemon {
             readModel.allSessions().sessions.filter { $0.state != .closed && $0.host == name }.count
         }
         let collector = MetricsCollector(
-            metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles, hosts: hosts)
+            metrics: metrics, manager: manager, hypervisor: hypervisor, controller: controller, consoles: consoles, hosts: hosts, store: store)
         let routers = VMSessionAPI.buildRouters(
             manager: manager, events: events, origins: origins, hypervisor: hypervisor.description,
             controller: controller, mode: mode, budget: budget, consoles: consoles, metrics: collector, snapshots: snapshots,

@@ -86,7 +86,7 @@ struct APIFixture {
             manager: manager, events: events, origins: origins, hypervisor: chosen.description, controller: controller,
             guestProxy: guestProxy,
             metrics: MetricsCollector(
-                metrics: metrics, manager: manager, hypervisor: chosen, controller: controller, consoles: nil, hosts: hosts),
+                metrics: metrics, manager: manager, hypervisor: chosen, controller: controller, consoles: nil, hosts: hosts, store: store),
             hosts: hosts)
         let router = routers.http
         let app = Application(router: router, logger: logger)

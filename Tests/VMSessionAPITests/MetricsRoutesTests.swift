@@ -309,6 +309,7 @@ struct MetricsRoutesTests {
         snapshot.idleThresholdSeconds = 30
         (snapshot.eventStreamClients, snapshot.consoleClients, snapshot.displayClients, snapshot.machineStatsAnswered) = (1, 1, 1, true)
         snapshot.hosts = ["lab1": (true, 0.001)]
+        snapshot.storeWriterCheckpoints = 0
         var stats = MachineStats(
             libvirtFields: [
                 "cpu.time": 1, "cpu.user": 1, "cpu.system": 1, "vcpu.current": 1, "balloon.maximum": 1, "balloon.current": 1,

@@ -6,7 +6,7 @@ import VMSessionCore
 @testable import VMSessionDaemon
 import VMSessionHypervisor
 import VMSessionMetrics
-import VMSessionStore
+@testable import VMSessionStore
 import VMSessionTestSupport
 
 /// The counters that the session manager and the event hub keep, against what they did, and the scrape-time
@@ -110,6 +110,22 @@ struct MetricsCountingTests {
         // Delivered: every event each one took before it was full (its buffer), nothing after.
         #expect(Self.value(metrics, "vmsessiond_events_delivered_total") == Double(2 * EventHub.subscriberBuffer))
         _ = (onlyA, all)
+    }
+
+    @Test("a scrape shows how many checkpoints the store's commits ran themselves at the WAL's ceiling")
+    func writerCheckpointsAreScraped() async throws {
+        let fixture = try SessionManagerRaceTests.Fixture()
+        let manager = fixture.manager()
+        let file = try StoreFile()
+        let store = try SessionStore(path: file.path, checkpointPages: .init(signal: 10, ceiling: 200))
+        let collector = MetricsCollector(
+            metrics: DaemonMetrics(), manager: manager, hypervisor: nil, controller: nil, consoles: nil, store: store)
+        func scraped() async -> String { String(decoding: collector.metrics.exposition(await collector.collect()), as: UTF8.self) }
+        #expect(await scraped().contains("\nvmsessiond_store_writer_checkpoints_total 0\n"))
+        try StoreFile.commitProperties(600, to: store)
+        let counted = store.writerCheckpoints
+        #expect(counted > 0)
+        #expect(await scraped().contains("\nvmsessiond_store_writer_checkpoints_total \(counted)\n"))
     }
 
     @Test("a hypervisor whose statistics never come costs the scrape its per-VM series, not the scrape")

@@ -39,6 +39,7 @@ struct StoreCheckpointerTests {
         let counted = try #require(checkpoints("succeeded"))
         #expect(counted >= 1)
         #expect(checkpoints("failed") == nil)
+        #expect(store.writerCheckpoints == 0, "no commit had to checkpoint the WAL itself")
         // One duration per checkpoint.
         #expect(MetricsCountingTests.value(metrics, "vmsessiond_store_checkpoint_duration_seconds_count") == counted)
         #expect((MetricsCountingTests.value(metrics, "vmsessiond_store_checkpoint_duration_seconds_sum") ?? 0) > 0)

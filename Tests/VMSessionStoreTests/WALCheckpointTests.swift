@@ -42,14 +42,20 @@ struct WALCheckpointTests {
         #expect(try reopened.allSessions().count == 1)
     }
 
-    @Test("a store that is never checkpointed checkpoints itself at the ceiling, so its WAL stays bounded")
+    @Test("a store that is never checkpointed checkpoints itself at the ceiling, so its WAL stays bounded, and counts each time")
     func writerCheckpointsAtTheCeiling() throws {
         let file = try StoreFile()
         let store = try SessionStore(path: file.path, checkpointPages: .init(signal: 10, ceiling: 200))
+        #expect(store.writerCheckpoints == 0)
         try StoreFile.commitProperties(600, to: store)
+        let counted = store.writerCheckpoints
         let result = try store.checkpoint()
         // Without the ceiling the WAL would hold every commit's pages: well over 1000.
         #expect(result.walFrames < 200 + 50)
+        // Each one restarted the WAL, which then grew to the ceiling again: at least one per 200 pages written.
+        #expect(counted >= 2)
+        // The checkpointer's own checkpoint is not the writer's.
+        #expect(store.writerCheckpoints == counted)
     }
 
     @Test("a store in memory has no WAL: its growth stream ends at once and a checkpoint does nothing")
