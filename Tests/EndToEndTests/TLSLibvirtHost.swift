@@ -113,6 +113,11 @@ final class TLSLibvirtHost: @unchecked Sendable {
                     try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
                     mounts.append("mount --bind \(source) \(target)")
                 }
+                // /dev/kvm hidden while libvirtd probes QEMU's capabilities at its start (see `showKVM`).
+                if Self.hidesKVMWhileProbing {
+                    FileManager.default.createFile(atPath: directory + "/no-kvm", contents: nil, attributes: [.posixPermissions: 0o600])
+                    mounts.append("mount --bind \(directory)/no-kvm /dev/kvm")
+                }
                 command = [
                     "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
                     // virtlogd first: the system QEMU driver sends QEMU's output through it (systemd starts it by
@@ -138,12 +143,41 @@ final class TLSLibvirtHost: @unchecked Sendable {
                 host.tearDown()
                 throw DaemonError("libvirtd did not listen on 127.0.0.1:\(port) within 10 s")
             }
+            if kind == .system, Self.hidesKVMWhileProbing {
+                do { try host.showKVM() } catch {
+                    host.tearDown()
+                    throw error
+                }
+            }
             return host
         } catch {
             if let madeUser { _ = try? SSHLibvirtHost.account("/usr/sbin/userdel", madeUser) }
             try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
+    }
+
+    /// Whether the system kind hides this machine's /dev/kvm from libvirtd while it probes QEMU.
+    ///
+    /// Why: here /dev/kvm is root's alone (0600), yet libvirtd's capability probe, whose QEMU runs as libvirt-qemu,
+    /// finds KVM; its check of the cached capabilities then asks whether libvirt-qemu may open /dev/kvm, which it may
+    /// not, so every lookup judged the cache outdated and probed both QEMU binaries again (4 s each time): an open or
+    /// a start on the host took 70 to 80 s, and each test on a system host over 3 minutes. Probed with a plain file
+    /// in place of /dev/kvm, the capabilities say TCG only, which is what the check finds afterwards, so they stay
+    /// cached. (A real host's /dev/kvm is its kvm group's, which libvirt-qemu is in: probe and check agree there.) The
+    /// file is unmounted once the probe is done, because libvirt's namespace for QEMU cannot carry a file mounted
+    /// under /dev; the guests run under TCG either way.
+    static var hidesKVMWhileProbing: Bool {
+        var info = stat()
+        return stat("/dev/kvm", &info) == 0 && info.st_mode & 0o077 == 0
+    }
+
+    /// Has libvirtd probe every QEMU binary now (`virsh capabilities` on its socket, in its namespace), then unmounts
+    /// the file over /dev/kvm there.
+    private func showKVM() throws {
+        let namespace = "--mount=/proc/\(libvirtd.pid)/ns/mnt"
+        _ = try SSHLibvirtHost.run("/usr/bin/nsenter", namespace, "--", "/usr/bin/virsh", "-q", "-c", "qemu:///system", "capabilities")
+        _ = try SSHLibvirtHost.run("/usr/bin/nsenter", namespace, "--", "/bin/umount", "/dev/kvm")
     }
 
     /// A CA; a server certificate for 127.0.0.1 (libvirt checks the address it dialled against the certificate);
