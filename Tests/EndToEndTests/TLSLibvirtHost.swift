@@ -113,7 +113,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
                     try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
                     mounts.append("mount --bind \(source) \(target)")
                 }
-                // /dev/kvm hidden while libvirtd probes QEMU's capabilities at its start (see `showKVM`).
+                // /dev/kvm hidden until libvirtd has probed QEMU (see `hidesKVMWhileProbing` and `showKVM`).
                 if Self.hidesKVMWhileProbing {
                     FileManager.default.createFile(atPath: directory + "/no-kvm", contents: nil, attributes: [.posixPermissions: 0o600])
                     mounts.append("mount --bind \(directory)/no-kvm /dev/kvm")
