@@ -151,22 +151,23 @@ struct GuestEgressTests {
     }
 
     /// User-data that tries each target from inside the guest and prints `EGRESS name reached|blocked`: reached
-    /// when anything answered HTTP. Each try gets 3 s and is then ended (busybox `nc` has no read timeout).
+    /// when anything answered HTTP. Each try gets 3 s and is then ended (busybox `nc` has no read timeout); the
+    /// tries run side by side (a blocked target costs its 3 s once, not once per target before it), and
+    /// `EGRESS done` follows the last.
     static func probeUserData(_ targets: [Target]) -> String {
         var script = """
             #!/bin/sh
             try() {
-                rm -f /tmp/answer
-                (printf 'GET /marker HTTP/1.0\\r\\n\\r\\n'; sleep 2) | nc -w 3 "$2" "$3" >/tmp/answer 2>/dev/null &
+                (printf 'GET /marker HTTP/1.0\\r\\n\\r\\n'; sleep 2) | nc -w 3 "$2" "$3" >"/tmp/answer-$1" 2>/dev/null &
                 pid=$!
                 sleep 3
                 kill "$pid" 2>/dev/null
-                if grep -q HTTP/ /tmp/answer; then echo "EGRESS $1 reached"; else echo "EGRESS $1 blocked"; fi
+                if grep -q HTTP/ "/tmp/answer-$1"; then echo "EGRESS $1 reached"; else echo "EGRESS $1 blocked"; fi
             }
 
             """
-        for target in targets { script += "try \(target.name) \(target.host) \(target.port)\n" }
-        return script + "echo EGRESS done\n"
+        for target in targets { script += "try \(target.name) \(target.host) \(target.port) &\n" }
+        return script + "wait\necho EGRESS done\n"
     }
 
     /// `text` as a JSON string literal.
