@@ -384,8 +384,8 @@ def control_latency(opts, work, control_runs):
             clients[name] = (ControlClient(daemon.port, session, token), f"/api/v1/sessions/{session}")
             opened[name] = (session, token)
         peer = PeerServer(opts.peer, "control", os.path.join(work, "peer-control"), opts.appliance)
-        samples = {name: {"pause": [], "resume": [], "cap": [], "floor": []} for name in list(clients) + ["peer"]}
         names = list(clients) + ["peer"]
+        samples = {name: {"pause": [], "resume": [], "cap": [], "floor": []} for name in names}
         for index in range(control_runs):
             value = 50 if index % 2 == 0 else 100
             for name in names[index % len(names):] + names[:index % len(names)]:

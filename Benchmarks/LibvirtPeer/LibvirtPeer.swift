@@ -173,7 +173,6 @@ struct Control: AsyncParsableCommand {
             answer("\(milliseconds)")
         }
     }
-
 }
 
 struct Hibernate: AsyncParsableCommand {

@@ -92,6 +92,8 @@ final class TLSLibvirtHost: @unchecked Sendable {
 
                 """
             let command: [String]
+            // Decided once: the mount made here is the one `showKVM` removes below.
+            let hideKVM = kind == .system && Self.hidesKVMWhileProbing
             switch kind {
             case .session:
                 config += "unix_sock_dir = \"\(home)/.cache/libvirt\"\n"
@@ -114,7 +116,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
                     mounts.append("mount --bind \(source) \(target)")
                 }
                 // /dev/kvm hidden until libvirtd has probed QEMU (see `hidesKVMWhileProbing` and `showKVM`).
-                if Self.hidesKVMWhileProbing {
+                if hideKVM {
                     FileManager.default.createFile(atPath: directory + "/no-kvm", contents: nil, attributes: [.posixPermissions: 0o600])
                     mounts.append("mount --bind \(directory)/no-kvm /dev/kvm")
                 }
@@ -143,7 +145,7 @@ final class TLSLibvirtHost: @unchecked Sendable {
                 host.tearDown()
                 throw DaemonError("libvirtd did not listen on 127.0.0.1:\(port) within 10 s")
             }
-            if kind == .system, Self.hidesKVMWhileProbing {
+            if hideKVM {
                 do { try host.showKVM() } catch {
                     host.tearDown()
                     throw error
