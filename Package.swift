@@ -185,7 +185,7 @@ let package = Package(
             ],
             path: "Benchmarks/LibvirtPeer"
         ),
-        // Test seams shared by the test targets: a scriptable Hypervisor, a manual Clock, a store's file.
+        // Test seams shared by the test targets: a scriptable Hypervisor, a manual Clock, a store's file, scratch directories.
         .target(
             name: "VMSessionTestSupport",
             dependencies: ["VMSessionCore", "VMSessionHypervisor", "VMSessionContext", "VMSessionStore"],
@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(
             name: "VMSessionHypervisorTests",
             dependencies: [
-                "VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt",
+                "VMSessionHypervisor", "Libvirt", "VMSessionCore", "CLibvirt", "VMSessionTestSupport",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -248,6 +248,8 @@ let package = Package(
                 "Libvirt",
                 // RemoteHypervisorTests drive the remote hosts' hypervisor itself (RemoteLibvirtHypervisor).
                 "VMSessionHypervisor", "VMSessionCore",
+                // Scratch directories (TemporaryDirectory), as the unit tests make them.
+                "VMSessionTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// `vmsessionctl` as a user types it, against the real daemon (test driver).
 @Suite("vmsessionctl (daemon process, test driver)", .serialized)

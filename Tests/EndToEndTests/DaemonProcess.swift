@@ -124,21 +124,3 @@ struct DaemonError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
-
-/// A temporary directory removed when the test ends.
-final class TemporaryDirectory {
-    let path: String
-    init(_ prefix: String) throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    /// An appliance of empty files in `<path>/appliance`, for daemons on the test driver (which never boots it).
-    func standInAppliance() throws -> String {
-        let appliance = path + "/appliance"
-        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
-        for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(appliance)/\(file)", contents: Data([0])) }
-        return appliance
-    }
-}

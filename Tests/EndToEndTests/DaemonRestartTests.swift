@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The real daemon binary against libvirt's test driver: what survives a restart, and the guards at the edge.
 @Suite("Daemon process (test driver)", .serialized)

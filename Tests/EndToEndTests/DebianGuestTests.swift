@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// A real distribution contextualized by real cloud-init: the Debian 12 guest (`make debian-guest`,
 /// Contextualization/debian) registered as an image, booted under TCG through the daemon, with the NoCloud

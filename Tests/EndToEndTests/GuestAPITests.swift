@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import Testing
+import VMSessionTestSupport
 
 /// Contextualization and the guest API on a real guest: the user-data template is filled in, the guest
 /// runs it, and its API answers through the daemon's proxy (`apiURL`), to the session's token only.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// What a guest reaches from inside, under each egress policy, with the real daemon, real appliance guests
 /// under TCG and real services around them, as root and as an unprivileged user.

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import Testing
 import VMSessionClient
+import VMSessionTestSupport
 
 /// The host registry end to end (issue 22): two real SSH hosts added with `vmsessionctl hosts add` to a real
 /// daemon, followed by its host monitor over libvirt's remote protocol, each one's loss noticed within seconds

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import Testing
+import VMSessionTestSupport
 
 /// Issue 10's attacks, each run against the real daemon binary (libvirt's test driver: none needs a guest).
 /// Every test asserts the refusal *and* that nothing changed: the sessions as the admin sees them, the rows

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The idle-aware controller on real parts: Xvfb for the desktop, xdotool for input, the real daemon
 /// pointed at that display, and a busy appliance guest under TCG whose cap is read back from libvirt.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 extension APIClient {
     /// Polls `GET /api/v1/daemon` until `idleDetection` is `detection`; returns that status.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The daemon SIGKILLed in the middle of an action on a real guest (libvirt's embedded driver, TCG), then
 /// restarted: the session must show what the VM really is, and the next action must work.

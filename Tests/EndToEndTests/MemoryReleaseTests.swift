@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The real daemon pages out what start-up alone needed once it has settled (``StartupMemoryRelease``), as
 /// root and as an unprivileged user, and every request after that is served by code the kernel reads back

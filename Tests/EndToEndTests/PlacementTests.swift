@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import Testing
 import VMSessionClient
+import VMSessionTestSupport
 
 /// Placement end to end (issue 22): the real daemon on libvirt's test driver with a second host added on
 /// `test:///default`. The test driver can stand in for a host here: the daemon opens the second host's connection

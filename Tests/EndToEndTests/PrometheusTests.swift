@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// Debian's `prometheus`, started by the test (never as a system service), scraping the real daemon twice
 /// (with the admin token on the daemon's listener, and without one on the `metricsListen` listener) while a

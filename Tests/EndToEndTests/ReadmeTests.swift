@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The README's "Trying it with curl" block, pasted as a newcomer would: run as it is (but for the port and
 /// the events file) by bash against the real daemon and a real guest under TCG.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The whole foundation on real parts: the vmsessiond binary, libvirt's embedded QEMU driver, a real
 /// guest (the test appliance) under TCG, driven over HTTP and followed over SSE.

@@ -1,6 +1,7 @@
 import Foundation
 import Libvirt
 import Testing
+import VMSessionTestSupport
 
 /// Files reach a remote host through libvirt itself: storage volumes filled by streams over the connection.
 extension RealGuestSuites.RemoteHostTests {

@@ -2,6 +2,7 @@ import Foundation
 import Libvirt
 import Testing
 import VMSessionClient
+import VMSessionTestSupport
 
 /// The ground under many hosts (issue 22): libvirt hosts reached over real SSH (``SSHLibvirtHost``), driven
 /// through the project's own `Libvirt` module beside a local driver, in one process (libvirt's test driver: the embedded QEMU driver allows one root per process, and

@@ -6,6 +6,7 @@ import Testing
 import VMSessionContext
 import VMSessionCore
 import VMSessionHypervisor
+import VMSessionTestSupport
 
 /// The hypervisor of a remote host (issue 22), on a real SSH-reached libvirt host (``SSHLibvirtHost``): every
 /// file the VM needs reaches the host as a storage volume, its console comes home through libvirt's stream.

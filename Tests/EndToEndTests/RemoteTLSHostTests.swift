@@ -2,6 +2,7 @@ import Foundation
 import Libvirt
 import Testing
 import VMSessionClient
+import VMSessionTestSupport
 
 /// A session on a host reached over TLS (issue 22: `qemu+tls://` beside `qemu+ssh://`), a user's session libvirt
 /// and root's system libvirt: everything that goes through libvirt's own protocol works as on any other host, the

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// Retention in the real daemon: what it prunes at start, and how a replay that reaches into pruned events
 /// is told so instead of silently missing them.

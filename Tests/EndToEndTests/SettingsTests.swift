@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The daemon's settings as a user sets them: through the variables the README names. A setting out of
 /// its range stops the daemon at start with a message that names the setting, before anything is touched.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The real daemon binary (test driver) stopped while connections that never end by themselves are open: a
 /// display viewer (a stand-in VNC socket that never speaks), a console viewer (of a log made by the test, as

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// Snapshots with memory on a real guest (the appliance under TCG, libvirt's embedded driver): the guest's
 /// memory (its /tmp is RAM) comes back as it was, running or paused, across a daemon restart, and nothing is

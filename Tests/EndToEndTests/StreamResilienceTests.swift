@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The real daemon binary (test driver) under clients that leave: event streams killed mid-event, tokens
 /// revoked mid-stream, and more streams than the daemon has file descriptors.

@@ -2,6 +2,7 @@ import Foundation
 import Libvirt
 import Testing
 import VMSessionClient
+import VMSessionTestSupport
 
 /// The guest's network on a system libvirt reached over SSH as root (issue 22): QEMU runs as `libvirt-qemu` there,
 /// not as the SSH user, so the sandbox's socket is opened to QEMU's group alone. The real daemon, root's system

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// Templates on a real guest (the appliance under TCG, libvirt's embedded driver): a prepared session made
 /// into a template, and sessions that start from it warm, each its own machine with its own user-data.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VMSessionClient
+import VMSessionTestSupport
 
 /// The typed client that vmsessionctl and these tests share, against the real daemon (test driver): each call
 /// reaches its route, and a refusal comes back as the daemon's own code and message.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VMSessionTestSupport
 
 /// The execution cap without root: the real daemon run as a non-root user on the embedded QEMU driver
 /// (which refuses CPU tuning to it), holding a busy appliance guest to its cap through a cgroup v1 `cpu`

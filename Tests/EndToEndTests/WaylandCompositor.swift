@@ -1,4 +1,5 @@
 import Foundation
+import VMSessionTestSupport
 
 /// A desktop the idle controller's end-to-end tests can drive: how the daemon finds it, and real input.
 protocol TestDesktop: Sendable {

@@ -12,6 +12,7 @@ import VMSessionHypervisor
 import VMSessionIdle
 import VMSessionMetrics
 import VMSessionStore
+import VMSessionTestSupport
 
 /// The daemon's real router over the real session manager, with libvirt's test driver and an in-memory
 /// database; the appliance files are stand-ins, since the test driver boots nothing.
@@ -39,12 +40,9 @@ struct APIFixture {
         source: (any IdleSource)? = nil, apiPort: (@Sendable () -> Int)? = nil, guestProxy: GuestProxyPolicy = .defaults,
         testing: TestingSetup = .router, hypervisor scripted: (any Hypervisor)? = nil, quota: SessionQuota = .defaults, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
     ) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-api-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory + "/appliance", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        for file in ["vmlinuz", "initrd.img"] {
-            FileManager.default.createFile(atPath: "\(directory)/appliance/\(file)", contents: Data([0]))
-        }
+        let scratch = try TemporaryDirectory("vms-api")
+        let directory = scratch.path
+        try scratch.standInAppliance()
         let logger = Logger(label: "test")
         let store = try SessionStore.inMemory()
         let assigned = PortAssignments()

@@ -6,6 +6,7 @@ import Testing
 import VMSessionCore
 import VMSessionDaemon
 import VMSessionStore
+import VMSessionTestSupport
 
 /// Downloads of remote images from a real HTTP server on the loopback: progress, checksum, resume.
 @Suite("Image downloads")
@@ -16,9 +17,8 @@ struct ImageDownloadTests {
 
     /// An image store over an in-memory database and a temporary directory.
     static func withStore(_ body: (ImageStore, String) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-img-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let scratch = try TemporaryDirectory("vms-img")
+        let directory = scratch.path
         let logger = Logger(label: "test")
         let images = ImageStore(
             store: try SessionStore.inMemory(), catalog: ImageCatalog(applianceDirectory: directory + "/appliance"),

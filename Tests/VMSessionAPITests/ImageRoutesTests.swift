@@ -5,6 +5,7 @@ import HummingbirdTesting
 import Testing
 import VMSessionCore
 import VMSessionStore
+import VMSessionTestSupport
 
 /// The image routes and sessions on downloaded images, through the real router and session manager.
 @Suite("Image routes")
@@ -39,10 +40,8 @@ struct ImageRoutesTests {
 
     @Test("two opens of one remote version share one download; disks are overlays; closing leaves the image")
     func concurrentOpensShareOneDownload() async throws {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("vms-q-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let image = try Self.makeQcow2(in: scratch)
+        let scratch = try TemporaryDirectory("vms-q")
+        let image = try Self.makeQcow2(in: scratch.path)
         let sha = SHA256.hash(data: image).map { String(format: "%02x", $0) }.joined()
         try await ImageServer.run(serving: image, hold: true) { server, url in
             try await APIFixture.run { client, fixture in

@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 import VMSessionCore
 import VMSessionIdle
+import VMSessionTestSupport
 
 /// A source made by the test's factory: answers `reading`, or fails while `reading` is nil.
 final class ScriptedSource: IdleSource {
@@ -46,9 +47,8 @@ struct DesktopIdleSourceTests {
 
     @Test("the Wayland socket goes away while X is there: the next reading comes from X, and the status says so")
     func waylandGoneXThere() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-idle-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let scratch = try TemporaryDirectory("vms-idle")
+        let directory = scratch.path
         let socket = directory + "/wayland-1"
         FileManager.default.createFile(atPath: socket, contents: nil)
         let made = Made()

@@ -16,7 +16,8 @@ struct HostRuntimesTests {
     static let logger = Logger(label: "test.runtimes")
 
     final class Fixture: Sendable {
-        let directory: String
+        let scratch: TemporaryDirectory
+        var directory: String { scratch.path }
         let store: SessionStore
         let local = ScriptedHypervisor()
         let lab: ScriptedHypervisor
@@ -28,9 +29,8 @@ struct HostRuntimesTests {
         /// `labRefusesNetwork`: why the lab gives guests no network (a remote host without passt), or nil.
         init(labRefusesNetwork: String? = nil) async throws {
             lab = ScriptedHypervisor(guestNetworkRefusal: labRefusesNetwork)
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-runtimes-\(UUID())").path
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data([0])) }
+            scratch = try TemporaryDirectory("vms-runtimes")
+            try TemporaryDirectory.makeStandInAppliance(in: scratch.path)
             let store = try SessionStore.inMemory()
             self.store = store
             let events = EventHub(store: store)
@@ -56,7 +56,7 @@ struct HostRuntimesTests {
             manager = SessionManager(
                 store: store, events: events, hypervisor: runtimes,
                 images: ImageStore(
-                    store: store, catalog: ImageCatalog(applianceDirectory: directory), directory: directory + "/images",
+                    store: store, catalog: ImageCatalog(applianceDirectory: scratch.path), directory: scratch.path + "/images",
                     downloader: ImageDownloader(logger: HostRuntimesTests.logger), logger: HostRuntimesTests.logger),
                 configuration: .init(
                     stopGrace: .seconds(1),
@@ -101,7 +101,6 @@ struct HostRuntimesTests {
 
         func kinds(_ id: SessionID) throws -> [SessionEvent.Kind] { try store.events(for: id, after: 0).map(\.kind) }
 
-        deinit { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     static let small = Requirements(cpus: 1, memory: 128, disk: 64, version: "appliance")

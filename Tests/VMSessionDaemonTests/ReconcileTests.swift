@@ -5,6 +5,7 @@ import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
 import VMSessionStore
+import VMSessionTestSupport
 
 /// Start-up reconciliation: what a daemon finds in its database after a restart is settled against what
 /// the hypervisor really has.
@@ -30,8 +31,8 @@ struct ReconcileTests {
 
     @Test("an action cut short by a restart fails its operation and leaves the session where the VM is")
     func interruptedActionFails() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-rec-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let scratch = try TemporaryDirectory("vms-rec")
+        let directory = scratch.path
         let store = try SessionStore.inMemory()
         let operation = OperationID()
         let starting = Self.stored(state: .starting, pending: .start, operation: operation)
@@ -57,8 +58,8 @@ struct ReconcileTests {
 
     @Test("a session whose VM vanished while the daemon was down is in error, saying why; a closed one stays closed")
     func vanishedVM() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-rec-\(UUID())").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let scratch = try TemporaryDirectory("vms-rec")
+        let directory = scratch.path
         let store = try SessionStore.inMemory()
         let running = Self.stored(state: .running, pending: nil, operation: nil)
         let closed = Self.stored(state: .closed, pending: nil, operation: nil)

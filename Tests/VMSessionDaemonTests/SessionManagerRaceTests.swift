@@ -16,15 +16,15 @@ import VMSessionTestSupport
 struct SessionManagerRaceTests {
     /// A manager over an in-memory store and a scripted hypervisor, with an appliance of empty files.
     final class Fixture: Sendable {
-        let directory: String
+        let scratch: TemporaryDirectory
+        var directory: String { scratch.path }
         let store: SessionStore
         let events: EventHub
         let hypervisor: ScriptedHypervisor
 
         init(machines: [SessionID: MachineStatus] = [:]) throws {
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-race-\(UUID())").path
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            for file in ["vmlinuz", "initrd.img"] { FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data([0])) }
+            scratch = try TemporaryDirectory("vms-race")
+            try TemporaryDirectory.makeStandInAppliance(in: scratch.path)
             store = try SessionStore.inMemory()
             events = EventHub(store: store)
             hypervisor = ScriptedHypervisor(machines: machines)
@@ -62,7 +62,6 @@ struct SessionManagerRaceTests {
             return (manager, id)
         }
 
-        deinit { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     /// Runs the manager's service while `body` runs, and stops it after.

@@ -5,15 +5,15 @@ import VMSessionCore
 import VMSessionDaemon
 import VMSessionHypervisor
 import VMSessionStore
+import VMSessionTestSupport
 
 /// The read model the request path reads sessions from, and the access registry it checks callers with: the
 /// manager publishes every change into them before the change's call returns, so no read after it sees the old state.
 @Suite("Session read model")
 struct SessionReadModelTests {
     static func withManager(_ body: (SessionManager, EventHub) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-read-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let scratch = try TemporaryDirectory("vms-read")
+        let directory = scratch.path
         let store = try SessionStore.inMemory()
         let logger = Logger(label: "test")
         let hypervisor = try LibvirtHypervisor(

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VMSessionCore
 @testable import VMSessionHypervisor
+import VMSessionTestSupport
 
 /// The cgroup file logic against fake cgroup trees in a temporary directory: cgroup v2 is not mounted with
 /// the cpu controller on these machines (they are v1), so this is where v2 is covered; v1 is also tested
@@ -10,14 +11,13 @@ import VMSessionCore
 struct CgroupCPUTests {
     /// A temporary directory standing in for a cgroup, removed at the end.
     final class FakeTree {
-        let path: String
+        let directory: TemporaryDirectory
+        var path: String { directory.path }
         init(_ files: [String: String]) throws {
-            path = FileManager.default.temporaryDirectory.appendingPathComponent("vms-cg-\(UUID())").path
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            for (name, text) in files { try text.write(toFile: path + "/" + name, atomically: false, encoding: .utf8) }
+            directory = try TemporaryDirectory("vms-cg")
+            for (name, text) in files { try text.write(toFile: directory.path + "/" + name, atomically: false, encoding: .utf8) }
         }
         func read(_ name: String) -> String? { try? String(contentsOfFile: path + "/" + name, encoding: .utf8) }
-        deinit { try? FileManager.default.removeItem(atPath: path) }
     }
 
     static func v2Tree(controllers: String = "cpuset cpu io memory pids") throws -> FakeTree {

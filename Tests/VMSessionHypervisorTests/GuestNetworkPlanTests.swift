@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VMSessionCore
 @testable import VMSessionHypervisor
+import VMSessionTestSupport
 
 /// The guest network's commands as one plan for the local and the remote runner, the shell text the remote one
 /// sends (run here by a real `sh`), and what a remote host's check answer means.
@@ -44,9 +45,8 @@ struct GuestNetworkPlanTests {
 
     @Test("the remote down script ends a helper whose pid file names it and whose command line names the directory, spares a reused pid that names another program, and removes the pids and sockets")
     func downScript() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vms-plan-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = try TemporaryDirectory("vms-plan")
+        let dir = scratch.path
         let helper = try Self.spawn(["/bin/sh", "-c", "sleep 60; true", "helper", dir])  // its command line names the directory
         let stranger = try Self.spawn(["/bin/sleep", "61"])
         // Each leads a process group of its own: the helper's sleep goes with it.

@@ -6,22 +6,22 @@ import VMSessionCore
 @testable import VMSessionHypervisor
 @testable import Libvirt
 import CLibvirt
+import VMSessionTestSupport
 
 /// The hypervisor against libvirt's test driver: a real libvirt driver, in-process, with no guests booted.
 @Suite("LibvirtHypervisor on test:///default")
 struct LibvirtHypervisorTests {
     /// A state directory and an image for one test, removed at the end.
     final class Fixture {
-        let directory: String
+        let scratch: TemporaryDirectory
+        var directory: String { scratch.path }
         let hypervisor: LibvirtHypervisor
         let image: MachineImage
 
         init() throws {
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-hv-\(UUID())").path
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            for file in ["vmlinuz", "initrd.img"] {
-                FileManager.default.createFile(atPath: "\(directory)/\(file)", contents: Data([0]))
-            }
+            scratch = try TemporaryDirectory("vms-hv")
+            let directory = scratch.path
+            try TemporaryDirectory.makeStandInAppliance(in: directory)
             image = .kernel(kernelPath: "\(directory)/vmlinuz", initrdPath: "\(directory)/initrd.img", commandLine: "console=ttyS0")
             hypervisor = try LibvirtHypervisor(
                 configuration: .init(uri: "test:///default", stateDirectory: directory, accelerator: .tcg),
@@ -31,8 +31,6 @@ struct LibvirtHypervisorTests {
         func spec(_ id: SessionID, name: String = "demo", seed: ContextSeed? = nil) -> MachineSpec {
             MachineSpec(id: id, sessionName: name, requirements: .init(cpus: 1, memory: 128, disk: 64, version: "appliance"), image: image, seed: seed)
         }
-
-        deinit { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     @Test("a VM goes through define, start, pause, resume, hibernate, restore and remove")
@@ -452,8 +450,8 @@ struct EmbeddedDriverTests {
         "a QEMU guest's port 80 answers on the daemon's Unix socket only, and its network goes with the VM",
         .enabled(if: FileManager.default.fileExists(atPath: appliance + "/vmlinuz")))
     func guestNetworkLivesWithTheVM() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-n-\(UUID().uuidString.prefix(6))").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let scratch = try TemporaryDirectory("vms-n")
+        let directory = scratch.path
         let hypervisor = try LibvirtHypervisor(
             configuration: .init(stateDirectory: directory, accelerator: .tcg), logger: Logger(label: "test"))
         let id = SessionID()

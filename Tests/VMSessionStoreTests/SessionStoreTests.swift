@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VMSessionCore
 import VMSessionStore
+import VMSessionTestSupport
 
 @Suite("Session store")
 struct SessionStoreTests {
@@ -22,10 +23,8 @@ struct SessionStoreTests {
 
     @Test("a session, its token and its events survive closing and reopening the database file")
     func sessionSurvivesReopen() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-store-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let path = directory.appendingPathComponent("db.sqlite").path
+        let directory = try TemporaryDirectory("vms-store")
+        let path = directory.path + "/db.sqlite"
         let stored = Self.newSession()
         var written: [SessionEvent] = []
         do {

@@ -5,11 +5,10 @@ import VMSessionStore
 /// A store's database file in a directory of its own, removed with everything SQLite put beside it (its WAL and
 /// the WAL's index), and a way to grow the WAL: what the store's and the daemon's checkpoint tests share.
 public final class StoreFile {
-    public let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vms-store-file-\(UUID())")
-    public var path: String { directory.appendingPathComponent("db.sqlite").path }
+    let directory: TemporaryDirectory
+    public var path: String { directory.path + "/db.sqlite" }
 
-    public init() throws { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
-    deinit { try? FileManager.default.removeItem(at: directory) }
+    public init() throws { directory = try TemporaryDirectory("vms-store-file") }
 
     /// The database file's size: it grows only when a checkpoint copies the WAL into it.
     public var databaseBytes: Int { ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? 0 }
