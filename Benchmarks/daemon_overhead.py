@@ -320,6 +320,9 @@ def cold_start_and_control(opts, work):
             # The same runs from the open request: without creating the session, whose secret's hash (scrypt,
             # tens of ms by design) has no counterpart in the peer.
             "fromOpenMs": spread(from_open), "fromOpenRatioOfMedians": statistics.median(from_open) / statistics.median(peer_cold),
+            # Every sample in the order taken (the two sides alternate), to tell a drift of the machine from the
+            # boots' own spread.
+            "daemonSamplesMs": cold, "peerSamplesMs": peer_cold,
         }
     if measured:
         results["control"] = {"compared": "HTTP request to its event on the SSE stream vs the bare libvirt call, samples interleaved"}
@@ -659,7 +662,10 @@ def main():
     parser.add_argument("--peer", required=True)
     parser.add_argument("--appliance", required=True)
     parser.add_argument("--out", default="artifacts/bench.json")
-    parser.add_argument("--runs", type=int, default=5)
+    # A TCG boot of the appliance varies by tens of ms from one to the next, and the daemon's own share of a
+    # cold start is about as much (creating the session hashes its secret with scrypt, about 45 ms): five
+    # samples a side put the ratio of medians anywhere from 1.00 to 1.04 in four runs of the same binaries.
+    parser.add_argument("--runs", type=int, default=11, help="cold starts of each side (default 11)")
     parser.add_argument("--quick", action="store_true", help="a few runs of each, to keep the code from rotting")
     parser.add_argument("--skip-vm", action="store_true", help="skip the sections that boot real guests")
     parser.add_argument("--baseline", help="another vmsessiond binary (say main's release build), measured beside --daemon "
