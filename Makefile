@@ -125,14 +125,19 @@ build-tests: deps-test
 # origin, and the daemon's own page; screenshots go to artifacts/browser/.
 PYTEST = PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -p no:cacheprovider -s -q $(BROWSER_TESTS)
 
+# Each step of `make test` says how long it took (`== <step> took N s`), so that a CI log shows where its time goes.
+define timed
+@echo "== $(1)"; start=$$(date +%s); $(2); status=$$?; echo "== $(1) took $$(( $$(date +%s) - start )) s"; exit $$status
+endef
+
 test: appliance build-tests
-	bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR)
-	$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build
-	$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract
-	$(TEST_ENV) $(PYTEST)
-	$(MAKE) --no-print-directory test-package
-	$(MAKE) --no-print-directory chaos-quick
-	$(MAKE) --no-print-directory bench-quick
+	$(call timed,appliance boot check,bash Contextualization/appliance/test-boot.sh $(APPLIANCE_DIR))
+	$(call timed,Swift tests,$(TEST_ENV) $(SWIFT) test $(BUILD_FLAGS) --skip-build)
+	$(call timed,contract tests,$(TEST_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider Tests/Contract)
+	$(call timed,browser tests,$(TEST_ENV) $(PYTEST))
+	$(call timed,package test,$(MAKE) --no-print-directory test-package)
+	$(call timed,chaos-quick,$(MAKE) --no-print-directory chaos-quick)
+	$(call timed,bench-quick,$(MAKE) --no-print-directory bench-quick)
 
 test-browser: build-tests
 	$(TEST_ENV) $(PYTEST)
