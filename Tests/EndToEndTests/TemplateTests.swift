@@ -144,13 +144,14 @@ struct TemplateTests {
         try await daemon.start()
         let api = APIClient(port: daemon.port)
         let admin = try daemon.adminToken()
-        // Not a test that fails without the guest's reseed, on this machine: with main's appliance (no reseed) it
-        // passed too, with the template made right after `ready` and with it made at 40 s of the guest's uptime
-        // (the kernel reseeds on its own once its seed is older than half its uptime, at most a minute, and the
-        // restored guest's reads came after that). Nor when the template's guest was reseeded (RNDRESEEDCRNG) right
-        // before its save at some 15 s of uptime, so that no scheduled reseed was due when the sessions drew, and
-        // the sessions' own reseed was taken away: their bytes differed still (two runs). It holds the property and
-        // that the guest's reseed succeeds.
+        // The different bytes alone do not fail without the guest's reseed, on this machine: with an appliance
+        // without it they differed too, with the template made right after `ready` and with it made at 40 s of the
+        // guest's uptime (the kernel reseeds on its own once its seed is older than half its uptime, at most a
+        // minute, and the restored guest's reads came after that), and when the template's guest was reseeded
+        // (RNDRESEEDCRNG) right before its save at some 15 s of uptime, so that no scheduled reseed was due when
+        // the sessions drew (two runs). So the test also holds each guest to its word that it reseeded its
+        // generator from the session's seed before the user-data ran: the `seed changed` line says so only when
+        // the reseed succeeded.
         let source = try await prepared(api, "rng-source", userData: #"#!/bin/sh\necho prepared\n"#)
         try await waitFor("the prepared guest's ready line") { lines(console(state, source.id)).contains { $0.contains("VMSESSION-APPLIANCE: ready") } }
         try await makeTemplate(api, "rng", from: source.id, admin: admin)
@@ -164,7 +165,11 @@ struct TemplateTests {
                 drawn[tag] = line.split(separator: " ").last.map(String.init)
                 return true
             }
-            #expect(!lines(console(state, id)).contains { $0.contains("could not reseed") }, "the guest reseeded its generator")
+            let log = lines(console(state, id))
+            #expect(!log.contains { $0.contains("could not reseed") }, "the guest reseeded its generator")
+            #expect(
+                log.contains { $0.contains("VMSESSION-APPLIANCE: seed changed") && $0.hasSuffix("; generator reseeded)") },
+                "the guest says it reseeded its generator from session \(tag)'s seed: \(log.suffix(6))")
         }
         let a = try #require(drawn["A"]), b = try #require(drawn["B"])
         #expect(a.count == 32 && b.count == 32, "\(a) \(b)")
