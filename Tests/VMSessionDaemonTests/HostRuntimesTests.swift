@@ -17,7 +17,6 @@ struct HostRuntimesTests {
 
     final class Fixture: Sendable {
         let scratch: TemporaryDirectory
-        var directory: String { scratch.path }
         let store: SessionStore
         let local = ScriptedHypervisor()
         let lab: ScriptedHypervisor
@@ -100,7 +99,6 @@ struct HostRuntimesTests {
         }
 
         func kinds(_ id: SessionID) throws -> [SessionEvent.Kind] { try store.events(for: id, after: 0).map(\.kind) }
-
     }
 
     static let small = Requirements(cpus: 1, memory: 128, disk: 64, version: "appliance")

@@ -61,7 +61,6 @@ struct SessionManagerRaceTests {
             try await manager.reconcile()
             return (manager, id)
         }
-
     }
 
     /// Runs the manager's service while `body` runs, and stops it after.
