@@ -35,10 +35,12 @@ struct APIFixture {
 
     /// `source` is the idle source the controller reads (nil: no display, as on a headless host).
     /// `apiPort` is the loopback port of the stand-in server that plays every started guest's API (the proxy's tests);
-    /// `guestProxy` is the proxy's policy; `testing` `.live` serves on a real loopback port (the client's `port`).
+    /// `guestProxy` is the proxy's policy; `testing` `.live` serves on a real loopback port (the client's `port`);
+    /// `clock` is the session manager's (a ``ManualClock`` for what depends on time passing, such as the secret throttle).
     static func run(
         source: (any IdleSource)? = nil, apiPort: (@Sendable () -> Int)? = nil, guestProxy: GuestProxyPolicy = .defaults,
-        testing: TestingSetup = .router, hypervisor scripted: (any Hypervisor)? = nil, quota: SessionQuota = .defaults, _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
+        testing: TestingSetup = .router, hypervisor scripted: (any Hypervisor)? = nil, quota: SessionQuota = .defaults,
+        clock: any Clock<Duration> = ContinuousClock(), _ body: @Sendable (any TestClientProtocol, APIFixture) async throws -> Void
     ) async throws {
         let scratch = try TemporaryDirectory("vms-api")
         let directory = scratch.path
@@ -69,7 +71,7 @@ struct APIFixture {
         let manager = SessionManager(
             store: store, events: events, hypervisor: chosen, images: images,
             configuration: .init(stopGrace: .seconds(1), quota: quota),
-            hasher: hasher, adminToken: adminToken, metrics: metrics, logger: logger)
+            hasher: hasher, adminToken: adminToken, clock: clock, metrics: metrics, logger: logger)
         try await manager.reconcile()
         let controller = try IdleController(
             manager: manager, events: events, store: store, source: source, noSourceReason: "no display in tests",
