@@ -662,9 +662,9 @@ def main():
     parser.add_argument("--peer", required=True)
     parser.add_argument("--appliance", required=True)
     parser.add_argument("--out", default="artifacts/bench.json")
-    # A TCG boot of the appliance varies by tens of ms from one to the next, and the daemon's own share of a
-    # cold start is about as much (creating the session hashes its secret with scrypt, about 45 ms): five
-    # samples a side put the ratio of medians anywhere from 1.00 to 1.04 in four runs of the same binaries.
+    # A TCG boot of the appliance varies by 180 to 240 ms (sd) from one to the next, four times the daemon's own
+    # share of a cold start (creating the session hashes its secret with scrypt, about 45 ms): five samples a
+    # side put the ratio of medians anywhere from 1.00 to 1.04 in four runs of the same binaries.
     parser.add_argument("--runs", type=int, default=11, help="cold starts of each side (default 11)")
     parser.add_argument("--quick", action="store_true", help="a few runs of each, to keep the code from rotting")
     parser.add_argument("--skip-vm", action="store_true", help="skip the sections that boot real guests")
